@@ -1,0 +1,55 @@
+"""poolkeeper: a database connection pool that cannot leak.
+
+Every structure that grows with the workload has a bound and a counter of what it dropped;
+every connection it hands out is tracked back to the line that took it.
+
+    >>> from poolkeeper import Pool
+    >>> with Pool("sqlite://:memory:") as pool:
+    ...     with pool.connection() as conn:
+    ...         conn.execute("SELECT 1").fetchone()
+    (1,)
+"""
+
+from __future__ import annotations
+
+from .config import ConfigWarning, PoolConfig, mask_dsn, parse_dsn
+from .errors import (
+    ConfigError,
+    ConnectError,
+    ConnectionReclaimed,
+    ConnectionReturned,
+    LoaderBackpressure,
+    LoaderError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    QueryTimeout,
+    TooManyWaiting,
+)
+from .pool import CloseReason, Pool
+from .proxy import ConnectionProxy, CursorProxy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CloseReason",
+    "ConfigError",
+    "ConfigWarning",
+    "ConnectError",
+    "ConnectionProxy",
+    "ConnectionReclaimed",
+    "ConnectionReturned",
+    "CursorProxy",
+    "LoaderBackpressure",
+    "LoaderError",
+    "Pool",
+    "PoolClosed",
+    "PoolConfig",
+    "PoolError",
+    "PoolTimeout",
+    "QueryTimeout",
+    "TooManyWaiting",
+    "__version__",
+    "mask_dsn",
+    "parse_dsn",
+]

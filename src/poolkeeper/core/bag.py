@@ -1,0 +1,328 @@
+"""Idle slots, waiters and hand-off: the hot path. It knows nothing of databases.
+
+One lock guards everything; nothing under it does I/O or allocates more than a waiter.
+
+**Hand-off.** Waiters queue first come first served, each blocked on its own pre-acquired lock.
+A returned slot goes straight to the oldest waiter (never through the idle stack, where a
+newcomer could snatch it).
+
+**Lease.** A strict hand-off on every return wakes a waiter into a GIL the returning thread
+still holds: about three context switches per query, which halves throughput when threads
+outnumber connections (see FIELD-NOTES, "hand-off under contention"). So a thread that got a
+slot keeps a *lease* on it for ``lease_s``: while the lease is young, a return with waiters
+queued *parks* the slot for that thread instead of handing it off, and the thread's next
+borrow takes it back without waking anyone. When the lease has run out, the next return hands
+the slot to the oldest waiter. Only connections with no open transaction are parked. A parked
+slot whose owner stopped borrowing is reclaimed once its lease ends, by whichever thread next
+touches the bag, or by a waiter re-checking every ``recheck_s``. ``lease_s = 0`` gives strict
+FIFO hand-off.
+
+Invariant: waiters are queued only while the idle stack is empty, and a slot is pushed onto
+the idle stack only while no one waits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_right
+from collections import deque
+from typing import Any
+
+from ..errors import PoolClosed, TooManyWaiting
+from .slot import Slot, SlotState
+
+__all__ = ["HISTOGRAM_BOUNDS_MS", "Bag", "ThreadLease", "Waiter"]
+
+_IDLE, _IN_USE, _PARKED, _RESERVED = (SlotState.IDLE, SlotState.IN_USE, SlotState.PARKED,
+                                      SlotState.RESERVED)
+_monotonic = time.monotonic
+
+#: upper bounds (ms) of the wait / usage histogram buckets; the last bucket is open-ended
+HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (0.1, 0.5, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000)
+_BOUNDS_S = tuple(b / 1000.0 for b in HISTOGRAM_BOUNDS_MS)
+
+
+class ThreadLease(threading.local):
+    """Per-thread lease state: the slot parked for this thread and when its lease began."""
+
+    def __init__(self) -> None:
+        self.parked: Slot | None = None
+        self.lease_start = 0.0
+
+
+class Waiter:
+    """One caller queued for a slot; it sleeps on a lock that the hand-off releases."""
+
+    __slots__ = ("error", "lock", "since", "slot")
+
+    def __init__(self, now: float) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.slot: Slot | None = None
+        self.error: BaseException | None = None
+        self.since = now
+
+
+class Bag:
+    """Slots and waiters of one pool, with the counts that must change atomically with them."""
+
+    def __init__(self, *, lease_s: float, max_waiting: int, recheck_s: float = 0.05) -> None:
+        self.lock = threading.Lock()
+        self.idle: deque[Slot] = deque()  # right end = most recently returned (LIFO borrow)
+        self.waiters: deque[Waiter] = deque()
+        self.parked: list[Slot] = []
+        self.lease_s = lease_s
+        self.max_waiting = max_waiting
+        self.recheck_s = recheck_s
+        self.total = 0  #: open physical connections (idle + parked + in use + reserved)
+        self.opening = 0  #: connection attempts under way
+        self.generation = 0  #: bumped by expire_all(); older slots retire at their next return
+        self.closed = False
+        # counters (under the lock)
+        self.requests_num = 0
+        self.requests_queued = 0
+        self.requests_timeouts = 0
+        self.requests_wait_s = 0.0
+        self.handoffs = 0
+        self.lease_parks = 0
+        self.lease_reuses = 0
+        self.returns_num = 0
+        self.usage_s = 0.0
+        self.wait_hist = [0] * (len(_BOUNDS_S) + 1)
+        self.usage_hist = [0] * (len(_BOUNDS_S) + 1)
+
+    # ------------------------------------------------------------------ borrow
+    def acquire(self, lease: ThreadLease, now: float) -> Slot | Waiter:
+        """A slot now (marked in use), or a queued Waiter to pass to :meth:`wait`."""
+        with self.lock:
+            if self.closed:
+                raise PoolClosed("the pool is closed")
+            self.requests_num += 1
+            slot = lease.parked
+            if slot is not None:
+                lease.parked = None
+                if slot.parked_by is lease and slot.state is _PARKED:
+                    self.parked.remove(slot)
+                    slot.parked_by = None
+                    slot.state = _IN_USE
+                    self.lease_reuses += 1
+                    self.wait_hist[0] += 1
+                    return slot
+            if self.parked:
+                self._unpark_expired(now)
+            if self.idle:
+                slot = self.idle.pop()
+                slot.state = _IN_USE
+                lease.lease_start = now
+                self.wait_hist[0] += 1
+                return slot
+            if self.max_waiting and len(self.waiters) >= self.max_waiting:
+                raise TooManyWaiting(
+                    f"{len(self.waiters)} callers are already waiting (max_waiting="
+                    f"{self.max_waiting}); raise max_waiting or max_size, or shed load earlier"
+                )
+            waiter = Waiter(now)
+            self.waiters.append(waiter)
+            self.requests_queued += 1
+            return waiter
+
+    def wait(self, waiter: Waiter, deadline: float) -> Slot | None:
+        """Block until a slot is handed to ``waiter`` or ``deadline``; None on timeout."""
+        lock = waiter.lock
+        while True:
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                break
+            if lock.acquire(timeout=min(remaining, self.recheck_s)):
+                break
+            # Woken by the re-check timer: reclaim a parked slot whose owner went quiet.
+            with self.lock:
+                if waiter.slot is not None or waiter.error is not None:
+                    break
+                if self.parked:
+                    self._unpark_expired(_monotonic())
+                if waiter.slot is not None:
+                    break
+        with self.lock:
+            now = _monotonic()
+            waited = now - waiter.since
+            self.requests_wait_s += waited
+            self.wait_hist[bisect_right(_BOUNDS_S, waited)] += 1
+            if waiter.error is not None:
+                raise waiter.error
+            if waiter.slot is None:
+                self.waiters.remove(waiter)
+                self.requests_timeouts += 1
+                return None
+            return waiter.slot
+
+    # ------------------------------------------------------------------ return
+    def release(self, slot: Slot, lease: ThreadLease | None, now: float, usage_s: float) -> bool:
+        """Give a healthy slot back: park it, hand it to the oldest waiter, or make it idle.
+
+        ``lease`` is None when the slot may not be parked (open transaction, or returned by a
+        thread other than the borrower). False means the bag is closed: close the connection.
+        """
+        with self.lock:
+            self.returns_num += 1
+            self.usage_s += usage_s
+            self.usage_hist[bisect_right(_BOUNDS_S, usage_s)] += 1
+            if self.closed:
+                self.total -= 1
+                slot.state = SlotState.CLOSED
+                return False
+            if self.waiters:
+                if (lease is not None and self.lease_s > 0.0 and lease.parked is None
+                        and now - lease.lease_start < self.lease_s):
+                    slot.state = _PARKED
+                    slot.parked_by = lease
+                    slot.parked_until = lease.lease_start + self.lease_s
+                    lease.parked = slot
+                    self.parked.append(slot)
+                    self.lease_parks += 1
+                    return True
+                self._handoff(slot)
+                return True
+            slot.state = _IDLE
+            self.idle.append(slot)
+            return True
+
+    def add_new(self, slot: Slot) -> bool:
+        """A freshly opened slot joins the pool; False if the pool closed meanwhile."""
+        with self.lock:
+            self.opening -= 1
+            if self.closed:
+                slot.state = SlotState.CLOSED
+                return False
+            self.total += 1
+            if self.waiters:
+                self._handoff(slot)
+            else:
+                slot.state = _IDLE
+                self.idle.append(slot)
+            return True
+
+    def give_back_reserved(self, slot: Slot) -> bool:
+        """Return a slot the housekeeper reserved (after a keepalive ping)."""
+        with self.lock:
+            if self.closed:
+                self.total -= 1
+                slot.state = SlotState.CLOSED
+                return False
+            if self.waiters:
+                self._handoff(slot)
+            else:
+                slot.state = _IDLE
+                self.idle.appendleft(slot)  # it was idle longest: keep it at the cold end
+            return True
+
+    def _handoff(self, slot: Slot) -> None:
+        waiter = self.waiters.popleft()
+        slot.state = _IN_USE
+        waiter.slot = slot
+        self.handoffs += 1
+        waiter.lock.release()
+
+    def _unpark_expired(self, now: float) -> None:
+        keep: list[Slot] = []
+        for slot in self.parked:
+            if slot.parked_until > now:
+                keep.append(slot)
+                continue
+            slot.parked_by = None
+            if self.waiters:
+                self._handoff(slot)
+            else:
+                slot.state = _IDLE
+                self.idle.append(slot)
+        self.parked = keep
+
+    # ------------------------------------------------------------------ accounting
+    def forget(self, slot: Slot) -> None:
+        """A slot leaves the pool for good (broken, expired, reclaimed)."""
+        with self.lock:
+            if slot.state is not SlotState.CLOSED:
+                slot.state = SlotState.CLOSED
+                self.total -= 1
+
+    def reserve_opens(self, min_idle: int, max_size: int) -> int:
+        """How many connections to open now (for waiters and min_idle), reserved as opening."""
+        with self.lock:
+            if self.closed:
+                return 0
+            for_waiters = len(self.waiters) - self.opening
+            for_min_idle = min_idle - len(self.idle) - len(self.parked) - self.opening
+            room = max_size - self.total - self.opening
+            n = min(max(for_waiters, for_min_idle, 0), room)
+            if n > 0:
+                self.opening += n
+            return max(n, 0)
+
+    def open_failed(self) -> None:
+        with self.lock:
+            self.opening -= 1
+
+    def take_idle(self, pick: Any) -> list[Slot]:
+        """Reserve the idle slots chosen by ``pick(idle_oldest_first, now)`` for housekeeping."""
+        with self.lock:
+            self._unpark_expired(_monotonic())
+            chosen = pick(list(self.idle), _monotonic())
+            if chosen:
+                ids = {id(s) for s in chosen}
+                self.idle = deque(s for s in self.idle if id(s) not in ids)
+                for slot in chosen:
+                    slot.state = _RESERVED
+            return list(chosen)
+
+    def close(self) -> list[Slot]:
+        """Close the bag: wake every waiter with PoolClosed; return the idle and parked slots."""
+        with self.lock:
+            self.closed = True
+            slots = list(self.idle) + self.parked
+            self.idle.clear()
+            self.parked = []
+            for slot in slots:
+                slot.state = SlotState.CLOSED
+                slot.parked_by = None
+            self.total -= len(slots)
+            while self.waiters:
+                waiter = self.waiters.popleft()
+                waiter.error = PoolClosed("the pool was closed while waiting for a connection")
+                waiter.lock.release()
+            return slots
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            idle = len(self.idle) + len(self.parked)
+            return {
+                "total": self.total,
+                "idle": idle,
+                "active": self.total - idle,
+                "waiting": len(self.waiters),
+                "opening": self.opening,
+                "parked": len(self.parked),
+            }
+
+    def pop_counters(self, reset: bool) -> dict[str, Any]:
+        with self.lock:
+            out: dict[str, Any] = {
+                "requests_num": self.requests_num,
+                "requests_queued": self.requests_queued,
+                "requests_timeouts": self.requests_timeouts,
+                "requests_wait_ms": round(self.requests_wait_s * 1000.0, 3),
+                "handoffs_num": self.handoffs,
+                "lease_parks_num": self.lease_parks,
+                "lease_reuses_num": self.lease_reuses,
+                "returns_num": self.returns_num,
+                "usage_ms": round(self.usage_s * 1000.0, 3),
+                "wait_ms_histogram": list(self.wait_hist),
+                "usage_ms_histogram": list(self.usage_hist),
+            }
+            if reset:
+                self.requests_num = self.requests_queued = self.requests_timeouts = 0
+                self.handoffs = self.lease_parks = self.lease_reuses = self.returns_num = 0
+                self.requests_wait_s = self.usage_s = 0.0
+                self.wait_hist = [0] * len(self.wait_hist)
+                self.usage_hist = [0] * len(self.usage_hist)
+            return out

@@ -1,0 +1,101 @@
+"""Decisions about connections, as pure functions of time and configuration.
+
+Nothing here does I/O or takes a lock: the pool calls these with the numbers it holds, and the
+tests drive them directly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+
+from .slot import Slot
+
+__all__ = [
+    "abandoned",
+    "backoff_delay",
+    "expires_at",
+    "idle_evictions",
+    "jittered_idle_timeout",
+    "keepalive_due",
+    "leaked",
+    "needs_validation",
+]
+
+
+def expires_at(now: float, max_lifetime: float | None, jitter: float,
+               rand: random.Random | None = None) -> float:
+    """When a connection opened at ``now`` must retire.
+
+    Each connection's lifetime is shortened by a random fraction up to ``jitter`` so that
+    connections opened together do not all retire (and reconnect) in the same second.
+    """
+    if max_lifetime is None:
+        return math.inf
+    r = (rand or random).random()
+    return now + max_lifetime * (1.0 - jitter * r)
+
+
+def jittered_idle_timeout(idle_timeout: float | None, jitter: float,
+                          rand: random.Random | None = None) -> float:
+    """This connection's idle limit, spread like lifetimes for the same reason."""
+    if idle_timeout is None:
+        return math.inf
+    return idle_timeout * (1.0 - jitter * (rand or random).random())
+
+
+def needs_validation(slot: Slot, now: float, validate_on_borrow: bool, bypass: float) -> bool:
+    """Whether to ping before lending: not if it was known alive within ``bypass`` seconds."""
+    return validate_on_borrow and now - slot.last_alive > bypass
+
+
+def idle_evictions(idle_oldest_first: Iterable[Slot], now: float, idle_count: int,
+                   min_idle: int) -> list[Slot]:
+    """Idle connections past their idle limit, never taking the idle count below ``min_idle``.
+
+    (BoneCP evicted below its minimum and re-opened at once: churn, and a driver that kept a
+    record of every connection ever opened ran out of memory.)
+    """
+    spare = idle_count - min_idle
+    out: list[Slot] = []
+    for slot in idle_oldest_first:
+        if spare <= 0:
+            break
+        if now - slot.last_used >= slot.idle_timeout:
+            out.append(slot)
+            spare -= 1
+    return out
+
+
+def keepalive_due(idle: Iterable[Slot], now: float, interval: float | None) -> list[Slot]:
+    """Idle connections not known alive for ``interval``: ping them instead of replacing them."""
+    if interval is None:
+        return []
+    return [s for s in idle if now - s.last_alive >= interval]
+
+
+def leaked(in_use: Iterable[Slot], now: float, threshold: float | None) -> list[Slot]:
+    """Checkouts held past the leak threshold and not reported yet."""
+    if threshold is None:
+        return []
+    return [s for s in in_use if not s.leak_reported and now - s.borrowed_at >= threshold]
+
+
+def abandoned(in_use: Iterable[Slot], now: float, timeout: float | None) -> list[Slot]:
+    """Checkouts held past abandoned_timeout that are not running a statement right now."""
+    if timeout is None:
+        return []
+    return [s for s in in_use if not s.executing and now - s.borrowed_at >= timeout]
+
+
+def backoff_delay(failures: int, cap: float, rand: random.Random | None = None) -> float:
+    """Delay before the next connection attempt after ``failures`` failures in a row.
+
+    Exponential from 0.1 s, capped, with full jitter so that many pools restarting together
+    do not reconnect in lockstep.
+    """
+    if failures <= 0:
+        return 0.0
+    ceiling = min(cap, 0.1 * 2.0 ** min(failures - 1, 30))
+    return ceiling * (0.5 + 0.5 * (rand or random).random())

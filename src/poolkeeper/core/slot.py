@@ -1,0 +1,83 @@
+"""One physical connection's record, living exactly as long as the connection.
+
+The slot also carries *who holds it now* (borrow time, site, thread, current SQL): the
+housekeeper finds leaks and abandoned checkouts by looking at slots, and a checkout proxy
+must not be kept alive by the pool, so those facts cannot live on the proxy.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+__all__ = ["Frame", "Slot", "SlotState"]
+
+#: (filename, line, function) of one stack frame, formatted only when someone reads it
+Frame = tuple[str, int, str]
+
+
+class SlotState(enum.IntEnum):
+    IDLE = 0  #: in the idle stack, free to borrow
+    IN_USE = 1  #: borrowed by a caller
+    PARKED = 2  #: kept for the thread that just returned it, for the rest of its lease
+    RESERVED = 3  #: taken by the housekeeper (keepalive ping, retirement)
+    CLOSED = 4  #: the physical connection is closed or being closed
+
+
+class Slot:
+    """The record of one physical connection."""
+
+    __slots__ = (
+        "borrow_site",
+        "borrow_stack",
+        "borrow_thread",
+        "borrowed_at",
+        "broken",
+        "created_at",
+        "executing",
+        "expires_at",
+        "generation",
+        "id",
+        "idle_timeout",
+        "last_alive",
+        "last_used",
+        "leak_reported",
+        "parked_by",
+        "parked_until",
+        "proxy_ref",
+        "raw",
+        "session_id",
+        "sql",
+        "state",
+        "uses",
+    )
+
+    def __init__(self, slot_id: int, raw: Any, *, now: float, expires_at: float,
+                 idle_timeout: float, generation: int, session_id: Any = None) -> None:
+        self.id = slot_id
+        self.raw = raw
+        self.session_id = session_id
+        self.created_at = now
+        self.expires_at = expires_at  #: monotonic deadline, jitter included (inf: never)
+        self.idle_timeout = idle_timeout  #: this slot's idle limit, jitter included (inf: none)
+        self.generation = generation
+        self.state = SlotState.RESERVED
+        self.last_used = now  #: when a caller last returned it
+        self.last_alive = now  #: when it was last known to work (use or ping)
+        self.uses = 0
+        # the current checkout
+        self.borrowed_at = 0.0
+        self.borrow_site: Frame | None = None
+        self.borrow_stack: tuple[Frame, ...] | None = None
+        self.borrow_thread = 0
+        self.sql: str | None = None
+        self.executing = False
+        self.broken = False
+        self.leak_reported = False
+        self.proxy_ref: Any = None
+        # lease parking (see Bag)
+        self.parked_by: Any = None
+        self.parked_until = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Slot {self.id} {self.state.name.lower()} uses={self.uses}>"

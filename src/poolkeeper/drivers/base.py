@@ -1,0 +1,113 @@
+"""The adapter protocol: everything the pool needs to know about one DB-API driver.
+
+An adapter is the only place that imports a driver or knows its quirks. The pool asks it
+questions that must be answered **without a round trip** on the hot path (is a transaction
+open? did that error break the connection?) and delegates the rare I/O (connect, ping, cancel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["Driver", "ErrorKind"]
+
+
+class ErrorKind(enum.Enum):
+    """How an error from the driver should be handled."""
+
+    BROKEN = "broken"  #: the connection is unusable: discard it
+    TRANSIENT = "transient"  #: retrying the same work may succeed (deadlock, serialization)
+    DATA = "data"  #: the statement or its data is wrong: retrying will fail again
+    OTHER = "other"  #: anything else (syntax, permission, ...)
+
+
+class Driver:
+    """Base adapter. Subclasses override what their driver can do better.
+
+    ``params`` are the keyword arguments of the driver's connect(); ``connect`` replaces the
+    driver's connect() when the user passed ``Pool(connect=...)``.
+    """
+
+    name = "generic"
+    #: whether this driver can report an open transaction without a round trip
+    knows_transaction_state = False
+
+    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
+                 autocommit: bool | None = None, connect_timeout: float = 10.0,
+                 statement_cache_size: int = 100) -> None:
+        self.params = dict(params)
+        self._connect_fn = connect
+        self.autocommit = autocommit
+        self.connect_timeout = connect_timeout
+        self.statement_cache_size = statement_cache_size
+
+    # ---------------------------------------------------------------- life cycle
+    def connect(self) -> Any:
+        """Open one physical connection (blocking I/O; never called under the pool lock)."""
+        raw = self._connect_fn() if self._connect_fn is not None else self._connect()
+        if self.autocommit is not None:
+            self.set_autocommit(raw, self.autocommit)
+        return raw
+
+    def _connect(self) -> Any:
+        raise NotImplementedError(f"{self.name}: pass connect= to the pool")
+
+    def close(self, raw: Any) -> None:
+        """Close a physical connection; never raises (it is often already dead)."""
+        # A dead connection may fail to close; it is gone anyway.
+        with contextlib.suppress(Exception):
+            raw.close()
+
+    def dispose(self) -> None:
+        """Release anything the adapter itself holds (called once, when the pool closes)."""
+
+    # ---------------------------------------------------------------- state, no round trip
+    def in_transaction(self, raw: Any) -> bool | None:
+        """True/False when known for sure; None when the state is unknown or unsafe.
+
+        The generic answer is True: without driver knowledge, a rollback is the only way to
+        be sure nothing leaks into the next borrower.
+        """
+        return True
+
+    def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
+        """Whether the connection is unusable, judged from local state and the error seen."""
+        return False
+
+    def classify_error(self, exc: BaseException) -> ErrorKind:
+        """Sort a driver error into broken / transient / data / other."""
+        return ErrorKind.OTHER
+
+    def session_id(self, raw: Any) -> Any:
+        """The server's id for this session (backend pid, thread id), when known locally."""
+        return None
+
+    # ---------------------------------------------------------------- I/O
+    def rollback(self, raw: Any) -> None:
+        raw.rollback()
+
+    def commit(self, raw: Any) -> None:
+        raw.commit()
+
+    def ping(self, raw: Any, timeout: float) -> None:
+        """A cheap round trip that raises if the connection is dead (or slower than timeout)."""
+        cur = raw.cursor()
+        try:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        finally:
+            cur.close()
+
+    def cancel(self, raw: Any) -> None:
+        """Ask the server to stop the statement running on ``raw`` (called from another thread)."""
+        raise NotImplementedError(f"{self.name} cannot cancel a running statement")
+
+    def set_autocommit(self, raw: Any, on: bool) -> None:
+        raw.autocommit = on
+
+    def describe(self) -> str:
+        """Where this adapter connects, with secrets masked."""
+        return self.name

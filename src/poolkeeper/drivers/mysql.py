@@ -1,0 +1,100 @@
+"""PyMySQL adapter (MariaDB / MySQL).
+
+The transaction state comes from the SERVER_STATUS_IN_TRANS flag the server sends with every
+OK packet, so deciding whether to roll back costs no round trip. The ping is COM_PING with the
+socket's timeout set to validation_timeout for its duration. Cancelling a statement needs
+``KILL QUERY <thread id>`` on *another* connection; see :mod:`poolkeeper.cancel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .base import Driver, ErrorKind
+
+__all__ = ["MysqlDriver"]
+
+_IN_TRANS = 1  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
+# Client errors: 2006 server gone away, 2013 lost connection during query, 2014 commands out of
+# sync, 2045/2055 lost connection; server: 1927 connection killed, 4031 idle timeout disconnect,
+# 1053 server shutdown in progress.
+_BROKEN_CODES = frozenset({2006, 2013, 2014, 2045, 2055, 1927, 4031, 1053})
+# 1213 deadlock, 1205 lock wait timeout
+_TRANSIENT_CODES = frozenset({1213, 1205})
+# 1062 duplicate key, 1048 column cannot be null, 1264 out of range, 1366 incorrect value,
+# 1406 data too long, 1292 truncated incorrect value, 1452/1451 foreign key
+_DATA_CODES = frozenset({1062, 1048, 1264, 1366, 1406, 1292, 1452, 1451, 1265, 3819})
+
+
+class MysqlDriver(Driver):
+    """Adapter for PyMySQL."""
+
+    name = "mysql"
+    knows_transaction_state = True
+
+    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
+                 autocommit: bool | None = None, connect_timeout: float = 10.0,
+                 statement_cache_size: int = 100) -> None:
+        super().__init__(params, connect=connect, autocommit=autocommit,
+                         connect_timeout=connect_timeout,
+                         statement_cache_size=statement_cache_size)
+        import pymysql  # imported here so that `import poolkeeper` needs no driver
+
+        self._pymysql = pymysql
+
+    def _connect(self) -> Any:
+        kwargs = dict(self.params)
+        kwargs.setdefault("connect_timeout", self.connect_timeout)
+        return self._pymysql.connect(**kwargs)
+
+    def set_autocommit(self, raw: Any, on: bool) -> None:
+        raw.autocommit(on)
+
+    def in_transaction(self, raw: Any) -> bool | None:
+        if not raw.open:
+            return None
+        return bool(raw.server_status & _IN_TRANS)
+
+    def _code(self, exc: BaseException | None) -> int | None:
+        if exc is None or not exc.args or not isinstance(exc.args[0], int):
+            return None
+        return exc.args[0]
+
+    def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
+        if not raw.open:
+            return True
+        if exc is None:
+            return False
+        if isinstance(exc, self._pymysql.err.InterfaceError):
+            return True
+        return self._code(exc) in _BROKEN_CODES
+
+    def classify_error(self, exc: BaseException) -> ErrorKind:
+        code = self._code(exc)
+        if code in _BROKEN_CODES or isinstance(exc, self._pymysql.err.InterfaceError):
+            return ErrorKind.BROKEN
+        if code in _TRANSIENT_CODES:
+            return ErrorKind.TRANSIENT
+        if code in _DATA_CODES or isinstance(
+                exc, self._pymysql.err.DataError | self._pymysql.err.IntegrityError):
+            return ErrorKind.DATA
+        return ErrorKind.OTHER
+
+    def session_id(self, raw: Any) -> Any:
+        return raw.thread_id()
+
+    def ping(self, raw: Any, timeout: float) -> None:
+        sock = raw._sock
+        if sock is None:
+            raise self._pymysql.err.InterfaceError(0, "the connection is closed")
+        sock.settimeout(timeout)
+        try:
+            raw.ping(reconnect=False)
+        finally:
+            if raw._sock is not None:
+                raw._sock.settimeout(raw._read_timeout)
+
+    def describe(self) -> str:
+        p = self.params
+        return f"mysql {p.get('user')}@{p.get('host')}:{p.get('port')}/{p.get('database') or ''}"

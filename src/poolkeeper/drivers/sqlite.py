@@ -1,0 +1,102 @@
+"""sqlite3 adapter: the embedded default.
+
+Connections are opened with ``check_same_thread=False`` because a pool hands a connection to
+whichever thread borrows it next (never to two at once). ``sqlite://:memory:`` becomes one
+shared-cache in-memory database per pool, kept alive by an anchor connection until the pool
+closes, so every pooled connection sees the same tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .base import Driver, ErrorKind
+
+__all__ = ["SqliteDriver"]
+
+_memory_ids = itertools.count(1)
+_TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "busy")
+
+
+class SqliteDriver(Driver):
+    """Adapter for the standard library's sqlite3."""
+
+    name = "sqlite"
+    knows_transaction_state = True
+
+    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
+                 autocommit: bool | None = None, connect_timeout: float = 10.0,
+                 statement_cache_size: int = 100) -> None:
+        super().__init__(params, connect=connect, autocommit=autocommit,
+                         connect_timeout=connect_timeout,
+                         statement_cache_size=statement_cache_size)
+        self._anchor: sqlite3.Connection | None = None
+        database = str(self.params.get("database", ":memory:"))
+        if connect is None and database == ":memory:":
+            # A private, shared-cache in-memory database: visible to this pool only.
+            self.params["database"] = (
+                f"file:poolkeeper-mem-{next(_memory_ids)}?mode=memory&cache=shared")
+            self.params["uri"] = True
+            self._anchor = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        kwargs = dict(self.params)
+        kwargs.setdefault("check_same_thread", False)
+        # sqlite's "timeout" is how long a statement waits for a lock held by another connection.
+        kwargs.setdefault("timeout", self.connect_timeout)
+        # The statement cache is sqlite3's own LRU of compiled statements; sized from the pool's
+        # statement_cache_size so one setting governs every driver.
+        kwargs.setdefault("cached_statements", max(self.statement_cache_size, 0))
+        conn: sqlite3.Connection = sqlite3.connect(**kwargs)
+        return conn
+
+    def _connect(self) -> Any:
+        return self._open()
+
+    def dispose(self) -> None:
+        if self._anchor is not None:
+            self._anchor.close()
+            self._anchor = None
+
+    def set_autocommit(self, raw: Any, on: bool) -> None:
+        # Python 3.11: isolation_level None is autocommit; "" restores the implicit BEGIN.
+        raw.isolation_level = None if on else ""
+
+    def in_transaction(self, raw: Any) -> bool | None:
+        try:
+            return bool(raw.in_transaction)
+        except sqlite3.ProgrammingError:  # closed
+            return None
+
+    def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            return True
+        try:
+            raw.total_changes  # noqa: B018 - raises ProgrammingError once closed
+        except sqlite3.ProgrammingError:
+            return True
+        return False
+
+    def classify_error(self, exc: BaseException) -> ErrorKind:
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+            return ErrorKind.DATA
+        if isinstance(exc, sqlite3.OperationalError):
+            message = str(exc).lower()
+            if any(m in message for m in _TRANSIENT_MESSAGES):
+                return ErrorKind.TRANSIENT
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            return ErrorKind.BROKEN
+        return ErrorKind.OTHER
+
+    def ping(self, raw: Any, timeout: float) -> None:
+        # No server to lose: checking that the handle is open is the whole test.
+        raw.total_changes  # noqa: B018
+
+    def cancel(self, raw: Any) -> None:
+        raw.interrupt()
+
+    def describe(self) -> str:
+        return f"sqlite {self.params.get('database')}"

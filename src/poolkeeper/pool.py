@@ -1,0 +1,783 @@
+"""The synchronous pool: composes the I/O-free core, a driver adapter and the housekeeper.
+
+Data flow of one borrow: :meth:`Pool.getconn` -> ``Bag.acquire`` hands a slot (or queues the
+caller) -> ``policy`` says whether it expired or needs a ping -> the adapter pings if so -> a
+:class:`~poolkeeper.proxy.ConnectionProxy` wraps the slot for this checkout. Return: the proxy
+turns inert, open cursors are closed, the adapter rolls back only if it reports an open
+transaction (no round trip otherwise), and the bag parks the slot for the returning thread's
+lease, hands it to the oldest waiter, or makes it idle.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import queue
+import random
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .config import PoolConfig, mask_dsn, parse_dsn
+from .core import policy
+from .core.bag import HISTOGRAM_BOUNDS_MS, Bag, ThreadLease
+from .core.slot import Frame, Slot, SlotState
+from .drivers import Driver, create_driver, detect_driver
+from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
+from .housekeeper import Worker
+from .proxy import ConnectionProxy, Execute, format_site
+
+__all__ = ["CloseReason", "Pool"]
+
+logger = logging.getLogger("poolkeeper.pool")
+_monotonic = time.monotonic
+_get_ident = threading.get_ident
+_getframe = sys._getframe
+_IN_USE = SlotState.IN_USE
+_pool_ids = itertools.count(1)
+_slot_ids = itertools.count(1)
+
+#: modules whose frames are never reported as the place a connection was borrowed
+_INTERNAL_MODULES = frozenset({__name__, "poolkeeper.proxy", "contextlib"})
+
+
+class CloseReason:
+    """Why a physical connection was closed (each is a ``connections_closed_<reason>`` counter)."""
+
+    LIFETIME = "lifetime"  #: reached max_lifetime
+    IDLE = "idle"  #: idle past idle_timeout, above min_idle
+    BROKEN = "broken"  #: the driver reported it unusable (server restart, killed backend)
+    VALIDATION = "validation"  #: failed the ping on borrow or the keepalive ping
+    RESET_FAILED = "reset_failed"  #: rollback on return failed
+    UNKNOWN_STATE = "unknown_state"  #: returned mid-statement or in an unknown state
+    EXPIRED = "expired"  #: retired by expire_all()
+    ABANDONED = "abandoned"  #: reclaimed after abandoned_timeout
+    POOL_CLOSED = "pool_closed"  #: the pool was closed
+    ALL = (LIFETIME, IDLE, BROKEN, VALIDATION, RESET_FAILED, UNKNOWN_STATE, EXPIRED, ABANDONED,
+           POOL_CLOSED)
+
+
+class _Churn:
+    """Connections opened in the last hour, in one-minute buckets (a fixed 60-entry ring)."""
+
+    def __init__(self) -> None:
+        self._buckets = [0] * 60
+        self._minute = int(_monotonic() // 60)
+
+    def add(self, now: float) -> None:
+        self._advance(now)
+        self._buckets[self._minute % 60] += 1
+
+    def last_hour(self, now: float) -> int:
+        self._advance(now)
+        return sum(self._buckets)
+
+    def _advance(self, now: float) -> None:
+        minute = int(now // 60)
+        if minute - self._minute >= 60:
+            self._buckets = [0] * 60
+        else:
+            for m in range(self._minute + 1, minute + 1):
+                self._buckets[m % 60] = 0
+        self._minute = max(self._minute, minute)
+
+
+class Pool:
+    """A pool of database connections.
+
+    Example::
+
+        with Pool("postgresql://app@127.0.0.1:5432/test", max_size=8) as pool:
+            with pool.connection() as conn:
+                conn.execute("INSERT INTO t VALUES (%s)", (1,))
+            print(pool.stats()["requests_num"])
+
+    ``dsn`` selects the driver (``sqlite://``, ``postgresql://``, ``mysql://``); or pass
+    ``connect=`` a zero-argument callable returning a DB-API connection, with ``driver=``
+    naming its adapter (detected from the first connection when omitted). Every other keyword
+    is an option of :class:`~poolkeeper.config.PoolConfig`.
+    """
+
+    def __init__(self, dsn: str | None = None, *, connect: Callable[[], Any] | None = None,
+                 config: PoolConfig | None = None, **options: Any) -> None:
+        if config is None:
+            config = PoolConfig.from_mapping({"dsn": dsn, **options})
+        elif dsn is not None or options:
+            config = config.replace(**({"dsn": dsn} if dsn is not None else {}), **options)
+        if config.dsn is None and connect is None:
+            config = config.replace(dsn="sqlite://:memory:")
+        if not config.name:
+            config = config.replace(name=f"pool-{next(_pool_ids)}")
+        self.config = config
+        self.name = config.name
+        self._closed = False
+        self._stats_lock = threading.Lock()
+        self._slots: dict[int, Slot] = {}
+        self._opened = 0
+        self._open_failures = 0
+        self._open_ms = 0.0
+        self._consecutive_failures = 0
+        self._next_open_at = 0.0
+        self._last_connect_error: BaseException | None = None
+        self._closed_by: dict[str, int] = dict.fromkeys(CloseReason.ALL, 0)
+        self._leaks_detected = 0
+        self._leaks_returned = 0
+        self._orphans_returned = 0
+        self._returned_in_txn = 0
+        self._validations = 0
+        self._keepalives = 0
+        self._churn = _Churn()
+        self._orphans: queue.SimpleQueue[tuple[Slot, Frame | None, int]] = queue.SimpleQueue()
+        self._hooks: list[Any] = []
+        self._execute: Execute | None = None
+        self._tls = ThreadLease()
+        self._rand = random.Random()
+        self._validate = config.validate_on_borrow
+        self._bypass = config.validation_bypass
+        self._reset = config.reset_on_return
+        self._capture_stack = config.leak_threshold is not None
+        self._track_proxy = config.abandoned_timeout is not None
+        self._bag = Bag(lease_s=config.lease_ms / 1000.0, max_waiting=config.max_waiting)
+
+        first_raw = None
+        if config.dsn is not None and connect is None:
+            info = parse_dsn(config.dsn)
+            driver_name, params = info.driver, dict(info.params)
+            if config.driver is not None and config.driver != driver_name:
+                raise ConfigError(f"driver={config.driver!r} does not match the dsn scheme "
+                                  f"({driver_name}); drop one of them")
+        else:
+            driver_name, params = config.driver or "", {}
+            if not driver_name:
+                first_raw = self._connect_first(connect)
+                driver_name = detect_driver(first_raw)
+        params.update(config.connect_kwargs)
+        self.driver: Driver = create_driver(
+            driver_name, params, connect=connect, autocommit=config.autocommit,
+            connect_timeout=config.connect_timeout,
+            statement_cache_size=config.statement_cache_size)
+        if first_raw is not None and config.autocommit is not None:
+            self.driver.set_autocommit(first_raw, config.autocommit)
+
+        if first_raw is None and config.min_idle > 0 and config.fail_fast:
+            first_raw = self._connect_first(None)
+        if first_raw is not None:
+            with self._bag.lock:
+                self._bag.opening += 1
+            self._bag.add_new(self._new_slot(first_raw))
+
+        self._worker = Worker(self.name)
+        self._finalizer = weakref.finalize(self, _finalize, self._bag, self._worker, self.driver)
+        self._tick_s = self._housekeeping_period()
+        pool_ref = weakref.ref(self)
+        self._worker.call_later(self._tick_s, lambda: _housekeep(pool_ref))
+        self._request_opens()
+        logger.info("pool %r opened: %s, min_idle=%d, max_size=%d", self.name,
+                    self.driver.describe(), config.min_idle, config.max_size)
+
+    # ================================================================== borrow / return
+    def connection(self, timeout: float | None = None) -> ConnectionProxy:
+        """Borrow a connection for a ``with`` block (commit on success, rollback on error)."""
+        return self._borrow(timeout, 2)
+
+    def getconn(self, timeout: float | None = None) -> ConnectionProxy:
+        """Borrow a connection; give it back with :meth:`putconn` or ``conn.close()``."""
+        return self._borrow(timeout, 2)
+
+    def putconn(self, conn: ConnectionProxy) -> None:
+        """Give back a connection borrowed with :meth:`getconn`."""
+        if not isinstance(conn, ConnectionProxy):
+            raise TypeError(f"putconn() takes a connection from getconn(), not "
+                            f"{type(conn).__name__}")
+        if conn._pool is not self:
+            raise ValueError(f"this connection belongs to pool {conn._pool.name!r}, "
+                             f"not to {self.name!r}")
+        self._give_back(conn, None)
+
+    def _borrow(self, timeout: float | None, depth: int) -> ConnectionProxy:
+        now = _monotonic()
+        bag = self._bag
+        deadline = now + (self.config.max_wait if timeout is None else timeout)
+        while True:
+            got = bag.acquire(self._tls, now)
+            if got.__class__ is not Slot:
+                got = self._wait(got, deadline)
+            slot: Slot = got
+            now = _monotonic()
+            if slot.expires_at <= now or slot.generation != bag.generation:
+                self._retire(slot, CloseReason.LIFETIME if slot.expires_at <= now
+                             else CloseReason.EXPIRED)
+                now = _monotonic()
+                continue
+            if self._validate and now - slot.last_alive > self._bypass:
+                if not self._validate_slot(slot):
+                    now = _monotonic()
+                    continue
+                now = _monotonic()
+            break
+        slot.borrowed_at = now
+        slot.uses += 1
+        slot.borrow_thread = _get_ident()
+        slot.broken = False
+        slot.sql = None
+        # The first frame outside the pool: who to blame in timeout, leak and abandon reports.
+        frame = _getframe(depth)
+        while frame.f_globals.get("__name__") in _INTERNAL_MODULES and frame.f_back is not None:
+            frame = frame.f_back
+        code = frame.f_code
+        slot.borrow_site = (code.co_filename, frame.f_lineno, code.co_name)
+        if self._capture_stack:
+            slot.borrow_stack = _capture_stack(frame, self.config.leak_stack_depth)
+        proxy = ConnectionProxy(self, slot)
+        if self._track_proxy:
+            slot.proxy_ref = weakref.ref(proxy)
+        return proxy
+
+    def _wait(self, waiter: Any, deadline: float) -> Slot:
+        self._drain_orphans()
+        opens = self._bag.reserve_opens(self.config.min_idle, self.config.max_size)
+        if opens:
+            self._submit_opens(opens)
+        slot = self._bag.wait(waiter, deadline)
+        if slot is None:
+            raise self._timeout_error(_monotonic() - waiter.since)
+        self._tls.lease_start = _monotonic()
+        return slot
+
+    def _give_back(self, proxy: ConnectionProxy, commit: bool | None) -> None:
+        """Return a checkout. ``commit``: True/False from a ``with`` exit, None for putconn."""
+        slot, raw = proxy._detach()
+        if slot is None:
+            return
+        failure: BaseException | None = None
+        clean = False
+        state: bool | None = False
+        if not slot.broken:
+            driver = self.driver
+            state = driver.in_transaction(raw)
+            try:
+                if state is None:
+                    slot.broken = True
+                elif state and commit:
+                    driver.commit(raw)
+                    clean = True
+                elif state and (commit is False or self._reset):
+                    driver.rollback(raw)
+                    clean = True
+                else:
+                    clean = not state
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the return
+                failure = exc  # surfaced to the caller after the slot is safely back
+                if driver.is_broken(raw, exc):
+                    slot.broken = True
+                else:
+                    try:
+                        driver.rollback(raw)
+                        clean = True
+                    except Exception:  # noqa: BLE001 - a failed rollback means discard
+                        slot.broken = True
+            if proxy._autocommit_was is not None and not slot.broken:
+                try:
+                    driver.set_autocommit(raw, proxy._autocommit_was)
+                except Exception:  # noqa: BLE001 - a failed reset means discard
+                    slot.broken = True
+        now = _monotonic()
+        usage = now - slot.borrowed_at
+        if slot.leak_reported:
+            self._report_unleaked(slot, usage)
+        if slot.broken:
+            self._retire(slot, CloseReason.BROKEN if state is not None
+                         else CloseReason.UNKNOWN_STATE, usage)
+        elif slot.expires_at <= now:
+            self._retire(slot, CloseReason.LIFETIME, usage)
+        elif slot.generation != self._bag.generation:
+            self._retire(slot, CloseReason.EXPIRED, usage)
+        else:
+            slot.last_used = slot.last_alive = now
+            slot.borrow_stack = None
+            slot.proxy_ref = None
+            lease = self._tls if clean and slot.borrow_thread == _get_ident() else None
+            if not self._bag.release(slot, lease, now, usage):
+                self._close_raw(slot, CloseReason.POOL_CLOSED)
+        if failure is not None:
+            raise failure
+
+    def _orphaned(self, proxy: ConnectionProxy) -> None:
+        """Called from ConnectionProxy.__del__: a checkout was dropped without being returned.
+
+        Only a reentrant-safe queue put happens here, because __del__ may run inside any code,
+        including code holding the pool's locks. The slot is returned by the next waiter or
+        housekeeping run.
+        """
+        slot = proxy._slot
+        if slot is None or self._closed:
+            return
+        proxy._slot = None
+        self._orphans.put((slot, proxy._site, slot.borrow_thread))
+
+    def _drain_orphans(self) -> None:
+        while True:
+            try:
+                slot, site, thread = self._orphans.get_nowait()
+            except queue.Empty:
+                return
+            logger.warning(
+                "pool %r: a connection borrowed at %s by thread %s was garbage-collected "
+                "without being returned; the pool took it back (use `with pool.connection()`)",
+                self.name, format_site(site), _thread_name(thread))
+            with self._stats_lock:
+                self._orphans_returned += 1
+            orphan = ConnectionProxy(self, slot)
+            orphan._site = site
+            slot.borrow_thread = -1  # never park an orphan for the draining thread
+            try:
+                self._give_back(orphan, False)
+            except Exception:  # noqa: BLE001 - _give_back already discarded the connection
+                logger.debug("pool %r: rollback of an orphaned connection failed", self.name)
+
+    # ================================================================== opening / closing
+    def _connect_first(self, connect: Callable[[], Any] | None) -> Any:
+        try:
+            if connect is not None:
+                return connect()
+            return self.driver.connect()
+        except Exception as exc:
+            where = mask_dsn(self.config.dsn) if self.config.dsn else "connect()"
+            raise ConnectError(
+                f"pool {self.name!r}: could not open the first connection to {where}: "
+                f"{type(exc).__name__}: {_first_line(exc)}. Check that the server is up and the "
+                "DSN is right, or pass fail_fast=False to start the pool anyway"
+            ) from exc
+
+    def _new_slot(self, raw: Any) -> Slot:
+        now = _monotonic()
+        cfg = self.config
+        slot = Slot(next(_slot_ids), raw, now=now,
+                    expires_at=policy.expires_at(now, cfg.max_lifetime, cfg.lifetime_jitter,
+                                                 self._rand),
+                    idle_timeout=policy.jittered_idle_timeout(cfg.idle_timeout,
+                                                              cfg.lifetime_jitter, self._rand),
+                    generation=self._bag.generation, session_id=self.driver.session_id(raw))
+        with self._stats_lock:
+            self._slots[slot.id] = slot
+            self._opened += 1
+            self._churn.add(now)
+        return slot
+
+    def _request_opens(self) -> None:
+        opens = self._bag.reserve_opens(self.config.min_idle, self.config.max_size)
+        if opens:
+            self._submit_opens(opens)
+
+    def _submit_opens(self, count: int) -> None:
+        pool_ref = weakref.ref(self)
+        delay = self._next_open_at - _monotonic()
+        for _ in range(count):
+            if delay > 0:
+                self._worker.call_later(delay, lambda: _open_one(pool_ref))
+            else:
+                self._worker.submit(lambda: _open_one(pool_ref))
+
+    def _open(self) -> None:
+        """Open one connection (worker thread); on failure back off and try again if needed."""
+        if self._closed:
+            self._bag.open_failed()
+            return
+        start = _monotonic()
+        try:
+            raw = self.driver.connect()
+        except Exception as exc:  # noqa: BLE001 - any connect failure is recorded and retried
+            with self._stats_lock:
+                self._open_failures += 1
+                self._consecutive_failures += 1
+                failures = self._consecutive_failures
+                self._last_connect_error = exc
+            delay = policy.backoff_delay(failures, self.config.reconnect_backoff_max, self._rand)
+            self._next_open_at = _monotonic() + delay
+            self._bag.open_failed()
+            log = logger.warning if failures == 1 or failures % 10 == 0 else logger.debug
+            log("pool %r: connecting to %s failed (%d in a row), next try in %.2f s: %s: %s",
+                self.name, self.driver.describe(), failures, delay, type(exc).__name__,
+                _first_line(exc))
+            self._request_opens()
+            return
+        with self._stats_lock:
+            self._consecutive_failures = 0
+            self._open_ms += (_monotonic() - start) * 1000.0
+        self._next_open_at = 0.0
+        slot = self._new_slot(raw)
+        if not self._bag.add_new(slot):
+            self._close_raw(slot, CloseReason.POOL_CLOSED)
+
+    def _retire(self, slot: Slot, reason: str, usage: float | None = None) -> None:
+        """Take a slot out of the pool and close its connection off the caller's path."""
+        if usage is not None:
+            with self._bag.lock:
+                self._bag.returns_num += 1
+                self._bag.usage_s += usage
+        self._bag.forget(slot)
+        if self._closed:
+            self._close_raw(slot, reason)
+            return
+        pool_ref = weakref.ref(self)
+        self._worker.submit(lambda: _close_slot(pool_ref, slot, reason))
+        self._request_opens()
+
+    def _close_raw(self, slot: Slot, reason: str) -> None:
+        slot.state = SlotState.CLOSED
+        self.driver.close(slot.raw)
+        with self._stats_lock:
+            self._closed_by[reason] = self._closed_by.get(reason, 0) + 1
+            self._slots.pop(slot.id, None)
+        logger.debug("pool %r: closed connection %d (%s) after %d uses", self.name, slot.id,
+                     reason, slot.uses)
+
+    def _validate_slot(self, slot: Slot) -> bool:
+        with self._stats_lock:
+            self._validations += 1
+        try:
+            self.driver.ping(slot.raw, self.config.validation_timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure means the connection is unusable
+            logger.info("pool %r: connection %d failed validation (%s: %s); replacing it",
+                        self.name, slot.id, type(exc).__name__, _first_line(exc))
+            self._retire(slot, CloseReason.VALIDATION)
+            return False
+        slot.last_alive = _monotonic()
+        return True
+
+    # ================================================================== housekeeping
+    def _housekeeping_period(self) -> float:
+        cfg = self.config
+        period = cfg.housekeeping_interval
+        for limit in (cfg.leak_threshold, cfg.abandoned_timeout):
+            if limit is not None:
+                period = min(period, limit / 4)
+        return max(period, 0.01)
+
+    def _housekeep(self) -> None:
+        if self._closed:
+            return
+        cfg = self.config
+        self._drain_orphans()
+        # Retire idle connections past their lifetime or from an older generation.
+        generation = self._bag.generation
+        for slot in self._bag.take_idle(
+                lambda idle, now: [s for s in idle
+                                   if s.expires_at <= now or s.generation != generation]):
+            self._retire(slot, CloseReason.LIFETIME if slot.generation == generation
+                         else CloseReason.EXPIRED)
+        # Idle expiry, never below min_idle.
+        if cfg.idle_timeout is not None:
+            for slot in self._bag.take_idle(
+                    lambda idle, now: policy.idle_evictions(idle, now, len(idle), cfg.min_idle)):
+                self._retire(slot, CloseReason.IDLE)
+        # Keepalive: ping idle connections instead of replacing them.
+        for slot in self._bag.take_idle(
+                lambda idle, now: policy.keepalive_due(idle, now, cfg.keepalive_interval)):
+            with self._stats_lock:
+                self._keepalives += 1
+            try:
+                self.driver.ping(slot.raw, cfg.validation_timeout)
+            except Exception as exc:  # noqa: BLE001 - a dead idle connection is replaced
+                logger.info("pool %r: idle connection %d failed its keepalive (%s: %s)",
+                            self.name, slot.id, type(exc).__name__, _first_line(exc))
+                self._retire(slot, CloseReason.VALIDATION)
+                continue
+            slot.last_alive = _monotonic()
+            if not self._bag.give_back_reserved(slot):
+                self._close_raw(slot, CloseReason.POOL_CLOSED)
+        now = _monotonic()
+        in_use = [s for s in list(self._slots.values()) if s.state is _IN_USE]
+        for slot in policy.leaked(in_use, now, cfg.leak_threshold):
+            self._report_leak(slot, now)
+        for slot in policy.abandoned(in_use, now, cfg.abandoned_timeout):
+            self._reclaim(slot, now)
+        self._request_opens()
+
+    def _report_leak(self, slot: Slot, now: float) -> None:
+        slot.leak_reported = True
+        with self._stats_lock:
+            self._leaks_detected += 1
+        stack = "".join(f"\n    {f[0]}:{f[1]} in {f[2]}" for f in slot.borrow_stack or ())
+        logger.warning(
+            "pool %r: possible leak: connection %d held for %.2f s (leak_threshold=%g s) by "
+            "thread %s, borrowed at %s%s%s",
+            self.name, slot.id, now - slot.borrowed_at, self.config.leak_threshold,
+            _thread_name(slot.borrow_thread), format_site(slot.borrow_site),
+            f"; running: {_safe_sql(slot.sql)}" if slot.sql else "",
+            f"\n  borrow stack (most recent call last):{stack}" if stack else "")
+
+    def _report_unleaked(self, slot: Slot, held: float) -> None:
+        slot.leak_reported = False
+        with self._stats_lock:
+            self._leaks_returned += 1
+        logger.info("pool %r: previously reported leak returned: connection %d borrowed at %s "
+                    "came back after %.2f s", self.name, slot.id, format_site(slot.borrow_site),
+                    held)
+
+    def _reclaim(self, slot: Slot, now: float) -> None:
+        """Close the connection of a checkout held past abandoned_timeout (not executing)."""
+        proxy = slot.proxy_ref() if slot.proxy_ref is not None else None
+        if slot.executing or slot.state is not _IN_USE:
+            return
+        if proxy is not None:
+            proxy._reclaimed = True
+            proxy._detach()
+        logger.warning(
+            "pool %r: reclaimed abandoned connection %d held for %.2f s "
+            "(abandoned_timeout=%g s) by thread %s, borrowed at %s%s",
+            self.name, slot.id, now - slot.borrowed_at, self.config.abandoned_timeout,
+            _thread_name(slot.borrow_thread), format_site(slot.borrow_site),
+            f"; last statement: {_safe_sql(slot.sql)}" if slot.sql else "")
+        self._retire(slot, CloseReason.ABANDONED)
+
+    # ================================================================== hooks
+    def add_hook(self, hook: Any) -> None:
+        """Install an execute hook (``hook.wrap(inner) -> Execute``), outermost last."""
+        self._hooks.append(hook)
+        self._rebuild_chain()
+
+    def remove_hook(self, hook: Any) -> None:
+        self._hooks = [h for h in self._hooks if h is not hook]
+        self._rebuild_chain()
+
+    def _rebuild_chain(self) -> None:
+        if not self._hooks:
+            self._execute = None
+            return
+        chain: Execute = _plain_execute
+        for hook in self._hooks:
+            chain = hook.wrap(chain)
+        self._execute = chain
+
+    # ================================================================== management
+    def expire_all(self) -> None:
+        """Retire every connection: idle ones now, borrowed ones when they come back."""
+        with self._bag.lock:
+            self._bag.generation += 1
+        generation = self._bag.generation
+        for slot in self._bag.take_idle(
+                lambda idle, now: [s for s in idle if s.generation != generation]):
+            self._retire(slot, CloseReason.EXPIRED)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until min_idle connections are open (raises PoolTimeout after ``timeout``)."""
+        deadline = _monotonic() + timeout
+        while self._bag.counts()["idle"] < self.config.min_idle:
+            if self._closed:
+                raise PoolClosed(f"pool {self.name!r} is closed")
+            if _monotonic() >= deadline:
+                raise self._timeout_error(timeout, "opening min_idle connections")
+            time.sleep(0.01)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close idle connections and stop every thread; borrowed ones close on return."""
+        if self._closed:
+            return
+        self._closed = True
+        for slot in self._bag.close():
+            self._close_raw(slot, CloseReason.POOL_CLOSED)
+        stuck = self._worker.stop(timeout)
+        self._finalizer.detach()
+        if all(s.state is SlotState.CLOSED for s in self._slots.values()):
+            self.driver.dispose()
+        if stuck:
+            logger.warning("pool %r: threads still busy after %g s: %s", self.name, timeout,
+                           ", ".join(stuck))
+        logger.info("pool %r closed", self.name)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The threads this pool started (all stop on close())."""
+        return self._worker.threads
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        counts = self._bag.counts()
+        return (f"<poolkeeper.Pool {self.name!r} {self.driver.describe()} total={counts['total']} "
+                f"active={counts['active']} idle={counts['idle']}>")
+
+    # ================================================================== statistics
+    def stats(self) -> dict[str, Any]:
+        """Gauges and counters; names carry their unit (``_ms``, ``_num``)."""
+        return self._stats(reset=False)
+
+    def pop_stats(self) -> dict[str, Any]:
+        """Like :meth:`stats`, then reset the counters (gauges are not reset)."""
+        return self._stats(reset=True)
+
+    def _stats(self, reset: bool) -> dict[str, Any]:
+        counts = self._bag.counts()
+        out: dict[str, Any] = {
+            "pool_min": self.config.min_idle,
+            "pool_max": self.config.max_size,
+            "pool_size": counts["total"],
+            "pool_available": counts["idle"],
+            "pool_active": counts["active"],
+            "pool_parked": counts["parked"],
+            "requests_waiting": counts["waiting"],
+            "connections_opening": counts["opening"],
+        }
+        out.update(self._bag.pop_counters(reset))
+        out["histogram_bounds_ms"] = list(HISTOGRAM_BOUNDS_MS)
+        now = _monotonic()
+        with self._stats_lock:
+            out["connections_num"] = self._opened
+            out["connections_errors"] = self._open_failures
+            out["connections_ms"] = round(self._open_ms, 3)
+            out["connections_opened_last_hour"] = self._churn.last_hour(now)
+            for reason, n in self._closed_by.items():
+                out[f"connections_closed_{reason}"] = n
+            out["connections_lost"] = self._closed_by[CloseReason.BROKEN]
+            out["validations_num"] = self._validations
+            out["keepalives_num"] = self._keepalives
+            out["leaks_detected"] = self._leaks_detected
+            out["leaks_returned"] = self._leaks_returned
+            out["abandoned_reclaimed"] = self._closed_by[CloseReason.ABANDONED]
+            out["orphans_returned"] = self._orphans_returned
+            if reset:
+                self._opened = self._open_failures = 0
+                self._open_ms = 0.0
+                self._closed_by = dict.fromkeys(CloseReason.ALL, 0)
+                self._validations = self._keepalives = 0
+                self._leaks_detected = self._leaks_returned = self._orphans_returned = 0
+        for hook in self._hooks:
+            hook_stats = getattr(hook, "stats", None)
+            if hook_stats is not None:
+                out.update(hook_stats(reset))
+        return out
+
+    def connections_info(self) -> list[dict[str, Any]]:
+        """One dict per physical connection: age, uses, state, holder, current SQL."""
+        now = _monotonic()
+        rows = []
+        for slot in sorted(self._slots.copy().values(), key=lambda s: s.id):
+            in_use = slot.state is _IN_USE
+            rows.append({
+                "id": slot.id,
+                "session_id": slot.session_id,
+                "state": slot.state.name.lower(),
+                "age_s": round(now - slot.created_at, 3),
+                "idle_s": 0.0 if in_use else round(now - slot.last_used, 3),
+                "expires_in_s": (None if math.isinf(slot.expires_at)
+                                 else round(slot.expires_at - now, 3)),
+                "uses": slot.uses,
+                "generation": slot.generation,
+                "sql": _safe_sql(slot.sql) if slot.sql else None,
+                "executing": in_use and slot.executing,
+                "holder_thread": _thread_name(slot.borrow_thread) if in_use else None,
+                "borrow_site": format_site(slot.borrow_site) if in_use else None,
+                "held_s": round(now - slot.borrowed_at, 3) if in_use else None,
+            })
+        return rows
+
+    def _timeout_error(self, waited: float, what: str = "get a connection") -> PoolTimeout:
+        counts = self._bag.counts()
+        holders = [r for r in self.connections_info() if r["state"] == "in_use"]
+        holders.sort(key=lambda r: -(r["held_s"] or 0.0))
+        lines = [
+            f"pool {self.name!r}: couldn't {what} after {waited:.2f} s "
+            f"(total={counts['total']}, active={counts['active']}, idle={counts['idle']}, "
+            f"waiting={counts['waiting']}, opening={counts['opening']}, "
+            f"max_size={self.config.max_size})"
+        ]
+        error = self._last_connect_error
+        if error is not None:
+            lines.append(f"last connection error: {type(error).__name__}: {_first_line(error)}")
+        if holders:
+            lines.append(f"connections held by ({min(len(holders), 5)} of {len(holders)}):")
+            for r in holders[:5]:
+                running = f", running: {r['sql']}" if r["sql"] and r["executing"] else (
+                    f", last ran: {r['sql']}" if r["sql"] else "")
+                lines.append(f"  - connection {r['id']} held {r['held_s']:.2f} s by thread "
+                             f"{r['holder_thread']} at {r['borrow_site']}{running}")
+        lines.append("what to do: return connections sooner (`with pool.connection()`), raise "
+                     "max_size, or raise max_wait; leak_threshold=<s> logs who holds them")
+        exc = PoolTimeout("\n".join(lines))
+        exc.__cause__ = error
+        return exc
+
+
+# ---------------------------------------------------------------------- module helpers
+def _plain_execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+    if many:
+        return raw.executemany(query, params)
+    if params is None:
+        return raw.execute(query)
+    return raw.execute(query, params)
+
+
+def _open_one(pool_ref: weakref.ref[Pool]) -> None:
+    pool = pool_ref()
+    if pool is not None:
+        pool._open()
+
+
+def _close_slot(pool_ref: weakref.ref[Pool], slot: Slot, reason: str) -> None:
+    pool = pool_ref()
+    if pool is not None:
+        pool._close_raw(slot, reason)
+
+
+def _housekeep(pool_ref: weakref.ref[Pool]) -> None:
+    pool = pool_ref()
+    if pool is None or pool._closed:
+        return
+    try:
+        pool._housekeep()
+    finally:
+        pool._worker.call_later(pool._tick_s, lambda: _housekeep(pool_ref))
+
+
+def _finalize(bag: Bag, worker: Worker, driver: Driver) -> None:
+    """Last net for a pool dropped without close(): stop threads, close idle connections."""
+    for slot in bag.close():
+        driver.close(slot.raw)
+    worker.stop(0.0)
+
+
+def _capture_stack(frame: Any, depth: int) -> tuple[Frame, ...]:
+    frames: list[Frame] = []
+    f = frame
+    while f is not None and len(frames) < depth:
+        code = f.f_code
+        frames.append((code.co_filename, f.f_lineno, code.co_name))
+        f = f.f_back
+    frames.reverse()
+    return tuple(frames)
+
+
+def _thread_name(ident: int) -> str:
+    for thread in threading.enumerate():
+        if thread.ident == ident:
+            return repr(thread.name)
+    return f"#{ident} (ended)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _safe_sql(sql: Any) -> str:
+    """The statement with literals folded, so errors and logs never show data or secrets."""
+    text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
+    try:
+        from .sql.fingerprint import redact
+    except ImportError:  # the sql package ships with poolkeeper; this guards a partial install
+        return text[:200] + ("..." if len(text) > 200 else "")
+    return redact(text)
+
