@@ -218,18 +218,22 @@ def _check(name: str, value: Any, kind: str, lo: float, hi: float, nullable: boo
             raise ConfigError(f"{name}={value!r} must be True or False")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name}={value!r} must be a number between {lo:g} and {hi:g}")
+        raise ConfigError(f"{name}={value!r} must be a number between {_num(lo)} and {_num(hi)}")
     if kind == "int" and not isinstance(value, int):
         if not float(value).is_integer():
-            raise ConfigError(f"{name}={value!r} must be a whole number between {lo:g} and {hi:g}")
+            raise ConfigError(f"{name}={value!r} must be a whole number between {_num(lo)} and {_num(hi)}")
         value = int(value)
     if not (lo <= value <= hi) or math.isnan(value):
         unit = "" if kind == "int" else " s" if not name.endswith("_ms") else " ms"
         none_hint = " (or None to disable)" if nullable else ""
         raise ConfigError(
-            f"{name}={value!r} is out of range: allowed {lo:g}..{hi:g}{unit}{none_hint}"
+            f"{name}={value!r} is out of range: allowed {_num(lo)}..{_num(hi)}{unit}{none_hint}"
         )
     return value
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _from_text(name: str, raw: str) -> Any:
@@ -350,5 +354,7 @@ def mask_dsn(dsn: str) -> str:
     """The DSN with any password replaced by ``***``: safe for logs, errors and the console."""
     masked = _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", dsn)
     masked = _PASSWORD_IN_QUERY.sub(r"\g<head>***", masked)
+    if "://" in dsn:
+        return masked
     return _PASSWORD_IN_CONNINFO.sub(r"\g<head>***", masked)
 

@@ -420,20 +420,25 @@ class Pool:
                 self._bag.returns_num += 1
                 self._bag.usage_s += usage
         self._bag.forget(slot)
+        self._count_close(slot, reason)
         if self._closed:
-            self._close_raw(slot, reason)
+            self.driver.close(slot.raw)
             return
-        pool_ref = weakref.ref(self)
-        self._worker.submit(lambda: _close_slot(pool_ref, slot, reason))
+        driver = self.driver
+        self._worker.submit(lambda: driver.close(slot.raw))
         self._request_opens()
 
     def _close_raw(self, slot: Slot, reason: str) -> None:
+        """Close a slot's connection now, in this thread (the pool is closing)."""
         slot.state = SlotState.CLOSED
+        self._count_close(slot, reason)
         self.driver.close(slot.raw)
+
+    def _count_close(self, slot: Slot, reason: str) -> None:
         with self._stats_lock:
             self._closed_by[reason] = self._closed_by.get(reason, 0) + 1
             self._slots.pop(slot.id, None)
-        logger.debug("pool %r: closed connection %d (%s) after %d uses", self.name, slot.id,
+        logger.debug("pool %r: closing connection %d (%s) after %d uses", self.name, slot.id,
                      reason, slot.uses)
 
     def _validate_slot(self, slot: Slot) -> bool:
@@ -571,7 +576,7 @@ class Pool:
             if self._closed:
                 raise PoolClosed(f"pool {self.name!r} is closed")
             if _monotonic() >= deadline:
-                raise self._timeout_error(timeout, "opening min_idle connections")
+                raise self._timeout_error(timeout, "open min_idle connections", queued=0)
             time.sleep(0.01)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -684,14 +689,16 @@ class Pool:
             })
         return rows
 
-    def _timeout_error(self, waited: float, what: str = "get a connection") -> PoolTimeout:
+    def _timeout_error(self, waited: float, what: str = "get a connection",
+                       queued: int = 1) -> PoolTimeout:
+        """The diagnosis of a timeout; ``queued`` counts the caller itself among the waiting."""
         counts = self._bag.counts()
         holders = [r for r in self.connections_info() if r["state"] == "in_use"]
         holders.sort(key=lambda r: -(r["held_s"] or 0.0))
         lines = [
             f"pool {self.name!r}: couldn't {what} after {waited:.2f} s "
             f"(total={counts['total']}, active={counts['active']}, idle={counts['idle']}, "
-            f"waiting={counts['waiting']}, opening={counts['opening']}, "
+            f"waiting={counts['waiting'] + queued}, opening={counts['opening']}, "
             f"max_size={self.config.max_size})"
         ]
         error = self._last_connect_error
@@ -724,12 +731,6 @@ def _open_one(pool_ref: weakref.ref[Pool]) -> None:
     pool = pool_ref()
     if pool is not None:
         pool._open()
-
-
-def _close_slot(pool_ref: weakref.ref[Pool], slot: Slot, reason: str) -> None:
-    pool = pool_ref()
-    if pool is not None:
-        pool._close_raw(slot, reason)
 
 
 def _housekeep(pool_ref: weakref.ref[Pool]) -> None:

@@ -152,11 +152,7 @@ class ConnectionProxy:
 
     @property
     def autocommit(self) -> bool:
-        raw = self.raw
-        value = raw.get_autocommit() if hasattr(raw, "get_autocommit") else raw.autocommit
-        if self._pool.driver.name == "sqlite":
-            return bool(raw.isolation_level is None)
-        return bool(value)
+        return self._pool.driver.get_autocommit(self.raw)
 
     @autocommit.setter
     def autocommit(self, on: bool) -> None:

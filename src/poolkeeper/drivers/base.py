@@ -108,6 +108,9 @@ class Driver:
     def set_autocommit(self, raw: Any, on: bool) -> None:
         raw.autocommit = on
 
+    def get_autocommit(self, raw: Any) -> bool:
+        return bool(raw.autocommit)
+
     def describe(self) -> str:
         """Where this adapter connects, with secrets masked."""
         return self.name

@@ -51,6 +51,9 @@ class MysqlDriver(Driver):
     def set_autocommit(self, raw: Any, on: bool) -> None:
         raw.autocommit(on)
 
+    def get_autocommit(self, raw: Any) -> bool:
+        return bool(raw.get_autocommit())
+
     def in_transaction(self, raw: Any) -> bool | None:
         if not raw.open:
             return None

@@ -2,7 +2,7 @@
 
 Connections are opened with ``check_same_thread=False`` because a pool hands a connection to
 whichever thread borrows it next (never to two at once). ``sqlite://:memory:`` becomes one
-shared-cache in-memory database per pool, kept alive by an anchor connection until the pool
+in-memory database per pool (SQLite's memdb VFS), kept alive by an anchor connection until the pool
 closes, so every pooled connection sees the same tables.
 """
 
@@ -36,9 +36,13 @@ class SqliteDriver(Driver):
         self._anchor: sqlite3.Connection | None = None
         database = str(self.params.get("database", ":memory:"))
         if connect is None and database == ":memory:":
-            # A private, shared-cache in-memory database: visible to this pool only.
+            # A private in-memory database shared by this pool's connections. The memdb VFS
+            # (SQLite >= 3.36) locks like a file, so writers wait out busy_timeout; the older
+            # shared-cache mode fails at once with "database table is locked".
+            n = next(_memory_ids)
             self.params["database"] = (
-                f"file:poolkeeper-mem-{next(_memory_ids)}?mode=memory&cache=shared")
+                f"file:/poolkeeper-mem-{n}?vfs=memdb" if sqlite3.sqlite_version_info >= (3, 36)
+                else f"file:poolkeeper-mem-{n}?mode=memory&cache=shared")
             self.params["uri"] = True
             self._anchor = self._open()
 
@@ -64,6 +68,9 @@ class SqliteDriver(Driver):
     def set_autocommit(self, raw: Any, on: bool) -> None:
         # Python 3.11: isolation_level None is autocommit; "" restores the implicit BEGIN.
         raw.isolation_level = None if on else ""
+
+    def get_autocommit(self, raw: Any) -> bool:
+        return raw.isolation_level is None
 
     def in_transaction(self, raw: Any) -> bool | None:
         try:
