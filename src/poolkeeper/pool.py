@@ -24,12 +24,12 @@ from typing import Any
 
 from .config import PoolConfig, mask_dsn, parse_dsn
 from .core import policy
-from .core.bag import HISTOGRAM_BOUNDS_MS, Bag, ThreadLease
+from .core.bag import HISTOGRAM_BOUNDS_MS, Bag, ThreadLease, Waiter
 from .core.slot import Frame, Slot, SlotState
 from .drivers import Driver, create_driver, detect_driver
 from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
 from .housekeeper import Worker
-from .proxy import ConnectionProxy, Execute, format_site
+from .proxy import ConnectionProxy, Execute, ReturnedConnection, format_site
 
 __all__ = ["CloseReason", "Pool"]
 
@@ -40,9 +40,6 @@ _getframe = sys._getframe
 _IN_USE = SlotState.IN_USE
 _pool_ids = itertools.count(1)
 _slot_ids = itertools.count(1)
-
-#: modules whose frames are never reported as the place a connection was borrowed
-_INTERNAL_MODULES = frozenset({__name__, "poolkeeper.proxy", "contextlib"})
 
 
 class CloseReason:
@@ -131,16 +128,18 @@ class Pool:
         self._validations = 0
         self._keepalives = 0
         self._churn = _Churn()
-        self._orphans: queue.SimpleQueue[tuple[Slot, Frame | None, int]] = queue.SimpleQueue()
+        self._orphans: queue.SimpleQueue[tuple[Slot, int]] = queue.SimpleQueue()
         self._hooks: list[Any] = []
         self._execute: Execute | None = None
         self._tls = ThreadLease()
         self._rand = random.Random()
+        self._max_wait = config.max_wait
         self._validate = config.validate_on_borrow
         self._bypass = config.validation_bypass
         self._reset = config.reset_on_return
         self._capture_stack = config.leak_threshold is not None
         self._track_proxy = config.abandoned_timeout is not None
+        self._borrow_extras = self._capture_stack or self._track_proxy
         self._bag = Bag(lease_s=config.lease_ms / 1000.0, max_waiting=config.max_waiting)
 
         first_raw = None
@@ -171,6 +170,7 @@ class Pool:
             self._bag.add_new(self._new_slot(first_raw))
 
         self._worker = Worker(self.name)
+        self._in_transaction = self.driver.in_transaction
         self._finalizer = weakref.finalize(self, _finalize, self._bag, self._worker, self.driver)
         self._tick_s = self._housekeeping_period()
         pool_ref = weakref.ref(self)
@@ -180,64 +180,86 @@ class Pool:
                     self.driver.describe(), config.min_idle, config.max_size)
 
     # ================================================================== borrow / return
-    def connection(self, timeout: float | None = None) -> ConnectionProxy:
-        """Borrow a connection for a ``with`` block (commit on success, rollback on error)."""
-        return self._borrow(timeout, 2)
+    # The fast path below is written for speed: every attribute load counts when the whole
+    # borrow + return cycle is about a microsecond. Rare cases go to the _slow_* methods.
 
-    def getconn(self, timeout: float | None = None) -> ConnectionProxy:
-        """Borrow a connection; give it back with :meth:`putconn` or ``conn.close()``."""
-        return self._borrow(timeout, 2)
+    def connection(self, timeout: float | None = None) -> ConnectionProxy:
+        """Borrow a connection; waits up to ``timeout`` (default ``max_wait``) seconds.
+
+        Use it in a ``with`` block (commit on clean exit, rollback on exception, then the
+        connection goes back), or as ``conn = pool.getconn()`` ... ``pool.putconn(conn)``
+        (or ``conn.close()``). Raises :class:`PoolTimeout`, :class:`TooManyWaiting` or
+        :class:`PoolClosed`.
+        """
+        now = _monotonic()
+        bag = self._bag
+        slot = bag.acquire(self._tls, now)
+        if slot.__class__ is not Slot:
+            deadline = now + (self._max_wait if timeout is None else timeout)
+            slot = self._wait(slot, deadline)  # type: ignore[arg-type]
+            now = _monotonic()
+        if (slot.expires_at <= now or slot.generation != bag.generation
+                or (self._validate and now - slot.last_alive > self._bypass)):
+            slot, now = self._slow_borrow(slot, now, timeout)
+        slot.borrowed_at = now
+        slot.uses += 1
+        slot.borrow_thread = _get_ident()
+        # Who to blame in timeout, leak and abandon reports: the caller's frame, formatted
+        # only when a report is written.
+        frame = _getframe(1)
+        slot.borrow_code = frame.f_code
+        slot.borrow_line = frame.f_lineno
+        proxy = ConnectionProxy(self, slot)
+        if self._borrow_extras:
+            self._extras_on_borrow(slot, proxy, frame)
+        return proxy
+
+    getconn = connection
 
     def putconn(self, conn: ConnectionProxy) -> None:
-        """Give back a connection borrowed with :meth:`getconn`."""
-        if not isinstance(conn, ConnectionProxy):
+        """Give back a connection borrowed with :meth:`getconn` (same as ``conn.close()``)."""
+        if conn.__class__ is not ConnectionProxy or conn._pool is not self:
+            self._wrong_putconn(conn)
+        self._give_back(conn, None)
+
+    def _wrong_putconn(self, conn: Any) -> None:
+        if isinstance(conn, ReturnedConnection) and conn._pool is self:
+            return  # returning twice is harmless
+        if not isinstance(conn, ConnectionProxy | ReturnedConnection):
             raise TypeError(f"putconn() takes a connection from getconn(), not "
                             f"{type(conn).__name__}")
         if conn._pool is not self:
             raise ValueError(f"this connection belongs to pool {conn._pool.name!r}, "
                              f"not to {self.name!r}")
-        self._give_back(conn, None)
 
-    def _borrow(self, timeout: float | None, depth: int) -> ConnectionProxy:
-        now = _monotonic()
+    def _slow_borrow(self, slot: Slot, now: float, timeout: float | None) -> tuple[Slot, float]:
+        """Retire expired slots and validate until a usable one is found."""
         bag = self._bag
-        deadline = now + (self.config.max_wait if timeout is None else timeout)
+        deadline = now + (self._max_wait if timeout is None else timeout)
         while True:
-            got = bag.acquire(self._tls, now)
-            if got.__class__ is not Slot:
-                got = self._wait(got, deadline)
-            slot: Slot = got
-            now = _monotonic()
             if slot.expires_at <= now or slot.generation != bag.generation:
                 self._retire(slot, CloseReason.LIFETIME if slot.expires_at <= now
                              else CloseReason.EXPIRED)
+            elif self._validate and now - slot.last_alive > self._bypass:
+                if self._validate_slot(slot):
+                    return slot, _monotonic()
+            else:
+                return slot, now
+            now = _monotonic()
+            got = bag.acquire(self._tls, now)
+            if got.__class__ is not Slot:
+                got = self._wait(got, deadline)  # type: ignore[arg-type]
                 now = _monotonic()
-                continue
-            if self._validate and now - slot.last_alive > self._bypass:
-                if not self._validate_slot(slot):
-                    now = _monotonic()
-                    continue
-                now = _monotonic()
-            break
-        slot.borrowed_at = now
-        slot.uses += 1
-        slot.borrow_thread = _get_ident()
-        slot.broken = False
-        slot.sql = None
-        # The first frame outside the pool: who to blame in timeout, leak and abandon reports.
-        frame = _getframe(depth)
-        while frame.f_globals.get("__name__") in _INTERNAL_MODULES and frame.f_back is not None:
-            frame = frame.f_back
-        code = frame.f_code
-        slot.borrow_site = (code.co_filename, frame.f_lineno, code.co_name)
+            slot = got
+
+    def _extras_on_borrow(self, slot: Slot, proxy: ConnectionProxy, frame: Any) -> None:
+        """Per-borrow work that only some options need (leak stacks, abandon tracking)."""
         if self._capture_stack:
             slot.borrow_stack = _capture_stack(frame, self.config.leak_stack_depth)
-        proxy = ConnectionProxy(self, slot)
         if self._track_proxy:
             slot.proxy_ref = weakref.ref(proxy)
-        return proxy
 
-    def _wait(self, waiter: Any, deadline: float) -> Slot:
+    def _wait(self, waiter: Waiter, deadline: float) -> Slot:
         self._drain_orphans()
         opens = self._bag.reserve_opens(self.config.min_idle, self.config.max_size)
         if opens:
@@ -250,61 +272,91 @@ class Pool:
 
     def _give_back(self, proxy: ConnectionProxy, commit: bool | None) -> None:
         """Return a checkout. ``commit``: True/False from a ``with`` exit, None for putconn."""
-        slot, raw = proxy._detach()
+        slot = proxy._slot
         if slot is None:
             return
+        raw = proxy._raw
+        proxy._slot = None
+        proxy._raw = None
+        if proxy._cursors is not None:
+            proxy._close_cursors()
+        proxy.__class__ = ReturnedConnection  # type: ignore[assignment]
         failure: BaseException | None = None
-        clean = False
-        state: bool | None = False
-        if not slot.broken:
-            driver = self.driver
-            state = driver.in_transaction(raw)
-            try:
-                if state is None:
-                    slot.broken = True
-                elif state and commit:
-                    driver.commit(raw)
-                    clean = True
-                elif state and (commit is False or self._reset):
-                    driver.rollback(raw)
-                    clean = True
-                else:
-                    clean = not state
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the return
-                failure = exc  # surfaced to the caller after the slot is safely back
-                if driver.is_broken(raw, exc):
-                    slot.broken = True
-                else:
-                    try:
-                        driver.rollback(raw)
-                        clean = True
-                    except Exception:  # noqa: BLE001 - a failed rollback means discard
-                        slot.broken = True
-            if proxy._autocommit_was is not None and not slot.broken:
+        if slot.broken or self._in_transaction(raw) is not False or slot.autocommit_was is not None:
+            failure = self._slow_reset(slot, raw, commit)
+        now = _monotonic()
+        rare = (slot.broken or slot.expires_at <= now or slot.generation != self._bag.generation
+                or slot.leak_reported or self._borrow_extras)
+        if rare and not self._slow_return(slot, now):  # retired instead of kept
+            if failure is not None:
+                raise failure
+            return
+        slot.last_used = slot.last_alive = now
+        lease = self._tls if slot.borrow_thread == _get_ident() and not slot.dirty else None
+        if not self._bag.release(slot, lease, now, now - slot.borrowed_at):
+            self._close_raw(slot, CloseReason.POOL_CLOSED)
+        if failure is not None:
+            raise failure
+
+    def _slow_reset(self, slot: Slot, raw: Any, commit: bool | None) -> BaseException | None:
+        """End an open transaction, restore autocommit; mark the slot broken if that fails.
+
+        Returns the error to raise to the caller (a failed commit) once the slot is back.
+        """
+        slot.dirty = False
+        if slot.broken:
+            return None
+        driver = self.driver
+        failure: BaseException | None = None
+        state = driver.in_transaction(raw)
+        try:
+            if state is None:
+                slot.broken = True
+                slot.close_reason = CloseReason.UNKNOWN_STATE
+            elif state and commit:
+                driver.commit(raw)
+            elif state and (commit is False or self._reset):
+                driver.rollback(raw)
+            elif state:
+                slot.dirty = True  # reset_on_return=False left a transaction open: never park
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller, after the return
+            failure = exc
+            if driver.is_broken(raw, exc):
+                slot.broken = True
+            else:
                 try:
-                    driver.set_autocommit(raw, proxy._autocommit_was)
+                    driver.rollback(raw)
+                except Exception:  # noqa: BLE001 - a failed rollback means discard
+                    slot.broken = True
+                    slot.close_reason = CloseReason.RESET_FAILED
+        if slot.autocommit_was is not None:
+            if not slot.broken:
+                try:
+                    driver.set_autocommit(raw, slot.autocommit_was)
                 except Exception:  # noqa: BLE001 - a failed reset means discard
                     slot.broken = True
-        now = _monotonic()
+                    slot.close_reason = CloseReason.RESET_FAILED
+            slot.autocommit_was = None
+        return failure
+
+    def _slow_return(self, slot: Slot, now: float) -> bool:
+        """Rare cases of a return; False when the slot was retired instead of kept."""
         usage = now - slot.borrowed_at
         if slot.leak_reported:
             self._report_unleaked(slot, usage)
+        slot.borrow_stack = None
+        slot.proxy_ref = None
+        reason = None
         if slot.broken:
-            self._retire(slot, CloseReason.BROKEN if state is not None
-                         else CloseReason.UNKNOWN_STATE, usage)
+            reason = slot.close_reason or CloseReason.BROKEN
         elif slot.expires_at <= now:
-            self._retire(slot, CloseReason.LIFETIME, usage)
+            reason = CloseReason.LIFETIME
         elif slot.generation != self._bag.generation:
-            self._retire(slot, CloseReason.EXPIRED, usage)
-        else:
-            slot.last_used = slot.last_alive = now
-            slot.borrow_stack = None
-            slot.proxy_ref = None
-            lease = self._tls if clean and slot.borrow_thread == _get_ident() else None
-            if not self._bag.release(slot, lease, now, usage):
-                self._close_raw(slot, CloseReason.POOL_CLOSED)
-        if failure is not None:
-            raise failure
+            reason = CloseReason.EXPIRED
+        if reason is None:
+            return True
+        self._retire(slot, reason, usage)
+        return False
 
     def _orphaned(self, proxy: ConnectionProxy) -> None:
         """Called from ConnectionProxy.__del__: a checkout was dropped without being returned.
@@ -317,22 +369,23 @@ class Pool:
         if slot is None or self._closed:
             return
         proxy._slot = None
-        self._orphans.put((slot, proxy._site, slot.borrow_thread))
+        self._orphans.put((slot, slot.uses))
 
     def _drain_orphans(self) -> None:
         while True:
             try:
-                slot, site, thread = self._orphans.get_nowait()
+                slot, uses = self._orphans.get_nowait()
             except queue.Empty:
                 return
+            if slot.state is not _IN_USE or slot.uses != uses:
+                continue  # not (or no longer) the checkout that was dropped
             logger.warning(
                 "pool %r: a connection borrowed at %s by thread %s was garbage-collected "
                 "without being returned; the pool took it back (use `with pool.connection()`)",
-                self.name, format_site(site), _thread_name(thread))
+                self.name, format_site(slot.site()), _thread_name(slot.borrow_thread))
             with self._stats_lock:
                 self._orphans_returned += 1
             orphan = ConnectionProxy(self, slot)
-            orphan._site = site
             slot.borrow_thread = -1  # never park an orphan for the draining thread
             try:
                 self._give_back(orphan, False)
@@ -416,9 +469,7 @@ class Pool:
     def _retire(self, slot: Slot, reason: str, usage: float | None = None) -> None:
         """Take a slot out of the pool and close its connection off the caller's path."""
         if usage is not None:
-            with self._bag.lock:
-                self._bag.returns_num += 1
-                self._bag.usage_s += usage
+            self._bag.record_usage(usage)
         self._bag.forget(slot)
         self._count_close(slot, reason)
         if self._closed:
@@ -512,7 +563,7 @@ class Pool:
             "pool %r: possible leak: connection %d held for %.2f s (leak_threshold=%g s) by "
             "thread %s, borrowed at %s%s%s",
             self.name, slot.id, now - slot.borrowed_at, self.config.leak_threshold,
-            _thread_name(slot.borrow_thread), format_site(slot.borrow_site),
+            _thread_name(slot.borrow_thread), format_site(slot.site()),
             f"; running: {_safe_sql(slot.sql)}" if slot.sql else "",
             f"\n  borrow stack (most recent call last):{stack}" if stack else "")
 
@@ -521,7 +572,7 @@ class Pool:
         with self._stats_lock:
             self._leaks_returned += 1
         logger.info("pool %r: previously reported leak returned: connection %d borrowed at %s "
-                    "came back after %.2f s", self.name, slot.id, format_site(slot.borrow_site),
+                    "came back after %.2f s", self.name, slot.id, format_site(slot.site()),
                     held)
 
     def _reclaim(self, slot: Slot, now: float) -> None:
@@ -530,13 +581,12 @@ class Pool:
         if slot.executing or slot.state is not _IN_USE:
             return
         if proxy is not None:
-            proxy._reclaimed = True
-            proxy._detach()
+            proxy._detach(reclaimed=True)
         logger.warning(
             "pool %r: reclaimed abandoned connection %d held for %.2f s "
             "(abandoned_timeout=%g s) by thread %s, borrowed at %s%s",
             self.name, slot.id, now - slot.borrowed_at, self.config.abandoned_timeout,
-            _thread_name(slot.borrow_thread), format_site(slot.borrow_site),
+            _thread_name(slot.borrow_thread), format_site(slot.site()),
             f"; last statement: {_safe_sql(slot.sql)}" if slot.sql else "")
         self._retire(slot, CloseReason.ABANDONED)
 
@@ -684,7 +734,7 @@ class Pool:
                 "sql": _safe_sql(slot.sql) if slot.sql else None,
                 "executing": in_use and slot.executing,
                 "holder_thread": _thread_name(slot.borrow_thread) if in_use else None,
-                "borrow_site": format_site(slot.borrow_site) if in_use else None,
+                "borrow_site": format_site(slot.site()) if in_use else None,
                 "held_s": round(now - slot.borrowed_at, 3) if in_use else None,
             })
         return rows
@@ -751,6 +801,7 @@ def _finalize(bag: Bag, worker: Worker, driver: Driver) -> None:
 
 
 def _capture_stack(frame: Any, depth: int) -> tuple[Frame, ...]:
+    """The borrow stack, innermost frames kept (walks only the frames it keeps)."""
     frames: list[Frame] = []
     f = frame
     while f is not None and len(frames) < depth:

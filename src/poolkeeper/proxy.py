@@ -7,6 +7,13 @@ Cursors opened through it are closed on return. Anything the proxy does not defi
 up on the driver's connection, so driver-specific features (psycopg's ``copy()``, PyMySQL's
 ``thread_id()``) stay reachable.
 
+*How inertness is made cheap.* A returned proxy does not carry a flag that every method
+tests: its class is switched to :class:`ReturnedConnection`, a sibling with the same layout
+whose every method raises. The live class therefore does no "was I returned?" test, and only
+the live class has the ``__del__`` that hands back a checkout dropped without being returned,
+so a properly returned proxy is freed without running any Python code. Closed cursors switch to
+:class:`ClosedCursor` the same way.
+
 Statement execution goes through the pool's hook chain when one is installed (timeouts,
 statistics, the resource monitor); with no hook it calls the driver directly.
 """
@@ -16,7 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .core.slot import Frame, Slot
 from .errors import ConnectionReclaimed, ConnectionReturned
@@ -24,7 +31,14 @@ from .errors import ConnectionReclaimed, ConnectionReturned
 if TYPE_CHECKING:
     from .pool import Pool
 
-__all__ = ["ConnectionProxy", "CursorProxy", "Execute", "format_site"]
+__all__ = [
+    "ClosedCursor",
+    "ConnectionProxy",
+    "CursorProxy",
+    "Execute",
+    "ReturnedConnection",
+    "format_site",
+]
 
 #: the signature hooks wrap: (cursor proxy, driver cursor, query, params, many) -> driver result
 Execute = Callable[["CursorProxy", Any, Any, Any, bool], Any]
@@ -41,29 +55,29 @@ def format_site(site: Frame | None) -> str:
     return f"{site[0]}:{site[1]} in {site[2]}"
 
 
-class ConnectionProxy:
-    """The connection a caller holds for one borrow.
+class _ConnectionState:
+    """The layout shared by a live and a returned connection proxy."""
 
-    Use it as a context manager (commit on clean exit, rollback on exception, then return),
-    or call :meth:`close` / ``pool.putconn(conn)`` to give it back.
-    """
+    # _reclaimed is set only when the pool reclaims the checkout (see _detach).
+    __slots__ = ("__weakref__", "_code", "_cursors", "_line", "_pool", "_raw", "_reclaimed",
+                 "_slot")
 
-    __slots__ = ("__weakref__", "_autocommit_was", "_cursors", "_pool", "_raw", "_reclaimed",
-                 "_site", "_slot")
+    _pool: Pool
+    _slot: Slot | None
+    _raw: Any
+    _cursors: list[CursorProxy] | None
+    _code: Any
+    _line: int
 
-    def __init__(self, pool: Pool, slot: Slot) -> None:
-        self._pool = pool
-        self._slot: Slot | None = slot
-        self._raw: Any = slot.raw
-        self._cursors: list[CursorProxy] | None = None
-        self._autocommit_was: bool | None = None
-        self._site = slot.borrow_site
-        self._reclaimed = False
-
-    # ------------------------------------------------------------------ inertness
     def _returned(self) -> ConnectionReturned:
-        where = format_site(self._site)
-        if self._reclaimed:
+        code = self._code
+        where = format_site(None if code is None else (code.co_filename, self._line,
+                                                       code.co_name))
+        try:
+            reclaimed = _ConnectionState._reclaimed.__get__(self)  # type: ignore[attr-defined]
+        except AttributeError:  # never set: returned normally
+            reclaimed = False
+        if reclaimed:
             return ConnectionReclaimed(
                 f"pool {self._pool.name!r}: this connection (borrowed at {where}) was reclaimed "
                 f"as abandoned after abandoned_timeout={self._pool.config.abandoned_timeout:g} s; "
@@ -75,43 +89,53 @@ class ConnectionProxy:
         )
 
     @property
+    def pool(self) -> Pool:
+        return self._pool
+
+
+class ConnectionProxy(_ConnectionState):
+    """The connection a caller holds for one borrow.
+
+    Use it as a context manager (commit on clean exit, rollback on exception, then return),
+    or call :meth:`close` / ``pool.putconn(conn)`` to give it back.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, pool: Pool, slot: Slot) -> None:
+        self._pool = pool
+        self._slot = slot
+        self._raw = slot.raw
+        self._cursors = None
+        # where it was borrowed, kept for the error raised on use after return
+        self._code = slot.borrow_code
+        self._line = slot.borrow_line
+
+    @property
     def raw(self) -> Any:
         """The driver's own connection, valid only until this proxy is returned."""
-        raw = self._raw
-        if raw is None:
-            raise self._returned()
-        return raw
+        return self._raw
 
     @property
     def slot(self) -> Slot:
         """The physical connection's record (id, session id, created time, uses)."""
-        slot = self._slot
-        if slot is None:
-            raise self._returned()
-        return slot
-
-    @property
-    def pool(self) -> Pool:
-        return self._pool
+        return self._slot  # type: ignore[return-value]
 
     @property
     def closed(self) -> bool:
         """True once the proxy went back to the pool."""
-        return self._raw is None
+        return False
 
     # ------------------------------------------------------------------ DB-API
     def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
-        raw = self._raw
-        if raw is None:
-            raise self._returned()
-        cur = CursorProxy(self, raw.cursor(*args, **kwargs))
+        cur = CursorProxy(self, self._raw.cursor(*args, **kwargs))
         cursors = self._cursors
         if cursors is None:
             self._cursors = [cur]
         else:
             cursors.append(cur)
             if len(cursors) >= _CURSOR_PRUNE_AT:
-                self._cursors = [c for c in cursors if c._raw is not None]
+                self._cursors = [c for c in cursors if c.__class__ is CursorProxy]
         return cur
 
     def execute(self, query: Any, params: Any = None) -> Any:
@@ -126,62 +150,53 @@ class ConnectionProxy:
         return cur
 
     def commit(self) -> None:
-        raw = self._raw
-        if raw is None:
-            raise self._returned()
         try:
-            raw.commit()
+            self._raw.commit()
         except BaseException as exc:
             self._failed(exc)
             raise
 
     def rollback(self) -> None:
-        raw = self._raw
-        if raw is None:
-            raise self._returned()
         try:
-            raw.rollback()
+            self._raw.rollback()
         except BaseException as exc:
             self._failed(exc)
             raise
 
     def close(self) -> None:
         """Return the connection to the pool (the proxy, not the connection, is closed)."""
-        if self._slot is not None:
-            self._pool._give_back(self, None)
+        self._pool._give_back(self, None)
 
     @property
     def autocommit(self) -> bool:
-        return self._pool.driver.get_autocommit(self.raw)
+        return self._pool.driver.get_autocommit(self._raw)
 
     @autocommit.setter
     def autocommit(self, on: bool) -> None:
-        raw = self.raw
-        if self._autocommit_was is None:
-            self._autocommit_was = self.autocommit  # restored when the connection goes back
-        self._pool.driver.set_autocommit(raw, on)
+        slot = self._slot
+        assert slot is not None
+        if slot.autocommit_was is None:
+            slot.autocommit_was = self.autocommit  # restored when the connection goes back
+        self._pool.driver.set_autocommit(self._raw, on)
 
     def __enter__(self) -> ConnectionProxy:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self._slot is not None:
-            self._pool._give_back(self, exc_type is None)
+        self._pool._give_back(self, exc_type is None)
 
     def __getattr__(self, name: str) -> Any:
-        raw = self._raw
-        if raw is None:
-            raise self._returned()
-        return getattr(raw, name)
+        return getattr(self._raw, name)
 
     def __del__(self) -> None:
+        # Only a live proxy has this method: it was dropped without being returned.
         if self._slot is not None:
             self._pool._orphaned(self)
 
     def __repr__(self) -> str:
-        state = "returned" if self._slot is None else f"slot {self._slot.id}"
-        return f"<poolkeeper.ConnectionProxy {self._pool.name!r} {state}>"
+        slot = self._slot
+        return f"<poolkeeper.ConnectionProxy {self._pool.name!r} slot {slot.id if slot else '?'}>"
 
     # ------------------------------------------------------------------ internals
     def _failed(self, exc: BaseException) -> None:
@@ -189,51 +204,98 @@ class ConnectionProxy:
         if slot is not None and self._pool.driver.is_broken(slot.raw, exc):
             slot.broken = True
 
-    def _detach(self) -> tuple[Slot | None, Any]:
-        """Turn inert; close the cursors left open. Returns the slot and driver connection."""
-        slot, raw = self._slot, self._raw
-        self._slot = None
-        self._raw = None
+    def _close_cursors(self) -> None:
+        """Close the cursors the caller left open (the connection is going back)."""
         cursors = self._cursors
+        self._cursors = None
         if cursors is not None:
-            self._cursors = None
             for cur in cursors:
                 cur._drop()
-        return slot, raw
+
+    def _detach(self, *, reclaimed: bool = False) -> None:
+        """Turn inert: from now on every call raises ConnectionReturned (or Reclaimed)."""
+        self._slot = None
+        self._raw = None
+        if reclaimed:
+            self._reclaimed = True
+        if self._cursors is not None:
+            self._close_cursors()
+        self.__class__ = ReturnedConnection  # type: ignore[assignment]
 
 
-class CursorProxy:
-    """A cursor of a checked-out connection; closed when the connection goes back."""
+class ReturnedConnection(_ConnectionState):
+    """What a :class:`ConnectionProxy` becomes once returned: every use raises."""
 
-    __slots__ = ("_conn", "_pool", "_raw", "_slot")
+    __slots__ = ()
 
-    def __init__(self, conn: ConnectionProxy, raw: Any) -> None:
-        self._conn = conn
-        self._pool = conn._pool
-        self._slot: Slot = conn._slot  # type: ignore[assignment]
-        self._raw: Any = raw
+    def _raise(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise self._returned()
 
-    def _gone(self) -> ConnectionReturned:
-        if self._conn._raw is None:
-            return self._conn._returned()
-        return ConnectionReturned("this cursor is closed")
+    cursor = execute = executemany = commit = rollback = _raise
 
     @property
-    def raw(self) -> Any:
-        """The driver's cursor, valid only until this cursor or its connection is closed."""
-        raw = self._raw
-        if raw is None:
-            raise self._gone()
-        return raw
+    def raw(self) -> NoReturn:
+        raise self._returned()
+
+    @property
+    def slot(self) -> NoReturn:
+        raise self._returned()
+
+    @property
+    def autocommit(self) -> NoReturn:
+        raise self._returned()
+
+    @property
+    def closed(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Closing twice is harmless."""
+
+    def __enter__(self) -> NoReturn:
+        raise self._returned()
+
+    def __exit__(self, *exc: object) -> None:
+        """A ``with`` block whose connection was returned (or reclaimed) inside it: no-op."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise self._returned()
+
+    def __repr__(self) -> str:
+        return f"<poolkeeper.ConnectionProxy {self._pool.name!r} returned>"
+
+
+class _CursorState:
+    __slots__ = ("_conn", "_pool", "_raw", "_slot")
+
+    _conn: ConnectionProxy
+    _pool: Pool
+    _slot: Slot
+    _raw: Any
 
     @property
     def connection(self) -> ConnectionProxy:
         return self._conn
 
+
+class CursorProxy(_CursorState):
+    """A cursor of a checked-out connection; closed when the connection goes back."""
+
+    __slots__ = ()
+
+    def __init__(self, conn: ConnectionProxy, raw: Any) -> None:
+        self._conn = conn
+        self._pool = conn._pool
+        self._slot = conn._slot  # type: ignore[assignment]
+        self._raw = raw
+
+    @property
+    def raw(self) -> Any:
+        """The driver's cursor, valid only until this cursor or its connection is closed."""
+        return self._raw
+
     def execute(self, query: Any, params: Any = None) -> Any:
         raw = self._raw
-        if raw is None:
-            raise self._gone()
         slot = self._slot
         slot.sql = query
         slot.executing = True
@@ -255,8 +317,6 @@ class CursorProxy:
 
     def executemany(self, query: Any, seq_of_params: Any) -> Any:
         raw = self._raw
-        if raw is None:
-            raise self._gone()
         slot = self._slot
         slot.sql = query
         slot.executing = True
@@ -274,61 +334,44 @@ class CursorProxy:
         return self if result is raw else result
 
     def fetchone(self) -> Any:
-        raw = self._raw
-        if raw is None:
-            raise self._gone()
-        return raw.fetchone()
+        return self._raw.fetchone()
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
         raw = self._raw
-        if raw is None:
-            raise self._gone()
         return list(raw.fetchmany() if size is None else raw.fetchmany(size))
 
     def fetchall(self) -> list[Any]:
-        raw = self._raw
-        if raw is None:
-            raise self._gone()
-        return list(raw.fetchall())
+        return list(self._raw.fetchall())
 
     def __iter__(self) -> Iterator[Any]:
-        raw = self._raw
-        if raw is None:
-            raise self._gone()
-        return iter(raw)
+        return iter(self._raw)
 
     @property
     def description(self) -> Sequence[Any] | None:
-        raw = self._raw
-        if raw is None:
-            raise self._gone()
-        return raw.description  # type: ignore[no-any-return]
+        return self._raw.description  # type: ignore[no-any-return]
 
     @property
     def rowcount(self) -> int:
-        raw = self._raw
-        if raw is None:
-            raise self._gone()
-        return int(raw.rowcount)
+        return int(self._raw.rowcount)
 
     @property
     def closed(self) -> bool:
-        return self._raw is None
+        return False
 
     def close(self) -> None:
         raw = self._raw
-        if raw is not None:
-            self._raw = None
-            raw.close()
+        self._raw = None
+        self.__class__ = ClosedCursor  # type: ignore[assignment]
+        raw.close()
 
     def _drop(self) -> None:
         """Close quietly on the connection's return (the driver may be dead already)."""
         raw = self._raw
-        if raw is not None:
-            self._raw = None
-            # Closing a cursor of a dead connection may fail; it is gone anyway.
-            with contextlib.suppress(Exception):
-                raw.close()
+        self._raw = None
+        self.__class__ = ClosedCursor  # type: ignore[assignment]
+        # Closing a cursor of a dead connection may fail; it is gone anyway.
+        with contextlib.suppress(Exception):
+            raw.close()
 
     def __enter__(self) -> CursorProxy:
         return self
@@ -338,10 +381,57 @@ class CursorProxy:
         self.close()
 
     def __getattr__(self, name: str) -> Any:
-        raw = self._raw
-        if raw is None:
-            raise self._gone()
-        return getattr(raw, name)
+        return getattr(self._raw, name)
 
     def __repr__(self) -> str:
-        return f"<poolkeeper.CursorProxy {'closed' if self._raw is None else 'open'}>"
+        return "<poolkeeper.CursorProxy open>"
+
+
+class ClosedCursor(_CursorState):
+    """What a :class:`CursorProxy` becomes once closed: every use raises."""
+
+    __slots__ = ()
+
+    def _gone(self) -> ConnectionReturned:
+        if self._conn.__class__ is not ConnectionProxy:
+            return self._conn._returned()
+        return ConnectionReturned("this cursor is closed")
+
+    def _raise(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise self._gone()
+
+    execute = executemany = fetchone = fetchmany = fetchall = __iter__ = _raise
+
+    @property
+    def raw(self) -> NoReturn:
+        raise self._gone()
+
+    @property
+    def description(self) -> NoReturn:
+        raise self._gone()
+
+    @property
+    def rowcount(self) -> NoReturn:
+        raise self._gone()
+
+    @property
+    def closed(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Closing twice is harmless."""
+
+    def _drop(self) -> None:
+        pass
+
+    def __enter__(self) -> NoReturn:
+        raise self._gone()
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise self._gone()
+
+    def __repr__(self) -> str:
+        return "<poolkeeper.CursorProxy closed>"

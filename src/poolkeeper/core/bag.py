@@ -79,15 +79,16 @@ class Bag:
         self.opening = 0  #: connection attempts under way
         self.generation = 0  #: bumped by expire_all(); older slots retire at their next return
         self.closed = False
-        # counters (under the lock)
-        self.requests_num = 0
+        # Counters (under the lock). Requests and returns are not counted separately: every
+        # request lands in exactly one wait-histogram bucket (or is rejected), every return in
+        # one usage bucket, so the totals are the histogram sums.
+        self.requests_rejected = 0
         self.requests_queued = 0
         self.requests_timeouts = 0
         self.requests_wait_s = 0.0
         self.handoffs = 0
         self.lease_parks = 0
         self.lease_reuses = 0
-        self.returns_num = 0
         self.usage_s = 0.0
         self.wait_hist = [0] * (len(_BOUNDS_S) + 1)
         self.usage_hist = [0] * (len(_BOUNDS_S) + 1)
@@ -97,8 +98,8 @@ class Bag:
         """A slot now (marked in use), or a queued Waiter to pass to :meth:`wait`."""
         with self.lock:
             if self.closed:
+                self.requests_rejected += 1
                 raise PoolClosed("the pool is closed")
-            self.requests_num += 1
             slot = lease.parked
             if slot is not None:
                 lease.parked = None
@@ -118,6 +119,7 @@ class Bag:
                 self.wait_hist[0] += 1
                 return slot
             if self.max_waiting and len(self.waiters) >= self.max_waiting:
+                self.requests_rejected += 1
                 raise TooManyWaiting(
                     f"{len(self.waiters)} callers are already waiting (max_waiting="
                     f"{self.max_waiting}); raise max_waiting or max_size, or shed load earlier"
@@ -165,7 +167,6 @@ class Bag:
         thread other than the borrower). False means the bag is closed: close the connection.
         """
         with self.lock:
-            self.returns_num += 1
             self.usage_s += usage_s
             self.usage_hist[bisect_right(_BOUNDS_S, usage_s)] += 1
             if self.closed:
@@ -187,6 +188,12 @@ class Bag:
             slot.state = _IDLE
             self.idle.append(slot)
             return True
+
+    def record_usage(self, usage_s: float) -> None:
+        """Count a checkout that ended without coming back to the bag (connection retired)."""
+        with self.lock:
+            self.usage_s += usage_s
+            self.usage_hist[bisect_right(_BOUNDS_S, usage_s)] += 1
 
     def add_new(self, slot: Slot) -> bool:
         """A freshly opened slot joins the pool; False if the pool closed meanwhile."""
@@ -307,21 +314,22 @@ class Bag:
     def pop_counters(self, reset: bool) -> dict[str, Any]:
         with self.lock:
             out: dict[str, Any] = {
-                "requests_num": self.requests_num,
+                "requests_num": sum(self.wait_hist) + self.requests_rejected,
+                "requests_rejected": self.requests_rejected,
                 "requests_queued": self.requests_queued,
                 "requests_timeouts": self.requests_timeouts,
                 "requests_wait_ms": round(self.requests_wait_s * 1000.0, 3),
                 "handoffs_num": self.handoffs,
                 "lease_parks_num": self.lease_parks,
                 "lease_reuses_num": self.lease_reuses,
-                "returns_num": self.returns_num,
+                "returns_num": sum(self.usage_hist),
                 "usage_ms": round(self.usage_s * 1000.0, 3),
                 "wait_ms_histogram": list(self.wait_hist),
                 "usage_ms_histogram": list(self.usage_hist),
             }
             if reset:
-                self.requests_num = self.requests_queued = self.requests_timeouts = 0
-                self.handoffs = self.lease_parks = self.lease_reuses = self.returns_num = 0
+                self.requests_rejected = self.requests_queued = self.requests_timeouts = 0
+                self.handoffs = self.lease_parks = self.lease_reuses = 0
                 self.requests_wait_s = self.usage_s = 0.0
                 self.wait_hist = [0] * len(self.wait_hist)
                 self.usage_hist = [0] * len(self.usage_hist)

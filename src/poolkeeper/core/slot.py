@@ -28,12 +28,16 @@ class Slot:
     """The record of one physical connection."""
 
     __slots__ = (
-        "borrow_site",
+        "autocommit_was",
+        "borrow_code",
+        "borrow_line",
         "borrow_stack",
         "borrow_thread",
         "borrowed_at",
         "broken",
+        "close_reason",
         "created_at",
+        "dirty",
         "executing",
         "expires_at",
         "generation",
@@ -67,17 +71,28 @@ class Slot:
         self.uses = 0
         # the current checkout
         self.borrowed_at = 0.0
-        self.borrow_site: Frame | None = None
+        self.borrow_code: Any = None  #: code object of the borrowing frame (formatted lazily)
+        self.borrow_line = 0
         self.borrow_stack: tuple[Frame, ...] | None = None
         self.borrow_thread = 0
         self.sql: str | None = None
         self.executing = False
         self.broken = False
+        self.close_reason: str | None = None  #: why it was marked broken, when not plain broken
+        self.dirty = False  #: came back with a transaction left open (reset_on_return=False)
+        self.autocommit_was: bool | None = None  #: restore this autocommit on return
         self.leak_reported = False
         self.proxy_ref: Any = None
         # lease parking (see Bag)
         self.parked_by: Any = None
         self.parked_until = 0.0
+
+    def site(self) -> Frame | None:
+        """(file, line, function) of the current borrow."""
+        code = self.borrow_code
+        if code is None:
+            return None
+        return (code.co_filename, self.borrow_line, code.co_name)
 
     def __repr__(self) -> str:
         return f"<Slot {self.id} {self.state.name.lower()} uses={self.uses}>"
