@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from poolkeeper import Pool
@@ -52,3 +54,20 @@ def kill_session(admin_dsn_pool: Pool, session_id: Any) -> None:
             conn.execute("SELECT pg_terminate_backend(%s)", (session_id,))
         else:
             conn.execute(f"KILL {int(session_id)}")
+
+
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition that a background thread makes true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """The error classes psycopg and PyMySQL raise for a dead connection."""
+    import psycopg
+    import pymysql
+
+    return (psycopg.OperationalError, pymysql.err.OperationalError, pymysql.err.InterfaceError)

@@ -75,7 +75,8 @@ def test_from_toml_and_env(tmp_path: Path) -> None:
            "POOLKEEPER_VALIDATE_ON_BORROW": "off"}
     cfg = PoolConfig.from_env(environ=env)
     assert (cfg.max_size, cfg.max_lifetime, cfg.validate_on_borrow) == (4, None, False)
-    with pytest.raises(ConfigError, match="POOLKEEPER|max_size='many'"):
+    bad = r"max_size='many' \(from the environment\) is not a valid int"
+    with pytest.raises(ConfigError, match=bad):
         PoolConfig.from_env(environ={"POOLKEEPER_MAX_SIZE": "many"})
 
 

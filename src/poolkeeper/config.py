@@ -221,7 +221,8 @@ def _check(name: str, value: Any, kind: str, lo: float, hi: float, nullable: boo
         raise ConfigError(f"{name}={value!r} must be a number between {_num(lo)} and {_num(hi)}")
     if kind == "int" and not isinstance(value, int):
         if not float(value).is_integer():
-            raise ConfigError(f"{name}={value!r} must be a whole number between {_num(lo)} and {_num(hi)}")
+            raise ConfigError(
+                f"{name}={value!r} must be a whole number between {_num(lo)} and {_num(hi)}")
         value = int(value)
     if not (lo <= value <= hi) or math.isnan(value):
         unit = "" if kind == "int" else " s" if not name.endswith("_ms") else " ms"

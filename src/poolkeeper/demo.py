@@ -53,7 +53,8 @@ def _setup(pool: Pool, prefix: str, customers: int, products: int, rng: random.R
     with pool.connection() as conn:
         cur = conn.cursor()
         cur.executemany(f"INSERT INTO {prefix}customers (id, name, city) VALUES ({ph}, {ph}, {ph})",
-                        [(i, f"customer {i}", rng.choice(_CITIES)) for i in range(1, customers + 1)])
+                        [(i, f"customer {i}", rng.choice(_CITIES))
+                         for i in range(1, customers + 1)])
         cur.executemany(
             f"INSERT INTO {prefix}products (id, name, price_cents) VALUES ({ph}, {ph}, {ph})",
             [(i, f"product {i}", rng.randint(100, 20_000)) for i in range(1, products + 1)])
