@@ -28,10 +28,16 @@ from .errors import (
 )
 from .pool import CloseReason, Pool
 from .proxy import ConnectionProxy, CursorProxy
+from .sql.fingerprint import fingerprint, redact
+from .sql.hook import StatsHook
+from .sql.stats import SqlStatsRegistry
+from .sql.stmtcache import AdaptiveFetchSize, StatementCacheHook
+from .timeouts import TimeoutHook, statement_timeout
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveFetchSize",
     "CloseReason",
     "ConfigError",
     "ConfigWarning",
@@ -48,8 +54,15 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "QueryTimeout",
+    "SqlStatsRegistry",
+    "StatementCacheHook",
+    "StatsHook",
+    "TimeoutHook",
     "TooManyWaiting",
     "__version__",
+    "fingerprint",
     "mask_dsn",
     "parse_dsn",
+    "redact",
+    "statement_timeout",
 ]

@@ -58,6 +58,7 @@ _RANGES: dict[str, tuple[str, float, float, bool]] = {
     "stats_max_bytes": ("int", 1024, 1 << 40, False),
     "stats_max_entries": ("int", 1, 10_000_000, False),
     "slow_query_ms": ("float", 0, 86_400_000, True),
+    "stats_log_interval": ("float", 1, 86_400, True),
     "log_params": ("bool", 0, 1, False),
     "statement_cache_size": ("int", 0, 100_000, False),
     "statement_cache_bytes": ("int", 0, 1 << 40, False),
@@ -105,6 +106,7 @@ class PoolConfig:
     stats_max_bytes: int = 4 << 20
     stats_max_entries: int = 5_000
     slow_query_ms: float | None = None
+    stats_log_interval: float | None = None
     log_params: bool = False
     statement_cache_size: int = 100
     statement_cache_bytes: int = 1 << 20

@@ -30,6 +30,10 @@ from .drivers import Driver, create_driver, detect_driver
 from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
 from .housekeeper import Worker
 from .proxy import ConnectionProxy, Execute, ReturnedConnection, format_site
+from .sql.fingerprint import redact
+from .sql.hook import StatsHook
+from .sql.stmtcache import AdaptiveFetchSize, StatementCacheHook, sqlite_cached_statements
+from .timeouts import TimeoutHook
 
 __all__ = ["CloseReason", "Pool"]
 
@@ -130,6 +134,7 @@ class Pool:
         self._churn = _Churn()
         self._orphans: queue.SimpleQueue[tuple[Slot, int]] = queue.SimpleQueue()
         self._hooks: list[Any] = []
+        self._closers: list[Callable[[], object]] = []  # run at close() and by the finalizer
         self._execute: Execute | None = None
         self._tls = ThreadLease()
         self._rand = random.Random()
@@ -155,10 +160,12 @@ class Pool:
                 first_raw = self._connect_first(connect)
                 driver_name = detect_driver(first_raw)
         params.update(config.connect_kwargs)
+        cache_size = config.statement_cache_size
+        if driver_name == "sqlite":  # sqlite3 counts statements only: derive it from the bytes
+            cache_size = sqlite_cached_statements(cache_size, config.statement_cache_bytes)
         self.driver: Driver = create_driver(
             driver_name, params, connect=connect, autocommit=config.autocommit,
-            connect_timeout=config.connect_timeout,
-            statement_cache_size=config.statement_cache_size)
+            connect_timeout=config.connect_timeout, statement_cache_size=cache_size)
         if first_raw is not None and config.autocommit is not None:
             self.driver.set_autocommit(first_raw, config.autocommit)
 
@@ -171,7 +178,22 @@ class Pool:
 
         self._worker = Worker(self.name)
         self._in_transaction = self.driver.in_transaction
-        self._finalizer = weakref.finalize(self, _finalize, self._bag, self._worker, self.driver)
+        # Execute hooks, innermost first: the statement cache governs what the driver
+        # prepares; statistics time everything inside them.
+        self._stmt_cache = StatementCacheHook.from_config(config, self.driver.name)
+        self._sql_stats = StatsHook.from_config(config, self.driver.name,
+                                                fetch=AdaptiveFetchSize(config.fetch_size))
+        self.add_hook(self._stmt_cache)
+        self.add_hook(self._sql_stats)
+        # The timeout hook is installed on first need (an option, or a per-call timeout), so a
+        # pool without timeouts pays nothing for them; it is outermost, so statistics see the
+        # cancelled statement as an error of its fingerprint.
+        self._timeouts: TimeoutHook | None = None
+        if config.query_timeout is not None or config.transaction_timeout is not None:
+            self._timeout_hook()
+        self._stats_logged_at = _monotonic()
+        self._finalizer = weakref.finalize(self, _finalize, self._bag, self._worker, self.driver,
+                                           self._closers)
         self._tick_s = self._housekeeping_period()
         pool_ref = weakref.ref(self)
         self._worker.call_later(self._tick_s, lambda: _housekeep(pool_ref))
@@ -292,6 +314,7 @@ class Pool:
                 raise failure
             return
         slot.last_used = slot.last_alive = now
+        slot.sql = None  # never keep a (possibly huge) statement alive while idle
         lease = self._tls if slot.borrow_thread == _get_ident() and not slot.dirty else None
         if not self._bag.release(slot, lease, now, now - slot.borrowed_at):
             self._close_raw(slot, CloseReason.POOL_CLOSED)
@@ -486,6 +509,7 @@ class Pool:
         self.driver.close(slot.raw)
 
     def _count_close(self, slot: Slot, reason: str) -> None:
+        self._stmt_cache.forget(slot.raw)
         with self._stats_lock:
             self._closed_by[reason] = self._closed_by.get(reason, 0) + 1
             self._slots.pop(slot.id, None)
@@ -552,6 +576,10 @@ class Pool:
             self._report_leak(slot, now)
         for slot in policy.abandoned(in_use, now, cfg.abandoned_timeout):
             self._reclaim(slot, now)
+        if cfg.stats_log_interval is not None and now - self._stats_logged_at >= \
+                cfg.stats_log_interval:
+            self._stats_logged_at = now
+            self._sql_stats.registry.log_and_reset()
         self._request_opens()
 
     def _report_leak(self, slot: Slot, now: float) -> None:
@@ -564,7 +592,7 @@ class Pool:
             "thread %s, borrowed at %s%s%s",
             self.name, slot.id, now - slot.borrowed_at, self.config.leak_threshold,
             _thread_name(slot.borrow_thread), format_site(slot.site()),
-            f"; running: {_safe_sql(slot.sql)}" if slot.sql else "",
+            f"; running: {_safe_sql(slot.sql, self.driver.name)}" if slot.sql else "",
             f"\n  borrow stack (most recent call last):{stack}" if stack else "")
 
     def _report_unleaked(self, slot: Slot, held: float) -> None:
@@ -587,7 +615,7 @@ class Pool:
             "(abandoned_timeout=%g s) by thread %s, borrowed at %s%s",
             self.name, slot.id, now - slot.borrowed_at, self.config.abandoned_timeout,
             _thread_name(slot.borrow_thread), format_site(slot.site()),
-            f"; last statement: {_safe_sql(slot.sql)}" if slot.sql else "")
+            f"; last statement: {_safe_sql(slot.sql, self.driver.name)}" if slot.sql else "")
         self._retire(slot, CloseReason.ABANDONED)
 
     # ================================================================== hooks
@@ -608,6 +636,41 @@ class Pool:
         for hook in self._hooks:
             chain = hook.wrap(chain)
         self._execute = chain
+
+    # ================================================================== timeouts
+    def _timeout_hook(self) -> TimeoutHook:
+        """The pool's timeout hook, installed on first use."""
+        hook = self._timeouts
+        if hook is None:
+            with self._stats_lock:
+                hook = self._timeouts
+                if hook is None:
+                    hook = self._timeouts = TimeoutHook.for_pool(self)
+                    self._closers.append(hook.close)
+            self.add_hook(hook)
+        return hook
+
+    # ================================================================== SQL statistics
+    @property
+    def stats_enabled(self) -> bool:
+        """Whether per-fingerprint SQL statistics are recorded (switchable at runtime)."""
+        return self._sql_stats.enabled
+
+    @stats_enabled.setter
+    def stats_enabled(self, on: bool) -> None:
+        self._sql_stats.enabled = on
+
+    def sql_stats(self, limit: int | None = None) -> dict[str, Any]:
+        """Per-fingerprint statistics (literals folded), most total time first."""
+        return self._sql_stats.sql_stats(limit)
+
+    def pop_sql_stats(self, limit: int | None = None) -> dict[str, Any]:
+        """Like :meth:`sql_stats`, then reset them (log-and-reset)."""
+        return self._sql_stats.pop_sql_stats(limit)
+
+    def statement_cache_info(self) -> dict[str, Any]:
+        """The statement caches' counters (what the driver caches, and whether it can)."""
+        return self._stmt_cache.stats()
 
     # ================================================================== management
     def expire_all(self) -> None:
@@ -638,6 +701,8 @@ class Pool:
             self._close_raw(slot, CloseReason.POOL_CLOSED)
         stuck = self._worker.stop(timeout)
         self._finalizer.detach()
+        for close in self._closers:
+            close()
         if all(s.state is SlotState.CLOSED for s in self._slots.values()):
             self.driver.dispose()
         if stuck:
@@ -731,7 +796,7 @@ class Pool:
                                  else round(slot.expires_at - now, 3)),
                 "uses": slot.uses,
                 "generation": slot.generation,
-                "sql": _safe_sql(slot.sql) if slot.sql else None,
+                "sql": _safe_sql(slot.sql, self.driver.name) if slot.sql else None,
                 "executing": in_use and slot.executing,
                 "holder_thread": _thread_name(slot.borrow_thread) if in_use else None,
                 "borrow_site": format_site(slot.site()) if in_use else None,
@@ -793,11 +858,14 @@ def _housekeep(pool_ref: weakref.ref[Pool]) -> None:
         pool._worker.call_later(pool._tick_s, lambda: _housekeep(pool_ref))
 
 
-def _finalize(bag: Bag, worker: Worker, driver: Driver) -> None:
+def _finalize(bag: Bag, worker: Worker, driver: Driver,
+              closers: list[Callable[[], object]]) -> None:
     """Last net for a pool dropped without close(): stop threads, close idle connections."""
     for slot in bag.close():
         driver.close(slot.raw)
     worker.stop(0.0)
+    for close in closers:
+        close()
 
 
 def _capture_stack(frame: Any, depth: int) -> tuple[Frame, ...]:
@@ -824,12 +892,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _safe_sql(sql: Any) -> str:
+def _safe_sql(sql: Any, dialect: str | None = None) -> str:
     """The statement with literals folded, so errors and logs never show data or secrets."""
-    text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
-    try:
-        from .sql.fingerprint import redact
-    except ImportError:  # the sql package ships with poolkeeper; this guards a partial install
-        return text[:200] + ("..." if len(text) > 200 else "")
-    return redact(text)
+    return redact(sql if isinstance(sql, str | bytes) else str(sql), dialect=dialect)
 

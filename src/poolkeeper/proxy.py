@@ -21,12 +21,14 @@ statistics, the resource monitor); with no hook it calls the driver directly.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .core.slot import Frame, Slot
 from .errors import ConnectionReclaimed, ConnectionReturned
+from .timeouts import statement_timeout
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -43,9 +45,16 @@ __all__ = [
 #: the signature hooks wrap: (cursor proxy, driver cursor, query, params, many) -> driver result
 Execute = Callable[["CursorProxy", Any, Any, Any, bool], Any]
 
-# Prune closed cursors from a checkout's list once it holds this many, so a long checkout
-# that opens a cursor per statement keeps a bounded list.
-_CURSOR_PRUNE_AT = 64
+# A checkout keeps weak references to its cursors, to close the ones still open when it goes
+# back; dead references are pruned whenever the list reaches a power of two from this size
+# on, so a long checkout that opens a cursor per statement keeps a short list at amortised
+# constant cost, and never keeps a result alive that the caller dropped.
+_CURSOR_PRUNE_FROM = 64
+
+
+_weakref = weakref.ref
+#: "no timeout argument given" (None means "no timeout")
+_UNSET: Any = object()
 
 
 def format_site(site: Frame | None) -> str:
@@ -65,7 +74,7 @@ class _ConnectionState:
     _pool: Pool
     _slot: Slot | None
     _raw: Any
-    _cursors: list[CursorProxy] | None
+    _cursors: list[weakref.ref[CursorProxy]] | None
     _code: Any
     _line: int
 
@@ -131,25 +140,45 @@ class ConnectionProxy(_ConnectionState):
         cur = CursorProxy(self, self._raw.cursor(*args, **kwargs))
         cursors = self._cursors
         if cursors is None:
-            self._cursors = [cur]
+            self._cursors = [_weakref(cur)]
         else:
-            cursors.append(cur)
-            if len(cursors) >= _CURSOR_PRUNE_AT:
-                self._cursors = [c for c in cursors if c.__class__ is CursorProxy]
+            cursors.append(_weakref(cur))
+            n = len(cursors)
+            if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
+                self._cursors = [r for r in cursors if (c := r()) is not None
+                                 and c.__class__ is CursorProxy]
         return cur
 
-    def execute(self, query: Any, params: Any = None) -> Any:
-        """Open a cursor, execute, return the cursor (sqlite3 / psycopg style)."""
+    def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET) -> Any:
+        """Open a cursor, execute, return the cursor (sqlite3 / psycopg style).
+
+        ``timeout`` (seconds, or None for none) overrides the pool's ``query_timeout`` for
+        this statement.
+        """
         cur = self.cursor()
-        cur.execute(query, params)
+        cur.execute(query, params, timeout=timeout)
         return cur
 
-    def executemany(self, query: Any, seq_of_params: Any) -> Any:
+    def executemany(self, query: Any, seq_of_params: Any, *, timeout: Any = _UNSET) -> Any:
         cur = self.cursor()
-        cur.executemany(query, seq_of_params)
+        cur.executemany(query, seq_of_params, timeout=timeout)
         return cur
+
+    def timeout(self, seconds: float | None) -> statement_timeout:
+        """A ``with`` block in which this connection's statements time out after ``seconds``.
+
+        Example::
+
+            with pool.connection() as conn, conn.timeout(2.5):
+                conn.execute("SELECT slow_report()")   # cancelled on the server after 2.5 s
+        """
+        self._pool._timeout_hook()
+        return statement_timeout(seconds, self)
 
     def commit(self) -> None:
+        hook = self._pool._timeouts
+        if hook is not None:
+            hook.check_transaction(self)  # refuses (and rolls back) an overdue transaction
         try:
             self._raw.commit()
         except BaseException as exc:
@@ -184,7 +213,14 @@ class ConnectionProxy(_ConnectionState):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._pool._give_back(self, exc_type is None)
+        pool = self._pool
+        if exc_type is None and pool._timeouts is not None:
+            try:
+                pool._timeouts.check_transaction(self)
+            except BaseException:
+                pool._give_back(self, False)
+                raise
+        pool._give_back(self, exc_type is None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
@@ -209,8 +245,10 @@ class ConnectionProxy(_ConnectionState):
         cursors = self._cursors
         self._cursors = None
         if cursors is not None:
-            for cur in cursors:
-                cur._drop()
+            for ref in cursors:
+                cur = ref()
+                if cur is not None:
+                    cur._drop()
 
     def _detach(self, *, reclaimed: bool = False) -> None:
         """Turn inert: from now on every call raises ConnectionReturned (or Reclaimed)."""
@@ -231,7 +269,7 @@ class ReturnedConnection(_ConnectionState):
     def _raise(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise self._returned()
 
-    cursor = execute = executemany = commit = rollback = _raise
+    cursor = execute = executemany = commit = rollback = timeout = _raise
 
     @property
     def raw(self) -> NoReturn:
@@ -266,7 +304,7 @@ class ReturnedConnection(_ConnectionState):
 
 
 class _CursorState:
-    __slots__ = ("_conn", "_pool", "_raw", "_slot")
+    __slots__ = ("__weakref__", "_conn", "_pool", "_raw", "_slot")
 
     _conn: ConnectionProxy
     _pool: Pool
@@ -294,7 +332,12 @@ class CursorProxy(_CursorState):
         """The driver's cursor, valid only until this cursor or its connection is closed."""
         return self._raw
 
-    def execute(self, query: Any, params: Any = None) -> Any:
+    def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET) -> Any:
+        """Execute a statement; ``timeout`` (seconds, or None) overrides ``query_timeout``."""
+        if timeout is not _UNSET:
+            self._pool._timeout_hook()
+            with statement_timeout(timeout, self._conn):
+                return self.execute(query, params)
         raw = self._raw
         slot = self._slot
         slot.sql = query
@@ -315,7 +358,11 @@ class CursorProxy(_CursorState):
         # sqlite3 and psycopg return the cursor (for chaining); PyMySQL returns a row count.
         return self if result is raw else result
 
-    def executemany(self, query: Any, seq_of_params: Any) -> Any:
+    def executemany(self, query: Any, seq_of_params: Any, *, timeout: Any = _UNSET) -> Any:
+        if timeout is not _UNSET:
+            self._pool._timeout_hook()
+            with statement_timeout(timeout, self._conn):
+                return self.executemany(query, seq_of_params)
         raw = self._raw
         slot = self._slot
         slot.sql = query

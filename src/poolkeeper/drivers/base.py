@@ -12,6 +12,8 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .cancel import Canceller, make_canceller
+
 __all__ = ["Driver", "ErrorKind"]
 
 
@@ -101,9 +103,14 @@ class Driver:
         finally:
             cur.close()
 
-    def cancel(self, raw: Any) -> None:
-        """Ask the server to stop the statement running on ``raw`` (called from another thread)."""
-        raise NotImplementedError(f"{self.name} cannot cancel a running statement")
+    def canceller(self, timeout: float = 5.0) -> Canceller:
+        """What cancels a running statement on the server for this driver (query timeouts).
+
+        For MariaDB it owns one control connection (opened on first use) that sends
+        ``KILL QUERY``; the caller closes it.
+        """
+        return make_canceller(self.name, connect=self.connect, timeout=timeout,
+                              connect_timeout=self.connect_timeout)
 
     def set_autocommit(self, raw: Any, on: bool) -> None:
         raw.autocommit = on

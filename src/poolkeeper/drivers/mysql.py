@@ -3,7 +3,7 @@
 The transaction state comes from the SERVER_STATUS_IN_TRANS flag the server sends with every
 OK packet, so deciding whether to roll back costs no round trip. The ping is COM_PING with the
 socket's timeout set to validation_timeout for its duration. Cancelling a statement needs
-``KILL QUERY <thread id>`` on *another* connection; see :mod:`poolkeeper.cancel`.
+``KILL QUERY <thread id>`` on *another* connection; see :mod:`poolkeeper.drivers.cancel`.
 """
 
 from __future__ import annotations

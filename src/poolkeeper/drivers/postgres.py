@@ -107,8 +107,6 @@ class PostgresDriver(Driver):
         if failed or pgconn.status != pq.ConnStatus.OK:
             raise self._psycopg.OperationalError(failed or "the connection is bad")
 
-    def cancel(self, raw: Any) -> None:
-        raw.cancel_safe(timeout=self.connect_timeout)
 
     def describe(self) -> str:
         return f"postgresql {mask_dsn(str(self.params.get('conninfo', '')))}"

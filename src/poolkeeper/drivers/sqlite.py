@@ -102,8 +102,6 @@ class SqliteDriver(Driver):
         # No server to lose: checking that the handle is open is the whole test.
         raw.total_changes  # noqa: B018
 
-    def cancel(self, raw: Any) -> None:
-        raw.interrupt()
 
     def describe(self) -> str:
         return f"sqlite {self.params.get('database')}"

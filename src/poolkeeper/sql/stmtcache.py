@@ -1,0 +1,538 @@
+"""Statement caches bounded by count *and* bytes, their per-driver policy, adaptive fetch size.
+
+Druid's PreparedStatement cache held 20 to 50 statements per connection, each pinning row
+buffers of ``row size x prefetch``; with 30 connections that reached a gigabyte. Two fixes
+carry over: bound the cache by bytes, not only by count; and size each statement's fetch to
+the rows it really returns (``min(max_seen + 1, configured)``).
+
+:class:`StatementCache` is the generic LRU: bounded by entries and bytes, with counters (size,
+bytes, hits, misses, accesses, evictions) and an ``on_evict`` callback. It knows no driver.
+
+Per driver (decided here, applied by :class:`StatementCacheHook` and the driver adapters):
+
+PostgreSQL / psycopg 3
+    psycopg already manages server-side prepared statements per connection: it counts each
+    ``(query, parameter types)`` it runs, prepares one (protocol-level Parse, no SQL
+    ``PREPARE``) after ``prepare_threshold`` executions, keeps at most ``prepared_max``, closes
+    the least recently used one on the server when over (the ``DEALLOCATE``), and forgets them
+    all after ``ROLLBACK`` / ``DROP`` / ``DISCARD ALL``, where the server may have invalidated
+    them. Re-implementing that from outside would mean driving libpq by hand and racing
+    psycopg's own bookkeeping, so **psycopg is the mechanism and poolkeeper governs it**:
+
+    * ``prepared_max = statement_cache_size`` (0 turns preparation off: ``prepare_threshold =
+      None``); ``prepare_threshold`` stays psycopg's 5 ("prepare on reuse", not for one-offs).
+      psycopg closes an evicted statement on the server right after the *next* statement, so
+      the server may hold ``prepared_max + 1`` for the span of one statement.
+    * psycopg bounds only the *number* of statements, and keeps the full text of the last
+      ``prepared_max`` queries it counted even when it never prepares them: with 30,000-value
+      IN lists that is Druid's failure again. So a statement longer than
+      ``max_statement_bytes = statement_cache_bytes // (2 * statement_cache_size + 1)`` runs
+      with preparation switched off for that one call (``prepare_threshold = None``, restored
+      after), which makes psycopg neither prepare nor remember it (``executemany`` included).
+      psycopg's two maps hold at most ``2 * prepared_max + 1`` texts, each under that cap, so
+      their text stays within ``statement_cache_bytes`` per connection by construction.
+    * Counters come from a per-connection mirror LRU keyed by a hash of the text (a few bytes
+      per entry; it does not copy the text): ``hits`` are executions of a text this connection
+      ran recently, which psycopg prepares once reused ``prepare_threshold`` times;
+      ``evictions`` follow the same bounds psycopg applies. A statement that raises is dropped
+      from the mirror (psycopg drops it too).
+    * Client-side, a prepared statement holds only its name and key; result buffers belong to
+      cursors, which the pool closes when the checkout ends.
+
+sqlite3
+    The standard library keeps its own LRU of compiled statements per connection
+    (``cached_statements``) keyed by the SQL text, with no byte bound and no counters, and it
+    caches statements of any size. :func:`sqlite_cached_statements` sizes it as
+    ``min(statement_cache_size, statement_cache_bytes // 4 KiB)`` so statements of typical size
+    fit the byte budget; a giant statement still sits in it until pushed out (reported as
+    ``bounded_by: "count"``).
+
+PyMySQL
+    Sends every statement as text (``COM_QUERY``): there are no server-side prepared
+    statements, so there is nothing to cache or count. The policy says ``supported: False``.
+
+Adaptive fetch size: :class:`AdaptiveFetchSize` remembers, per fingerprint, the most rows one
+execution returned and answers ``min(max_seen + 1, configured)`` (the +1 lets a server-side
+cursor see the end of the result in the same round trip). Bounded like the caches.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import asdict, dataclass
+from typing import Any, Generic, TypeVar
+
+from ..errors import ConfigError
+from .hook import Execute, query_text
+
+__all__ = [
+    "PSYCOPG_PREPARE_THRESHOLD",
+    "SQLITE_STATEMENT_BYTES",
+    "AdaptiveFetchSize",
+    "StatementCache",
+    "StatementCacheHook",
+    "StatementCachePolicy",
+    "apply_psycopg_policy",
+    "sqlite_cached_statements",
+    "statement_cache_policy",
+]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+#: psycopg's own default: prepare a statement once it ran this many times on a connection
+PSYCOPG_PREPARE_THRESHOLD = 5
+#: assumed memory of one cached sqlite3 statement (compiled program + key), to turn the byte
+#: budget into a count
+SQLITE_STATEMENT_BYTES = 4096
+
+
+class StatementCache(Generic[K, V]):
+    """An LRU bounded by ``max_entries`` and ``max_bytes``, with counters and ``on_evict``.
+
+    ``put(key, value, nbytes)``: the caller says what an entry costs; an entry larger than the
+    whole budget is refused (``rejected``). ``on_evict(key, value)`` runs for every entry the
+    bounds push out, after the cache's lock is released (it may do I/O); not for
+    :meth:`discard`. Thread-safe.
+
+    Example::
+
+        cache: StatementCache[str, int] = StatementCache(max_entries=2, max_bytes=100)
+        cache.put("a", 1, 10); cache.put("b", 2, 10); cache.put("c", 3, 10)
+        cache.get("a")      # None: evicted
+        cache.evictions     # 1
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int,
+                 on_evict: Callable[[K, V], None] | None = None) -> None:
+        for name, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name}={value!r} must be a whole number >= 0")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.on_evict = on_evict
+        self._map: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        self.rejected = 0
+        self.discarded = 0
+
+    @property
+    def accesses(self) -> int:
+        """Lookups so far (hits + misses)."""
+        return self.hits + self.misses
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the entries held now, as declared to :meth:`put`."""
+        return self._nbytes
+
+    @property
+    def budget_bytes(self) -> int:
+        return self.max_bytes
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+    def get(self, key: K) -> V | None:
+        """The value for ``key`` (now the most recently used), or None; counts a hit or miss."""
+        with self._lock:
+            item = self._map.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._map.move_to_end(key)
+            self.hits += 1
+            return item[0]
+
+    def peek(self, key: K) -> V | None:
+        """The value without counting an access or changing the order."""
+        item = self._map.get(key)
+        return None if item is None else item[0]
+
+    def put(self, key: K, value: V, nbytes: int) -> bool:
+        """Insert or replace; evict least recently used entries over a bound.
+
+        Returns False (and counts ``rejected``) when the entry alone exceeds a bound.
+        """
+        if nbytes > self.max_bytes or self.max_entries == 0:
+            with self._lock:
+                self.rejected += 1
+            return False
+        evicted: list[tuple[K, V]] = []
+        with self._lock:
+            old = self._map.pop(key, None)
+            if old is not None:
+                self._nbytes -= old[1]
+            self._map[key] = (value, nbytes)
+            self._nbytes += nbytes
+            while self._nbytes > self.max_bytes or len(self._map) > self.max_entries:
+                k, (v, size) = self._map.popitem(last=False)
+                self._nbytes -= size
+                self.evictions += 1
+                evicted.append((k, v))
+        if self.on_evict is not None:
+            for k, v in evicted:
+                self.on_evict(k, v)
+        return True
+
+    def discard(self, key: K) -> bool:
+        """Drop ``key`` without calling ``on_evict`` (e.g. its statement raised)."""
+        with self._lock:
+            item = self._map.pop(key, None)
+            if item is None:
+                return False
+            self._nbytes -= item[1]
+            self.discarded += 1
+            return True
+
+    def clear(self) -> None:
+        """Drop every entry, calling ``on_evict`` for each (counters are kept)."""
+        with self._lock:
+            items = list(self._map.items())
+            self._map.clear()
+            self._nbytes = 0
+        if self.on_evict is not None:
+            for k, (v, _) in items:
+                self.on_evict(k, v)
+
+    def stats(self) -> dict[str, int]:
+        """size, bytes, budget_bytes, hits, misses, accesses, evictions, rejected, discarded."""
+        with self._lock:
+            return {
+                "size": len(self._map),
+                "bytes": self._nbytes,
+                "budget_bytes": self.max_bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+                "accesses": self.hits + self.misses,
+                "evictions": self.evictions,
+                "rejected": self.rejected,
+                "discarded": self.discarded,
+            }
+
+
+# ----------------------------------------------------------------------------- policy
+@dataclass(frozen=True, slots=True)
+class StatementCachePolicy:
+    """How one driver's statement cache is governed, and what it can and cannot do."""
+
+    driver: str
+    supported: bool
+    #: "psycopg prepared statements" | "sqlite3 cached_statements" | "none"
+    mechanism: str
+    max_statements: int
+    max_bytes: int
+    #: statements longer than this are never cached / prepared (0: nothing is)
+    max_statement_bytes: int
+    prepare_threshold: int | None
+    #: "count and bytes" | "count" | "none"
+    bounded_by: str
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def statement_cache_policy(driver: str, statement_cache_size: int,
+                           statement_cache_bytes: int, *,
+                           prepare_threshold: int = PSYCOPG_PREPARE_THRESHOLD
+                           ) -> StatementCachePolicy:
+    """The policy for ``driver`` ("postgresql", "sqlite", "mysql") from the pool's options."""
+    size, nbytes = statement_cache_size, statement_cache_bytes
+    for name, value in (("statement_cache_size", size), ("statement_cache_bytes", nbytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name}={value!r} must be a whole number >= 0")
+    if driver == "postgresql":
+        on = size > 0 and nbytes > 0
+        cap = nbytes // (2 * size + 1) if on else 0
+        return StatementCachePolicy(
+            driver, True, "psycopg prepared statements", size if on else 0, nbytes if on else 0,
+            cap, prepare_threshold if on else None, "count and bytes" if on else "none",
+            (f"psycopg prepares a statement after {prepare_threshold} executions and keeps at "
+             f"most {size} per connection; statements over {cap:,} bytes are never prepared "
+             "or remembered") if on else "server-side prepared statements are off")
+    if driver == "sqlite":
+        count = sqlite_cached_statements(size, nbytes)
+        return StatementCachePolicy(
+            driver, True, "sqlite3 cached_statements", count, count * SQLITE_STATEMENT_BYTES,
+            0, None, "count",
+            f"sqlite3 caches up to {count} compiled statements per connection (any size: the "
+            "module offers no byte bound and no counters)")
+    if driver == "mysql":
+        return StatementCachePolicy(
+            driver, False, "none", 0, 0, 0, None, "none",
+            "PyMySQL sends every statement as text (COM_QUERY) and has no server-side "
+            "prepared statements: nothing is cached")
+    raise ConfigError(f"driver={driver!r} has no statement cache policy: "
+                      "use 'postgresql', 'sqlite' or 'mysql'")
+
+
+def sqlite_cached_statements(statement_cache_size: int, statement_cache_bytes: int) -> int:
+    """The ``cached_statements`` argument for ``sqlite3.connect`` from the pool's options.
+
+    ``min(statement_cache_size, statement_cache_bytes // SQLITE_STATEMENT_BYTES)``.
+    """
+    return max(0, min(statement_cache_size, statement_cache_bytes // SQLITE_STATEMENT_BYTES))
+
+
+def apply_psycopg_policy(conn: Any, policy: StatementCachePolicy) -> None:
+    """Set a psycopg connection's ``prepared_max`` and ``prepare_threshold`` from the policy."""
+    if policy.max_statements > 0:
+        conn.prepared_max = policy.max_statements
+        conn.prepare_threshold = policy.prepare_threshold
+    else:
+        conn.prepare_threshold = None
+
+
+class _ConnState:
+    __slots__ = ("bypassed", "cache", "ref")
+
+    def __init__(self, cache: StatementCache[int, bool], ref: weakref.ref[Any]) -> None:
+        self.cache = cache
+        self.ref = ref
+        self.bypassed = 0
+
+
+class StatementCacheHook:
+    """Execute hook governing the driver's statement cache (psycopg), with counters.
+
+    For PostgreSQL it applies the policy to each connection on first use, runs oversize
+    statements with preparation off, and keeps a per-connection mirror for the counters (see
+    the module docstring). For sqlite3 and PyMySQL ``wrap`` returns the inner function
+    unchanged: their caches are sized at connect (sqlite3) or do not exist (PyMySQL), and
+    :meth:`stats` says so.
+    """
+
+    def __init__(self, policy: StatementCachePolicy) -> None:
+        self.policy = policy
+        self._states: dict[int, _ConnState] = {}
+        self._lock = threading.Lock()
+        # Keys of connections that died. A weakref callback can fire during garbage
+        # collection inside any code, even with self._lock held, so it only appends here
+        # (atomic) and the next _state() / stats() call folds the counters.
+        self._dead: collections.deque[int] = collections.deque()
+        self._retired = {"hits": 0, "misses": 0, "evictions": 0, "bypassed": 0, "discarded": 0}
+
+    @classmethod
+    def from_config(cls, config: Any, driver: str) -> StatementCacheHook:
+        """A hook for the pool's ``statement_cache_size`` / ``statement_cache_bytes``."""
+        return cls(statement_cache_policy(driver, config.statement_cache_size,
+                                          config.statement_cache_bytes))
+
+    def wrap(self, inner: Execute) -> Execute:
+        policy = self.policy
+        if policy.mechanism != "psycopg prepared statements":
+            return inner
+        cap = policy.max_statement_bytes
+        state_of = self._state
+
+        def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+            conn = raw.connection
+            state = state_of(conn)
+            text = query if type(query) is str else query_text(query, raw)
+            size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+            if size > cap or policy.max_statements == 0:
+                state.bypassed += 1
+                saved = conn.prepare_threshold
+                conn.prepare_threshold = None  # psycopg neither prepares nor remembers it
+                try:
+                    return inner(cursor, raw, query, params, many)
+                finally:
+                    conn.prepare_threshold = saved
+            key = hash(text)
+            cache = state.cache
+            if cache.get(key) is None:
+                cache.put(key, True, size)  # accounts the text psycopg holds, not a copy
+            try:
+                return inner(cursor, raw, query, params, many)
+            except BaseException:
+                cache.discard(key)
+                raise
+
+        return execute
+
+    def _state(self, conn: Any) -> _ConnState:
+        key = id(conn)
+        state = self._states.get(key)
+        if state is not None and state.ref() is conn:
+            return state
+        self._reap()
+        apply_psycopg_policy(conn, self.policy)
+        cache: StatementCache[int, bool] = StatementCache(
+            max(self.policy.max_statements, 0), self.policy.max_bytes)
+        dead = self._dead
+
+        def gone(_ref: weakref.ref[Any], key: int = key) -> None:
+            dead.append(key)
+
+        state = _ConnState(cache, weakref.ref(conn, gone))
+        with self._lock:
+            old = self._states.get(key)
+            if old is not None:  # a dead connection's id, reused before it was reaped
+                self._fold(old)
+            self._states[key] = state
+        return state
+
+    def _reap(self) -> None:
+        dead = self._dead
+        while dead:
+            key = dead.popleft()
+            with self._lock:
+                state = self._states.get(key)
+                if state is not None and state.ref() is None:
+                    del self._states[key]
+                    self._fold(state)
+
+    def _fold(self, state: _ConnState) -> None:
+        """Keep a gone connection's counters in the totals (lock held)."""
+        c = state.cache
+        r = self._retired
+        r["hits"] += c.hits
+        r["misses"] += c.misses
+        r["evictions"] += c.evictions
+        r["discarded"] += c.discarded
+        r["bypassed"] += state.bypassed
+
+    def forget(self, conn: Any) -> None:
+        """Drop a connection's mirror now (call when the pool closes the connection)."""
+        with self._lock:
+            state = self._states.get(id(conn))
+            if state is not None and state.ref() is conn:
+                del self._states[id(conn)]
+                self._fold(state)
+
+    def connection_stats(self, conn: Any) -> dict[str, Any] | None:
+        """One connection's counters, or None if this hook has not seen it."""
+        state = self._states.get(id(conn))
+        if state is None or state.ref() is not conn:
+            return None
+        out: dict[str, Any] = dict(state.cache.stats())
+        out["bypassed"] = state.bypassed
+        out["prepared"] = _psycopg_prepared_count(conn)
+        return out
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        """Flat ``stmt_cache_*`` counters over every connection (for ``pool.stats()``).
+
+        Counters are cumulative (``reset`` is accepted for the hook protocol and ignored: they
+        describe the connections' caches, which a stats reset does not empty).
+        """
+        self._reap()
+        with self._lock:
+            states = list(self._states.values())
+            totals = dict(self._retired)
+        size = nbytes = 0
+        for state in states:
+            c = state.cache
+            size += len(c)
+            nbytes += c.nbytes
+            totals["hits"] += c.hits
+            totals["misses"] += c.misses
+            totals["evictions"] += c.evictions
+            totals["discarded"] += c.discarded
+            totals["bypassed"] += state.bypassed
+        p = self.policy
+        return {
+            "stmt_cache_supported": int(p.supported),
+            "stmt_cache_max_statements": p.max_statements,
+            "stmt_cache_budget_bytes": p.max_bytes,
+            "stmt_cache_statements": size,
+            "stmt_cache_bytes": nbytes,
+            "stmt_cache_hits": totals["hits"],
+            "stmt_cache_misses": totals["misses"],
+            "stmt_cache_accesses": totals["hits"] + totals["misses"],
+            "stmt_cache_evictions": totals["evictions"],
+            "stmt_cache_discarded": totals["discarded"],
+            "stmt_cache_bypassed": totals["bypassed"],
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The policy and the totals, for the console and ``sql_stats()``."""
+        out = self.policy.as_dict()
+        out.update(self.stats())
+        return out
+
+
+def _psycopg_prepared_count(conn: Any) -> int | None:
+    """How many statements psycopg holds prepared on ``conn`` (its private state; None if the
+    installed psycopg keeps it elsewhere)."""
+    manager = getattr(conn, "_prepared", None)
+    names = getattr(manager, "_names", None)
+    return len(names) if names is not None else None
+
+
+# ----------------------------------------------------------------------------- fetch size
+class AdaptiveFetchSize:
+    """Per fingerprint, the most rows one execution returned; fetch ``min(max + 1, configured)``.
+
+    Bounded like a statement cache (``max_entries``, ``max_bytes`` of fingerprint text plus
+    an entry overhead); a fingerprint never seen, or evicted, gets ``configured``.
+
+    Example::
+
+        fetch = AdaptiveFetchSize(configured=1000)
+        fetch.observe("SELECT * FROM orders WHERE id = ?", 1)
+        fetch.fetch_size("SELECT * FROM orders WHERE id = ?")   # 2
+    """
+
+    #: estimated bytes per entry besides the fingerprint string (OrderedDict node, tuple, int)
+    ENTRY_OVERHEAD_BYTES = 160
+
+    def __init__(self, configured: int, max_entries: int = 5_000,
+                 max_bytes: int = 1 << 20) -> None:
+        if isinstance(configured, bool) or not isinstance(configured, int) or configured < 1:
+            raise ConfigError(f"fetch_size={configured!r} must be a whole number >= 1")
+        self.configured = configured
+        self._seen: StatementCache[str, int] = StatementCache(max_entries, max_bytes)
+        self._lock = threading.Lock()
+        self.adapted = 0  #: answers smaller than ``configured``
+
+    def fetch_size(self, fingerprint: str) -> int:
+        """How many rows to fetch per round trip for this statement (counts an access)."""
+        seen = self._seen.get(fingerprint)
+        if seen is None or seen + 1 >= self.configured:
+            return self.configured
+        with self._lock:
+            self.adapted += 1
+        return seen + 1
+
+    def current(self, fingerprint: str) -> int:
+        """What :meth:`fetch_size` would answer, without counting an access (for displays)."""
+        seen = self._seen.peek(fingerprint)
+        return self.configured if seen is None else min(seen + 1, self.configured)
+
+    def observe(self, fingerprint: str, rows: int) -> None:
+        """Learn that one execution of ``fingerprint`` returned ``rows`` rows."""
+        if rows < 0:
+            return
+        with self._lock:
+            seen = self._seen.peek(fingerprint)
+            if seen is None or rows > seen:
+                self._seen.put(fingerprint, rows,
+                               sys.getsizeof(fingerprint) + self.ENTRY_OVERHEAD_BYTES)
+
+    @property
+    def nbytes(self) -> int:
+        return self._seen.nbytes
+
+    @property
+    def budget_bytes(self) -> int:
+        return self._seen.budget_bytes
+
+    def stats(self) -> dict[str, int]:
+        out = self._seen.stats()
+        out["configured"] = self.configured
+        out["adapted"] = self.adapted
+        return out

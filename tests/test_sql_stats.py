@@ -1,0 +1,399 @@
+"""The statistics registry stays within its bounds, records what ran, and never keeps a value."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import tracemalloc
+import uuid
+from typing import Any
+
+import pytest
+
+from poolkeeper import Pool
+from poolkeeper.errors import ConfigError
+from poolkeeper.sql.fingerprint import FingerprintCache
+from poolkeeper.sql.hook import StatsHook, query_text
+from poolkeeper.sql.stats import (
+    HISTOGRAM_BOUNDS_MS,
+    SqlStatsRegistry,
+    StatementStats,
+    describe_params,
+    error_text,
+    returns_rows,
+)
+from poolkeeper.sql.stmtcache import AdaptiveFetchSize
+
+
+def _only(reg: SqlStatsRegistry) -> dict[str, Any]:
+    statements = reg.snapshot()["statements"]
+    assert len(statements) == 1
+    return statements[0]  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------------- recording
+def test_executions_time_histogram_and_rows_are_recorded() -> None:
+    reg = SqlStatsRegistry()
+    fp = "SELECT * FROM t WHERE id = ?"
+    reg.record(fp, 0.002, rows=1)
+    reg.record(fp, 0.0003, rows=5)
+    reg.record(fp, 0.120, rows=0)
+    reg.record("UPDATE t SET a = ?", 0.001, rows=7)
+    snap = reg.snapshot()
+    assert snap["executions"] == 4
+    assert snap["rows_fetched"] == 6 and snap["rows_affected"] == 7
+    s = next(s for s in snap["statements"] if s["fingerprint"] == fp)
+    assert s["executions"] == 3
+    assert s["min_ms"] == pytest.approx(0.3) and s["max_ms"] == pytest.approx(120)
+    assert s["total_ms"] == pytest.approx(122.3)
+    assert s["rows_fetched"] == 6 and s["rows_max"] == 5
+    assert sum(s["histogram"]) == 3
+    assert len(s["histogram"]) == len(HISTOGRAM_BOUNDS_MS) + 1
+    assert s["histogram"][HISTOGRAM_BOUNDS_MS.index(0.5)] == 1  # 0.3 ms: <= 0.5 ms
+    assert s["histogram"][HISTOGRAM_BOUNDS_MS.index(5)] == 1  # 2 ms
+    assert s["histogram"][HISTOGRAM_BOUNDS_MS.index(500)] == 1  # 120 ms
+    assert s["last_execution"] == pytest.approx(time.time(), abs=60)
+
+
+def test_errors_are_counted_by_class_with_a_value_free_message() -> None:
+    reg = SqlStatsRegistry()
+    fp = "INSERT INTO users(name) VALUES (?)"
+    reg.record(fp, 0.001, error=ValueError(
+        "Duplicate entry 'alice@example.com' for key 'users.email'\nDETAIL: Key (id)=(5)"))
+    reg.record(fp, 0.001, error=ValueError("again 'bob'"))
+    reg.record(fp, 0.001, error=KeyError("x"))
+    reg.record(fp, 0.001)
+    s = _only(reg)
+    assert s["errors"] == 3 and s["executions"] == 4
+    assert s["errors_by_class"] == {"ValueError": 2, "KeyError": 1}
+    assert s["last_error"] == "KeyError: '?'"
+    everything = json.dumps(reg.snapshot())
+    assert "alice" not in everything and "bob" not in everything and "(5)" not in everything
+
+
+def test_error_text_keeps_the_class_and_first_line_only() -> None:
+    exc = RuntimeError('invalid input syntax for type integer: "abc"\nLINE 1: SELECT 1 + \'abc\'')
+    assert error_text(exc) == 'RuntimeError: invalid input syntax for type integer: "?"'
+    assert error_text(RuntimeError()) == "RuntimeError"
+    long = error_text(RuntimeError("x" * 1000))
+    assert len(long) == 200 and long.endswith("...")
+
+
+def test_concurrent_executions_are_tracked() -> None:
+    reg = SqlStatsRegistry()
+    entries = [reg.begin("SELECT pg_sleep(?)") for _ in range(3)]
+    assert _only(reg)["running"] == 3
+    for e in entries:
+        reg.end(e, 0.01)
+    s = _only(reg)
+    assert s["running"] == 0 and s["running_max"] == 3 and s["executions"] == 3
+    assert reg.snapshot()["running_max"] == 3
+
+
+# ----------------------------------------------------------------------------- bounds
+def test_least_recently_used_entries_are_evicted_by_count() -> None:
+    reg = SqlStatsRegistry(max_entries=3)
+    for i in range(3):
+        for _ in range(i + 1):
+            reg.record(f"SELECT c{i} FROM t", 0.001)
+    reg.record("SELECT c0 FROM t", 0.001)  # c0 is now the most recent
+    reg.record("SELECT c3 FROM t", 0.001)  # pushes out c1 (2 executions)
+    fps = {s["fingerprint"] for s in reg.snapshot()["statements"]}
+    assert fps == {"SELECT c0 FROM t", "SELECT c2 FROM t", "SELECT c3 FROM t"}
+    snap = reg.snapshot()
+    assert snap["evictions"] == 1 and snap["evicted_executions"] == 2
+    assert snap["executions"] == 8  # totals survive eviction
+
+
+def test_tracked_bytes_never_exceed_the_budget() -> None:
+    reg = SqlStatsRegistry(max_bytes=64 << 10, max_entries=1_000_000)
+    for i in range(5_000):
+        reg.record(f"SELECT col_{i}, {'x' * (i % 300)} FROM table_{i} WHERE a = ?", 0.001,
+                   error=RuntimeError("boom " * 50) if i % 7 == 0 else None)
+        assert reg.nbytes <= reg.budget_bytes
+    assert reg.snapshot()["evictions"] > 0
+    assert sum(s["nbytes"] for s in reg.snapshot()["statements"]) == reg.nbytes
+
+
+def test_a_giant_fingerprint_is_kept_short_and_still_distinct() -> None:
+    reg = SqlStatsRegistry(max_bytes=1 << 20, max_fingerprint_chars=1_000)
+    a = "SELECT " + ", ".join(f"a{i}" for i in range(10_000)) + " FROM t"
+    b = "SELECT " + ", ".join(f"b{i}" for i in range(10_000)) + " FROM t"
+    reg.record(a, 0.001)
+    reg.record(a, 0.001)
+    reg.record(b, 0.001)
+    stmts = reg.snapshot()["statements"]
+    assert len(stmts) == 2
+    for s in stmts:
+        assert len(s["fingerprint"]) <= 1_000
+        assert "chars, #" in s["fingerprint"]
+    assert sorted(s["executions"] for s in stmts) == [1, 2]
+    assert reg.max_rows(a) == 0
+
+
+def test_the_entry_overhead_estimate_covers_the_real_memory() -> None:
+    reg = SqlStatsRegistry(max_bytes=1 << 30, max_entries=100_000)
+    fps = [f"SELECT c FROM t{i} WHERE x = ?" for i in range(5_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for fp in fps:
+            reg.record(fp, 0.001, rows=3)
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # The fingerprint strings existed before; the registry only references them, so the
+    # estimate (which also counts them) must be above what was really allocated.
+    assert reg.nbytes >= used, f"estimated {reg.nbytes} bytes, allocated {used}"
+    assert reg.nbytes - sum(sys.getsizeof(fp) for fp in fps) < 3 * used
+
+
+def test_bad_bounds_are_rejected_with_the_field_name() -> None:
+    with pytest.raises(ConfigError, match="max_bytes=10"):
+        SqlStatsRegistry(max_bytes=10)
+    with pytest.raises(ConfigError, match="max_entries=0"):
+        SqlStatsRegistry(max_entries=0)
+    with pytest.raises(ConfigError, match="slow_query_ms=-1"):
+        SqlStatsRegistry(slow_query_ms=-1)
+
+
+# ----------------------------------------------------------------------------- reading
+def test_snapshot_is_plain_json_sorted_by_total_time() -> None:
+    reg = SqlStatsRegistry()
+    reg.record("SELECT ?", 0.001)
+    reg.record("SELECT a FROM t", 0.5)
+    snap = reg.snapshot()
+    json.dumps(snap)
+    assert [s["fingerprint"] for s in snap["statements"]] == ["SELECT a FROM t", "SELECT ?"]
+    assert len(reg.snapshot(limit=1)["statements"]) == 1
+
+
+def test_pop_returns_everything_and_starts_over() -> None:
+    reg = SqlStatsRegistry()
+    reg.record("SELECT ?", 0.001)
+    running = reg.begin("SELECT ?")
+    popped = reg.pop()
+    assert popped["executions"] == 1 and len(popped["statements"]) == 1
+    assert reg.snapshot()["executions"] == 0 and len(reg) == 0 and reg.nbytes == 0
+    reg.end(running, 0.001)  # began before the reset: counted in totals, not in an entry
+    snap = reg.snapshot()
+    assert snap["executions"] == 1 and snap["untracked_executions"] == 1
+    assert snap["statements"] == []
+
+
+def test_log_and_reset_logs_a_summary_and_the_top_statements(
+        caplog: pytest.LogCaptureFixture) -> None:
+    reg = SqlStatsRegistry(name="app")
+    reg.record("SELECT a FROM t WHERE b = ?", 0.002)
+    with caplog.at_level(logging.INFO, logger="poolkeeper.sql"):
+        data = reg.log_and_reset()
+    assert data["executions"] == 1
+    assert "1 executions" in caplog.text and "SELECT a FROM t WHERE b = ?" in caplog.text
+    assert reg.snapshot()["executions"] == 0
+
+
+def test_flat_stats_reset_totals_but_keep_entries() -> None:
+    reg = SqlStatsRegistry()
+    reg.record("SELECT ?", 0.001)
+    flat = reg.stats(reset=True)
+    assert flat["sql_executions"] == 1 and flat["sql_fingerprints"] == 1
+    assert reg.stats()["sql_executions"] == 0
+    assert len(reg) == 1
+
+
+# ----------------------------------------------------------------------------- slow log
+def test_slow_statements_log_types_and_count_but_never_values(
+        caplog: pytest.LogCaptureFixture) -> None:
+    reg = SqlStatsRegistry(slow_query_ms=100, name="app")
+    with caplog.at_level(logging.WARNING, logger="poolkeeper.sql"):
+        reg.record("SELECT * FROM t WHERE a = ?", 0.050, params=("fast-secret",))
+        reg.record("SELECT * FROM t WHERE a = ? AND b = ?", 0.250, rows=3,
+                   params=("s3cret", 42))
+    assert len(caplog.records) == 1
+    line = caplog.records[0].getMessage()
+    assert "250.0 ms" in line and "rows fetched=3" in line
+    assert "SELECT * FROM t WHERE a = ? AND b = ?" in line
+    assert "2 (str, int)" in line
+    assert "s3cret" not in line and "42" not in line
+    assert caplog.records[0].name == "poolkeeper.sql"
+    assert reg.snapshot()["slow_statements"] == 1
+
+
+def test_log_params_opts_in_to_values(caplog: pytest.LogCaptureFixture) -> None:
+    reg = SqlStatsRegistry(slow_query_ms=0, log_params=True)
+    with caplog.at_level(logging.WARNING, logger="poolkeeper.sql"):
+        reg.record("SELECT ?", 0.001, params=("visible",))
+    assert "visible" in caplog.text
+
+
+def test_slow_threshold_switches_at_runtime(caplog: pytest.LogCaptureFixture) -> None:
+    reg = SqlStatsRegistry()
+    with caplog.at_level(logging.WARNING, logger="poolkeeper.sql"):
+        reg.record("SELECT ?", 1.0)
+        reg.slow_query_ms = 10
+        reg.record("SELECT ?", 1.0)
+    assert len(caplog.records) == 1
+
+
+def test_describe_params_shows_shapes_only() -> None:
+    assert describe_params(None) == "none"
+    assert describe_params((1, "x", None)) == "3 (int, str, NoneType)"
+    assert describe_params({"id": 5, "name": "bob"}) == "2 named (id: int, name: str)"
+    assert describe_params([(1, "a")] * 1000, many=True) == "1000 rows of 2 (int, str)"
+    assert describe_params(iter([(1,)]), many=True) == "an iterable of rows"
+    assert describe_params(tuple(range(25))).endswith(", +5)")
+
+
+# ----------------------------------------------------------------------------- threads
+def test_totals_stay_exact_under_threads() -> None:
+    reg = SqlStatsRegistry(max_entries=20)
+    per_thread, threads = 3_000, 4
+    deadline = time.monotonic() + 60
+
+    def work(k: int) -> None:
+        for i in range(per_thread):
+            if time.monotonic() > deadline:
+                return
+            e = reg.begin(f"SELECT c{(i * k) % 30} FROM t")
+            reg.end(e, 0.0001, rows=1)
+
+    pool = [threading.Thread(target=work, args=(k,)) for k in range(1, threads + 1)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join(90)
+    snap = reg.snapshot()
+    assert snap["executions"] == per_thread * threads
+    assert snap["rows_fetched"] == per_thread * threads
+    assert snap["running"] == 0
+    kept = sum(s["executions"] for s in snap["statements"])
+    assert kept + snap["evicted_executions"] + snap["untracked_executions"] == snap["executions"]
+    assert len(snap["statements"]) <= 20
+
+
+# ----------------------------------------------------------------------------- the hook
+def test_hook_records_statements_through_a_real_pool(any_dsn: str) -> None:
+    table = f"pk_stats_{uuid.uuid4().hex[:10]}"
+    with Pool(any_dsn, max_size=2, min_idle=0) as pool:
+        hook = StatsHook.from_config(pool.config, pool.driver.name)
+        pool.add_hook(hook)
+        mark = "%s" if pool.driver.name != "sqlite" else "?"
+        try:
+            with pool.connection() as conn:
+                conn.execute(f"CREATE TABLE {table} (id INT, name VARCHAR(40))")
+            with pool.connection() as conn:
+                conn.executemany(f"INSERT INTO {table} (id, name) VALUES ({mark}, {mark})",
+                                 [(i, f"secret-{i}") for i in range(10)])
+                for i in (1, 2, 3):
+                    conn.execute(f"SELECT id, name FROM {table} WHERE id < {i}").fetchall()
+            # each driver raises its own class
+            with pool.connection() as conn, pytest.raises(Exception):  # noqa: B017
+                conn.execute(f"SELECT no_such_column FROM {table} WHERE name = 'hidden'")
+        finally:
+            with pool.connection() as conn:
+                conn.execute(f"DROP TABLE {table}")
+        snap = hook.sql_stats()
+        by_fp = {s["fingerprint"]: s for s in snap["statements"]}
+        select = by_fp[f"SELECT id, name FROM {table} WHERE id < ?"]
+        assert select["executions"] == 3
+        insert = by_fp[f"INSERT INTO {table}(id, name) VALUES (?, ?)"]
+        assert insert["rows_affected"] == 10
+        if pool.driver.name != "sqlite":  # sqlite3 reports no row count for SELECT
+            assert select["rows_fetched"] == 1 + 2 + 3 and select["rows_max"] == 3
+        failed = by_fp[f"SELECT no_such_column FROM {table} WHERE name = ?"]
+        assert failed["errors"] == 1 and failed["last_error"]
+        text = json.dumps(snap)
+        assert "secret-" not in text and "hidden" not in text
+        flat = pool.stats()
+        assert flat["sql_executions"] >= 6 and flat["sql_errors"] == 1
+
+
+def test_hook_switches_off_and_on_at_runtime(sqlite_dsn: str) -> None:
+    with Pool(sqlite_dsn, max_size=1, min_idle=0) as pool:
+        hook = StatsHook(SqlStatsRegistry(), dialect="sqlite")
+        pool.add_hook(hook)
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+            hook.enabled = False
+            conn.execute("SELECT 2")
+            hook.enabled = True
+            conn.execute("SELECT 3")
+        assert hook.sql_stats()["executions"] == 2
+
+
+def test_hook_teaches_the_adaptive_fetch_size(pg_dsn: str) -> None:
+    with Pool(pg_dsn, max_size=1, min_idle=0) as pool:
+        fetch = AdaptiveFetchSize(configured=100)
+        hook = StatsHook.from_config(pool.config, pool.driver.name, fetch=fetch)
+        pool.add_hook(hook)
+        with pool.connection() as conn:
+            conn.execute("SELECT generate_series(1, 3)").fetchall()
+        fp = "SELECT generate_series(?, ?)"
+        assert fetch.fetch_size(fp) == 4
+        assert hook.sql_stats()["statements"][0]["fetch_size"] == 4
+        with pool.connection() as conn:
+            cur = conn.cursor(name=f"pk_{uuid.uuid4().hex[:8]}")  # server-side cursor
+            cur.execute("SELECT generate_series(1, 3)")
+            assert cur.raw.itersize == 4
+            assert len(cur.fetchall()) == 3
+
+
+def test_query_text_never_uses_repr() -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "Opaque('secret')"
+
+    assert query_text(b"SELECT 1") == "SELECT 1"
+    assert query_text(Opaque()) == "<Opaque query>"
+
+
+def test_hook_counts_cache_hits_so_repeated_text_is_parsed_once() -> None:
+    calls: list[str] = []
+    reg = SqlStatsRegistry()
+    hook = StatsHook(reg, FingerprintCache())
+
+    class Cursor:
+        rowcount = 1
+        description = ("x",)
+
+    def inner(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+        calls.append(query)
+        return raw
+
+    run = hook.wrap(inner)
+    for _ in range(5):
+        run(None, Cursor(), "SELECT x FROM t WHERE id = 1", None, False)
+    assert len(calls) == 5
+    assert hook.cache.hits == 4 and hook.cache.misses == 1
+    assert _only(reg)["rows_fetched"] == 5
+
+
+def test_row_counts_are_fetched_for_queries_and_affected_for_changes() -> None:
+    assert returns_rows("SELECT ?") and returns_rows("WITH x AS (SELECT ?) SELECT * FROM x")
+    assert returns_rows("(SELECT a FROM t) UNION (SELECT b FROM u)")
+    assert returns_rows("INSERT INTO t(a) VALUES (?) RETURNING id")
+    assert not returns_rows("UPDATE t SET a = ?") and not returns_rows("DELETE FROM t")
+
+
+def test_statement_stats_as_dict_on_a_fresh_entry() -> None:
+    d = StatementStats("SELECT ?", 100).as_dict()
+    assert d["executions"] == 0 and d["min_ms"] == 0.0 and d["last_execution"] is None
+
+
+def test_composed_psycopg_queries_are_rendered_then_folded(pg_dsn: str) -> None:
+    from psycopg import sql
+
+    with Pool(pg_dsn, max_size=1, min_idle=0) as pool:
+        hook = StatsHook.from_config(pool.config, pool.driver.name)
+        pool.add_hook(hook)
+        query = sql.SQL("SELECT {} AS {}").format(sql.Literal("composed-secret"),
+                                                   sql.Identifier("col"))
+        with pool.connection() as conn:
+            cur = conn.cursor()
+            cur.execute(query)
+            assert cur.fetchone() == ("composed-secret",)
+        fps = [s["fingerprint"] for s in hook.sql_stats()["statements"]]
+        assert fps == ['SELECT ? AS "col"']

@@ -1,0 +1,304 @@
+"""Statement caches stay within count and byte bounds; psycopg's prepared statements obey them."""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from poolkeeper import Pool
+from poolkeeper.errors import ConfigError
+from poolkeeper.sql.stmtcache import (
+    SQLITE_STATEMENT_BYTES,
+    AdaptiveFetchSize,
+    StatementCache,
+    StatementCacheHook,
+    apply_psycopg_policy,
+    sqlite_cached_statements,
+    statement_cache_policy,
+)
+
+
+# ----------------------------------------------------------------------------- the LRU
+def test_lru_is_bounded_by_count_and_counts_everything() -> None:
+    cache: StatementCache[str, int] = StatementCache(max_entries=2, max_bytes=1_000)
+    cache.put("a", 1, 10)
+    cache.put("b", 2, 10)
+    assert cache.get("a") == 1  # a is now the most recent
+    cache.put("c", 3, 10)  # evicts b
+    assert cache.get("b") is None
+    assert "a" in cache and "c" in cache and len(cache) == 2
+    s = cache.stats()
+    assert (s["size"], s["bytes"], s["hits"], s["misses"], s["accesses"], s["evictions"]) == \
+        (2, 20, 1, 1, 2, 1)
+
+
+def test_lru_is_bounded_by_bytes() -> None:
+    cache: StatementCache[int, str] = StatementCache(max_entries=1_000, max_bytes=100)
+    for i in range(50):
+        cache.put(i, "x", 30)
+        assert cache.nbytes <= cache.budget_bytes
+    assert len(cache) == 3 and cache.evictions == 47
+    assert not cache.put(999, "too big", 101)
+    assert cache.rejected == 1 and 999 not in cache
+
+
+def test_replacing_a_key_does_not_double_count_its_bytes() -> None:
+    cache: StatementCache[str, int] = StatementCache(max_entries=10, max_bytes=100)
+    cache.put("a", 1, 40)
+    cache.put("a", 2, 50)
+    assert cache.nbytes == 50 and cache.peek("a") == 2 and cache.accesses == 0
+
+
+def test_on_evict_sees_every_evicted_entry_and_may_use_the_cache() -> None:
+    evicted: list[tuple[str, int]] = []
+    cache: StatementCache[str, int] = StatementCache(max_entries=2, max_bytes=1_000)
+
+    def on_evict(key: str, value: int) -> None:
+        evicted.append((key, value))
+        cache.get(key)  # runs outside the lock: no deadlock
+
+    cache.on_evict = on_evict
+    for i in range(4):
+        cache.put(f"k{i}", i, 1)
+    assert evicted == [("k0", 0), ("k1", 1)]
+    assert cache.discard("k3") and not cache.discard("k3")
+    assert evicted == [("k0", 0), ("k1", 1)]  # discard is not an eviction
+    assert cache.discarded == 1
+    cache.clear()
+    assert evicted[-1] == ("k2", 2) and len(cache) == 0 and cache.nbytes == 0
+
+
+def test_zero_sized_cache_holds_nothing() -> None:
+    cache: StatementCache[str, int] = StatementCache(max_entries=0, max_bytes=0)
+    assert not cache.put("a", 1, 0)
+    assert len(cache) == 0 and cache.rejected == 1
+
+
+def test_lru_rejects_bad_bounds() -> None:
+    with pytest.raises(ConfigError, match="max_bytes=-1"):
+        StatementCache(max_entries=1, max_bytes=-1)
+
+
+def test_lru_is_consistent_under_threads() -> None:
+    cache: StatementCache[int, int] = StatementCache(max_entries=50, max_bytes=400)
+
+    def work(k: int) -> None:
+        for i in range(3_000):
+            key = (i * k) % 97
+            if cache.get(key) is None:
+                cache.put(key, key, 1 + key % 9)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (1, 2, 5, 7)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert cache.accesses == 12_000
+    assert len(cache) <= 50 and cache.nbytes <= 400
+    assert cache.nbytes == sum(size for _, size in cache._map.values())
+
+
+# ----------------------------------------------------------------------------- policies
+def test_psycopg_policy_keeps_its_text_within_the_byte_budget() -> None:
+    p = statement_cache_policy("postgresql", 100, 1 << 20)
+    assert p.supported and p.max_statements == 100 and p.prepare_threshold == 5
+    # psycopg holds at most 2 * prepared_max + 1 texts, each no longer than the cap
+    assert (2 * p.max_statements + 1) * p.max_statement_bytes <= p.max_bytes
+    assert p.bounded_by == "count and bytes"
+    off = statement_cache_policy("postgresql", 0, 1 << 20)
+    assert off.max_statements == 0 and off.prepare_threshold is None
+
+
+def test_sqlite_policy_sizes_cached_statements_from_both_bounds() -> None:
+    assert sqlite_cached_statements(100, 1 << 20) == 100
+    assert sqlite_cached_statements(100, 10 * SQLITE_STATEMENT_BYTES) == 10
+    assert sqlite_cached_statements(0, 1 << 20) == 0
+    p = statement_cache_policy("sqlite", 100, 40 * SQLITE_STATEMENT_BYTES)
+    assert p.max_statements == 40 and p.bounded_by == "count"
+    conn = sqlite3.connect(":memory:", cached_statements=p.max_statements)
+    conn.close()
+
+
+def test_pymysql_policy_says_it_is_not_supported() -> None:
+    p = statement_cache_policy("mysql", 100, 1 << 20)
+    assert not p.supported and p.max_statements == 0
+    assert "no server-side prepared statements" in p.note
+    hook = StatementCacheHook(p)
+
+    def inner(*args: Any) -> str:
+        return "ran"
+
+    assert hook.wrap(inner) is inner  # nothing to govern: zero cost
+    assert hook.stats()["stmt_cache_supported"] == 0
+
+
+def test_policy_rejects_unknown_drivers_and_bad_sizes() -> None:
+    with pytest.raises(ConfigError, match="driver='oracle'"):
+        statement_cache_policy("oracle", 1, 1)
+    with pytest.raises(ConfigError, match="statement_cache_size=-1"):
+        statement_cache_policy("sqlite", -1, 1)
+
+
+# ----------------------------------------------------------------------------- fetch size
+def test_fetch_size_is_max_seen_plus_one_capped_by_configured() -> None:
+    fetch = AdaptiveFetchSize(configured=100)
+    fp = "SELECT * FROM orders WHERE id = ?"
+    assert fetch.fetch_size(fp) == 100  # never seen
+    fetch.observe(fp, 0)
+    assert fetch.fetch_size(fp) == 1
+    fetch.observe(fp, 1)
+    fetch.observe(fp, 0)  # a smaller result does not shrink what was learned
+    assert fetch.fetch_size(fp) == 2
+    fetch.observe(fp, 5_000)
+    assert fetch.fetch_size(fp) == 100
+    assert fetch.current(fp) == 100
+    assert fetch.stats()["adapted"] == 2
+
+
+def test_fetch_size_memory_is_bounded() -> None:
+    fetch = AdaptiveFetchSize(configured=10, max_entries=1_000, max_bytes=20_000)
+    for i in range(2_000):
+        fetch.observe(f"SELECT c FROM t{i} WHERE x = ?", 1)
+        assert fetch.nbytes <= fetch.budget_bytes
+    assert fetch.stats()["evictions"] > 0
+    assert fetch.fetch_size("SELECT c FROM t0 WHERE x = ?") == 10  # evicted: the default
+
+
+def test_fetch_size_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="fetch_size=0"):
+        AdaptiveFetchSize(configured=0)
+
+
+# ----------------------------------------------------------------------------- psycopg
+def _inner(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+    return raw.executemany(query, params) if many else raw.execute(query, params)
+
+
+@pytest.fixture
+def pg_conn(pg_dsn: str) -> Iterator[Any]:
+    import psycopg
+
+    conn = psycopg.connect(pg_dsn, autocommit=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _server_prepared(conn: Any) -> list[str]:
+    rows = conn.execute("SELECT statement FROM pg_prepared_statements", prepare=False).fetchall()
+    return [r[0] for r in rows]
+
+
+def _psycopg_texts(conn: Any) -> list[bytes]:
+    # psycopg's private maps are read only here, to prove what it retains
+    manager = conn._prepared
+    return [key[0] for key in [*manager._names, *manager._counts]]
+
+
+def test_psycopg_keeps_at_most_statement_cache_size_prepared(pg_conn: Any) -> None:
+    hook = StatementCacheHook(statement_cache_policy("postgresql", 3, 1 << 20))
+    run = hook.wrap(_inner)
+    cur = pg_conn.cursor()
+    for i in range(8):
+        for _ in range(10):
+            run(None, cur, f"SELECT {i} + %s", (1,), False)
+    run(None, cur, "SELECT 1", None, False)  # psycopg deallocates on the next execute
+    prepared = _server_prepared(pg_conn)
+    assert 1 <= len(prepared) <= 3, prepared
+    assert pg_conn.prepared_max == 3
+    stats = hook.connection_stats(pg_conn)
+    assert stats is not None
+    assert stats["size"] <= 3 and stats["evictions"] >= 5 and stats["hits"] >= 8 * 9
+    assert stats["prepared"] == len(prepared)
+
+
+def test_oversize_statements_are_never_prepared_nor_remembered(pg_conn: Any) -> None:
+    policy = statement_cache_policy("postgresql", 10, 20_000)
+    hook = StatementCacheHook(policy)
+    run = hook.wrap(_inner)
+    cur = pg_conn.cursor()
+    n = 1_000
+    big = "SELECT 1 WHERE 1 IN (" + ", ".join(["%s"] * n) + ")"
+    assert len(big) > policy.max_statement_bytes
+    for _ in range(10):
+        run(None, cur, big, list(range(n)), False)
+    pg_conn.execute("CREATE TEMP TABLE pk_many (a int)")
+    big_many = "INSERT INTO pk_many SELECT %s WHERE " + " AND ".join(["1 = 1"] * 1_000)
+    run(None, cur, big_many, [(i,) for i in range(3)], True)
+    assert not any("IN (" in s or "pk_many" in s for s in _server_prepared(pg_conn))
+    assert all(len(t) <= policy.max_statement_bytes for t in _psycopg_texts(pg_conn))
+    assert pg_conn.prepare_threshold == 5  # restored after each oversize statement
+    assert hook.stats()["stmt_cache_bypassed"] == 11
+
+
+def test_a_failing_statement_is_dropped_not_cached(pg_conn: Any) -> None:
+    import psycopg
+
+    hook = StatementCacheHook(statement_cache_policy("postgresql", 10, 1 << 20))
+    run = hook.wrap(_inner)
+    cur = pg_conn.cursor()
+    for _ in range(3):
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            run(None, cur, "SELECT * FROM pk_no_such_table", None, False)
+    stats = hook.connection_stats(pg_conn)
+    assert stats is not None
+    assert stats["size"] == 0 and stats["discarded"] == 3 and stats["hits"] == 0
+
+
+def test_statement_cache_size_zero_prepares_nothing(pg_conn: Any) -> None:
+    hook = StatementCacheHook(statement_cache_policy("postgresql", 0, 1 << 20))
+    run = hook.wrap(_inner)
+    cur = pg_conn.cursor()
+    for _ in range(10):
+        run(None, cur, "SELECT 42 + %s", (1,), False)
+    assert pg_conn.prepare_threshold is None
+    assert _server_prepared(pg_conn) == []
+
+
+def test_apply_policy_sets_psycopg_attributes(pg_conn: Any) -> None:
+    apply_psycopg_policy(pg_conn, statement_cache_policy("postgresql", 7, 1 << 20))
+    assert (pg_conn.prepared_max, pg_conn.prepare_threshold) == (7, 5)
+
+
+def test_counters_survive_the_connection_closing(pg_dsn: str) -> None:
+    import psycopg
+
+    hook = StatementCacheHook(statement_cache_policy("postgresql", 5, 1 << 20))
+    run = hook.wrap(_inner)
+    conn = psycopg.connect(pg_dsn, autocommit=True)
+    cur = conn.cursor()
+    for _ in range(4):
+        run(None, cur, "SELECT 1", None, False)
+    conn.close()
+    del conn, cur
+    gc.collect()
+    s = hook.stats()
+    assert s["stmt_cache_statements"] == 0  # the mirror went with the connection
+    assert s["stmt_cache_hits"] == 3 and s["stmt_cache_misses"] == 1
+
+
+def test_governance_through_a_real_pool(pg_dsn: str) -> None:
+    with Pool(pg_dsn, max_size=1, min_idle=0, statement_cache_size=2) as pool:
+        hook = StatementCacheHook.from_config(pool.config, pool.driver.name)
+        pool.add_hook(hook)
+        for i in range(5):
+            with pool.connection() as conn:
+                for _ in range(8):
+                    conn.execute(f"SELECT {i} + %s", (1,)).fetchall()
+        with pool.connection() as conn:
+            raw = conn.raw
+            count = "SELECT count(*) FROM pg_prepared_statements"
+            # psycopg closes an evicted statement after the *next* statement's result, so the
+            # server may hold one over prepared_max until then
+            assert raw.execute(count, prepare=False).fetchone()[0] <= 3
+            assert raw.execute(count, prepare=False).fetchone()[0] <= 2
+            assert raw.prepared_max == 2
+        stats = pool.stats()
+        assert stats["stmt_cache_hits"] == 5 * 7 and stats["stmt_cache_evictions"] == 3
+        assert hook.describe()["mechanism"] == "psycopg prepared statements"
