@@ -19,8 +19,10 @@ __all__ = ["PostgresDriver"]
 
 # libpq PGTransactionStatusType
 _IDLE, _ACTIVE, _INTRANS, _INERROR, _UNKNOWN = range(5)
-# SQLSTATE classes: 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
+# SQLSTATE classes: 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available.
+# Not 57014 query_canceled: that is usually our own query timeout, and a retry would time out
+# again.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 # 08 connection exception, 57P01..03 admin/crash shutdown, cannot connect now
 _BROKEN_SQLSTATE_PREFIXES = ("08", "57P0")
 
