@@ -412,3 +412,24 @@ def test_autocommit_change_is_restored_on_return(any_dsn: str) -> None:
         with pool.connection() as conn:
             assert conn.autocommit is before
 
+
+
+def test_read_only_transaction_is_ended_on_return(any_dsn: str) -> None:
+    # MariaDB reports no transaction for one that has only read; it must still be ended, or the
+    # next borrower reads an old snapshot and DDL on the table blocks behind it.
+    with Pool(any_dsn, min_idle=1, max_size=1) as pool:
+        table = unique_table()
+        create_table(pool, table)
+        try:
+            conn = pool.getconn()
+            conn.execute(f"SELECT COUNT(*) FROM {table}").fetchall()
+            pool.putconn(conn)
+            with pool.connection(timeout=5) as conn:  # the same physical connection
+                if pool.driver.name == "mysql":
+                    assert conn.execute("SELECT @@in_transaction").fetchone()[0] == 0
+                elif pool.driver.name == "postgresql":
+                    assert conn.raw.info.transaction_status == 0  # idle
+                else:
+                    assert not conn.raw.in_transaction
+        finally:
+            drop_table(pool, table)

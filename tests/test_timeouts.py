@@ -491,3 +491,21 @@ def test_a_pool_without_timeouts_starts_no_thread(any_dsn: str) -> None:
         conn.execute("SELECT 1")
         assert hook.threads == []
         assert THREAD_NAME not in {t.name for t in threading.enumerate()}
+
+
+def test_transaction_clock_restarts_after_each_commit(any_dsn: str) -> None:
+    # Many short transactions in one long checkout never add up to one long transaction
+    # (MariaDB cannot report a read-only transaction's end: the commit must reset the clock).
+    with timed_pool(any_dsn, transaction_timeout=0.3) as (pool, _hook):
+        table = unique_table("pk_txn")
+        untimed_create(pool, table)
+        try:
+            with pool.connection() as conn:
+                for i in range(4):
+                    conn.execute(f"SELECT COUNT(*) FROM {table}").fetchall()
+                    conn.execute(f"INSERT INTO {table} (id, v) VALUES ({i}, 'x')")
+                    conn.commit()
+                    time.sleep(0.12)
+            assert count_rows(pool, table) == 4
+        finally:
+            untimed_drop(pool, table)

@@ -12,8 +12,10 @@ every connection it hands out is tracked back to the line that took it.
 
 from __future__ import annotations
 
+from . import admin
 from .config import ConfigWarning, PoolConfig, mask_dsn, parse_dsn
 from .errors import (
+    AdminQueryError,
     ConfigError,
     ConnectError,
     ConnectionReclaimed,
@@ -26,6 +28,8 @@ from .errors import (
     QueryTimeout,
     TooManyWaiting,
 )
+from .observe.memory import MemoryWatchdog
+from .observe.monitor import MONITOR, register_pool
 from .pool import CloseReason, Pool
 from .proxy import ConnectionProxy, CursorProxy
 from .sql.fingerprint import fingerprint, redact
@@ -37,7 +41,9 @@ from .timeouts import TimeoutHook, statement_timeout
 __version__ = "0.1.0"
 
 __all__ = [
+    "MONITOR",
     "AdaptiveFetchSize",
+    "AdminQueryError",
     "CloseReason",
     "ConfigError",
     "ConfigWarning",
@@ -48,6 +54,7 @@ __all__ = [
     "CursorProxy",
     "LoaderBackpressure",
     "LoaderError",
+    "MemoryWatchdog",
     "Pool",
     "PoolClosed",
     "PoolConfig",
@@ -60,9 +67,11 @@ __all__ = [
     "TimeoutHook",
     "TooManyWaiting",
     "__version__",
+    "admin",
     "fingerprint",
     "mask_dsn",
     "parse_dsn",
     "redact",
+    "register_pool",
     "statement_timeout",
 ]

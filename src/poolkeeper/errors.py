@@ -11,6 +11,7 @@
      ├── ConnectionReturned                a proxy was used after it went back to the pool
      │    └── ConnectionReclaimed          ... because the pool reclaimed it as abandoned
      ├── QueryTimeout                      a statement ran past its deadline and was cancelled
+     ├── AdminQueryError (also ValueError) an admin query was refused (not read-only) or failed
      └── LoaderError                       the bulk loader could not load or accept rows
           └── LoaderBackpressure           write() blocked at the hard memory limit too long
 
@@ -22,6 +23,7 @@ cause (``__cause__``) where it wraps one.
 from __future__ import annotations
 
 __all__ = [
+    "AdminQueryError",
     "ConfigError",
     "ConnectError",
     "ConnectionReclaimed",
@@ -89,6 +91,10 @@ class QueryTimeout(PoolError):
         self.sql = sql
         self.timeout_s = timeout_s
         self.elapsed_s = elapsed_s
+
+
+class AdminQueryError(PoolError, ValueError):
+    """An admin query was refused (not a read-only SELECT) or failed; the message says why."""
 
 
 class LoaderError(PoolError):

@@ -29,7 +29,14 @@ from .core.slot import Frame, Slot, SlotState
 from .drivers import Driver, create_driver, detect_driver
 from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
 from .housekeeper import Worker
-from .proxy import ConnectionProxy, Execute, ReturnedConnection, format_site
+from .observe.monitor import MONITOR, Probe, register_pool
+from .proxy import (
+    ConnectionProxy,
+    Execute,
+    MonitoredConnection,
+    ReturnedConnection,
+    format_site,
+)
 from .sql.fingerprint import redact
 from .sql.hook import StatsHook
 from .sql.stmtcache import AdaptiveFetchSize, StatementCacheHook, sqlite_cached_statements
@@ -144,7 +151,7 @@ class Pool:
         self._reset = config.reset_on_return
         self._capture_stack = config.leak_threshold is not None
         self._track_proxy = config.abandoned_timeout is not None
-        self._borrow_extras = self._capture_stack or self._track_proxy
+        self._borrow_extras = self._capture_stack or self._track_proxy  # + monitor, below
         self._bag = Bag(lease_s=config.lease_ms / 1000.0, max_waiting=config.max_waiting)
 
         first_raw = None
@@ -166,6 +173,11 @@ class Pool:
         self.driver: Driver = create_driver(
             driver_name, params, connect=connect, autocommit=config.autocommit,
             connect_timeout=config.connect_timeout, statement_cache_size=cache_size)
+        self.monitor: Probe = MONITOR.probe(self.name, enabled=True if config.monitor else None,
+                                            dialect=self.driver.name)
+        self._monitored = self.monitor.enabled
+        pool_ref = weakref.ref(self)
+        self.monitor.on_change = lambda on: _monitor_changed(pool_ref, on)
         if first_raw is not None and config.autocommit is not None:
             self.driver.set_autocommit(first_raw, config.autocommit)
 
@@ -176,7 +188,9 @@ class Pool:
                 self._bag.opening += 1
             self._bag.add_new(self._new_slot(first_raw))
 
+        self._borrow_extras = self._borrow_extras or self._monitored
         self._worker = Worker(self.name)
+        self._thread_records = [self.monitor.track("thread", t) for t in self._worker.threads]
         self._in_transaction = self.driver.in_transaction
         # Execute hooks, innermost first: the statement cache governs what the driver
         # prepares; statistics time everything inside them.
@@ -198,6 +212,7 @@ class Pool:
         pool_ref = weakref.ref(self)
         self._worker.call_later(self._tick_s, lambda: _housekeep(pool_ref))
         self._request_opens()
+        register_pool(self)
         logger.info("pool %r opened: %s, min_idle=%d, max_size=%d", self.name,
                     self.driver.describe(), config.min_idle, config.max_size)
 
@@ -275,7 +290,11 @@ class Pool:
             slot = got
 
     def _extras_on_borrow(self, slot: Slot, proxy: ConnectionProxy, frame: Any) -> None:
-        """Per-borrow work that only some options need (leak stacks, abandon tracking)."""
+        """Per-borrow work that only some options need (leak stacks, abandon tracking, the
+        resource monitor)."""
+        if self._monitored:
+            proxy.__class__ = MonitoredConnection
+            proxy._mon = self.monitor.track("checkout", None, 0, None, None, None, None, frame)
         if self._capture_stack:
             slot.borrow_stack = _capture_stack(frame, self.config.leak_stack_depth)
         if self._track_proxy:
@@ -298,6 +317,8 @@ class Pool:
         if slot is None:
             return
         raw = proxy._raw
+        if proxy.__class__ is not ConnectionProxy:  # a monitored checkout ends its record
+            proxy._mon.close()
         proxy._slot = None
         proxy._raw = None
         if proxy._cursors is not None:
@@ -392,6 +413,8 @@ class Pool:
         if slot is None or self._closed:
             return
         proxy._slot = None
+        if proxy.__class__ is MonitoredConnection:
+            proxy._mon.collected()  # shown among the resources dropped without being closed
         self._orphans.put((slot, slot.uses))
 
     def _drain_orphans(self) -> None:
@@ -438,6 +461,7 @@ class Pool:
                     idle_timeout=policy.jittered_idle_timeout(cfg.idle_timeout,
                                                               cfg.lifetime_jitter, self._rand),
                     generation=self._bag.generation, session_id=self.driver.session_id(raw))
+        slot.mon = self.monitor.track("connection", raw)
         with self._stats_lock:
             self._slots[slot.id] = slot
             self._opened += 1
@@ -510,6 +534,8 @@ class Pool:
 
     def _count_close(self, slot: Slot, reason: str) -> None:
         self._stmt_cache.forget(slot.raw)
+        if slot.mon is not None:
+            slot.mon.close()
         with self._stats_lock:
             self._closed_by[reason] = self._closed_by.get(reason, 0) + 1
             self._slots.pop(slot.id, None)
@@ -624,6 +650,11 @@ class Pool:
         self._hooks.append(hook)
         self._rebuild_chain()
 
+    @property
+    def hooks(self) -> tuple[Any, ...]:
+        """The installed execute hooks, innermost first."""
+        return tuple(self._hooks)
+
     def remove_hook(self, hook: Any) -> None:
         self._hooks = [h for h in self._hooks if h is not hook]
         self._rebuild_chain()
@@ -703,6 +734,8 @@ class Pool:
         self._finalizer.detach()
         for close in self._closers:
             close()
+        for record in self._thread_records:
+            record.close()
         if all(s.state is SlotState.CLOSED for s in self._slots.values()):
             self.driver.dispose()
         if stuck:
@@ -840,6 +873,14 @@ def _plain_execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -
     if params is None:
         return raw.execute(query)
     return raw.execute(query, params)
+
+
+def _monitor_changed(pool_ref: weakref.ref[Pool], on: bool) -> None:
+    """The pool's monitor probe turned on or off: follow it in the borrow fast path's flag."""
+    pool = pool_ref()
+    if pool is not None:
+        pool._monitored = on
+        pool._borrow_extras = pool._capture_stack or pool._track_proxy or on
 
 
 def _open_one(pool_ref: weakref.ref[Pool]) -> None:

@@ -31,6 +31,7 @@ from .errors import ConnectionReclaimed, ConnectionReturned
 from .timeouts import statement_timeout
 
 if TYPE_CHECKING:
+    from .observe.monitor import Token
     from .pool import Pool
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "ConnectionProxy",
     "CursorProxy",
     "Execute",
+    "MonitoredConnection",
+    "MonitoredCursor",
     "ReturnedConnection",
     "format_site",
 ]
@@ -67,9 +70,10 @@ def format_site(site: Frame | None) -> str:
 class _ConnectionState:
     """The layout shared by a live and a returned connection proxy."""
 
-    # _reclaimed is set only when the pool reclaims the checkout (see _detach).
-    __slots__ = ("__weakref__", "_code", "_cursors", "_line", "_pool", "_raw", "_reclaimed",
-                 "_slot")
+    # _reclaimed is set only when the pool reclaims the checkout (see _detach); _mon only on a
+    # MonitoredConnection (the resource monitor's record of this checkout).
+    __slots__ = ("__weakref__", "_code", "_cursors", "_line", "_mon", "_pool", "_raw",
+                 "_reclaimed", "_slot")
 
     _pool: Pool
     _slot: Slot | None
@@ -77,6 +81,7 @@ class _ConnectionState:
     _cursors: list[weakref.ref[CursorProxy]] | None
     _code: Any
     _line: int
+    _mon: Token
 
     def _returned(self) -> ConnectionReturned:
         code = self._code
@@ -146,7 +151,7 @@ class ConnectionProxy(_ConnectionState):
             n = len(cursors)
             if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
                 self._cursors = [r for r in cursors if (c := r()) is not None
-                                 and c.__class__ is CursorProxy]
+                                 and not c.closed]
         return cur
 
     def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET) -> Any:
@@ -184,6 +189,8 @@ class ConnectionProxy(_ConnectionState):
         except BaseException as exc:
             self._failed(exc)
             raise
+        if hook is not None:
+            hook.transaction_ended(self)
 
     def rollback(self) -> None:
         try:
@@ -191,6 +198,9 @@ class ConnectionProxy(_ConnectionState):
         except BaseException as exc:
             self._failed(exc)
             raise
+        hook = self._pool._timeouts
+        if hook is not None:
+            hook.transaction_ended(self)
 
     def close(self) -> None:
         """Return the connection to the pool (the proxy, not the connection, is closed)."""
@@ -252,6 +262,8 @@ class ConnectionProxy(_ConnectionState):
 
     def _detach(self, *, reclaimed: bool = False) -> None:
         """Turn inert: from now on every call raises ConnectionReturned (or Reclaimed)."""
+        if self.__class__ is MonitoredConnection:
+            self._mon.close()
         self._slot = None
         self._raw = None
         if reclaimed:
@@ -259,6 +271,22 @@ class ConnectionProxy(_ConnectionState):
         if self._cursors is not None:
             self._close_cursors()
         self.__class__ = ReturnedConnection  # type: ignore[assignment]
+
+
+class MonitoredConnection(ConnectionProxy):
+    """A checkout recorded by the resource monitor, with its cursors and their SQL.
+
+    The pool switches a checkout to this class only while the monitor is on for the pool, so
+    an unmonitored checkout runs no monitor code at all.
+    """
+
+    __slots__ = ()
+
+    def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
+        cur = ConnectionProxy.cursor(self, *args, **kwargs)
+        cur.__class__ = MonitoredCursor
+        cur._mon = self._pool.monitor.track("cursor", None, 0, None, None, 2, self._mon)
+        return cur
 
 
 class ReturnedConnection(_ConnectionState):
@@ -304,12 +332,14 @@ class ReturnedConnection(_ConnectionState):
 
 
 class _CursorState:
-    __slots__ = ("__weakref__", "_conn", "_pool", "_raw", "_slot")
+    # _mon only on a MonitoredCursor
+    __slots__ = ("__weakref__", "_conn", "_mon", "_pool", "_raw", "_slot")
 
     _conn: ConnectionProxy
     _pool: Pool
     _slot: Slot
     _raw: Any
+    _mon: Token
 
     @property
     def connection(self) -> ConnectionProxy:
@@ -432,6 +462,28 @@ class CursorProxy(_CursorState):
 
     def __repr__(self) -> str:
         return "<poolkeeper.CursorProxy open>"
+
+
+class MonitoredCursor(CursorProxy):
+    """A cursor recorded by the resource monitor, with the SQL it runs."""
+
+    __slots__ = ()
+
+    def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET) -> Any:
+        self._mon.set_sql(query)
+        return CursorProxy.execute(self, query, params, timeout=timeout)
+
+    def executemany(self, query: Any, seq_of_params: Any, *, timeout: Any = _UNSET) -> Any:
+        self._mon.set_sql(query)
+        return CursorProxy.executemany(self, query, seq_of_params, timeout=timeout)
+
+    def close(self) -> None:
+        self._mon.close()
+        CursorProxy.close(self)
+
+    def _drop(self) -> None:
+        self._mon.close()
+        CursorProxy._drop(self)
 
 
 class ClosedCursor(_CursorState):

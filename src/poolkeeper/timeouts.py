@@ -474,6 +474,7 @@ class TimeoutHook:
                 return self._discard(connection, "its transaction state is unknown")
             if state:
                 driver.rollback(raw)
+                self.transaction_ended(connection)
                 return "the transaction was rolled back"
             return "no transaction was open"
         except Exception as err:  # noqa: BLE001 - any failure here means: discard
@@ -528,6 +529,16 @@ class TimeoutHook:
         if timeout is None or remaining < timeout:
             return remaining, True
         return timeout, False
+
+    def transaction_ended(self, connection: Any) -> None:
+        """The transaction on ``connection`` was committed or rolled back: stop its clock.
+
+        Needed because not every driver shows a transaction's end in its local state: with
+        autocommit off, MariaDB reports a transaction that has only read as none at all, so the
+        MySQL adapter answers "possibly open" and the start is reset here instead.
+        """
+        if self._transaction_timeout is not None:
+            self._txn_starts.pop(connection, None)
 
     def check_transaction(self, connection: Any) -> None:
         """Refuse to commit a transaction that outlived ``transaction_timeout``.

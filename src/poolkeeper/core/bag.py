@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
@@ -38,7 +38,8 @@ _IDLE, _IN_USE, _PARKED, _RESERVED = (SlotState.IDLE, SlotState.IN_USE, SlotStat
                                       SlotState.RESERVED)
 _monotonic = time.monotonic
 
-#: upper bounds (ms) of the wait / usage histogram buckets; the last bucket is open-ended
+#: upper bounds (ms, inclusive like Prometheus' ``le``) of the wait / usage histogram buckets;
+#: the last bucket is open-ended
 HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (0.1, 0.5, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000)
 _BOUNDS_S = tuple(b / 1000.0 for b in HISTOGRAM_BOUNDS_MS)
 
@@ -150,7 +151,7 @@ class Bag:
             now = _monotonic()
             waited = now - waiter.since
             self.requests_wait_s += waited
-            self.wait_hist[bisect_right(_BOUNDS_S, waited)] += 1
+            self.wait_hist[bisect_left(_BOUNDS_S, waited)] += 1
             if waiter.error is not None:
                 raise waiter.error
             if waiter.slot is None:
@@ -168,7 +169,7 @@ class Bag:
         """
         with self.lock:
             self.usage_s += usage_s
-            self.usage_hist[bisect_right(_BOUNDS_S, usage_s)] += 1
+            self.usage_hist[bisect_left(_BOUNDS_S, usage_s)] += 1
             if self.closed:
                 self.total -= 1
                 slot.state = SlotState.CLOSED
@@ -193,7 +194,7 @@ class Bag:
         """Count a checkout that ended without coming back to the bag (connection retired)."""
         with self.lock:
             self.usage_s += usage_s
-            self.usage_hist[bisect_right(_BOUNDS_S, usage_s)] += 1
+            self.usage_hist[bisect_left(_BOUNDS_S, usage_s)] += 1
 
     def add_new(self, slot: Slot) -> bool:
         """A freshly opened slot joins the pool; False if the pool closed meanwhile."""

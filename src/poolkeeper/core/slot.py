@@ -46,6 +46,7 @@ class Slot:
         "last_alive",
         "last_used",
         "leak_reported",
+        "mon",
         "parked_by",
         "parked_until",
         "proxy_ref",
@@ -83,6 +84,7 @@ class Slot:
         self.autocommit_was: bool | None = None  #: restore this autocommit on return
         self.leak_reported = False
         self.proxy_ref: Any = None
+        self.mon: Any = None  #: the resource monitor's record of this connection, if any
         # lease parking (see Bag)
         self.parked_by: Any = None
         self.parked_until = 0.0

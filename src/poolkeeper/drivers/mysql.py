@@ -1,7 +1,11 @@
 """PyMySQL adapter (MariaDB / MySQL).
 
-The transaction state comes from the SERVER_STATUS_IN_TRANS flag the server sends with every
-OK packet, so deciding whether to roll back costs no round trip. The ping is COM_PING with the
+The transaction state comes from the status flags the server sends with every OK packet, so
+deciding whether to roll back costs no round trip. One blind spot: MariaDB sets
+SERVER_STATUS_IN_TRANS only once a transaction has written; a transaction that has only read
+(holding its snapshot and metadata locks) is invisible. So with autocommit off a connection is
+treated as possibly inside a transaction and ended on return (one round trip); with
+``autocommit=True`` no round trip is needed. The ping is COM_PING with the
 socket's timeout set to validation_timeout for its duration. Cancelling a statement needs
 ``KILL QUERY <thread id>`` on *another* connection; see :mod:`poolkeeper.drivers.cancel`.
 """
@@ -16,6 +20,7 @@ from .base import Driver, ErrorKind
 __all__ = ["MysqlDriver"]
 
 _IN_TRANS = 1  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
+_AUTOCOMMIT = 2  # SERVER_STATUS_AUTOCOMMIT
 # Client errors: 2006 server gone away, 2013 lost connection during query, 2014 commands out of
 # sync, 2045/2055 lost connection; server: 1927 connection killed, 4031 idle timeout disconnect,
 # 1053 server shutdown in progress.
@@ -57,7 +62,9 @@ class MysqlDriver(Driver):
     def in_transaction(self, raw: Any) -> bool | None:
         if not raw.open:
             return None
-        return bool(raw.server_status & _IN_TRANS)
+        status = raw.server_status
+        # In a transaction for sure, or possibly in a read-only one (see the module docstring).
+        return bool(status & _IN_TRANS or not status & _AUTOCOMMIT)
 
     def _code(self, exc: BaseException | None) -> int | None:
         if exc is None or not exc.args or not isinstance(exc.args[0], int):

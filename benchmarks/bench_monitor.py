@@ -1,0 +1,210 @@
+"""What the resource monitor costs: PostgreSQL ``SELECT 1`` through the pool, and per call.
+
+Part 1 runs borrow -> cursor -> execute ``SELECT 1`` -> fetch -> return on one thread, in
+interleaved rounds, in these modes:
+
+- ``baseline``: no monitor call at all (a build without monitor hooks);
+- ``disabled``: the calls the pool makes, with the monitor off (null probe);
+- ``enabled``: monitor on as the pool wires it: checkouts with full call sites (the default
+  depth, 8 frames), cursors with 2 (their checkout holds the full stack);
+- ``enabled all 8``: monitor on, 8 frames for cursors too;
+- ``sampled 1/16``: monitor on, one resource in 16 recorded.
+
+The monitor calls are the ones the pool is to make (see the report of issue 5): a checkout
+token on borrow, a cursor token (parent: the checkout), ``set_sql`` on execute, ``close`` on
+cursor close and on return. Until pool.py makes them itself they are made here, around the
+public pool API. Each cycle runs 12 frames deep, as application code does, so that all
+8 frames exist to be kept.
+
+Part 2 measures the calls alone (track + set_sql + close) in a tight loop, and states them as
+a share of the measured ``SELECT 1`` cycle: a steadier figure than part 1 on a busy machine.
+
+Targets: enabled < 5 % slower than baseline, disabled < 1 %.
+
+    python benchmarks/bench_monitor.py [--quick] [--dsn postgresql://postgres@127.0.0.1/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+from poolkeeper import Pool
+from poolkeeper.observe.monitor import Monitor, Probe
+
+QUERY = "SELECT 1"
+#: the depth the pool passes for cursor records (their checkout holds the full stack)
+CURSOR_DEPTH = 2
+#: the cycles run this many frames deep, as in an application, so 8 frames exist to keep
+STACK_DEPTH = 12
+
+
+def deep(levels: int, fn: Callable[[Pool, int], None], pool: Pool, n: int) -> None:
+    if levels:
+        deep(levels - 1, fn, pool, n)
+    else:
+        fn(pool, n)
+
+
+def cycle_plain(pool: Pool, n: int) -> None:
+    for _ in range(n):
+        with pool.connection() as conn:
+            cur = conn.cursor()
+            cur.execute(QUERY)
+            cur.fetchone()
+            cur.close()
+
+
+def make_cycle_monitored(probe: Probe, cursor_depth: int | None = CURSOR_DEPTH
+                         ) -> Callable[[Pool, int], None]:
+    def cycle(pool: Pool, n: int) -> None:
+        for _ in range(n):
+            with pool.connection() as conn:
+                # No obj: the pool reports an unreturned checkout itself (its __del__ path
+                # calls token.collected()), which spares a weakref per borrow.
+                token = probe.track("checkout")
+                cur = conn.cursor()
+                ctoken = probe.track("cursor", parent=token, depth=cursor_depth)
+                ctoken.set_sql(QUERY)
+                cur.execute(QUERY)
+                cur.fetchone()
+                cur.close()
+                ctoken.close()
+                token.close()
+    return cycle
+
+
+def run_pool_rounds(dsn: str, rounds: int, per_round: int
+                    ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU (this thread) microseconds per cycle, per mode, one entry per round."""
+    monitor = Monitor()
+    off = monitor.probe("bench-off", enabled=False)
+    on = monitor.probe("bench-on", enabled=True)
+    sampled_mon = Monitor(sample_every=16)
+    sampled = sampled_mon.probe("bench-s16", enabled=True)
+    modes: dict[str, Callable[[Pool, int], None]] = {
+        "baseline": cycle_plain,
+        "disabled": make_cycle_monitored(off),
+        "enabled": make_cycle_monitored(on),
+        "enabled all 8": make_cycle_monitored(on, None),
+        "sampled 1/16": make_cycle_monitored(sampled),
+    }
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    rng = random.Random(5)
+    with Pool(dsn, max_size=1, min_idle=1, name="bench-monitor") as pool:
+        for fn in modes.values():  # warm up every path
+            deep(STACK_DEPTH, fn, pool, 200)
+        deadline = time.monotonic() + 600
+        for _ in range(rounds):
+            order = list(modes)
+            rng.shuffle(order)
+            for mode in order:
+                gc.collect()
+                start, start_cpu = time.perf_counter(), time.thread_time()
+                deep(STACK_DEPTH, modes[mode], pool, per_round)
+                times[mode].append((time.perf_counter() - start) / per_round * 1e6)
+                cpu[mode].append((time.thread_time() - start_cpu) / per_round * 1e6)
+            if time.monotonic() > deadline:
+                break
+    assert monitor.stats()["records"] == 0, "the benchmark itself leaked records"
+    return times, cpu
+
+
+def run_call_costs(n: int, rounds: int) -> dict[str, float]:
+    """ns per borrow cycle's worth of monitor calls (checkout + cursor + set_sql + closes)."""
+    results: dict[str, list[float]] = {}
+    on = Monitor().probe("on", enabled=True)
+    setups: dict[str, tuple[Probe, int | None]] = {
+        "disabled": (Monitor().probe("off", enabled=False), CURSOR_DEPTH),
+        "enabled": (on, CURSOR_DEPTH),
+        "enabled all 8": (on, None),
+        "sampled 1/16": (Monitor(sample_every=16).probe("s16", enabled=True), CURSOR_DEPTH),
+    }
+
+    def calls(probe: Probe, cursor_depth: int | None, count: int) -> None:
+        for _ in range(count):
+            token = probe.track("checkout")
+            ctoken = probe.track("cursor", parent=token, depth=cursor_depth)
+            ctoken.set_sql(QUERY)
+            ctoken.close()
+            token.close()
+
+    def empty(count: int) -> None:
+        for _ in range(count):
+            pass
+
+    for _ in range(rounds):
+        start = time.perf_counter()
+        empty(n)
+        loop = time.perf_counter() - start
+        for name, (probe, cursor_depth) in setups.items():
+            start = time.perf_counter()
+            calls(probe, cursor_depth, n)
+            results.setdefault(name, []).append(
+                (time.perf_counter() - start - loop) / n * 1e9)
+    return {k: statistics.median(v) for k, v in results.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run (< 60 s)")
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--skip-pool", action="store_true", help="only the per-call costs")
+    args = parser.parse_args(argv)
+    rounds, per_round = (15, 300) if args.quick else (80, 600)
+
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"({os.cpu_count()} CPUs); targets: enabled < 5 %, disabled < 1 %")
+    costs = run_call_costs(20_000 if args.quick else 100_000, 5 if args.quick else 15)
+    cycle_us: float | None = None
+    if not args.skip_pool:
+        try:
+            times, cpu = run_pool_rounds(args.dsn, rounds, per_round)
+        except Exception as exc:  # noqa: BLE001 - report and still print part 2
+            print(f"pool part skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        else:
+            base = statistics.median(times["baseline"])
+            base_cpu = statistics.median(cpu["baseline"])
+            cycle_us = min(times["baseline"])
+            print(f"PostgreSQL {QUERY!r} through the pool, 1 thread, {rounds} interleaved "
+                  f"rounds x {per_round} cycles, microseconds per cycle")
+            print("wall vs base: median over rounds of mode/baseline in the same round "
+                  "(IQR in brackets);\nadded CPU: median client CPU minus the baseline's, "
+                  "and that as a share of the baseline wall time")
+            print(f"{'mode':<14} {'wall':>7} {'min':>7} {'wall vs base':>13} "
+                  f"{'(IQR)':>17} {'CPU':>7} {'added CPU':>10} {'of wall':>8}")
+            for mode, values in times.items():
+                ratios = sorted(v / b - 1 for v, b in zip(values, times["baseline"],
+                                                            strict=True))
+                q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+                mode_cpu = statistics.median(cpu[mode])
+                added = mode_cpu - base_cpu
+                print(f"{mode:<14} {statistics.median(values):7.1f} {min(values):7.1f} "
+                      f"{statistics.median(ratios) * 100:+12.2f}% "
+                      f"({q1 * 100:+6.1f}..{q3 * 100:+5.1f}%) {mode_cpu:7.1f} "
+                      f"{added:+10.2f} {added / base * 100:+7.2f}%")
+            print()
+    print("monitor calls per borrow cycle (2 x track, set_sql, 2 x close), median ns; "
+          "share of the fastest baseline cycle")
+    header = f"{'mode':<14} {'ns/cycle':>9}"
+    if cycle_us is not None:
+        header += f" {'% of cycle':>11}"
+    print(header)
+    for mode, ns in costs.items():
+        row = f"{mode:<14} {ns:9.0f}"
+        if cycle_us is not None:  # against the fastest baseline round: the worst case
+            row += f" {ns / (cycle_us * 1000) * 100:10.3f}%"
+        print(row)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

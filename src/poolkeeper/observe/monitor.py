@@ -1,0 +1,853 @@
+"""The resource monitor: every live resource poolkeeper hands out or owns, and who took it.
+
+A *record* is kept per live resource (checkout, cursor, physical connection, scheduler entry,
+loader buffer, spill file, background thread): its id, kind, size in bytes, created time,
+thread, call site (the first frames outside poolkeeper), SQL currently or last run (literals
+folded, at most 1 KB) and pool name. Closing the resource removes its record; a resource
+garbage-collected without being closed moves to a bounded *collected* list with the site
+that created it.
+
+**Off costs nothing.** Code that owns resources holds a :class:`Probe` (one per pool, plus
+the monitor's own for resources of no pool) and calls ``probe.track(...)``. While the probe
+is off, ``probe.track`` *is* a function that returns :data:`NULL_TOKEN`, whose methods do
+nothing: no flag is tested on any call. ``enable()`` / ``disable()`` rebind that attribute at
+runtime, globally or per pool.
+
+**Cheap when on.** The call site is captured by walking only the frames kept (``depth``,
+default 8) past poolkeeper's own frames, keeping ``(code, instruction offset)`` pairs; line
+numbers (decoding ``f_lineno`` costs more than the rest of the walk), file names, function
+names and folded SQL are worked out only when someone reads a view. Sampling
+(``sample_every``) records one resource in N. The registry holds at most ``max_records``
+records; resources beyond that are not recorded and counted in ``dropped_full``.
+
+Example::
+
+    from poolkeeper.observe.monitor import MONITOR
+
+    MONITOR.enable()                       # or MONITOR.enable(pool) for one pool
+    token = MONITOR.track("spill_file", size=4096)
+    ...
+    for r in MONITOR.live(min_age=1.0):    # resources alive for at least 1 s
+        print(r.kind, r.age_s, r.site, r.sql)
+    for g in MONITOR.by_site():            # count, bytes, oldest per call site
+        print(g.count, g.bytes, g.oldest_s, g.site)
+    token.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import CodeType
+from typing import Any, Protocol
+
+__all__ = [
+    "KINDS",
+    "MONITOR",
+    "NULL_TOKEN",
+    "Frame",
+    "Monitor",
+    "MonitorSnapshot",
+    "Probe",
+    "Resource",
+    "SiteGroup",
+    "Token",
+    "TrackFn",
+    "by_site",
+    "disable",
+    "enable",
+    "fold_sql",
+    "get_monitor",
+    "register_pool",
+    "registered_pools",
+    "track",
+]
+
+#: the kinds of resource poolkeeper tracks
+KINDS = frozenset({"checkout", "cursor", "connection", "scheduler_entry", "loader_buffer",
+                   "spill_file", "thread"})
+
+#: (filename, line, function) of one frame
+Frame = tuple[str, int, str]
+
+#: at most this many characters of a statement are kept per record (folded on read)
+SQL_MAX_CHARS = 1024
+
+_monotonic = time.monotonic
+_getframe = sys._getframe
+# Wall time of a record = its monotonic time + this offset: one clock read per record.
+_WALL_OFFSET = time.time() - time.monotonic()
+
+# Frames in these files are poolkeeper's own plumbing (or contextlib's, which sits between a
+# `with pool.connection()` line and the pool); the call site is the first frame outside them.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_DEFAULT_SKIP: tuple[str, ...] = (_PACKAGE_DIR, contextlib.__file__)
+
+# Rough CPython sizes, for the memory ledger: a record object, one kept frame, a str header.
+_RECORD_BYTES = 200
+_FRAME_BYTES = 90
+_STR_BYTES = 50
+
+
+class Token(Protocol):
+    """What ``track()`` returns: close it when the resource is released.
+
+    The real token is the record itself; :data:`NULL_TOKEN` is returned while the monitor is
+    off (or the resource was sampled out, or the registry is full), and ignores every call.
+    """
+
+    @property
+    def id(self) -> int: ...
+
+    def close(self) -> None:
+        """The resource was released: forget its record (idempotent)."""
+
+    def collected(self) -> None:
+        """The resource was garbage-collected without being closed (an explicit path for
+        owners that detect it themselves, e.g. from a finalizer)."""
+
+    def set_sql(self, sql: object) -> None:
+        """The statement the resource runs now (kept up to 1 KB, folded on read)."""
+
+    def set_size(self, size: int) -> None:
+        """The resource's current size in bytes."""
+
+
+class TrackFn(Protocol):
+    """The signature of ``track``: see :meth:`Monitor.record`. Pass all but ``kind`` and
+    ``obj`` by keyword; the parameters are not keyword-only because filling keyword-only
+    defaults costs a dictionary lookup each, on every call."""
+
+    def __call__(self, kind: str, obj: object = None, size: int = 0, sql: object = None,
+                 pool: str | None = None, depth: int | None = None,
+                 parent: Token | None = None, frame: Any = None) -> Token: ...
+
+
+class _NullToken:
+    """The token of an unrecorded resource: every method does nothing."""
+
+    __slots__ = ()
+    id = 0
+
+    def close(self) -> None:
+        pass
+
+    def collected(self) -> None:
+        pass
+
+    def set_sql(self, sql: object) -> None:
+        pass
+
+    def set_size(self, size: int) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "<poolkeeper NULL_TOKEN>"
+
+
+#: returned by ``track()`` when nothing is recorded
+NULL_TOKEN: Token = _NullToken()
+
+
+def _null_track(kind: str, obj: object = None, size: int = 0, sql: object = None,
+                pool: str | None = None, depth: int | None = None,
+                parent: Token | None = None, frame: Any = None) -> Token:
+    return NULL_TOKEN
+
+
+# ----------------------------------------------------------------------------- records
+class _Record:
+    """One live resource. Doubles as its token, so tracking allocates one object.
+
+    Filled in by the track function without an ``__init__`` call (a Python frame per record
+    saved); ``sql``, ``_ref`` and ``collected_at`` stay unset until they have a value.
+    """
+
+    __slots__ = ("_monitor", "_records", "_ref", "collected_at", "created", "frames", "id",
+                 "kind", "parent", "pool", "size", "sql", "thread")
+
+    _monitor: Monitor
+    _records: dict[int, _Record]
+    _ref: weakref.ref[Any] | None
+    collected_at: float
+    created: float
+    frames: list[Any]
+    id: int
+    kind: str
+    parent: _Record | None
+    pool: str | None
+    size: int
+    sql: object
+    thread: threading.Thread | int
+
+    def close(self) -> None:
+        self._ref = None  # the weakref dies with it, so its callback can no longer fire
+        self._records.pop(self.id, None)
+
+    def collected(self) -> None:
+        self._ref = None
+        self._monitor._collect(self)
+
+    def set_sql(self, sql: object) -> None:
+        if sql.__class__ is not str or len(sql) > SQL_MAX_CHARS:
+            sql = _clip(sql)
+        self.sql = sql
+        parent = self.parent
+        if parent is not None:
+            parent.sql = sql
+
+    def set_size(self, size: int) -> None:
+        self.size = size
+
+    def _on_gc(self, _ref: object) -> None:
+        self._ref = None
+        self._monitor._collect(self)
+
+    def nbytes(self) -> int:
+        sql = getattr(self, "sql", None)
+        return (_RECORD_BYTES + _FRAME_BYTES * (len(self.frames) // 2)
+                + (len(sql) + _STR_BYTES if isinstance(sql, str | bytes) else 0))
+
+    def __repr__(self) -> str:
+        return f"<poolkeeper monitor record {self.id} {self.kind}>"
+
+
+class _Opaque(str):
+    """Stands for a statement object that is not text: shown as is, never folded."""
+
+    __slots__ = ()
+
+
+def _clip(sql: object) -> object:
+    """Keep a bounded piece of the statement; folding waits until someone reads it."""
+    if isinstance(sql, str | bytes):
+        return sql if len(sql) <= SQL_MAX_CHARS else sql[:SQL_MAX_CHARS]
+    if sql is None:
+        return None
+    # A composed statement object (psycopg.sql.Composed) may hold literals and needs a
+    # connection to render: keep only its type name.
+    return _Opaque(f"<{type(sql).__name__}>")
+
+
+# ----------------------------------------------------------------------------- views
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A readable copy of one record, made when a view is read."""
+
+    id: int
+    kind: str
+    pool: str | None
+    size: int
+    created: float  #: wall-clock time (epoch seconds)
+    age_s: float
+    thread: str
+    site: str  #: ``file:line in function`` of the first frame outside poolkeeper
+    stack: tuple[Frame, ...]  #: the kept frames, innermost (the site) first
+    sql: str | None  #: literals folded, at most 1 KB
+    parent_id: int | None = None
+    collected_at: float | None = None  #: wall-clock time it was collected unclosed
+
+    @property
+    def file(self) -> str:
+        return self.stack[0][0] if self.stack else ""
+
+    @property
+    def line(self) -> int:
+        return self.stack[0][1] if self.stack else 0
+
+    @property
+    def function(self) -> str:
+        return self.stack[0][2] if self.stack else ""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteGroup:
+    """Live resources of one kind grouped by the call site that created them."""
+
+    kind: str
+    site: str
+    count: int
+    bytes: int
+    oldest_s: float
+    pools: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSnapshot:
+    """Everything the monitor knows at one instant (what :func:`poolkeeper.admin.query` reads)."""
+
+    taken_at: float  #: wall-clock time
+    resources: tuple[Resource, ...]
+    collected: tuple[Resource, ...]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def by_site(resources: Iterable[Resource]) -> list[SiteGroup]:
+    """Group resources by (kind, call site): count, bytes, oldest; largest count first."""
+    groups: dict[tuple[str, str], list[Resource]] = {}
+    for r in resources:
+        groups.setdefault((r.kind, r.site), []).append(r)
+    out = [SiteGroup(kind, site, len(rs), sum(r.size for r in rs), max(r.age_s for r in rs),
+                     tuple(sorted({r.pool for r in rs if r.pool is not None})))
+           for (kind, site), rs in groups.items()]
+    out.sort(key=lambda g: (-g.count, -g.oldest_s, g.site))
+    return out
+
+
+# ----------------------------------------------------------------------------- SQL folding
+_fold_impl: Callable[[str, str | None], str] | None = None
+_FALLBACK = re.compile(
+    r"""(?P<s>'(?:[^'\\]|''|\\.)*'?)"""  # a quoted string, possibly cut by the 1 KB clip
+    r"""|(?P<d>\$(?P<tag>[A-Za-z_]*)\$.*?(?:\$(?P=tag)\$|$))"""  # PostgreSQL $$ strings
+    r"""|(?P<n>(?<![\w$.])-?(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+))""",
+    re.DOTALL,
+)
+_DOUBLE_QUOTED = re.compile(r'"(?:[^"\\]|""|\\.)*"?', re.DOTALL)
+
+
+def _fallback_fold(sql: str, dialect: str | None = None) -> str:
+    if dialect == "mysql":  # "x" is a string there, not an identifier
+        sql = _DOUBLE_QUOTED.sub("?", sql)
+    return _FALLBACK.sub("?", sql)
+
+
+def fold_sql(sql: object, limit: int = SQL_MAX_CHARS, dialect: str | None = None) -> str | None:
+    """The statement with its literals replaced by ``?``, at most ``limit`` characters.
+
+    Uses ``poolkeeper.sql.fingerprint`` (with ``dialect``: "postgresql", "mysql", "sqlite"
+    or None) when installed, else a small built-in folder that replaces quoted strings and
+    numbers, so literals never reach a view either way.
+    """
+    global _fold_impl
+    if sql is None:
+        return None
+    if isinstance(sql, _Opaque):
+        return str(sql)
+    text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
+    if _fold_impl is None:
+        _fold_impl = _load_fold()
+    try:
+        folded = _fold_impl(text, dialect)
+    except Exception:  # noqa: BLE001 - a view must not fail on an odd statement
+        folded = _fallback_fold(text, dialect)
+    return folded if len(folded) <= limit else folded[: limit - 3] + "..."
+
+
+def _load_fold() -> Callable[[str, str | None], str]:
+    try:
+        from ..sql import fingerprint as fp_module
+    except ImportError:
+        return _fallback_fold
+    fn: Any = getattr(fp_module, "fingerprint", None)
+    if fn is None:
+        return _fallback_fold
+
+    def fold(text: str, dialect: str | None) -> str:
+        result = fn(text, dialect)
+        return result if isinstance(result, str) else _fallback_fold(text, dialect)
+
+    return fold
+
+
+# ----------------------------------------------------------------------------- probe
+class Probe:
+    """The switch one owner (a pool, or the monitor itself) calls ``track`` through.
+
+    ``probe.track`` is rebound when the probe turns on or off, so an owner calls it
+    unconditionally. A probe follows the global switch unless set per pool::
+
+        probe = monitor.probe("orders")      # follows monitor.enable()/disable()
+        probe.enable()                       # on for this pool whatever the global switch
+        probe.follow_global()                # back to following it
+    """
+
+    __slots__ = ("__weakref__", "_monitor", "_setting", "name", "on_change", "track")
+
+    def __init__(self, monitor: Monitor, name: str | None, enabled: bool | None = None) -> None:
+        self._monitor = monitor
+        self.name = name
+        self._setting = enabled
+        self.track: TrackFn = _null_track
+        #: called with the new state whenever the probe turns on or off, so an owner that keeps
+        #: its own fast-path flag (the pool does) can follow without testing the probe per call
+        self.on_change: Callable[[bool], None] | None = None
+        self._rebind()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether resources tracked through this probe are recorded now."""
+        return self.track is not _null_track
+
+    @property
+    def setting(self) -> bool | None:
+        """True/False when set for this probe, None when it follows the global switch."""
+        return self._setting
+
+    def enable(self) -> None:
+        """Record this owner's resources whatever the global switch says."""
+        self._setting = True
+        self._rebind()
+
+    def disable(self) -> None:
+        """Stop recording this owner's resources (records already made stay readable)."""
+        self._setting = False
+        self._rebind()
+
+    def follow_global(self) -> None:
+        """Follow :meth:`Monitor.enable` / :meth:`Monitor.disable` again."""
+        self._setting = None
+        self._rebind()
+
+    def _rebind(self) -> None:
+        mon = self._monitor
+        on = mon.global_enabled if self._setting is None else self._setting
+        self.track = _make_track(mon, self.name) if on else _null_track
+        if self.on_change is not None:
+            self.on_change(on)
+
+    def __repr__(self) -> str:
+        state = "on" if self.enabled else "off"
+        return f"<poolkeeper Probe {self.name!r} {state}>"
+
+
+def _make_track(mon: Monitor, default_pool: str | None) -> TrackFn:
+    """Build the function a probe's ``track`` is bound to while on.
+
+    Everything it needs is bound as a closure variable, so a call does no attribute lookups
+    beyond the frame walk and makes one object (the record).
+    """
+    records = mon._records
+    ids = mon._ids
+    skip = mon._skip
+    internal = mon._internal
+    max_records = mon.max_records
+    default_depth = mon.depth
+    every = mon.sample_every
+    kinds = KINDS
+    record_cls = _Record
+    new = object.__new__
+    monotonic = _monotonic
+    get_ident = threading.get_ident
+    active = threading._active  # type: ignore[attr-defined]
+    getframe = _getframe
+    weak = weakref.ref
+    null = NULL_TOKEN
+    tick = 0
+
+    def track(kind: str, obj: object = None, size: int = 0, sql: object = None,
+              pool: str | None = None, depth: int | None = None,
+              parent: Token | None = None, frame: Any = None) -> Token:
+        if kind not in kinds:
+            raise ValueError(f"kind={kind!r} is not a resource kind; use one of {sorted(kinds)}")
+        if len(records) >= max_records:
+            mon._dropped()
+            return null
+        # Walk past poolkeeper's frames, then keep `depth` frames as (code, offset): f_lasti
+        # is read as is, f_lineno would decode the line table on every call.
+        f: Any = getframe(1) if frame is None else frame
+        while f is not None:
+            filename = f.f_code.co_filename
+            inside = internal.get(filename)
+            if inside is None:
+                inside = filename.startswith(skip)
+                if len(internal) < 4096:
+                    internal[filename] = inside
+            if not inside:
+                break
+            f = f.f_back
+        # One flat list [code, offset, code, offset, ...]: no tuple per frame to allocate
+        # and to count toward the next garbage collection.
+        kept: list[Any] = []
+        keep = kept.append
+        n = default_depth if depth is None else depth
+        while n and f is not None:
+            keep(f.f_code)
+            keep(f.f_lasti)
+            f = f.f_back
+            n -= 1
+        rid = next(ids)
+        rec = new(record_cls)
+        rec._monitor = mon
+        rec._records = records
+        rec.id = rid
+        rec.kind = kind
+        rec.pool = default_pool if pool is None else pool
+        rec.size = size
+        rec.created = monotonic()
+        # The Thread object, named when read (Thread.name is a property); an int for a
+        # thread the threading module does not know.
+        ident = get_ident()
+        rec.thread = active.get(ident, ident)
+        rec.frames = kept
+        rec.parent = parent if parent.__class__ is record_cls else None
+        if sql is not None:
+            rec.sql = _clip(sql)
+        # Objects whose type has no weakref slot are not watched; testing the type is far
+        # cheaper than catching weakref's TypeError on every call.
+        if obj is not None and obj.__class__.__weakrefoffset__:
+            rec._ref = weak(obj, rec._on_gc)
+        records[rid] = rec
+        return rec
+
+    if every == 1:
+        return track
+
+    def track_sampled(kind: str, obj: object = None, size: int = 0, sql: object = None,
+                      pool: str | None = None, depth: int | None = None,
+                      parent: Token | None = None, frame: Any = None) -> Token:
+        nonlocal tick
+        # A lost increment under a thread race only shifts which resource is sampled.
+        tick += 1
+        if tick % every:
+            return null
+        return track(kind, obj, size, sql, pool, depth, parent,
+                     getframe(1) if frame is None else frame)
+
+    return track_sampled
+
+
+# ----------------------------------------------------------------------------- monitor
+class Monitor:
+    """The registry of live resources, its switches and its views.
+
+    ``max_records`` bounds the registry (resources beyond it are counted, not recorded);
+    ``depth`` is how many frames outside poolkeeper are kept per record; ``sample_every=N``
+    records one resource in N; ``max_collected`` bounds the list of resources collected
+    without being closed. There is one process-wide instance, :data:`MONITOR`.
+    """
+
+    def __init__(self, *, max_records: int = 10_000, depth: int = 8, sample_every: int = 1,
+                 max_collected: int = 1_000, skip: Sequence[str] = _DEFAULT_SKIP) -> None:
+        self._records: dict[int, _Record] = {}
+        self._ids = itertools.count(1)
+        # Re-entrant: a weakref callback may run from a GC pass in a thread already inside.
+        self._lock = threading.RLock()
+        self._collected: deque[_Record] = deque()
+        self._probes: weakref.WeakSet[Probe] = weakref.WeakSet()
+        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.global_enabled = False
+        self.max_records = 1
+        self.depth = 1
+        self.sample_every = 1
+        self.max_collected = 1
+        self._skip: tuple[str, ...] = tuple(skip)
+        # pool name -> SQL dialect, to fold each pool's statements right when read
+        self._dialects: dict[str, str] = {}
+        # file name -> whether its frames are poolkeeper's own (str hashes are cached)
+        self._internal: dict[str, bool] = {}
+        self._record: TrackFn = _null_track
+        self.dropped_full = 0
+        self._stats_reads = 0
+        self.collected_total = 0
+        self.collected_dropped = 0
+        self.last_snapshot: MonitorSnapshot | None = None
+        self.configure(max_records=max_records, depth=depth, sample_every=sample_every,
+                       max_collected=max_collected)
+        self._own = Probe(self, None)
+        #: track a resource of no pool; follows the global switch (see :meth:`record`)
+        self.track: TrackFn = self._own.track
+        self._probes.add(self._own)
+
+    # ------------------------------------------------------------------ configuration
+    def configure(self, *, max_records: int | None = None, depth: int | None = None,
+                  sample_every: int | None = None, max_collected: int | None = None) -> None:
+        """Change limits at runtime; each is validated (ValueError naming the field)."""
+        if max_records is not None:
+            self.max_records = _check_int("max_records", max_records, 1, 10_000_000)
+        if depth is not None:
+            self.depth = _check_int("depth", depth, 1, 256)
+        if sample_every is not None:
+            self.sample_every = _check_int("sample_every", sample_every, 1, 1_000_000)
+        if max_collected is not None:
+            self.max_collected = _check_int("max_collected", max_collected, 0, 1_000_000)
+            with self._lock:
+                while len(self._collected) > self.max_collected:
+                    self._collected.popleft()
+                    self.collected_dropped += 1
+        self._rebind_all()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the global switch is on (a pool may still be on or off by itself)."""
+        return self.global_enabled
+
+    def enable(self, pool: Any = None) -> None:
+        """Turn recording on: globally, or for the probes of one pool (object or name)."""
+        if pool is None:
+            self.global_enabled = True
+            self._rebind_all()
+            return
+        for probe in self._probes_of(pool):
+            probe.enable()
+
+    def disable(self, pool: Any = None) -> None:
+        """Turn recording off, globally or for one pool. What was recorded stays readable:
+        records of resources still open remain in the views (and leave them when closed),
+        and :attr:`last_snapshot` keeps the exact state at the moment of a global disable."""
+        if pool is None:
+            self.global_enabled = False
+            self._rebind_all()
+            self.last_snapshot = self.snapshot()
+            return
+        for probe in self._probes_of(pool):
+            probe.disable()
+
+    def probe(self, name: str | None, *, enabled: bool | None = None,
+              dialect: str | None = None) -> Probe:
+        """A new probe for one owner (usually a pool named ``name``).
+
+        ``enabled=None`` follows the global switch; True/False sets it for this probe.
+        ``dialect`` ("postgresql", "mysql", "sqlite") is how this owner's SQL is folded when
+        read: MySQL's ``"x"`` is a string, elsewhere an identifier.
+        """
+        p = Probe(self, name, enabled)
+        self._probes.add(p)
+        if dialect is not None and name is not None:
+            self._dialects[name] = dialect
+        return p
+
+    def _probes_of(self, pool: Any) -> list[Probe]:
+        name = pool if isinstance(pool, str) else getattr(pool, "name", None)
+        found = [p for p in list(self._probes) if p.name is not None and p.name == name]
+        if not found:
+            raise ValueError(f"no pool named {name!r} has a monitor probe; "
+                             f"pools with probes: {sorted(self.probe_names())}")
+        return found
+
+    def probe_names(self) -> set[str]:
+        return {p.name for p in list(self._probes) if p.name is not None}
+
+    def _rebind_all(self) -> None:
+        # Limits are baked into the track functions: rebuild them all after any change.
+        self._record = _make_track(self, None)
+        for probe in list(self._probes):
+            probe._rebind()
+        own = getattr(self, "_own", None)
+        if own is not None:
+            self.track = own.track
+
+    # ------------------------------------------------------------------ recording
+    def record(self, kind: str, obj: object = None, *, size: int = 0, sql: object = None,
+               pool: str | None = None, depth: int | None = None,
+               parent: Token | None = None, frame: Any = None) -> Token:
+        """Record one resource now, whatever the switches say (probes do this when on).
+
+        ``obj``, when given and weak-referenceable, is watched: if it is garbage-collected
+        while its record is open, the record moves to :meth:`collected`. ``parent`` links a
+        cursor to its checkout: SQL set on the cursor is also shown on the checkout.
+        ``frame``: where to start looking for the call site, when the caller already holds
+        it (the pool has its caller's frame at hand); poolkeeper's own frames are skipped
+        from there. Sampling (``sample_every``) applies here too.
+        """
+        return self._record(kind, obj, size, sql, pool, depth, parent,
+                            _getframe(1) if frame is None else frame)
+
+    def _dropped(self) -> None:
+        with self._lock:
+            self.dropped_full += 1
+
+    def _collect(self, rec: _Record) -> None:
+        if self._records.pop(rec.id, None) is None:
+            return  # already closed, or cleared
+        rec.collected_at = _monotonic()
+        with self._lock:
+            self.collected_total += 1
+            if self.max_collected == 0:
+                self.collected_dropped += 1
+                return
+            if len(self._collected) >= self.max_collected:
+                self._collected.popleft()
+                self.collected_dropped += 1
+            self._collected.append(rec)
+
+    def clear(self) -> None:
+        """Forget every record and the collected list (their tokens become harmless)."""
+        with self._lock:
+            self._records.clear()
+            self._collected.clear()
+            self.last_snapshot = None
+
+    # ------------------------------------------------------------------ pools
+    def register_pool(self, pool: Any) -> None:
+        """Remember a pool (weakly) so the watchdog and admin views find it by default."""
+        self._pools.add(pool)
+
+    def unregister_pool(self, pool: Any) -> None:
+        self._pools.discard(pool)
+
+    def pools(self) -> list[Any]:
+        """The registered pools still alive and not closed."""
+        return [p for p in list(self._pools) if not getattr(p, "closed", False)]
+
+    # ------------------------------------------------------------------ views
+    def _raw_records(self) -> list[_Record]:
+        for _ in range(10):
+            try:
+                return list(self._records.values())
+            except RuntimeError:  # resized by a GC callback mid-copy: copy again
+                continue
+        with self._lock:
+            return list(self._records.copy().values())
+
+    def live(self, min_age: float = 1.0, *, kind: str | None = None,
+             pool: str | None = None) -> list[Resource]:
+        """Live resources at least ``min_age`` seconds old (default 1 s hides the churn of
+        short-lived checkouts), oldest first."""
+        now = _monotonic()
+        out = [_view(r, now, self._dialects) for r in self._raw_records()
+               if now - r.created >= min_age and (kind is None or r.kind == kind)
+               and (pool is None or r.pool == pool)]
+        out.sort(key=lambda r: -r.age_s)
+        return out
+
+    def by_site(self, min_age: float = 1.0, *, kind: str | None = None,
+                pool: str | None = None) -> list[SiteGroup]:
+        """Live resources grouped by (kind, call site): count, bytes, oldest."""
+        return by_site(self.live(min_age, kind=kind, pool=pool))
+
+    def collected(self, *, kind: str | None = None, pool: str | None = None) -> list[Resource]:
+        """Resources garbage-collected without being closed, oldest first, with their site."""
+        now = _monotonic()
+        with self._lock:
+            recs = list(self._collected)
+        return [_view(r, now, self._dialects) for r in recs
+                if (kind is None or r.kind == kind) and (pool is None or r.pool == pool)]
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the monitor itself."""
+        with self._lock:
+            collected = len(self._collected)
+            # The id counter cannot be read without taking an id: count those taken here.
+            tracked = next(self._ids) - 1 - self._stats_reads
+            self._stats_reads += 1
+        return {
+            "enabled": self.global_enabled,
+            "pools_enabled": sorted({p.name for p in list(self._probes)
+                                     if p.name is not None and p.enabled}),
+            "records": len(self._records),
+            "records_max": self.max_records,
+            "tracked_total": tracked,
+            "dropped_full": self.dropped_full,
+            "collected": collected,
+            "collected_max": self.max_collected,
+            "collected_total": self.collected_total,
+            "collected_dropped": self.collected_dropped,
+            "depth": self.depth,
+            "sample_every": self.sample_every,
+        }
+
+    def snapshot(self) -> MonitorSnapshot:
+        """All live records, the collected list and the counters, read at one instant."""
+        now = _monotonic()
+        records = self._raw_records()
+        with self._lock:
+            collected = list(self._collected)
+        return MonitorSnapshot(
+            taken_at=now + _WALL_OFFSET,
+            resources=tuple(sorted((_view(r, now, self._dialects) for r in records),
+                                   key=lambda r: -r.age_s)),
+            collected=tuple(_view(r, now, self._dialects) for r in collected),
+            stats=self.stats(),
+        )
+
+    def memory_usage(self) -> tuple[int, int]:
+        """(estimated bytes held by records, the budget those bounds allow): for the ledger."""
+        with self._lock:
+            collected = list(self._collected)
+        used = sum(r.nbytes() for r in self._raw_records()) + sum(r.nbytes() for r in collected)
+        per_record = _RECORD_BYTES + _FRAME_BYTES * self.depth + SQL_MAX_CHARS + _STR_BYTES
+        return used, per_record * (self.max_records + self.max_collected)
+
+    def __repr__(self) -> str:
+        return (f"<poolkeeper Monitor {'on' if self.global_enabled else 'off'} "
+                f"records={len(self._records)}/{self.max_records}>")
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"monitor {name}={value!r} is out of range: allowed {lo}..{hi}")
+    return value
+
+
+def _frame(code: CodeType, lasti: int) -> Frame:
+    return (code.co_filename, _lineno(code, lasti), code.co_qualname)
+
+
+def _lineno(code: CodeType, lasti: int) -> int:
+    """The line of the instruction at byte offset ``lasti`` (what f_lineno would say)."""
+    if lasti >= 0:
+        for start, end, line in code.co_lines():
+            if start <= lasti < end:
+                return code.co_firstlineno if line is None else line
+    return code.co_firstlineno
+
+
+def _view(rec: _Record, now: float, dialects: dict[str, str]) -> Resource:
+    frames = rec.frames
+    stack = tuple(_frame(frames[i], frames[i + 1]) for i in range(0, len(frames), 2))
+    site = f"{stack[0][0]}:{stack[0][1]} in {stack[0][2]}" if stack else "unknown"
+    collected_at: float | None = getattr(rec, "collected_at", None)
+    end = collected_at if collected_at is not None else now
+    parent = rec.parent
+    thread = rec.thread
+    return Resource(
+        id=rec.id, kind=rec.kind, pool=rec.pool, size=rec.size,
+        created=rec.created + _WALL_OFFSET, age_s=round(end - rec.created, 6),
+        thread=thread if isinstance(thread, str) else (
+            thread.name if isinstance(thread, threading.Thread) else f"#{thread}"),
+        site=site, stack=stack,
+        sql=fold_sql(getattr(rec, "sql", None),
+                     dialect=dialects.get(rec.pool) if rec.pool is not None else None),
+        parent_id=parent.id if parent is not None else None,
+        collected_at=collected_at + _WALL_OFFSET if collected_at is not None else None,
+    )
+
+
+# ----------------------------------------------------------------------------- process-wide
+#: the process-wide monitor
+MONITOR = Monitor()
+
+
+def get_monitor() -> Monitor:
+    """The process-wide :class:`Monitor`."""
+    return MONITOR
+
+
+def enable(pool: Any = None) -> None:
+    """Turn the process-wide monitor on, globally or for one pool (object or name)."""
+    MONITOR.enable(pool)
+
+
+def disable(pool: Any = None) -> None:
+    """Turn the process-wide monitor off, globally or for one pool; records stay readable."""
+    MONITOR.disable(pool)
+
+
+def track(kind: str, obj: object = None, *, size: int = 0, sql: object = None,
+          pool: str | None = None, depth: int | None = None,
+          parent: Token | None = None, frame: Any = None) -> Token:
+    """Track a resource in the process-wide monitor (follows the global switch).
+
+    Hot paths hold a :class:`Probe` instead (``MONITOR.probe(name)``) and call its ``track``.
+    """
+    return MONITOR.track(kind, obj, size, sql, pool, depth, parent,
+                         _getframe(1) if frame is None else frame)
+
+
+def register_pool(pool: Any) -> None:
+    """Remember a pool (weakly) for the watchdog's counts and the admin views."""
+    MONITOR.register_pool(pool)
+
+
+def registered_pools() -> list[Any]:
+    """Pools registered with :func:`register_pool`, still alive and open."""
+    return MONITOR.pools()
