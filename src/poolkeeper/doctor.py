@@ -1,0 +1,403 @@
+"""``poolkeeper doctor``: read a pool configuration, say what it can cost and what is risky.
+
+For each structure that grows with the workload it prints the worst case the configuration
+allows (e.g. statement cache bytes x max_size connections), and for each risky setting the
+reason and the outage it comes from: the seeds summarised in the project's field notes.
+
+    000  StarRocks loader: per-table buffers, files and clients with no shared byte budget
+    001  dble: every buffer allocation recorded with a full stack walk, ~20 % slower
+    002  Druid: SQL statistics keyed by raw SQL (a count bound, not bytes); PSCache row buffers
+    003  BoneCP: idle connections closed and reopened; the MySQL driver kept one reference per
+         connection ever opened (churn became a leak)
+    004  Connector/J: one timer task per statement with a query timeout, kept until its deadline
+
+Findings are ``danger`` (the exit code is 1), ``warning`` or ``info``. A configuration that
+cannot be read exits with 2. Example::
+
+    report = diagnose(PoolConfig.from_toml("pool.toml"))
+    print(format_report(report)); sys.exit(report.exit_code)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ConfigWarning, PoolConfig, mask_dsn
+
+__all__ = ["SEEDS", "Finding", "Report", "Structure", "diagnose", "diagnose_file", "format_bytes",
+           "format_report", "parse_size"]
+
+#: the seed outages findings refer to (number -> one line)
+SEEDS: dict[str, str] = {
+    "000": "StarRocks loader: per-table buffers with no shared byte budget",
+    "001": "dble buffer monitor: full stack walk per allocation, ~20% slower",
+    "002": "Druid: SQL stats keyed by raw SQL, bounded by count not bytes; PSCache buffers",
+    "003": "BoneCP: idle connections closed and reopened; driver kept one ref per connection",
+    "004": "Connector/J: a timer task per statement, kept until its deadline",
+}
+
+# Estimates (bytes) of what one element costs in CPython; stated in the report.
+WAITER_BYTES = 400  # a Waiter (lock, slot, times) plus its deque cell
+DEADLINE_BYTES = 200  # a scheduler heap entry: tuple + Deadline object
+CONNECTOR_J_TASK_BYTES = 7 * 1024  # one CancelTask as measured in seed 004
+FRAME_BYTES = 100  # one (file, line, function) tuple of a leak stack
+SQLITE_PAGE_CACHE_BYTES = 2 * 1024 * 1024  # sqlite3's default cache_size=-2000 (KiB)
+DEFAULT_ROW_BYTES = 1024
+MYSQL_WAIT_TIMEOUT_S = 8 * 3600  # MySQL / MariaDB default wait_timeout
+
+_DANGER_SHARE = 0.25  # one structure allowed to reach this share of memory: dangerous
+_WARN_SHARE = 0.05
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+          "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3, "t": 1024**4,
+          "tb": 1024**4, "tib": 1024**4}
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A structure that grows with the workload, and its worst case under this config."""
+
+    name: str
+    bound: str  #: what bounds it, in the config's words
+    worst_bytes: int | None  #: None: it has no byte bound
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A risky setting: how bad, which setting, why, and the seed it comes from."""
+
+    severity: str  #: "danger" | "warning" | "info"
+    setting: str
+    value: str
+    reason: str
+    seed: str = ""  #: "002", or "" when the reason comes from the field notes
+
+    @property
+    def source(self) -> str:
+        if self.seed:
+            return f"seed {self.seed}: {SEEDS.get(self.seed, '')}"
+        return "field notes"
+
+
+@dataclass
+class Report:
+    """What :func:`diagnose` found."""
+
+    config: PoolConfig
+    structures: list[Structure] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    memory_limit: int | None = None
+    limit_source: str = "unknown"
+    path: str | None = None
+
+    @property
+    def worst_total_bytes(self) -> int:
+        return sum(s.worst_bytes or 0 for s in self.structures)
+
+    @property
+    def dangerous(self) -> bool:
+        return any(f.severity == "danger" for f in self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.dangerous else 0
+
+
+def parse_size(text: str) -> int:
+    """``512MB``, ``2 GiB``, ``1048576`` -> bytes (binary units). ValueError names the text."""
+    raw = text.strip().lower().replace(" ", "")
+    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(digits):]
+    try:
+        value = float(digits)
+    except ValueError:
+        raise ValueError(f"size {text!r} is not a number with an optional unit "
+                         "(e.g. 512MB, 2GiB)") from None
+    if unit not in _UNITS or value < 0 or math.isnan(value):
+        raise ValueError(f"size {text!r}: unknown unit {unit!r}; use B, KB, MB, GB or TB")
+    return int(value * _UNITS[unit])
+
+
+def format_bytes(n: float) -> str:
+    """Bytes for people: ``1.5 GB``, ``640.0 KB``, ``12 B`` (binary units)."""
+    for unit, size in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{int(n):,} B"
+
+
+def _driver(config: PoolConfig) -> str | None:
+    if config.driver:
+        return config.driver
+    if config.dsn:
+        scheme = config.dsn.split("://", 1)[0].lower().split("+", 1)[0]
+        return {"sqlite": "sqlite", "sqlite3": "sqlite", "postgresql": "postgresql",
+                "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql"}.get(scheme)
+    return None
+
+
+def _monitor_budget() -> int | None:
+    try:
+        from .observe.monitor import MONITOR
+    except Exception:  # noqa: BLE001 - the monitor is optional; its budget then is unknown
+        return None
+    return int(MONITOR.memory_usage()[1])
+
+
+def _structures(c: PoolConfig, row_bytes: int) -> list[Structure]:
+    out: list[Structure] = []
+    driver = _driver(c)
+    if c.statement_cache_size > 0:
+        if driver == "mysql":
+            out.append(Structure("statement caches", "none needed", 0,
+                                 "PyMySQL sends text statements: nothing is cached"))
+        else:
+            out.append(Structure(
+                "statement caches",
+                f"statement_cache_bytes ({format_bytes(c.statement_cache_bytes)}) x "
+                f"max_size ({c.max_size})", c.statement_cache_bytes * c.max_size,
+                f"at most {c.statement_cache_size} statements per connection"))
+    if c.stats:
+        # The fingerprint cache beside the registry gets an eighth of the budget.
+        worst = c.stats_max_bytes + max(64 << 10, c.stats_max_bytes // 8)
+        out.append(Structure("SQL statistics",
+                             f"stats_max_bytes ({format_bytes(c.stats_max_bytes)}) + "
+                             "its fingerprint cache (1/8)", worst,
+                             f"at most {c.stats_max_entries:,} fingerprints"))
+    out.append(Structure("fetch buffers", f"fetch_size ({c.fetch_size:,} rows) x max_size "
+                         f"({c.max_size}) x {format_bytes(row_bytes)}/row",
+                         c.fetch_size * c.max_size * row_bytes,
+                         "rows one open result holds client-side; the row size is assumed"))
+    out.append(Structure("waiting callers", f"max_waiting ({c.max_waiting:,}) x "
+                         f"~{WAITER_BYTES} B", c.max_waiting * WAITER_BYTES,
+                         "each also holds a blocked thread"))
+    if c.query_timeout is not None or c.transaction_timeout is not None:
+        out.append(Structure("timeout scheduler", f"statements in flight (<= max_size "
+                             f"{c.max_size}) x ~{DEADLINE_BYTES} B", c.max_size * DEADLINE_BYTES,
+                             "entries leave when their statement ends (seed 004's fix)"))
+    if c.leak_threshold is not None:
+        out.append(Structure("leak stacks", f"max_size ({c.max_size}) x leak_stack_depth "
+                             f"({c.leak_stack_depth}) frames",
+                             c.max_size * c.leak_stack_depth * FRAME_BYTES))
+    if c.monitor:
+        budget = _monitor_budget()
+        out.append(Structure("resource monitor", "the monitor's max_records (process-wide)",
+                             budget, "shared by every pool with monitor=True"))
+    if driver == "sqlite":
+        out.append(Structure("sqlite page caches", f"max_size ({c.max_size}) x 2 MB default "
+                             "cache_size", c.max_size * SQLITE_PAGE_CACHE_BYTES,
+                             "set PRAGMA cache_size to change it"))
+    return out
+
+
+def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
+             limit_source: str | None = None, statements_per_second: float = 1000.0,
+             row_bytes: int = DEFAULT_ROW_BYTES,
+             conflicts: list[str] | None = None) -> Report:
+    """Check ``config``; ``memory_limit`` defaults to the cgroup limit or physical memory.
+
+    ``statements_per_second`` sizes what a per-statement timer design would hold (seed 004);
+    ``row_bytes`` sizes fetch buffers; ``conflicts`` are the config's own warnings.
+    """
+    if memory_limit is None:
+        try:
+            from .observe.memory import read_memory_limit
+            memory_limit, detected = read_memory_limit()
+        except Exception:  # noqa: BLE001 - without a limit, only absolute rules apply
+            memory_limit, detected = None, "unknown"
+        limit_source = limit_source or detected
+    report = Report(config, memory_limit=memory_limit,
+                    limit_source=limit_source or ("configured" if memory_limit else "unknown"))
+    c = config
+    report.structures = _structures(c, row_bytes)
+    add = report.findings.append
+
+    for text in conflicts or ():
+        add(Finding("warning", "config", "", f"the pool would change this setting: {text}"))
+
+    # Memory: each structure against the limit.
+    if memory_limit:
+        for s in report.structures:
+            if s.worst_bytes is None:
+                continue
+            share = s.worst_bytes / memory_limit
+            seed = {"statement caches": "002", "SQL statistics": "002", "fetch buffers": "002",
+                    "resource monitor": "001"}.get(s.name, "")
+            if share >= _DANGER_SHARE:
+                add(Finding("danger", s.name, format_bytes(s.worst_bytes),
+                            f"worst case {format_bytes(s.worst_bytes)} is {share:.0%} of the "
+                            f"{format_bytes(memory_limit)} memory limit ({report.limit_source}); "
+                            f"bound: {s.bound}", seed))
+            elif share >= _WARN_SHARE:
+                add(Finding("warning", s.name, format_bytes(s.worst_bytes),
+                            f"worst case {format_bytes(s.worst_bytes)} is {share:.0%} of the "
+                            f"{format_bytes(memory_limit)} memory limit; bound: {s.bound}", seed))
+        total = report.worst_total_bytes
+        if total >= memory_limit * 0.5 and not report.dangerous:
+            add(Finding("danger", "all structures", format_bytes(total),
+                        f"together the structures can reach {format_bytes(total)}, "
+                        f"{total / memory_limit:.0%} of the memory limit"))
+
+    # SQL statistics (seed 002).
+    if c.stats and c.stats_max_bytes >= 1 << 30:
+        add(Finding("danger", "stats_max_bytes", format_bytes(c.stats_max_bytes),
+                    "a statistics budget this large is no bound at all: Druid's sqlStatMap "
+                    "held 1,000 multi-MB SQL keys (2 GB); keep it to a few MB", "002"))
+    if c.log_params:
+        add(Finding("warning", "log_params", "true", "statement parameters (customer data, "
+                    "secrets) are written to the logs with slow statements"))
+
+    # Statement caches (seed 002).
+    if c.statement_cache_size > 1000 and _driver(c) != "mysql":
+        add(Finding("warning", "statement_cache_size", str(c.statement_cache_size),
+                    f"{c.statement_cache_size} statements x {c.max_size} connections = "
+                    f"{c.statement_cache_size * c.max_size:,} server-side plans; HikariCP "
+                    "leaves caching out for this reason (250 queries x 20 connections = "
+                    "5,000 plans)", "002"))
+    if c.fetch_size > 10_000:
+        add(Finding("warning", "fetch_size", f"{c.fetch_size:,}",
+                    f"each open result may buffer {c.fetch_size:,} rows client-side per "
+                    "connection; Druid's PSCache pinned row size x prefetch per statement",
+                    "002"))
+
+    # Churn (seed 003).
+    opens_per_hour = 0.0
+    if c.max_lifetime is not None:
+        opens_per_hour += c.max_size * 3600.0 / c.max_lifetime
+    if c.idle_timeout is not None and c.max_size > c.min_idle:
+        opens_per_hour += (c.max_size - c.min_idle) * 3600.0 / max(c.idle_timeout, 1.0)
+    if opens_per_hour >= 36_000:
+        add(Finding("danger", "max_lifetime / idle_timeout",
+                    f"{c.max_lifetime} / {c.idle_timeout}",
+                    f"up to {opens_per_hour:,.0f} connections opened per hour: the MySQL "
+                    "driver BoneCP used kept a reference per connection ever opened, so "
+                    "churn became a leak; keep connections for minutes, not seconds", "003"))
+    elif opens_per_hour >= 1_000:
+        add(Finding("warning", "max_lifetime / idle_timeout",
+                    f"{c.max_lifetime} / {c.idle_timeout}",
+                    f"up to {opens_per_hour:,.0f} connections opened per hour (churn); every "
+                    "open costs a handshake and driver state", "003"))
+    if c.idle_timeout is not None and c.idle_timeout < 30 and c.max_size > c.min_idle:
+        add(Finding("warning", "idle_timeout", f"{c.idle_timeout:g} s",
+                    f"connections above min_idle={c.min_idle} close after {c.idle_timeout:g} s "
+                    "idle and are reopened by the next burst; BoneCP's idleMaxAge churn is "
+                    "the outage this repeats (poolkeeper never evicts below min_idle)", "003"))
+    if (c.max_lifetime is not None and c.lifetime_jitter == 0 and c.max_size > 1):
+        add(Finding("warning", "lifetime_jitter", "0",
+                    f"connections opened together all expire together: {c.max_size} "
+                    f"reconnects at once every {c.max_lifetime:g} s (HikariCP jitters up "
+                    "to 2.5%)"))
+    if not c.validate_on_borrow and c.keepalive_interval is None:
+        add(Finding("warning", "validate_on_borrow / keepalive_interval", "false / none",
+                    "a connection the server closed (restart, MySQL wait_timeout of 8 h) is "
+                    "handed out and fails on first use; BoneCP relied on idle tests alone",
+                    "003"))
+    elif (_driver(c) == "mysql" and c.keepalive_interval is None
+          and (c.idle_timeout is None or c.idle_timeout >= MYSQL_WAIT_TIMEOUT_S)
+          and (c.max_lifetime is None or c.max_lifetime >= MYSQL_WAIT_TIMEOUT_S)):
+        add(Finding("warning", "keepalive_interval", "none",
+                    "MySQL closes connections idle past wait_timeout (8 h by default); "
+                    "without keepalive or a shorter lifetime, idle ones die on the server",
+                    "003"))
+
+    # Timeouts (seed 004).
+    for name in ("query_timeout", "transaction_timeout"):
+        value = getattr(c, name)
+        if value is not None and value > 600:
+            naive = statements_per_second * value
+            add(Finding("warning", name, f"{value:g} s",
+                        f"a statement may hold its connection for {value / 60:,.0f} min before "
+                        "it is cancelled. A timer per statement that stays queued until its "
+                        f"deadline (Connector/J) would keep {naive:,.0f} entries at "
+                        f"{statements_per_second:,.0f} statements/s = "
+                        f"{format_bytes(naive * CONNECTOR_J_TASK_BYTES)}; poolkeeper removes "
+                        "entries when statements end, but a timeout this long protects nothing",
+                        "004"))
+    if c.query_timeout is None:
+        add(Finding("info", "query_timeout", "none",
+                    "no query timeout: a runaway statement holds its connection until it "
+                    "ends (set one; it cancels on the server)"))
+    if c.max_wait > 300:
+        add(Finding("warning", "max_wait", f"{c.max_wait:g} s",
+                    "callers hang this long before PoolTimeout says the pool is exhausted "
+                    "(HikariCP's default is 30 s)"))
+    if c.max_waiting > 100_000:
+        add(Finding("warning", "max_waiting", f"{c.max_waiting:,}",
+                    f"{c.max_waiting:,} callers may queue, each holding a thread, before "
+                    "TooManyWaiting turns newcomers away"))
+
+    # Leaks and monitoring (seed 001).
+    if c.leak_threshold is None and c.abandoned_timeout is None:
+        add(Finding("info", "leak_threshold", "none",
+                    "a connection never returned is noticed only when the pool runs dry; "
+                    "leak_threshold=<s> logs who holds it (costs a short stack per borrow)"))
+    if c.leak_threshold is not None and c.leak_stack_depth > 32:
+        add(Finding("warning", "leak_stack_depth", str(c.leak_stack_depth),
+                    f"{c.leak_stack_depth} frames are walked on every borrow; dble's full "
+                    "stack walk per allocation cost ~20% (8 frames are enough to find a "
+                    "leak)", "001"))
+    if c.monitor:
+        add(Finding("warning", "monitor", "true",
+                    "the resource monitor records every checkout, cursor and buffer with its "
+                    "call site: turn it on to find a leak, not permanently (dble's equivalent "
+                    "cost ~20%)", "001"))
+    if not c.reset_on_return:
+        add(Finding("warning", "reset_on_return", "false",
+                    "a transaction left open by one caller (locks, uncommitted writes) is "
+                    "inherited by the next borrower (Druid resets on every return)"))
+
+    # Secrets in the file.
+    if c.dsn and mask_dsn(c.dsn) != c.dsn:
+        add(Finding("info", "dsn", mask_dsn(c.dsn),
+                    "the password is stored in the configuration file; prefer the "
+                    "POOLKEEPER_DSN environment variable or a .pgpass / option file"))
+    order = {"danger": 0, "warning": 1, "info": 2}
+    report.findings.sort(key=lambda f: order.get(f.severity, 3))
+    return report
+
+
+def diagnose_file(path: str | os.PathLike[str], table: str = "pool", **kwargs: Any) -> Report:
+    """Read ``[pool]`` from a TOML file (:meth:`PoolConfig.from_toml`) and :func:`diagnose` it.
+
+    Raises ConfigError (a ValueError) or OSError / tomllib.TOMLDecodeError when the file
+    cannot be read as a pool configuration.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        config = PoolConfig.from_toml(path, table)
+    conflicts = [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)]
+    report = diagnose(config, conflicts=conflicts, **kwargs)
+    report.path = str(path)
+    return report
+
+
+def format_report(report: Report) -> str:
+    """The report as plain text (the CLI draws the same with rich when it is installed)."""
+    lines = [f"poolkeeper doctor: {report.path or 'configuration'}"]
+    if report.config.dsn:
+        lines.append(f"  dsn: {mask_dsn(report.config.dsn)}")
+    limit = format_bytes(report.memory_limit) if report.memory_limit else "unknown"
+    lines.append(f"  memory limit: {limit} ({report.limit_source})")
+    lines.append("")
+    lines.append("worst-case memory per structure:")
+    width = max((len(s.name) for s in report.structures), default=10)
+    for s in report.structures:
+        worst = format_bytes(s.worst_bytes) if s.worst_bytes is not None else "unbounded"
+        lines.append(f"  {s.name:<{width}}  {worst:>10}  {s.bound}"
+                     + (f" ({s.note})" if s.note else ""))
+    lines.append(f"  {'total':<{width}}  {format_bytes(report.worst_total_bytes):>10}")
+    lines.append("")
+    if not report.findings:
+        lines.append("no risky settings found")
+    for f in report.findings:
+        value = f" = {f.value}" if f.value else ""
+        lines.append(f"{f.severity.upper():<8} {f.setting}{value}")
+        lines.append(f"         {f.reason}")
+        lines.append(f"         source: {f.source}")
+    lines.append("")
+    lines.append("verdict: " + ("DANGEROUS (exit 1)" if report.dangerous else "ok (exit 0)"))
+    return "\n".join(lines)
