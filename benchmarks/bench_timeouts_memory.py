@@ -47,6 +47,7 @@ from _common import (
     rss_bytes,
 )
 
+from poolkeeper.drivers.cancel import Canceller, make_canceller
 from poolkeeper.scheduler import acquire_scheduler, scheduler_stats
 from poolkeeper.timeouts import TimeoutHook
 
@@ -60,6 +61,9 @@ class _NoDriver:
 
     name = "sqlite"
     connect_timeout = 1.0
+
+    def canceller(self, timeout: float = 5.0) -> Canceller:
+        return make_canceller("sqlite", timeout=timeout)
 
 
 def _noop_execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
