@@ -245,7 +245,7 @@ class Pool:
         # only when a report is written.
         frame = _getframe(1)
         slot.borrow_code = frame.f_code
-        slot.borrow_line = frame.f_lineno
+        slot.borrow_lasti = frame.f_lasti
         proxy = ConnectionProxy(self, slot)
         if self._borrow_extras:
             self._extras_on_borrow(slot, proxy, frame)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .core.slot import Frame, Slot
+from .core.slot import Frame, Slot, line_of
 from .errors import ConnectionReclaimed, ConnectionReturned
 from .timeouts import statement_timeout
 
@@ -80,13 +80,13 @@ class _ConnectionState:
     _raw: Any
     _cursors: list[weakref.ref[CursorProxy]] | None
     _code: Any
-    _line: int
+    _line: int  # bytecode offset of the borrow in _code (see line_of)
     _mon: Token
 
     def _returned(self) -> ConnectionReturned:
         code = self._code
-        where = format_site(None if code is None else (code.co_filename, self._line,
-                                                       code.co_name))
+        where = format_site(None if code is None else (
+            code.co_filename, line_of(code, self._line), code.co_name))
         try:
             reclaimed = _ConnectionState._reclaimed.__get__(self)  # type: ignore[attr-defined]
         except AttributeError:  # never set: returned normally
@@ -123,7 +123,7 @@ class ConnectionProxy(_ConnectionState):
         self._cursors = None
         # where it was borrowed, kept for the error raised on use after return
         self._code = slot.borrow_code
-        self._line = slot.borrow_line
+        self._line = slot.borrow_lasti
 
     @property
     def raw(self) -> Any:

@@ -10,10 +10,24 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-__all__ = ["Frame", "Slot", "SlotState"]
+__all__ = ["Frame", "Slot", "SlotState", "line_of"]
 
 #: (filename, line, function) of one stack frame, formatted only when someone reads it
 Frame = tuple[str, int, str]
+
+
+def line_of(code: Any, lasti: int) -> int:
+    """The line of the instruction at byte offset ``lasti`` in ``code`` (what f_lineno says).
+
+    Borrow sites are recorded as (code, f_lasti) because reading ``f_lineno`` decodes the line
+    table on every call, and costs more the further down a long function the call is; the line
+    is worked out here only when a report is written.
+    """
+    if lasti >= 0:
+        for start, end, line in code.co_lines():
+            if start <= lasti < end:
+                return code.co_firstlineno if line is None else int(line)
+    return int(code.co_firstlineno)
 
 
 class SlotState(enum.IntEnum):
@@ -30,7 +44,7 @@ class Slot:
     __slots__ = (
         "autocommit_was",
         "borrow_code",
-        "borrow_line",
+        "borrow_lasti",
         "borrow_stack",
         "borrow_thread",
         "borrowed_at",
@@ -73,7 +87,7 @@ class Slot:
         # the current checkout
         self.borrowed_at = 0.0
         self.borrow_code: Any = None  #: code object of the borrowing frame (formatted lazily)
-        self.borrow_line = 0
+        self.borrow_lasti = -1  #: bytecode offset in borrow_code (see line_of)
         self.borrow_stack: tuple[Frame, ...] | None = None
         self.borrow_thread = 0
         self.sql: str | None = None
@@ -94,7 +108,7 @@ class Slot:
         code = self.borrow_code
         if code is None:
             return None
-        return (code.co_filename, self.borrow_line, code.co_name)
+        return (code.co_filename, line_of(code, self.borrow_lasti), code.co_name)
 
     def __repr__(self) -> str:
         return f"<Slot {self.id} {self.state.name.lower()} uses={self.uses}>"

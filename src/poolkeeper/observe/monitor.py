@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any, Protocol
 
+from ..core.slot import line_of
+
 __all__ = [
     "KINDS",
     "MONITOR",
@@ -782,13 +784,7 @@ def _frame(code: CodeType, lasti: int) -> Frame:
     return (code.co_filename, _lineno(code, lasti), code.co_qualname)
 
 
-def _lineno(code: CodeType, lasti: int) -> int:
-    """The line of the instruction at byte offset ``lasti`` (what f_lineno would say)."""
-    if lasti >= 0:
-        for start, end, line in code.co_lines():
-            if start <= lasti < end:
-                return code.co_firstlineno if line is None else line
-    return code.co_firstlineno
+_lineno = line_of
 
 
 def _view(rec: _Record, now: float, dialects: dict[str, str]) -> Resource:
