@@ -15,6 +15,8 @@ SOAKS = [
     # (script, why it exists)
     ("soak_sql_stats.py", "seed 002: statistics keyed by raw SQL grew to megabytes per key"),
     ("bench_timeouts_memory.py", "seed 004: cancelled timeout tasks stayed queued (2 GB)"),
+    ("soak_pool_memory.py", "borrow/return cycles must leave no trace (seed 003: per-connection "
+                            "records kept forever)"),
 ]
 
 

@@ -1,0 +1,640 @@
+"""poolkeeper side by side with psycopg_pool, SQLAlchemy QueuePool and DBUtils PooledDB.
+
+    .venv/bin/python benchmarks/bench_pool.py            # full run, about 6 minutes
+    .venv/bin/python benchmarks/bench_pool.py --quick    # about 35 s
+    .venv/bin/python benchmarks/bench_pool.py --sections 2 --rounds 20 --json out.json
+
+Sections (issue 2, "Benchmarks"):
+
+1. borrow + return with no query, one thread, relative to psycopg_pool getconn/putconn
+   (target: poolkeeper <= 0.5);
+2. ``SELECT 1`` on PostgreSQL from 8 and 32 threads sharing 4 connections, relative to 4 threads
+   on 4 dedicated psycopg connections measured in the same round, with fairness (fewest / most
+   operations per thread) and p99 latency (target: ratio >= 0.8 and fairness >= 0.8);
+3. single-thread ``SELECT 1`` (borrow, execute, fetch, return) relative to a raw connection, on
+   PostgreSQL and MariaDB (targets: <= 1.03x and <= 1.05x).
+
+Memory over a million cycles is ``soak_pool_memory.py``.
+
+Method: every contender runs inside every round, in an order rotated round by round (and, in
+sections 1 and 3, in small chunks alternating direction within a round), so that a burst of
+load from another process hits all contenders alike. Ratios are computed inside each round and
+the median over rounds is reported with its range; the raw medians are printed beside them.
+All connections run in autocommit, so no pool pays a COMMIT round trip the others do not; each
+pool otherwise keeps its default settings (SQLAlchemy rolls back on every return, DBUtils
+pings on every borrow and rolls back on every return; over psycopg both are free in
+autocommit, over PyMySQL both are round trips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pymysql
+from _common import (
+    MYSQL_DSN,
+    Budget,
+    code_fingerprint,
+    fmt_ratio,
+    load_note,
+    loadavg,
+    machine_summary,
+    median,
+    mysql_params,
+    percentile,
+    pg_dsn,
+    pin_current_thread,
+    pin_pg_backends,
+    print_table,
+    versions,
+)
+from dbutils.pooled_db import PooledDB
+from psycopg_pool import ConnectionPool
+from sqlalchemy.pool import QueuePool
+
+from poolkeeper import Pool
+
+__all__ = ["main"]
+
+QUERY = "SELECT 1"
+POOL_SIZE = 4
+#: a thread never runs more operations than this in one contention run, whatever the clock says
+MAX_OPS_PER_THREAD = 2_000_000
+
+Run = Callable[[int], None]  # run n cycles in a tight loop
+Op = Callable[[], None]  # one operation (section 2)
+
+
+@dataclass
+class Settings:
+    rounds1: int
+    chunks1: int
+    cycles1: int
+    rounds2: int
+    seconds2: float
+    thread_counts: tuple[int, ...]
+    rounds3: int
+    chunks3: int
+    queries3: int
+    budget_s: float  # per section; a section stops after 3 rounds once it is exceeded
+    unpinned3: bool  # also run section 3 on PostgreSQL without pinning (noisy)
+
+
+# Section 2 uses many short runs rather than a few long ones: the machine's speed drifts over
+# seconds, and a ratio is only as good as the time between its two runs is short.
+QUICK = Settings(rounds1=5, chunks1=4, cycles1=5_000, rounds2=5, seconds2=0.25,
+                 thread_counts=(8, 32), rounds3=5, chunks3=40, queries3=25, budget_s=40,
+                 unpinned3=False)
+FULL = Settings(rounds1=15, chunks1=10, cycles1=5_000, rounds2=16, seconds2=1.0,
+                thread_counts=(8, 32), rounds3=15, chunks3=150, queries3=20, budget_s=400,
+                unpinned3=True)
+
+
+# ============================================================================ pools
+def open_poolkeeper(dsn: str, name: str, **options: Any) -> Pool:
+    pool = Pool(dsn, name=name, autocommit=True, min_idle=POOL_SIZE, max_size=POOL_SIZE, **options)
+    pool.wait_ready(30)
+    return pool
+
+
+def open_psycopg_pool(name: str) -> ConnectionPool:
+    pool: ConnectionPool = ConnectionPool(pg_dsn(), min_size=POOL_SIZE, max_size=POOL_SIZE,
+                                          kwargs={"autocommit": True}, name=name, open=True)
+    pool.wait(30)
+    return pool
+
+
+def open_queuepool(creator: Callable[[], Any]) -> QueuePool:
+    pool = QueuePool(creator, pool_size=POOL_SIZE, max_overflow=0, timeout=30)
+    held = [pool.connect() for _ in range(POOL_SIZE)]  # QueuePool opens lazily: fill it now
+    for conn in held:
+        conn.close()
+    return pool
+
+
+def open_pooleddb(module: Any, **kwargs: Any) -> PooledDB:
+    # blocking=True: the default raises TooManyConnections instead of waiting.
+    return PooledDB(module, mincached=POOL_SIZE, maxcached=POOL_SIZE, maxconnections=POOL_SIZE,
+                    blocking=True, **kwargs)
+
+
+def pg_raw() -> Any:
+    return psycopg.connect(pg_dsn(), autocommit=True)
+
+
+def mysql_raw() -> Any:
+    return pymysql.connect(**mysql_params(MYSQL_DSN), autocommit=True)
+
+
+# ============================================================================ timing
+@dataclass
+class Timing:
+    """Per-round seconds per cycle: wall clock, and this thread's CPU time.
+
+    CPU time does not count the time the thread sat preempted by another process, the main
+    noise on a shared machine; for work without I/O (section 1) it is the steadier figure.
+    """
+
+    wall: dict[str, list[float]]
+    cpu: dict[str, list[float]]
+
+
+def interleave(contenders: list[tuple[str, Run]], *, rounds: int, chunks: int, n: int,
+               budget: Budget) -> Timing:
+    """Seconds per cycle of each contender, one figure per round."""
+    for _, run in contenders:  # warm-up: code paths, caches, the pools' first borrows
+        run(n)
+    wall: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    pc, tt = time.perf_counter, time.thread_time
+    for r in range(rounds):
+        if r >= 3 and budget.expired():
+            print(f"  (time budget reached: {r} rounds instead of {rounds})")
+            break
+        gc.collect()
+        k = r % len(contenders)
+        order = contenders[k:] + contenders[:k]
+        w_tot = dict.fromkeys(wall, 0.0)
+        c_tot = dict.fromkeys(wall, 0.0)
+        for c in range(chunks):
+            for name, run in (order if c % 2 == 0 else order[::-1]):
+                c0 = tt()
+                t0 = pc()
+                run(n)
+                t1 = pc()
+                c1 = tt()
+                w_tot[name] += t1 - t0
+                c_tot[name] += c1 - c0
+        for name, per_round in wall.items():
+            per_round.append(w_tot[name] / (chunks * n))
+            cpu[name].append(c_tot[name] / (chunks * n))
+    return Timing(wall, cpu)
+
+
+def ratios(per_round: dict[str, list[float]], ref: str) -> dict[str, list[float]]:
+    base = per_round[ref]
+    return {name: [v / b for v, b in zip(vals, base, strict=True)]
+            for name, vals in per_round.items()}
+
+
+@dataclass
+class ThreadRun:
+    ops: int
+    per_thread: list[int]
+    latencies: list[float]
+    elapsed: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def qps(self) -> float:
+        return self.ops / self.elapsed
+
+    @property
+    def fairness(self) -> float:
+        most = max(self.per_thread)
+        return min(self.per_thread) / most if most else 0.0
+
+
+def run_threads(make_op: Callable[[int], Op], threads: int, seconds: float) -> ThreadRun:
+    """``threads`` threads each repeating their op for ``seconds``; ops finished after the stop
+    signal are not counted (an op in flight at the end would flatter nobody in particular, but
+    it would count time outside the window)."""
+    ops = [make_op(i) for i in range(threads)]
+    counts = [0] * threads
+    lats: list[list[float]] = [[] for _ in range(threads)]
+    stop = threading.Event()
+    barrier = threading.Barrier(threads + 1)
+    pc = time.perf_counter
+    stopped = stop.is_set
+
+    def work(i: int) -> None:
+        op, mine = ops[i], lats[i]
+        append = mine.append
+        barrier.wait()
+        n = 0
+        while n < MAX_OPS_PER_THREAD:
+            t0 = pc()
+            op()
+            t1 = pc()
+            if stopped():
+                break
+            append(t1 - t0)
+            n += 1
+        counts[i] = n
+
+    workers = [threading.Thread(target=work, args=(i,), name=f"bench-worker-{i}", daemon=True)
+               for i in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    t0 = pc()
+    stop.wait(seconds)
+    stop.set()
+    elapsed = pc() - t0
+    for w in workers:
+        w.join(60)
+    if any(w.is_alive() for w in workers):
+        raise RuntimeError("a benchmark thread did not stop within 60 s: a pool deadlocked?")
+    return ThreadRun(sum(counts), counts, [x for lst in lats for x in lst], elapsed)
+
+
+# ============================================================================ section 1
+def section1(s: Settings, budget: Budget, results: dict[str, Any]) -> None:
+    """Borrow + return, no query, one thread (pinned to one CPU: no migrations)."""
+    load0 = loadavg()
+    with contextlib.ExitStack() as stack:
+        stack.callback(pin_current_thread, pin_current_thread({0}))
+        pk = open_poolkeeper(pg_dsn(), "bench-s1")
+        stack.callback(pk.close)
+        pp = open_psycopg_pool("bench-s1")
+        stack.callback(pp.close)
+        qp = open_queuepool(pg_raw)
+        stack.callback(qp.dispose)
+        db = open_pooleddb(psycopg, conninfo=pg_dsn(), autocommit=True)
+        stack.callback(db.close)
+
+        def pk_getput(n: int) -> None:
+            get, put = pk.getconn, pk.putconn
+            for _ in range(n):
+                put(get())
+
+        def pk_with(n: int) -> None:
+            connection = pk.connection
+            for _ in range(n):
+                with connection():
+                    pass
+
+        def pp_getput(n: int) -> None:
+            get, put = pp.getconn, pp.putconn
+            for _ in range(n):
+                put(get())
+
+        def pp_with(n: int) -> None:
+            connection = pp.connection
+            for _ in range(n):
+                with connection():
+                    pass
+
+        def qp_cycle(n: int) -> None:
+            connect = qp.connect
+            for _ in range(n):
+                connect().close()
+
+        def db_cycle(n: int) -> None:
+            connection = db.connection
+            for _ in range(n):
+                connection().close()
+
+        contenders: list[tuple[str, Run]] = [
+            ("poolkeeper getconn/putconn", pk_getput),
+            ("poolkeeper with connection()", pk_with),
+            ("psycopg_pool getconn/putconn", pp_getput),
+            ("psycopg_pool with connection()", pp_with),
+            ("SQLAlchemy QueuePool connect/close", qp_cycle),
+            ("DBUtils PooledDB connection/close", db_cycle),
+        ]
+        timing = interleave(contenders, rounds=s.rounds1, chunks=s.chunks1, n=s.cycles1,
+                            budget=budget)
+    ref = "psycopg_pool getconn/putconn"
+    rel_cpu = ratios(timing.cpu, ref)
+    rel_wall = ratios(timing.wall, ref)
+    rows = [[name, f"{median(timing.cpu[name]) * 1e6:.2f}", fmt_ratio(rel_cpu[name]),
+             f"{median(timing.wall[name]) * 1e6:.2f}", fmt_ratio(rel_wall[name])]
+            for name in timing.cpu]
+    n_rounds = len(timing.cpu[ref])
+    print_table(
+        f"1. borrow + return, no query, one thread pinned to CPU 0, PostgreSQL ({n_rounds} "
+        f"rounds x {s.chunks1 * s.cycles1} cycles)",
+        ["contender", "CPU us/cycle", "x psycopg_pool (CPU)", "wall us/cycle",
+         "x psycopg_pool (wall)"], rows,
+        [f"ratios: median (min-max) over rounds, against {ref} in the same round",
+         "CPU = this thread's CPU time (excludes preemption by other processes); "
+         "target: poolkeeper <= 0.50x (CPU)", load_note(load0)])
+    for name in ("poolkeeper getconn/putconn", "poolkeeper with connection()"):
+        verdict(f"section 1, {name} (CPU)", median(rel_cpu[name]), "<=", 0.50)
+    results["section1"] = {"ratio_to": ref, "cpu_s": timing.cpu, "wall_s": timing.wall,
+                           "ratios_cpu": rel_cpu, "ratios_wall": rel_wall}
+
+
+# ============================================================================ section 2
+def pg_op(borrow: Callable[[], Any], give_back: Callable[[Any], None]) -> Op:
+    def op() -> None:
+        conn = borrow()
+        cur = conn.cursor()
+        cur.execute(QUERY)
+        cur.fetchone()
+        cur.close()
+        give_back(conn)
+    return op
+
+
+def pk_with_op(pool: Pool) -> Op:
+    connection = pool.connection
+
+    def op() -> None:
+        with connection() as conn:
+            cur = conn.cursor()
+            cur.execute(QUERY)
+            cur.fetchone()
+            cur.close()
+    return op
+
+
+def section2(s: Settings, budget: Budget, results: dict[str, Any]) -> None:
+    """SELECT 1 from 8 and 32 threads sharing 4 connections vs 4 dedicated connections."""
+    load0 = loadavg()
+    out: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        dedicated = [pg_raw() for _ in range(POOL_SIZE)]
+        for conn in dedicated:
+            stack.callback(conn.close)
+        pk2 = open_poolkeeper(pg_dsn(), "bench-s2-lease2")  # lease_ms default (2.0)
+        stack.callback(pk2.close)
+        pk0 = open_poolkeeper(pg_dsn(), "bench-s2-lease0", lease_ms=0.0)
+        stack.callback(pk0.close)
+        pkn = open_poolkeeper(pg_dsn(), "bench-s2-nostats", stats=False)
+        stack.callback(pkn.close)
+        pp = open_psycopg_pool("bench-s2")
+        stack.callback(pp.close)
+        qp = open_queuepool(pg_raw)
+        stack.callback(qp.dispose)
+        db = open_pooleddb(psycopg, conninfo=pg_dsn(), autocommit=True)
+        stack.callback(db.close)
+
+        def raw_op(i: int) -> Op:
+            conn = dedicated[i]
+
+            def op() -> None:
+                cur = conn.cursor()
+                cur.execute(QUERY)
+                cur.fetchone()
+                cur.close()
+            return op
+
+        ded = "raw psycopg, 4 threads x 4 dedicated conns"
+        pk2_name, pk0_name = "poolkeeper lease_ms=2 (default)", "poolkeeper lease_ms=0 (FIFO)"
+        pkn_name = "poolkeeper lease_ms=2, stats=False"
+        pk_pools = {pk2_name: pk2, pk0_name: pk0, pkn_name: pkn}
+        # (name, op factory, thread count: None = the round's thread count)
+        workloads: list[tuple[str, Callable[[int], Op], int | None]] = [
+            (ded, raw_op, POOL_SIZE),
+            (pk2_name, lambda i: pk_with_op(pk2), None),
+            (pk0_name, lambda i: pk_with_op(pk0), None),
+            (pkn_name, lambda i: pk_with_op(pkn), None),
+            ("psycopg_pool getconn/putconn", lambda i: pg_op(pp.getconn, pp.putconn), None),
+            ("SQLAlchemy QueuePool", lambda i: pg_op(qp.connect, lambda c: c.close()), None),
+            ("DBUtils PooledDB", lambda i: pg_op(db.connection, lambda c: c.close()), None),
+        ]
+        for _, make, fixed in workloads:  # warm-up
+            run_threads(make, fixed or 8, min(0.3, s.seconds2))
+        for pool in pk_pools.values():
+            pool.pop_stats()
+
+        runs: dict[int, dict[str, list[ThreadRun]]] = {
+            t: {name: [] for name, _, _ in workloads} for t in s.thread_counts}
+        done = 0
+        for r in range(s.rounds2):
+            if r >= 3 and budget.expired():
+                print(f"  (time budget reached: {r} rounds instead of {s.rounds2})")
+                break
+            for threads in s.thread_counts:
+                k = r % len(workloads)
+                for name, make, fixed in workloads[k:] + workloads[:k]:
+                    gc.collect()
+                    run = run_threads(make, fixed or threads, s.seconds2)
+                    pk_pool = pk_pools.get(name)
+                    if pk_pool is not None:
+                        st = pk_pool.pop_stats()
+                        reqs = max(1, int(st["requests_num"]))
+                        run.extra = {"handoffs_per_op": st["handoffs_num"] / reqs,
+                                     "reuses_per_op": st["lease_reuses_num"] / reqs}
+                    runs[threads][name].append(run)
+            done += 1
+
+    for threads in s.thread_counts:
+        base = [run.qps for run in runs[threads][ded]]
+        rows = []
+        section: dict[str, Any] = {}
+        for name, per in runs[threads].items():
+            rel = [run.qps / b for run, b in zip(per, base, strict=True)]
+            fair = [run.fairness for run in per]
+            p99 = [percentile(run.latencies, 0.99) * 1e3 for run in per]
+            p50 = [percentile(run.latencies, 0.50) * 1e3 for run in per]
+            hand = [run.extra["handoffs_per_op"] for run in per if run.extra]
+            n_thr = POOL_SIZE if name == ded else threads
+            rows.append([name, n_thr, f"{median(run.qps for run in per):,.0f}", fmt_ratio(rel),
+                         fmt_ratio(fair), f"{median(p50):.2f}", f"{median(p99):.2f}",
+                         f"{median(hand):.3f}" if hand else "-"])
+            section[name] = {"qps": [run.qps for run in per], "ratio": rel, "fairness": fair,
+                             "p50_ms": p50, "p99_ms": p99, "handoffs_per_op": hand}
+            if name in (pk2_name, pk0_name):
+                verdict(f"section 2, {threads} threads, {name}: throughput", median(rel),
+                        ">=", 0.80)
+                verdict(f"section 2, {threads} threads, {name}: fairness", median(fair),
+                        ">=", 0.80)
+        print_table(
+            f"2. SELECT 1, {threads} threads sharing {POOL_SIZE} connections, PostgreSQL "
+            f"({done} rounds x {s.seconds2:g} s per contender)",
+            ["contender", "threads", "queries/s", "x dedicated (median, range)",
+             "fairness (median, range)", "p50 ms", "p99 ms", "hand-offs/op"], rows,
+            ["x dedicated: queries/s over those of 4 threads on 4 dedicated connections "
+             "in the same round",
+             "fairness: fewest / most queries per thread over the run; hand-offs/op: "
+             "poolkeeper's handoffs_num / requests_num",
+             "target: poolkeeper >= 0.80x dedicated with fairness >= 0.80",
+             load_note(load0)])
+        out[str(threads)] = section
+    results["section2"] = out
+
+
+# ============================================================================ section 3
+def query_loop(borrow: Callable[[], Any], give_back: Callable[[Any], None]) -> Run:
+    def run(n: int) -> None:
+        for _ in range(n):
+            conn = borrow()
+            cur = conn.cursor()
+            cur.execute(QUERY)
+            cur.fetchone()
+            cur.close()
+            give_back(conn)
+    return run
+
+
+def raw_loop(conn: Any) -> Run:
+    def run(n: int) -> None:
+        cursor = conn.cursor
+        for _ in range(n):
+            cur = cursor()
+            cur.execute(QUERY)
+            cur.fetchone()
+            cur.close()
+    return run
+
+
+def pk_with_loop(pool: Pool) -> Run:
+    def run(n: int) -> None:
+        connection = pool.connection
+        for _ in range(n):
+            with connection() as conn:
+                cur = conn.cursor()
+                cur.execute(QUERY)
+                cur.fetchone()
+                cur.close()
+    return run
+
+
+#: the same pool without per-statement SQL statistics, to show what they cost
+NOSTATS = "poolkeeper with connection(), stats=False"
+
+
+def section3(s: Settings, budget: Budget, results: dict[str, Any], server: str,
+             pinned: bool) -> None:
+    """Single-thread SELECT 1 through each pool relative to a raw connection."""
+    load0 = loadavg()
+    with contextlib.ExitStack() as stack:
+        if pinned:
+            stack.callback(pin_current_thread, pin_current_thread({0}))
+        if server == "PostgreSQL":
+            raw = pg_raw()
+            stack.callback(raw.close)
+            pk = open_poolkeeper(pg_dsn(), "bench-s3-pg")
+            stack.callback(pk.close)
+            pkn = open_poolkeeper(pg_dsn(), "bench-s3-pg-nostats", stats=False)
+            stack.callback(pkn.close)
+            pp = open_psycopg_pool("bench-s3")
+            stack.callback(pp.close)
+            qp = open_queuepool(pg_raw)
+            stack.callback(qp.dispose)
+            db = open_pooleddb(psycopg, conninfo=pg_dsn(), autocommit=True)
+            stack.callback(db.close)
+            contenders: list[tuple[str, Run]] = [
+                ("raw psycopg connection", raw_loop(raw)),
+                ("poolkeeper with connection()", pk_with_loop(pk)),
+                ("poolkeeper getconn/putconn", query_loop(pk.getconn, pk.putconn)),
+                (NOSTATS, pk_with_loop(pkn)),
+                ("psycopg_pool getconn/putconn", query_loop(pp.getconn, pp.putconn)),
+                ("SQLAlchemy QueuePool", query_loop(qp.connect, lambda c: c.close())),
+                ("DBUtils PooledDB", query_loop(db.connection, lambda c: c.close())),
+            ]
+            target = 1.03
+            if pinned:
+                n = pin_pg_backends(raw, {0})
+                where = (f"client and its {n} server processes pinned to CPU 0" if n else
+                         "client pinned to CPU 0 (server processes could not be pinned)")
+            else:
+                where = "unpinned: the OS places client and server (noisy)"
+        else:
+            params = mysql_params(MYSQL_DSN)
+            raw = mysql_raw()
+            stack.callback(raw.close)
+            pk = open_poolkeeper(MYSQL_DSN, "bench-s3-mysql")
+            stack.callback(pk.close)
+            pkn = open_poolkeeper(MYSQL_DSN, "bench-s3-mysql-nostats", stats=False)
+            stack.callback(pkn.close)
+            qp = open_queuepool(mysql_raw)
+            stack.callback(qp.dispose)
+            db = open_pooleddb(pymysql, autocommit=True, **params)
+            stack.callback(db.close)
+            contenders = [
+                ("raw PyMySQL connection", raw_loop(raw)),
+                ("poolkeeper with connection()", pk_with_loop(pk)),
+                ("poolkeeper getconn/putconn", query_loop(pk.getconn, pk.putconn)),
+                (NOSTATS, pk_with_loop(pkn)),
+                ("SQLAlchemy QueuePool", query_loop(qp.connect, lambda c: c.close())),
+                ("DBUtils PooledDB", query_loop(db.connection, lambda c: c.close())),
+            ]
+            target = 1.05
+            # The server threads are shared with other users of the server: never pinned.
+            where = "client pinned to CPU 0" if pinned else "unpinned"
+        timing = interleave(contenders, rounds=s.rounds3, chunks=s.chunks3, n=s.queries3,
+                            budget=budget)
+        validations = pk.stats()["validations_num"]
+    ref = contenders[0][0]
+    rel = ratios(timing.wall, ref)
+    raw_cpu = median(timing.cpu[ref])
+    rows = [[name, f"{median(timing.wall[name]) * 1e6:.1f}", fmt_ratio(rel[name]),
+             f"{median(timing.cpu[name]) * 1e6:.1f}",
+             f"{(median(timing.cpu[name]) - raw_cpu) * 1e6:+.1f}"]
+            for name in timing.wall]
+    label = f"{server}, {where}"
+    print_table(
+        f"3. single-thread SELECT 1 (borrow, execute, fetch, return), {label} "
+        f"({len(timing.wall[ref])} rounds x {s.chunks3 * s.queries3} queries)",
+        ["contender", "wall us/query", "x raw (wall)", "client CPU us/query",
+         "CPU over raw"], rows,
+        [f"target: poolkeeper <= {target:.2f}x raw (wall); poolkeeper validations (pings) "
+         f"during the run: {validations}", load_note(load0)])
+    for name in ("poolkeeper with connection()", "poolkeeper getconn/putconn", NOSTATS):
+        verdict(f"section 3, {server} ({'pinned' if pinned else 'unpinned'}), {name}",
+                median(rel[name]), "<=", target)
+    key = f"section3_{server}_{'pinned' if pinned else 'unpinned'}"
+    results[key] = {"setup": where, "ratio_to": ref, "wall_s": timing.wall,
+                    "cpu_s": timing.cpu, "ratios_wall": rel}
+
+
+# ============================================================================ main
+VERDICTS: list[str] = []
+
+
+def verdict(what: str, value: float, op: str, target: float) -> None:
+    ok = value <= target if op == "<=" else value >= target
+    mark = "MET   " if ok else "MISSED"
+    VERDICTS.append(f"{mark} {what}: {value:.2f} (target {op} {target:.2f})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run (about 35 s)")
+    parser.add_argument("--sections", default="1,2,3", help="comma-separated: 1,2,3 (default all)")
+    parser.add_argument("--rounds", type=int, help="rounds per section (overrides the preset)")
+    parser.add_argument("--seconds", type=float, help="seconds per contender run in section 2")
+    parser.add_argument("--json", metavar="PATH", help="also write every per-round figure here")
+    args = parser.parse_args(argv)
+    s = QUICK if args.quick else FULL
+    if args.rounds:
+        s = dataclasses.replace(s, rounds1=args.rounds, rounds2=args.rounds, rounds3=args.rounds)
+    if args.seconds:
+        s = dataclasses.replace(s, seconds2=args.seconds)
+    sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    logging.basicConfig(level=logging.WARNING)
+
+    print(f"poolkeeper benchmarks ({'quick' if args.quick else 'full'}): {machine_summary()}")
+    print(versions("poolkeeper", "psycopg", "psycopg-pool", "SQLAlchemy", "DBUtils", "PyMySQL"))
+    print(code_fingerprint())
+    print(f"pool size {POOL_SIZE}, autocommit everywhere, query {QUERY!r}")
+    results: dict[str, Any] = {"machine": machine_summary(), "code": code_fingerprint(),
+                               "quick": args.quick}
+    started = time.monotonic()
+    if "1" in sections:
+        section1(s, Budget(s.budget_s), results)
+    if "2" in sections:
+        section2(s, Budget(s.budget_s), results)
+    if "3" in sections:
+        section3(s, Budget(s.budget_s / 3), results, "PostgreSQL", pinned=True)
+        if s.unpinned3:
+            section3(s, Budget(s.budget_s / 3), results, "PostgreSQL", pinned=False)
+        section3(s, Budget(s.budget_s / 3), results, "MariaDB", pinned=True)
+    print(f"\nTargets ({time.monotonic() - started:.0f} s):")
+    for line in VERDICTS:
+        print(f"  {line}")
+    results["verdicts"] = VERDICTS
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
