@@ -15,7 +15,9 @@ from poolkeeper.errors import PoolClosed
 
 
 def _slot(i: int, now: float = 0.0) -> Slot:
-    return Slot(i, object(), now=now, expires_at=math.inf, idle_timeout=math.inf, generation=0)
+    slot = Slot(i, object(), now=now, expires_at=math.inf, idle_timeout=math.inf, generation=0)
+    slot.borrow_thread = threading.get_ident()  # borrowed by this (the test's) thread
+    return slot
 
 
 def _bag_with(n: int, lease_s: float = 0.0) -> Bag:
@@ -32,8 +34,8 @@ def test_borrow_prefers_the_most_recently_returned_slot() -> None:
     a = bag.acquire(lease, 1.0)
     b = bag.acquire(lease, 1.0)
     assert isinstance(a, Slot) and isinstance(b, Slot)
-    bag.release(a, None, 2.0, 1.0)
-    bag.release(b, None, 3.0, 1.0)
+    bag.release(a, lease, 2.0, 1.0)
+    bag.release(b, lease, 3.0, 1.0)
     assert bag.acquire(lease, 4.0) is b  # LIFO keeps the warm connection busy, the cold one ages
 
 
@@ -44,7 +46,7 @@ def test_waiters_queue_only_when_nothing_is_idle_and_get_a_direct_hand_off() -> 
     assert isinstance(slot, Slot)
     waiter = bag.acquire(ThreadLease(), 0.0)
     assert isinstance(waiter, Waiter)
-    bag.release(slot, None, 1.0, 1.0)
+    bag.release(slot, lease, 1.0, 1.0)
     assert waiter.slot is slot and not bag.idle  # never passed through the idle stack
     assert bag.wait(waiter, deadline=math.inf) is slot
 

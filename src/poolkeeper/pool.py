@@ -48,6 +48,7 @@ logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _getframe = sys._getframe
+_new_object = object.__new__
 _IN_USE = SlotState.IN_USE
 _pool_ids = itertools.count(1)
 _slot_ids = itertools.count(1)
@@ -191,7 +192,7 @@ class Pool:
         self._borrow_extras = self._borrow_extras or self._monitored
         self._worker = Worker(self.name)
         self._thread_records = [self.monitor.track("thread", t) for t in self._worker.threads]
-        self._in_transaction = self.driver.in_transaction
+        self._tx_state, self._tx_idle = self.driver.transaction_probe()
         # Execute hooks, innermost first: the statement cache governs what the driver
         # prepares; statistics time everything inside them.
         self._stmt_cache = StatementCacheHook.from_config(config, self.driver.name)
@@ -244,9 +245,16 @@ class Pool:
         # Who to blame in timeout, leak and abandon reports: the caller's frame, formatted
         # only when a report is written.
         frame = _getframe(1)
-        slot.borrow_code = frame.f_code
-        slot.borrow_lasti = frame.f_lasti
-        proxy = ConnectionProxy(self, slot)
+        slot.borrow_code = code = frame.f_code
+        slot.borrow_lasti = lasti = frame.f_lasti
+        # ConnectionProxy.__init__ inlined: a Python frame less on every borrow.
+        proxy = _new_object(ConnectionProxy)
+        proxy._pool = self
+        proxy._slot = slot
+        proxy._raw = slot.raw
+        proxy._cursors = None
+        proxy._code = code
+        proxy._line = lasti
         if self._borrow_extras:
             self._extras_on_borrow(slot, proxy, frame)
         return proxy
@@ -308,7 +316,7 @@ class Pool:
         slot = self._bag.wait(waiter, deadline)
         if slot is None:
             raise self._timeout_error(_monotonic() - waiter.since)
-        self._tls.lease_start = _monotonic()
+        slot.lease_start = _monotonic()
         return slot
 
     def _give_back(self, proxy: ConnectionProxy, commit: bool | None) -> None:
@@ -325,7 +333,7 @@ class Pool:
             proxy._close_cursors()
         proxy.__class__ = ReturnedConnection  # type: ignore[assignment]
         failure: BaseException | None = None
-        if slot.broken or self._in_transaction(raw) is not False or slot.autocommit_was is not None:
+        if slot.broken or self._tx_state(raw) != self._tx_idle or slot.autocommit_was is not None:
             failure = self._slow_reset(slot, raw, commit)
         now = _monotonic()
         rare = (slot.broken or slot.expires_at <= now or slot.generation != self._bag.generation
@@ -336,8 +344,7 @@ class Pool:
             return
         slot.last_used = slot.last_alive = now
         slot.sql = None  # never keep a (possibly huge) statement alive while idle
-        lease = self._tls if slot.borrow_thread == _get_ident() and not slot.dirty else None
-        if not self._bag.release(slot, lease, now, now - slot.borrowed_at):
+        if not self._bag.release(slot, self._tls, now, now - slot.borrowed_at):
             self._close_raw(slot, CloseReason.POOL_CLOSED)
         if failure is not None:
             raise failure

@@ -117,6 +117,8 @@ class ConnectionProxy(_ConnectionState):
     __slots__ = ()
 
     def __init__(self, pool: Pool, slot: Slot) -> None:
+        # Pool.connection() builds proxies with these same fields without calling __init__
+        # (a Python frame less on the hot path); keep the two in step.
         self._pool = pool
         self._slot = slot
         self._raw = slot.raw

@@ -37,6 +37,7 @@ __all__ = ["HISTOGRAM_BOUNDS_MS", "Bag", "ThreadLease", "Waiter"]
 _IDLE, _IN_USE, _PARKED, _RESERVED = (SlotState.IDLE, SlotState.IN_USE, SlotState.PARKED,
                                       SlotState.RESERVED)
 _monotonic = time.monotonic
+_get_ident = threading.get_ident
 
 #: upper bounds (ms, inclusive like Prometheus' ``le``) of the wait / usage histogram buckets;
 #: the last bucket is open-ended
@@ -46,11 +47,11 @@ _FIRST_BOUND_S = _BOUNDS_S[0]
 
 
 class ThreadLease(threading.local):
-    """Per-thread lease state: the slot parked for this thread and when its lease began."""
+    """Per-thread lease state: the slot parked for this thread (the lease's start is kept on
+    the slot itself, so the common path never touches this thread-local)."""
 
     def __init__(self) -> None:
         self.parked: Slot | None = None
-        self.lease_start = 0.0
 
 
 class Waiter:
@@ -117,7 +118,7 @@ class Bag:
             if self.idle:
                 slot = self.idle.pop()
                 slot.state = _IN_USE
-                lease.lease_start = now
+                slot.lease_start = now
                 self.wait_hist[0] += 1
                 return slot
             if self.max_waiting and len(self.waiters) >= self.max_waiting:
@@ -162,11 +163,12 @@ class Bag:
             return waiter.slot
 
     # ------------------------------------------------------------------ return
-    def release(self, slot: Slot, lease: ThreadLease | None, now: float, usage_s: float) -> bool:
+    def release(self, slot: Slot, lease: ThreadLease, now: float, usage_s: float) -> bool:
         """Give a healthy slot back: park it, hand it to the oldest waiter, or make it idle.
 
-        ``lease`` is None when the slot may not be parked (open transaction, or returned by a
-        thread other than the borrower). False means the bag is closed: close the connection.
+        ``lease`` is the returning thread's. A slot is parked only for the thread that
+        borrowed it and only with no transaction left open (``slot.dirty``). False means the
+        bag is closed: close the connection.
         """
         with self.lock:
             self.usage_s += usage_s
@@ -178,11 +180,12 @@ class Bag:
                 slot.state = SlotState.CLOSED
                 return False
             if self.waiters:
-                if (lease is not None and self.lease_s > 0.0 and lease.parked is None
-                        and now - lease.lease_start < self.lease_s):
+                if (self.lease_s > 0.0 and now - slot.lease_start < self.lease_s
+                        and lease.parked is None and not slot.dirty
+                        and slot.borrow_thread == _get_ident()):
                     slot.state = _PARKED
                     slot.parked_by = lease
-                    slot.parked_until = lease.lease_start + self.lease_s
+                    slot.parked_until = slot.lease_start + self.lease_s
                     lease.parked = slot
                     self.parked.append(slot)
                     self.lease_parks += 1

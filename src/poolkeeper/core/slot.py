@@ -60,6 +60,7 @@ class Slot:
         "last_alive",
         "last_used",
         "leak_reported",
+        "lease_start",
         "mon",
         "parked_by",
         "parked_until",
@@ -100,6 +101,7 @@ class Slot:
         self.proxy_ref: Any = None
         self.mon: Any = None  #: the resource monitor's record of this connection, if any
         # lease parking (see Bag)
+        self.lease_start = 0.0  #: when the current holder got it from the idle stack or a hand-off
         self.parked_by: Any = None
         self.parked_until = 0.0
 

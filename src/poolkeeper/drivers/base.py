@@ -75,6 +75,15 @@ class Driver:
         """
         return True
 
+    def transaction_probe(self) -> tuple[Callable[[Any], Any], Any]:
+        """A fast getter of the transaction state and the value it returns for "none open".
+
+        The pool calls the getter on every return; a driver whose state is one attribute away
+        returns a C-level ``operator.attrgetter`` (no Python frame); any other value than the
+        "none open" one sends the return down the careful path (:meth:`in_transaction`).
+        """
+        return self.in_transaction, False
+
     def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
         """Whether the connection is unusable, judged from local state and the error seen."""
         return False

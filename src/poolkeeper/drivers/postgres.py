@@ -8,6 +8,7 @@ on the socket with a deadline, so a validation can never hang longer than valida
 from __future__ import annotations
 
 import math
+import operator
 import select
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -59,6 +60,11 @@ class PostgresDriver(Driver):
         if status in (_INTRANS, _INERROR):
             return True
         return None  # a query still running (ACTIVE) or a lost connection (UNKNOWN)
+
+    def transaction_probe(self) -> tuple[Callable[[Any], Any], Any]:
+        # libpq's status as a C-level attribute read: IDLE (0) means nothing to reset; a
+        # closed connection reads UNKNOWN and takes the careful path.
+        return operator.attrgetter("pgconn.transaction_status"), _IDLE
 
     def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
         if raw.closed or raw.broken:
