@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -139,7 +140,7 @@ def test_doctor_exits_two_when_the_config_cannot_be_read(
 
 # ----------------------------------------------------------------------------- top
 def test_top_once_shows_each_pool_of_a_console(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("rich")
+    importlib.import_module("rich")
     with Pool("sqlite://:memory:", max_size=4, name="topshop") as pool:
         for _ in range(10):
             with pool.connection() as conn:
@@ -151,7 +152,7 @@ def test_top_once_shows_each_pool_of_a_console(capsys: pytest.CaptureFixture[str
 
 
 def test_top_counts_refreshes_and_stops(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("rich")
+    importlib.import_module("rich")
     with Pool("sqlite://:memory:", max_size=2, name="counted") as pool, \
             serve([pool]) as handle:
         assert main(["top", handle.url, "--count", "2", "--interval", "0.05"]) == 0
@@ -210,7 +211,7 @@ def test_console_command_serves_a_pool_until_stopped(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- load
 def test_load_puts_csv_and_jsonl_files_into_a_table(
         any_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("poolkeeper.loader")
+    importlib.import_module("poolkeeper.loader")
     from ._db import count_rows, create_table, drop_table, unique_table
 
     table = unique_table("pkload")
@@ -237,7 +238,7 @@ def test_load_puts_csv_and_jsonl_files_into_a_table(
 
 def test_load_says_what_is_wrong_with_bad_input(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("poolkeeper.loader")
+    importlib.import_module("poolkeeper.loader")
     dsn = f"sqlite:///{tmp_path / 'l.db'}"
     assert main(["load", "--dsn", dsn, "t", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err

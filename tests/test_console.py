@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import importlib
 import json
 import logging
 import socket
@@ -254,7 +255,7 @@ def test_dsn_password_and_sql_literals_never_appear(pg_dsn: str) -> None:
 
 
 def test_sql_page_sorts_by_the_requested_column(sqlite_dsn: str) -> None:
-    hook_module = pytest.importorskip("poolkeeper.sql.hook")
+    hook_module = importlib.import_module("poolkeeper.sql.hook")
     with Pool(sqlite_dsn, max_size=2, name="sorted") as pool:
         hooks = [] if hasattr(pool, "sql_stats") else [
             hook_module.StatsHook.from_config(pool.config, pool.driver.name)]
@@ -287,7 +288,7 @@ def test_sql_page_sorts_by_the_requested_column(sqlite_dsn: str) -> None:
 
 
 def test_admin_query_box_runs_a_select_and_refuses_writes(console: ConsoleHandle) -> None:
-    pytest.importorskip("poolkeeper.observe.admin")
+    importlib.import_module("poolkeeper.observe.admin")
     q = urllib.parse.quote
     data = json.loads(get(console.url + "api/query?sql=" + q(
         "select name, max_size from pools"))[1])
@@ -302,7 +303,7 @@ def test_admin_query_box_runs_a_select_and_refuses_writes(console: ConsoleHandle
 
 
 def test_metrics_endpoint_serves_prometheus_text(console: ConsoleHandle) -> None:
-    pytest.importorskip("prometheus_client")
+    importlib.import_module("prometheus_client")
     status, text, headers = get(console.url + "metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert 'poolkeeper_connections_max{pool="shop"} 3.0' in text
@@ -339,7 +340,7 @@ def test_history_is_bounded_per_pool_and_in_pools(pool: Pool) -> None:
 
 
 def test_console_history_registers_in_the_ledger_until_stopped(pool: Pool) -> None:
-    memory = pytest.importorskip("poolkeeper.observe.memory")
+    memory = importlib.import_module("poolkeeper.observe.memory")
     handle = serve([pool])
     try:
         assert "console history" in [e.name for e in memory.LEDGER.entries()]

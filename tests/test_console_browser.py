@@ -10,6 +10,7 @@ Needs Debian's ``chromium``; skipped with the reason when it is absent, unless
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -221,7 +222,7 @@ def test_caches_page_shows_the_cache_counters(live: Live) -> None:
 
 
 def test_resources_page_groups_by_site_with_the_stack(live: Live) -> None:
-    monitor = pytest.importorskip("poolkeeper.observe.monitor").MONITOR
+    monitor = importlib.import_module("poolkeeper.observe.monitor").MONITOR
     was_on = monitor.enabled
     monitor.enable()
     token = monitor.track("spill_file", size=4096)  # this line is the expected site
@@ -248,7 +249,7 @@ def test_memory_page_shows_process_memory_and_the_ledger(live: Live) -> None:
 
 
 def test_query_page_answers_a_select_over_the_admin_tables(live: Live) -> None:
-    pytest.importorskip("poolkeeper.observe.admin")
+    importlib.import_module("poolkeeper.observe.admin")
     sql = quote("select name, max_size, driver from pools")
     _before, page, _after = live.visit(f"/query?sql={sql}", "query")
     cells = dict(page.values.get("", []))

@@ -28,6 +28,7 @@ from .errors import (
     QueryTimeout,
     TooManyWaiting,
 )
+from .loader import Loader, load_files
 from .observe.memory import MemoryWatchdog
 from .observe.monitor import MONITOR, register_pool
 from .pool import CloseReason, Pool
@@ -52,6 +53,7 @@ __all__ = [
     "ConnectionReclaimed",
     "ConnectionReturned",
     "CursorProxy",
+    "Loader",
     "LoaderBackpressure",
     "LoaderError",
     "MemoryWatchdog",
@@ -69,6 +71,7 @@ __all__ = [
     "__version__",
     "admin",
     "fingerprint",
+    "load_files",
     "mask_dsn",
     "parse_dsn",
     "redact",

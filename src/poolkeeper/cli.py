@@ -475,7 +475,8 @@ def _load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", default="64MB",
                    help="memory the loader may buffer across tables (default 64MB)")
     p.add_argument("--rejects", help="write rows the database refuses to this file "
-                                     "(default: the first refused row stops the load)")
+                                     "(default: good rows still load, and refused rows make "
+                                     "the command fail at the end)")
     p.add_argument("--max-size", type=int, default=4, help="pool max_size (default 4)")
 
 

@@ -1,0 +1,379 @@
+"""The bulk loader against each database's own fastest path, and its memory with 10,000 tables.
+
+    .venv/bin/python benchmarks/bench_loader.py            # full run: 1,000,000 rows, 3 rounds
+    .venv/bin/python benchmarks/bench_loader.py --quick    # 100,000 rows, 1 round, < 60 s
+    .venv/bin/python benchmarks/bench_loader.py --sections pg,rss --rows 200000 --rounds 5
+
+Sections (issue 7, "Benchmarks"), rows of a 6-column table (bigint, text, numeric, float,
+timestamptz, text), each contender in one transaction per run, time until everything is
+committed:
+
+- ``pg``: ``Loader.write()`` per row vs raw psycopg ``COPY`` (``Copy.write_row`` per row) vs
+  psycopg ``executemany`` (targets: >= 0.85x COPY, >= 10x executemany);
+- ``mysql``: ``Loader.write()`` vs PyMySQL ``executemany`` (which already folds rows into
+  multi-row INSERTs; target >= 5x);
+- ``sqlite``: ``Loader.write()`` vs sqlite3 ``executemany`` (for reference; no target);
+- ``rss``: a child process writes to 10,000 SQLite tables through a small budget; its peak RSS
+  growth must stay within the budget plus a fixed overhead, or this script exits 1.
+
+Method: contenders alternate inside every round, in an order rotated round by round, and
+ratios are computed per round (median and range reported): the 2-core machine is shared, and
+a single measurement can be off by 2x. executemany is slow enough that it runs on at most
+``--slow-rows`` rows; rows/s is a rate, comparable across row counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from _common import (
+    MYSQL_DSN,
+    PG_DSN,
+    fmt_ratio,
+    load_note,
+    loadavg,
+    machine_summary,
+    median,
+    mysql_params,
+    print_table,
+    rss_bytes,
+    versions,
+)
+
+from poolkeeper import Pool
+from poolkeeper.loader import Loader
+
+COLUMNS = ("id", "name", "amount", "score", "created", "note")
+_N = 1024
+_NAMES = [f"customer-{i:05d} ünïcode" for i in range(_N)]
+_AMOUNTS = [Decimal(f"{i * 37 % 100000}.{i % 100:02d}") for i in range(_N)]
+_TIMES = [dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=i * 997)
+          for i in range(_N)]
+_NOTES = [f"note {i} with\ttab" if i % 50 == 0 else f"note {i}" for i in range(_N)]
+
+
+def rows(n: int) -> Iterator[tuple[Any, ...]]:
+    """The same rows for every contender (built on the fly, at the same cost for all)."""
+    names, amounts, times, notes = _NAMES, _AMOUNTS, _TIMES, _NOTES
+    for i in range(n):
+        k = i & (_N - 1)
+        yield (i, names[k], amounts[k], i * 0.25, times[k], notes[k])
+
+
+def ddl(driver: str, table: str) -> str:
+    if driver == "postgresql":
+        return (f"CREATE TABLE {table} (id bigint, name text, amount numeric(12,2), "
+                "score float8, created timestamptz, note text)")
+    if driver == "mysql":
+        return (f"CREATE TABLE {table} (id BIGINT, name VARCHAR(100), amount DECIMAL(12,2), "
+                "score DOUBLE, created DATETIME(6), note VARCHAR(100)) ENGINE=InnoDB "
+                "DEFAULT CHARSET=utf8mb4")
+    return (f"CREATE TABLE {table} (id INTEGER, name TEXT, amount TEXT, score REAL, "
+            "created TEXT, note TEXT)")
+
+
+# ---------------------------------------------------------------------------- contenders
+def run_loader(pool: Pool, table: str, n: int, budget: int) -> float:
+    start = time.perf_counter()
+    with Loader(pool, budget_bytes=budget, columns={table: COLUMNS}, max_age_s=None) as loader:
+        write = loader.write
+        for row in rows(n):
+            write(table, row)
+    return time.perf_counter() - start
+
+
+def run_pg_copy(dsn: str, table: str, n: int) -> float:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        start = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy:
+            write_row = copy.write_row
+            for row in rows(n):
+                write_row(row)
+        conn.commit()
+        return time.perf_counter() - start
+
+
+def run_pg_executemany(dsn: str, table: str, n: int) -> float:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        start = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, %s)", rows(n))
+        conn.commit()
+        return time.perf_counter() - start
+
+
+def run_mysql_executemany(dsn: str, table: str, n: int) -> float:
+    import pymysql
+
+    conn = pymysql.connect(**mysql_params(dsn), charset="utf8mb4")
+    try:
+        start = time.perf_counter()
+        with conn.cursor() as cur:
+            # PyMySQL's fast path: rows folded into multi-row INSERTs of up to 1 MB each.
+            cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, %s)",
+                            [(*r[:4], r[4].replace(tzinfo=None), r[5]) for r in rows(n)])
+        conn.commit()
+        return time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def run_sqlite_executemany(path: str, table: str, n: int) -> float:
+    conn = sqlite3.connect(path)
+    try:
+        start = time.perf_counter()
+        conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
+                         ((r[0], r[1], str(r[2]), r[3], r[4].isoformat(" "), r[5])
+                          for r in rows(n)))
+        conn.commit()
+        return time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------- sections
+def _reset(pool: Pool, table: str, driver: str) -> None:
+    with pool.connection() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(ddl(driver, table))
+
+
+def _count(pool: Pool, table: str) -> int:
+    with pool.connection() as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def compare(title: str, pool: Pool, table: str, contenders: dict[str, tuple[Callable[[int],
+            float], int]], baseline: str, rounds: int,
+            targets: dict[str, tuple[str, float]]) -> list[str]:
+    """Run every contender each round (rotated order); print rows/s and per-round ratios."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    ratios: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    before = loadavg()
+    driver = pool.driver.name
+    names = list(contenders)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        this: dict[str, float] = {}
+        for name in order:
+            fn, n = contenders[name]
+            _reset(pool, table, driver)
+            cpu_start = time.process_time()
+            seconds = fn(n)
+            cpu[name].append((time.process_time() - cpu_start) / n * 1e6)
+            got = _count(pool, table)
+            if got != n:
+                raise SystemExit(f"{title}: {name} loaded {got} rows of {n}")
+            this[name] = n / seconds
+            rates[name].append(this[name])
+        for name in names:
+            ratios[name].append(this["loader"] / this[name])
+    _reset(pool, table, driver)
+    with pool.connection() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    table_rows = []
+    failures = []
+    for name in names:
+        n = contenders[name][1]
+        ratio = "-" if name == "loader" else fmt_ratio(ratios[name])
+        target = targets.get(name)
+        verdict = ""
+        if target is not None:
+            ok = median(ratios[name]) >= target[1]
+            verdict = f"{target[0]} {'ok' if ok else 'MISSED'}"
+            if not ok:
+                failures.append(f"{title}: loader vs {name} {median(ratios[name]):.2f}x, "
+                                f"target {target[0]}")
+        table_rows.append((name, f"{n:,}", f"{median(rates[name]):,.0f}", ratio, verdict,
+                           f"{median(cpu[name]):.2f}"))
+    print_table(f"{title} ({rounds} round(s))",
+                ["contender", "rows", "rows/s (median)", "loader / it (median, range)",
+                 "target", "client CPU us/row"], table_rows,
+                notes=[load_note(before),
+                       "client CPU: this process's CPU time (all its threads) per row; the "
+                       "least noisy figure on a shared machine"])
+    _ = baseline
+    return failures
+
+
+def section_pg(n: int, slow: int, rounds: int, budget: int) -> list[str]:
+    table = "bench_loader_pg"
+    with Pool(PG_DSN, max_size=3) as pool:
+        return compare("PostgreSQL", pool, table, {
+            "loader": (lambda k: run_loader(pool, table, k, budget), n),
+            "COPY (psycopg write_row)": (lambda k: run_pg_copy(PG_DSN, table, k), n),
+            "executemany (psycopg)": (lambda k: run_pg_executemany(PG_DSN, table, k), slow),
+        }, "loader", rounds, {"COPY (psycopg write_row)": (">= 0.85x", 0.85),
+                              "executemany (psycopg)": (">= 10x", 10.0)})
+
+
+def section_mysql(n: int, slow: int, rounds: int, budget: int) -> list[str]:
+    table = "bench_loader_my"
+    with Pool(MYSQL_DSN, max_size=3) as pool:
+        with pool.connection() as conn:
+            infile = conn.execute("SELECT @@GLOBAL.local_infile").fetchone()[0]
+        print(f"\nMariaDB @@local_infile = {infile} (the loader uses "
+              f"{'LOAD DATA LOCAL INFILE' if int(infile) else 'multi-row INSERT'})")
+        return compare("MariaDB", pool, table, {
+            "loader": (lambda k: run_loader(pool, table, k, budget), n),
+            "executemany (PyMySQL)": (lambda k: run_mysql_executemany(MYSQL_DSN, table, k),
+                                      slow),
+        }, "loader", rounds, {"executemany (PyMySQL)": (">= 5x", 5.0)})
+
+
+def section_sqlite(n: int, rounds: int, budget: int) -> list[str]:
+    table = "bench_loader_lite"
+    path = os.path.join(tempfile.mkdtemp(prefix="bench-loader-"), "bench.db")
+    try:
+        with Pool(f"sqlite:///{path}", max_size=2) as pool:
+            return compare("SQLite", pool, table, {
+                "loader": (lambda k: run_loader(pool, table, k, budget), n),
+                "executemany (sqlite3)": (lambda k: run_sqlite_executemany(path, table, k), n),
+            }, "loader", rounds, {})
+    finally:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            if os.path.exists(path + suffix):
+                os.unlink(path + suffix)
+        os.rmdir(os.path.dirname(path))
+
+
+# ---------------------------------------------------------------------------- memory
+def rss_child(tables: int, per_table: int, budget: int) -> None:
+    """Runs in a fresh process: prints the peak RSS growth of a 10,000-table load as JSON."""
+    directory = tempfile.mkdtemp(prefix="bench-loader-rss-")
+    path = os.path.join(directory, "many.db")
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=60)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        return conn
+
+    setup = connect()
+    for i in range(tables):
+        setup.execute(ddl("sqlite", f"t{i}"))
+    setup.commit()
+    setup.close()
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.wait(0.002):
+            peak = max(peak, rss_bytes())
+
+    with Pool(connect=connect, driver="sqlite", max_size=2) as pool:
+        # Warm up everything that is not the loader's data (imports, codecs, the pool, the
+        # ledger) with a loader on one table, so the baseline holds the fixed costs.
+        with Loader(pool, budget_bytes=budget, columns={"t0": COLUMNS}) as warm:
+            for row in rows(100):
+                warm.write("t0", row)
+        baseline = rss_bytes()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        start = time.perf_counter()
+        with Loader(pool, budget_bytes=budget, max_age_s=None, write_timeout_s=300) as loader:
+            gen = rows(tables * per_table)
+            for r in range(per_table):
+                for i in range(tables):
+                    loader.write(f"t{i}", next(gen))
+                    _ = r
+            stats = loader.stats()
+        seconds = time.perf_counter() - start
+        stop.set()
+        sampler.join()
+        peak = max(peak, rss_bytes())
+        check = connect()
+        total = sum(check.execute(f"SELECT COUNT(*) FROM t{i}").fetchone()[0]
+                    for i in range(0, tables, max(1, tables // 100)))
+        check.close()
+    for name in os.listdir(directory):
+        os.unlink(os.path.join(directory, name))
+    os.rmdir(directory)
+    print(json.dumps({"baseline": baseline, "peak": peak,
+                      "bytes_peak": stats["bytes_peak"], "seconds": seconds,
+                      "rows": tables * per_table, "sampled_rows": total,
+                      "batches": stats["batches_committed"]}))
+
+
+def section_rss(tables: int, per_table: int, budget: int, overhead: int) -> list[str]:
+    out = subprocess.run([sys.executable, __file__, "--rss-child", str(tables), str(per_table),
+                          str(budget)], capture_output=True, text=True, timeout=1800,
+                         check=False)
+    if out.returncode != 0:
+        return [f"rss child failed: {out.stderr[-2000:]}"]
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    growth = data["peak"] - data["baseline"]
+    limit = budget + overhead
+    ok = growth <= limit
+    mib = 1 << 20
+    print_table(f"Peak RSS, {tables:,} SQLite tables x {per_table} rows", ["figure", "value"], [
+        ("budget_bytes", f"{budget / mib:.1f} MiB"),
+        ("loader bytes_peak (its own accounting)", f"{data['bytes_peak'] / mib:.2f} MiB"),
+        ("RSS before (fixed costs warmed up)", f"{data['baseline'] / mib:.1f} MiB"),
+        ("RSS peak during the load", f"{data['peak'] / mib:.1f} MiB"),
+        ("growth", f"{growth / mib:.1f} MiB"),
+        ("allowed: budget + fixed overhead", f"{limit / mib:.1f} MiB"),
+        ("rows, batches, seconds",
+         f"{data['rows']:,}, {data['batches']:,}, {data['seconds']:.1f} s"),
+        ("verdict", "ok" if ok else "EXCEEDED"),
+    ])
+    return [] if ok else [f"RSS grew {growth / mib:.1f} MiB > {limit / mib:.1f} MiB allowed"]
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--rss-child":
+        rss_child(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100,000 rows, 1 round (< 60 s)")
+    parser.add_argument("--rows", type=int, help="rows per run (default 1,000,000)")
+    parser.add_argument("--slow-rows", type=int, help="rows for executemany contenders")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3)")
+    parser.add_argument("--budget-mib", type=int, default=64, help="loader budget (64 MiB)")
+    parser.add_argument("--sections", default="pg,mysql,sqlite,rss",
+                        help="comma-separated: pg, mysql, sqlite, rss")
+    args = parser.parse_args()
+    n = args.rows or (100_000 if args.quick else 1_000_000)
+    slow = args.slow_rows or (min(n, 20_000) if args.quick else min(n, 200_000))
+    rounds = args.rounds or (1 if args.quick else 3)
+    budget = args.budget_mib << 20
+    print(f"bench_loader: {n:,} rows, executemany on {slow:,}, {rounds} round(s); "
+          f"{machine_summary()}")
+    print(versions("psycopg", "psycopg-binary", "PyMySQL"))
+    sections = {s.strip() for s in args.sections.split(",")}
+    failures: list[str] = []
+    if "pg" in sections:
+        failures += section_pg(n, slow, rounds, budget)
+    if "mysql" in sections:
+        failures += section_mysql(n, slow, rounds, budget)
+    if "sqlite" in sections:
+        failures += section_sqlite(n, rounds, budget)
+    if "rss" in sections:
+        tables = 2_000 if args.quick else 10_000
+        failures += section_rss(tables, 20, 8 << 20, 24 << 20)
+    for line in failures:
+        print(f"NOTE: {line}")
+    # Only the memory bound fails the run: speed ratios depend on a shared machine.
+    return 1 if any(f.startswith(("RSS", "rss")) for f in failures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
