@@ -43,6 +43,7 @@ entries and bytes.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 import threading
@@ -759,20 +760,36 @@ class FingerprintCache:
         self._map: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._nbytes = 0
-        self.hits = 0
+        # Hits are counted without the lock: next() on itertools.count is one C call, atomic
+        # under the GIL, so the count stays exact while the hit path takes no lock at all.
+        self._hits = itertools.count()
         self.misses = 0
         self.evictions = 0
         #: texts fingerprinted without caching because they were over max_text_chars
         self.uncacheable = 0
 
+    @property
+    def hits(self) -> int:
+        """Lookups answered from the cache."""
+        return _count_value(self._hits)
+
     def fingerprint(self, sql: str) -> str:
         """The fingerprint of ``sql``, from the cache when the same text was seen recently."""
+        # The hit path is lock-free: get and move_to_end are single C calls on an OrderedDict
+        # keyed by str (no Python-level hash/eq runs), so each is atomic under the GIL. The
+        # entry may be evicted between the two (a KeyError, ignored): that is the same as the
+        # hit happening just before the eviction. Sizes and evictions change only under the
+        # lock, so the bounds and counters stay exact.
+        m = self._map
+        hit = m.get(sql)
+        if hit is not None:
+            try:  # noqa: SIM105 - contextlib.suppress costs a `with` per hit
+                m.move_to_end(sql)
+            except KeyError:
+                pass
+            next(self._hits)
+            return hit[0]
         with self._lock:
-            hit = self._map.get(sql)
-            if hit is not None:
-                self._map.move_to_end(sql)
-                self.hits += 1
-                return hit[0]
             self.misses += 1
         fp = fingerprint(sql, self.dialect)
         if len(sql) > self.max_text_chars:
@@ -824,8 +841,14 @@ class FingerprintCache:
                 "entries": len(self._map),
                 "bytes": self._nbytes,
                 "budget_bytes": self.max_bytes,
-                "hits": self.hits,
+                "hits": _count_value(self._hits),
                 "misses": self.misses,
                 "evictions": self.evictions,
                 "uncacheable": self.uncacheable,
             }
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    """The next value of an ``itertools.count`` without consuming it (its repr is ``count(N)``;
+    __reduce__ would warn on Python 3.12+)."""
+    return int(repr(counter)[6:-1])

@@ -3,13 +3,14 @@
 Install it on a pool (``pool.add_hook(StatsHook.from_config(pool.config, pool.driver.name))``);
 the pool calls ``wrap(inner)`` once when the hook chain is built, and the returned function for
 every ``execute`` / ``executemany``. Per statement it costs a fingerprint-cache lookup (the text
-is parsed only the first time it is seen), two acquisitions of the registry's lock and two
-``perf_counter`` calls. With ``registry.enabled`` False it only checks that flag.
+is parsed only the first time it is seen, and a hit takes no lock), two acquisitions of the
+registry's lock and two ``perf_counter`` calls. With ``registry.enabled`` False it only checks
+that flag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,11 @@ class StatsHook:
         fingerprint = self.cache.fingerprint
         begin = registry.begin
         end = registry.end
+        end_ok = registry._end_ok
         fetch = self.fetch
+        # AdaptiveFetchSize.observe's lock-free early exit, inlined: a fingerprint's value
+        # only grows while it is held, so a value >= rows leaves nothing to learn.
+        seen: Mapping[str, tuple[int, int]] = fetch._seen._map if fetch is not None else {}
 
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
             if not registry._enabled:
@@ -95,7 +100,8 @@ class StatsHook:
             except BaseException as exc:
                 end(entry, perf_counter() - start, -1, exc, params, many)
                 raise
-            elapsed = perf_counter() - start
+            stop = perf_counter()  # also the entry's last-execution stamp
+            elapsed = stop - start
             # DB-API rowcount (-1: unknown). Whether it counts rows returned or changed is
             # decided once per fingerprint: reading psycopg's `description` builds objects.
             try:
@@ -104,9 +110,11 @@ class StatsHook:
                 count = -1
             if type(count) is not int:
                 count = -1
-            end(entry, elapsed, count, None, params, many)
+            end_ok(entry, elapsed, count, stop, params, many)
             if fetch is not None and count >= 0 and entry.returns_rows:
-                fetch.observe(fp, count)
+                known = seen.get(fp)
+                if known is None or count > known[0]:
+                    fetch.observe(fp, count)
             return result
 
         return execute

@@ -228,7 +228,10 @@ class SqlStatsRegistry:
         """Count one statement as running; returns the entry to pass to :meth:`end`."""
         if len(fingerprint) > self.max_fingerprint_chars:
             fingerprint = self._shorten(fingerprint)
-        with self._lock:
+        # acquire/release rather than `with`: half the cost on CPython 3.11 (~70 ns vs ~140)
+        lock = self._lock
+        lock.acquire()
+        try:
             entry = self._entries.get(fingerprint)
             if entry is None:
                 entry = self._insert(fingerprint)
@@ -237,6 +240,8 @@ class SqlStatsRegistry:
             running = entry.running = entry.running + 1
             if running > entry.running_max:  # noqa: PLR1730 - a branch is cheaper than max()
                 entry.running_max = running
+        finally:
+            lock.release()
         return entry
 
     def end(self, entry: StatementStats, elapsed_s: float, rows: int = -1,
@@ -287,6 +292,43 @@ class SqlStatsRegistry:
                     self._record_error(entry, type(error).__name__, message)
         if slow:
             self._log_slow(entry.fingerprint, elapsed_s, rows, fetched, message, params, many)
+
+    def _end_ok(self, entry: StatementStats, elapsed_s: float, rows: int, now: float,
+                params: Any, many: bool) -> None:
+        """:meth:`end` for a statement that succeeded, ``now`` being the hook's own
+        ``perf_counter()`` at its end (the hook's hot path: one clock read less, no error
+        branch). Keep in step with :meth:`end`."""
+        slow_s = self._slow_s
+        slow = slow_s is not None and elapsed_s >= slow_s
+        lock = self._lock
+        lock.acquire()  # not `with`: see begin()
+        try:
+            entry.running -= 1
+            if entry.detached:
+                self._end_detached(entry, elapsed_s, rows, slow)
+            else:
+                entry.executions += 1
+                entry.total_s += elapsed_s
+                if elapsed_s < entry.min_s:  # noqa: PLR1730 - a branch is cheaper than min()
+                    entry.min_s = elapsed_s
+                if elapsed_s > entry.max_s:  # noqa: PLR1730
+                    entry.max_s = elapsed_s
+                entry.histogram[bisect_left(_BOUNDS_S, elapsed_s)] += 1
+                entry.last_exec = now
+                if rows > 0:
+                    if entry.returns_rows:
+                        entry.rows_fetched += rows
+                        if rows > entry.rows_max:  # noqa: PLR1730
+                            entry.rows_max = rows
+                    else:
+                        entry.rows_affected += rows
+                if slow:
+                    entry.slow += 1
+        finally:
+            lock.release()
+        if slow:
+            self._log_slow(entry.fingerprint, elapsed_s, rows, entry.returns_rows, None,
+                           params, many)
 
     def record(self, fingerprint: str, elapsed_s: float, **kwargs: Any) -> None:
         """:meth:`begin` + :meth:`end` for a statement already finished (no concurrency)."""

@@ -59,6 +59,7 @@ cursor see the end of the result in the same round trip). Bounded like the cache
 from __future__ import annotations
 
 import collections
+import itertools
 import sys
 import threading
 import weakref
@@ -119,11 +120,18 @@ class StatementCache(Generic[K, V]):
         self._map: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._nbytes = 0
-        self.hits = 0
+        # Hits are counted without the lock: next() on itertools.count is one C call, atomic
+        # under the GIL, so the count stays exact on a lock-free hit path.
+        self._hits = itertools.count()
         self.misses = 0
         self.evictions = 0
         self.rejected = 0
         self.discarded = 0
+
+    @property
+    def hits(self) -> int:
+        """Lookups that found their key."""
+        return _count_value(self._hits)
 
     @property
     def accesses(self) -> int:
@@ -147,14 +155,22 @@ class StatementCache(Generic[K, V]):
 
     def get(self, key: K) -> V | None:
         """The value for ``key`` (now the most recently used), or None; counts a hit or miss."""
-        with self._lock:
-            item = self._map.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self._map.move_to_end(key)
-            self.hits += 1
+        # Lock-free when the key is there: get and move_to_end are single C calls, atomic
+        # under the GIL for keys hashed in C (str, int, bytes). An eviction racing between
+        # them (KeyError, ignored) orders this hit just before it. Sizes, bounds and the
+        # other counters change only under the lock.
+        m = self._map
+        item = m.get(key)
+        if item is not None:
+            try:  # noqa: SIM105 - contextlib.suppress costs a `with` per hit
+                m.move_to_end(key)
+            except KeyError:
+                pass
+            next(self._hits)
             return item[0]
+        with self._lock:
+            self.misses += 1
+        return None
 
     def peek(self, key: K) -> V | None:
         """The value without counting an access or changing the order."""
@@ -214,13 +230,19 @@ class StatementCache(Generic[K, V]):
                 "size": len(self._map),
                 "bytes": self._nbytes,
                 "budget_bytes": self.max_bytes,
-                "hits": self.hits,
+                "hits": (hits := self.hits),
                 "misses": self.misses,
-                "accesses": self.hits + self.misses,
+                "accesses": hits + self.misses,
                 "evictions": self.evictions,
                 "rejected": self.rejected,
                 "discarded": self.discarded,
             }
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    """The next value of an ``itertools.count`` without consuming it (its repr is ``count(N)``;
+    __reduce__ would warn on Python 3.12+)."""
+    return int(repr(counter)[6:-1])
 
 
 # ----------------------------------------------------------------------------- policy
@@ -337,10 +359,15 @@ class StatementCacheHook:
             return inner
         cap = policy.max_statement_bytes
         state_of = self._state
+        states = self._states  # never rebound, only mutated
 
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
             conn = raw.connection
-            state = state_of(conn)
+            # _state()'s fast path inlined (a call less per statement); a miss or a reused
+            # id goes through _state(), which checks again under its rules.
+            state = states.get(id(conn))
+            if state is None or state.ref() is not conn:
+                state = state_of(conn)
             text = query if type(query) is str else query_text(query, raw)
             size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
             if size > cap or policy.max_statements == 0:
@@ -353,7 +380,16 @@ class StatementCacheHook:
                     conn.prepare_threshold = saved
             key = hash(text)
             cache = state.cache
-            if cache.get(key) is None:
+            # StatementCache.get's lock-free hit path, inlined (a call less per statement);
+            # a miss goes through get() to be counted, then put().
+            m = cache._map
+            if m.get(key) is not None:
+                try:  # noqa: SIM105 - contextlib.suppress costs a `with` per hit
+                    m.move_to_end(key)
+                except KeyError:  # evicted meanwhile: the hit came just before
+                    pass
+                next(cache._hits)
+            elif cache.get(key) is None:
                 cache.put(key, True, size)  # accounts the text psycopg holds, not a copy
             try:
                 return inner(cursor, raw, query, params, many)
@@ -517,6 +553,9 @@ class AdaptiveFetchSize:
         """Learn that one execution of ``fingerprint`` returned ``rows`` rows."""
         if rows < 0:
             return
+        seen = self._seen.peek(fingerprint)
+        if seen is not None and rows <= seen:
+            return  # the common case, lock-free: a key's value only ever grows while held
         with self._lock:
             seen = self._seen.peek(fingerprint)
             if seen is None or rows > seen:
