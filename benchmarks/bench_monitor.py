@@ -1,8 +1,12 @@
 """What the resource monitor costs: PostgreSQL ``SELECT 1`` through the pool, and per call.
 
-Part 1 runs borrow -> cursor -> execute ``SELECT 1`` -> fetch -> return on one thread, in
-interleaved rounds, in these modes:
+Part 1 runs borrow -> cursor -> execute ``SELECT 1`` -> fetch -> close -> return on one
+thread, in interleaved rounds, in these modes:
 
+- ``pool off`` / ``pool on``: the real thing, ``Pool(dsn, monitor=False)`` against
+  ``Pool(dsn, monitor=True)``: the pool makes its own monitor calls (checkout record with the
+  full call site, cursor record with 2 frames, ``set_sql``, closes), so this pair is the
+  figure the target applies to;
 - ``baseline``: no monitor call at all (a build without monitor hooks);
 - ``disabled``: the calls the pool makes, with the monitor off (null probe);
 - ``enabled``: monitor on as the pool wires it: checkouts with full call sites (the default
@@ -10,16 +14,18 @@ interleaved rounds, in these modes:
 - ``enabled all 8``: monitor on, 8 frames for cursors too;
 - ``sampled 1/16``: monitor on, one resource in 16 recorded.
 
-The monitor calls are the ones the pool is to make (see the report of issue 5): a checkout
-token on borrow, a cursor token (parent: the checkout), ``set_sql`` on execute, ``close`` on
-cursor close and on return. Until pool.py makes them itself they are made here, around the
-public pool API. Each cycle runs 12 frames deep, as application code does, so that all
-8 frames exist to be kept.
+The other modes make, around a pool with the monitor off, the calls the pool makes: a
+checkout token on borrow, a cursor token (parent: the checkout), ``set_sql`` on execute,
+``close`` on cursor close and on return (the same calls, by the public API, so the monitor's
+own share can be seen apart from the pool's monitored code paths). Each cycle runs 12 frames
+deep, as application code does, so that all 8 frames exist to be kept.
 
 Part 2 measures the calls alone (track + set_sql + close) in a tight loop, and states them as
 a share of the measured ``SELECT 1`` cycle: a steadier figure than part 1 on a busy machine.
 
-Targets: enabled < 5 % slower than baseline, disabled < 1 %.
+Targets: ``pool on`` < 5 % slower than ``pool off`` (and ``enabled`` than ``baseline``),
+``disabled`` < 1 %. The added CPU column (this thread's CPU time, ``time.thread_time``)
+is the steadiest figure on a shared machine.
 
     python benchmarks/bench_monitor.py [--quick] [--dsn postgresql://postgres@127.0.0.1/test]
 """
@@ -36,7 +42,7 @@ import time
 from collections.abc import Callable
 
 from poolkeeper import Pool
-from poolkeeper.observe.monitor import Monitor, Probe
+from poolkeeper.observe.monitor import MONITOR, Monitor, Probe
 
 QUERY = "SELECT 1"
 #: the depth the pool passes for cursor records (their checkout holds the full stack)
@@ -88,31 +94,40 @@ def run_pool_rounds(dsn: str, rounds: int, per_round: int
     on = monitor.probe("bench-on", enabled=True)
     sampled_mon = Monitor(sample_every=16)
     sampled = sampled_mon.probe("bench-s16", enabled=True)
-    modes: dict[str, Callable[[Pool, int], None]] = {
-        "baseline": cycle_plain,
-        "disabled": make_cycle_monitored(off),
-        "enabled": make_cycle_monitored(on),
-        "enabled all 8": make_cycle_monitored(on, None),
-        "sampled 1/16": make_cycle_monitored(sampled),
-    }
-    times: dict[str, list[float]] = {m: [] for m in modes}
-    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     rng = random.Random(5)
-    with Pool(dsn, max_size=1, min_idle=1, name="bench-monitor") as pool:
-        for fn in modes.values():  # warm up every path
-            deep(STACK_DEPTH, fn, pool, 200)
+    with Pool(dsn, max_size=1, min_idle=1, name="bench-monitor") as pool, \
+            Pool(dsn, max_size=1, min_idle=1, name="bench-monitor-off", monitor=False) as p_off, \
+            Pool(dsn, max_size=1, min_idle=1, name="bench-monitor-on", monitor=True) as p_on:
+        modes: dict[str, tuple[Callable[[Pool, int], None], Pool]] = {
+            "baseline": (cycle_plain, pool),
+            "disabled": (make_cycle_monitored(off), pool),
+            "enabled": (make_cycle_monitored(on), pool),
+            "enabled all 8": (make_cycle_monitored(on, None), pool),
+            "sampled 1/16": (make_cycle_monitored(sampled), pool),
+            "pool off": (cycle_plain, p_off),
+            "pool on": (cycle_plain, p_on),
+        }
+        assert p_on.monitor.enabled and not p_off.monitor.enabled
+        for mode, (fn, p) in modes.items():  # warm up every path
+            deep(STACK_DEPTH, fn, p, 200)
+            times[mode], cpu[mode] = [], []
         deadline = time.monotonic() + 600
         for _ in range(rounds):
             order = list(modes)
             rng.shuffle(order)
             for mode in order:
+                fn, p = modes[mode]
                 gc.collect()
                 start, start_cpu = time.perf_counter(), time.thread_time()
-                deep(STACK_DEPTH, modes[mode], pool, per_round)
+                deep(STACK_DEPTH, fn, p, per_round)
                 times[mode].append((time.perf_counter() - start) / per_round * 1e6)
                 cpu[mode].append((time.thread_time() - start_cpu) / per_round * 1e6)
             if time.monotonic() > deadline:
                 break
+        live_on = [r for r in MONITOR.live(0, pool=p_on.name) if r.kind in ("checkout", "cursor")]
+        assert not live_on, f"the monitored pool left {len(live_on)} checkout/cursor records"
     assert monitor.stats()["records"] == 0, "the benchmark itself leaked records"
     return times, cpu
 
@@ -171,25 +186,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pool part skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
         else:
             base = statistics.median(times["baseline"])
-            base_cpu = statistics.median(cpu["baseline"])
             cycle_us = min(times["baseline"])
             print(f"PostgreSQL {QUERY!r} through the pool, 1 thread, {rounds} interleaved "
                   f"rounds x {per_round} cycles, microseconds per cycle")
-            print("wall vs base: median over rounds of mode/baseline in the same round "
-                  "(IQR in brackets);\nadded CPU: median client CPU minus the baseline's, "
-                  "and that as a share of the baseline wall time")
+            print("wall vs base: median over rounds of mode/reference in the same round "
+                  "(IQR in brackets);\nadded CPU: median over rounds of client CPU minus the "
+                  "reference's, and that as a share of the reference's wall time")
             print(f"{'mode':<14} {'wall':>7} {'min':>7} {'wall vs base':>13} "
                   f"{'(IQR)':>17} {'CPU':>7} {'added CPU':>10} {'of wall':>8}")
             for mode, values in times.items():
-                ratios = sorted(v / b - 1 for v, b in zip(values, times["baseline"],
-                                                            strict=True))
+                # the real pools are compared with each other, the rest with the baseline
+                ref = "pool off" if mode.startswith("pool") else "baseline"
+                ref_wall = statistics.median(times[ref]) if mode.startswith("pool") else base
+                ratios = sorted(v / b - 1 for v, b in zip(values, times[ref], strict=True))
                 q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
                 mode_cpu = statistics.median(cpu[mode])
-                added = mode_cpu - base_cpu
+                # added CPU: the median of the per-round differences (same round, same load)
+                added = statistics.median(c - b for c, b in zip(cpu[mode], cpu[ref],
+                                                                 strict=True))
                 print(f"{mode:<14} {statistics.median(values):7.1f} {min(values):7.1f} "
                       f"{statistics.median(ratios) * 100:+12.2f}% "
                       f"({q1 * 100:+6.1f}..{q3 * 100:+5.1f}%) {mode_cpu:7.1f} "
-                      f"{added:+10.2f} {added / base * 100:+7.2f}%")
+                      f"{added:+10.2f} {added / ref_wall * 100:+7.2f}%")
+            print("(pool on / pool off: against pool off; every other mode: against baseline)")
             print()
     print("monitor calls per borrow cycle (2 x track, set_sql, 2 x close), median ns; "
           "share of the fastest baseline cycle")

