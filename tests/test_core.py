@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
+from collections import deque
 
 import pytest
 
@@ -134,3 +136,70 @@ def test_backoff_grows_and_is_capped(failures: int, low: float, high: float) -> 
     for _ in range(50):
         assert low <= policy.backoff_delay(failures, cap=10.0) <= high
     assert policy.backoff_delay(0, cap=10.0) == 0.0
+
+
+class _ReturnDuringCheck(deque[Slot]):
+    """An idle stack found empty the first time the bag looks, with a lock-free return landing
+    just after that look (what another thread may do between two bytecodes)."""
+
+    def __init__(self, returning: Slot) -> None:
+        super().__init__()
+        self.returning: Slot | None = returning
+
+    def __len__(self) -> int:
+        n = super().__len__()
+        if self.returning is not None:
+            slot, self.returning = self.returning, None
+            slot.state = SlotState.IDLE
+            self.append(slot)  # the returner then sees no waiter yet, so it does not settle
+        return n
+
+
+def test_a_return_racing_a_new_waiter_is_handed_to_that_waiter() -> None:
+    bag = _bag_with(1)
+    slot = bag.acquire(ThreadLease(), 0.0)
+    assert isinstance(slot, Slot)
+    bag.idle = _ReturnDuringCheck(slot)
+    waiter = bag.acquire(ThreadLease(), 0.0)
+    # Queued (the stack looked empty), then served from the stack it re-checked: without the
+    # re-check it would sleep until its deadline with a connection idle.
+    assert isinstance(waiter, Waiter) and waiter.slot is slot and not bag.idle
+    assert bag.wait(waiter, deadline=time.monotonic() + 1) is slot
+
+
+def test_a_lock_free_return_after_close_hands_the_slot_back_to_be_closed() -> None:
+    bag = _bag_with(2)
+    lease = ThreadLease()
+    held = bag.acquire(lease, 0.0)
+    assert isinstance(held, Slot)
+    assert len(bag.close()) == 1 and bag.total == 1  # the idle one; `held` is still out
+    held.state = SlotState.IDLE
+    bag.idle.append(held)  # the pool's lock-free return, which then sees `closed`
+    assert bag.settle() == [held]
+    assert held.state is SlotState.CLOSED and bag.total == 0 and not bag.idle
+
+
+def test_settle_serves_waiters_oldest_first_from_the_idle_stack() -> None:
+    bag = _bag_with(2)
+    a, b = bag.acquire(ThreadLease(), 0.0), bag.acquire(ThreadLease(), 0.0)
+    assert isinstance(a, Slot) and isinstance(b, Slot)
+    first, second = bag.acquire(ThreadLease(), 0.0), bag.acquire(ThreadLease(), 0.0)
+    assert isinstance(first, Waiter) and isinstance(second, Waiter)
+    bag.idle.append(a)  # lock-free return; it saw the waiters, so it settles
+    assert bag.settle() == []
+    assert first.slot is a and second.slot is None and not bag.idle
+    assert bag.release(b, ThreadLease(), 1.0, 1.0) and second.slot is b
+
+
+def test_housekeeping_takes_idle_slots_in_place_and_skips_ones_borrowed_meanwhile() -> None:
+    bag = _bag_with(3)
+    idle_stack = bag.idle
+    first, second, third = list(idle_stack)
+
+    def pick(idle: list[Slot], now: float) -> list[Slot]:
+        idle_stack.remove(second)  # a lock-free borrower takes one while the pick is made
+        return idle
+
+    assert bag.take_idle(pick) == [first, third]
+    assert bag.idle is idle_stack and not idle_stack  # the same deque: a lock-free push is kept
+    assert first.state is third.state is SlotState.RESERVED

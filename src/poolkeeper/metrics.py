@@ -57,7 +57,8 @@ _COUNTERS: dict[str, tuple[str, str]] = {
     "requests_queued": ("connections_requests_queued", "Requests that had to wait."),
     "requests_timeouts": ("connections_timeout", "Requests that timed out waiting (max_wait)."),
     "requests_rejected": ("connections_requests_rejected",
-                          "Requests turned away because max_waiting callers already waited."),
+                          "Requests turned away: max_waiting callers already waited, or the "
+                          "pool was closed."),
     "handoffs_num": ("connections_handoffs", "Connections handed directly to a waiter."),
     "lease_parks_num": ("connections_lease_parks", "Connections parked for a thread's lease."),
     "lease_reuses_num": ("connections_lease_reuses", "Borrows served from a thread's lease."),

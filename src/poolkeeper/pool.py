@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from .config import PoolConfig, mask_dsn, parse_dsn
 from .core import policy
 from .core.bag import HISTOGRAM_BOUNDS_MS, Bag, ThreadLease, Waiter
 from .core.slot import Frame, Slot, SlotState
+from .core.tally import BOUNDS_S, FIRST_BOUND_S, SlotTally, count_usage
 from .drivers import Driver, create_driver, detect_driver
 from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
 from .housekeeper import Worker
@@ -50,6 +52,7 @@ _get_ident = threading.get_ident
 _getframe = sys._getframe
 _new_object = object.__new__
 _IN_USE = SlotState.IN_USE
+_IDLE = SlotState.IDLE
 _pool_ids = itertools.count(1)
 _slot_ids = itertools.count(1)
 
@@ -126,6 +129,7 @@ class Pool:
         self._closed = False
         self._stats_lock = threading.Lock()
         self._slots: dict[int, Slot] = {}
+        self._tally = SlotTally()  # counters of the lock-free paths (under _stats_lock)
         self._opened = 0
         self._open_failures = 0
         self._open_ms = 0.0
@@ -231,7 +235,19 @@ class Pool:
         """
         now = _monotonic()
         bag = self._bag
-        slot = bag.acquire(self._tls, now)
+        # The common case takes no lock: nobody waiting, nothing parked, an idle slot to pop
+        # (the protocol is in core/bag.py). Everything else goes through bag.acquire().
+        if bag.waiters or bag.parked:
+            slot = bag.acquire(self._tls, now)
+        else:
+            try:
+                slot = bag.idle.pop()
+            except IndexError:
+                slot = bag.acquire(self._tls, now)
+            else:
+                slot.state = _IN_USE
+                slot.lease_start = now
+                slot.fast_borrows += 1
         if slot.__class__ is not Slot:
             deadline = now + (self._max_wait if timeout is None else timeout)
             slot = self._wait(slot, deadline)  # type: ignore[arg-type]
@@ -344,8 +360,22 @@ class Pool:
             return
         slot.last_used = slot.last_alive = now
         slot.sql = None  # never keep a (possibly huge) statement alive while idle
-        if not self._bag.release(slot, self._tls, now, now - slot.borrowed_at):
-            self._close_raw(slot, CloseReason.POOL_CLOSED)
+        bag = self._bag
+        if bag.waiters or bag.closed:  # hand-off, parking or closing: under the bag's lock
+            if not bag.release(slot, self._tls, now, now - slot.borrowed_at):
+                self._close_raw(slot, CloseReason.POOL_CLOSED)
+        else:
+            # No lock (see core/bag.py): count on the slot (tally.count_usage inlined), push
+            # it, then check again for a waiter or a close that came in meanwhile. The slot
+            # is not touched after the push: another thread may already hold it.
+            usage = now - slot.borrowed_at
+            slot.usage_s += usage
+            slot.usage_hist[0 if usage <= FIRST_BOUND_S else bisect_left(BOUNDS_S, usage)] += 1
+            slot.state = _IDLE
+            bag.idle.append(slot)
+            if bag.waiters or bag.closed:
+                for closing in bag.settle():
+                    self._close_raw(closing, CloseReason.POOL_CLOSED)
         if failure is not None:
             raise failure
 
@@ -523,7 +553,7 @@ class Pool:
     def _retire(self, slot: Slot, reason: str, usage: float | None = None) -> None:
         """Take a slot out of the pool and close its connection off the caller's path."""
         if usage is not None:
-            self._bag.record_usage(usage)
+            count_usage(slot, usage)
         self._bag.forget(slot)
         self._count_close(slot, reason)
         if self._closed:
@@ -545,7 +575,8 @@ class Pool:
             slot.mon.close()
         with self._stats_lock:
             self._closed_by[reason] = self._closed_by.get(reason, 0) + 1
-            self._slots.pop(slot.id, None)
+            if self._slots.pop(slot.id, None) is not None:
+                self._tally.retire(slot)
         logger.debug("pool %r: closing connection %d (%s) after %d uses", self.name, slot.id,
                      reason, slot.uses)
 
@@ -791,7 +822,9 @@ class Pool:
             "requests_waiting": counts["waiting"],
             "connections_opening": counts["opening"],
         }
-        out.update(self._bag.pop_counters(reset))
+        with self._stats_lock:
+            tally = self._tally.read(self._slots.values(), reset)
+        out.update(self._bag.pop_counters(reset, tally))
         out["histogram_bounds_ms"] = list(HISTOGRAM_BOUNDS_MS)
         now = _monotonic()
         with self._stats_lock:

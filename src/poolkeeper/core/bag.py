@@ -17,8 +17,24 @@ slot whose owner stopped borrowing is reclaimed once its lease ends, by whicheve
 touches the bag, or by a waiter re-checking every ``recheck_s``. ``lease_s = 0`` gives strict
 FIFO hand-off.
 
-Invariant: waiters are queued only while the idle stack is empty, and a slot is pushed onto
-the idle stack only while no one waits.
+**No lock on the common path.** With nobody waiting and nothing parked, the pool borrows with
+``idle.pop()`` and returns with ``idle.append()`` (each atomic under the GIL) and takes no lock;
+its counters live on the slot it holds (:mod:`.tally`). Everything else (waiting, hand-off,
+parking, closing, housekeeping) happens under the lock, and the two meet by a store-then-check
+on both sides:
+
+- a lock-free return appends the slot, *then* looks at ``waiters`` and ``closed`` and, if either
+  is set, calls :meth:`Bag.settle`;
+- a borrower about to wait queues its waiter under the lock, *then* looks at the idle stack
+  again and serves waiters from it (:meth:`Bag._serve_waiters`); :meth:`Bag.close` sets
+  ``closed`` *then* drains the idle stack.
+
+Under the GIL's total order, either the return sees the waiter (or the close), or the other side
+sees the returned slot: a slot never sits idle while someone waits for it, nor in a closed bag.
+The idle stack is therefore only ever mutated in place (pop, append, remove), never replaced,
+so a lock-free caller holding the old reference cannot lose a slot. A borrow racing a new waiter
+may take an idle slot first (like HikariCP's); waiters among themselves stay first come first
+served.
 """
 
 from __future__ import annotations
@@ -31,6 +47,9 @@ from typing import Any
 
 from ..errors import PoolClosed, TooManyWaiting
 from .slot import Slot, SlotState
+from .tally import BOUNDS_S as _BOUNDS_S
+from .tally import BUCKETS as _BUCKETS
+from .tally import HISTOGRAM_BOUNDS_MS, count_usage
 
 __all__ = ["HISTOGRAM_BOUNDS_MS", "Bag", "ThreadLease", "Waiter"]
 
@@ -38,12 +57,6 @@ _IDLE, _IN_USE, _PARKED, _RESERVED = (SlotState.IDLE, SlotState.IN_USE, SlotStat
                                       SlotState.RESERVED)
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
-
-#: upper bounds (ms, inclusive like Prometheus' ``le``) of the wait / usage histogram buckets;
-#: the last bucket is open-ended
-HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (0.1, 0.5, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000)
-_BOUNDS_S = tuple(b / 1000.0 for b in HISTOGRAM_BOUNDS_MS)
-_FIRST_BOUND_S = _BOUNDS_S[0]
 
 
 class ThreadLease(threading.local):
@@ -72,7 +85,8 @@ class Bag:
 
     def __init__(self, *, lease_s: float, max_waiting: int, recheck_s: float = 0.05) -> None:
         self.lock = threading.Lock()
-        self.idle: deque[Slot] = deque()  # right end = most recently returned (LIFO borrow)
+        # right end = most recently returned (LIFO borrow); mutated in place only (see above)
+        self.idle: deque[Slot] = deque()
         self.waiters: deque[Waiter] = deque()
         self.parked: list[Slot] = []
         self.lease_s = lease_s
@@ -82,9 +96,10 @@ class Bag:
         self.opening = 0  #: connection attempts under way
         self.generation = 0  #: bumped by expire_all(); older slots retire at their next return
         self.closed = False
-        # Counters (under the lock). Requests and returns are not counted separately: every
-        # request lands in exactly one wait-histogram bucket (or is rejected), every return in
-        # one usage bucket, so the totals are the histogram sums.
+        # Counters (under the lock) of the locked paths; the lock-free borrows and every
+        # return are counted on the slots (tally.SlotTally). Requests and returns are not
+        # counted separately: every request lands in exactly one wait-histogram bucket (or is
+        # rejected), every return in one usage bucket, so the totals are the histogram sums.
         self.requests_rejected = 0
         self.requests_queued = 0
         self.requests_timeouts = 0
@@ -92,9 +107,7 @@ class Bag:
         self.handoffs = 0
         self.lease_parks = 0
         self.lease_reuses = 0
-        self.usage_s = 0.0
-        self.wait_hist = [0] * (len(_BOUNDS_S) + 1)
-        self.usage_hist = [0] * (len(_BOUNDS_S) + 1)
+        self.wait_hist = [0] * _BUCKETS
 
     # ------------------------------------------------------------------ borrow
     def acquire(self, lease: ThreadLease, now: float) -> Slot | Waiter:
@@ -130,6 +143,8 @@ class Bag:
             waiter = Waiter(now)
             self.waiters.append(waiter)
             self.requests_queued += 1
+            if self.idle:  # a lock-free return came in since the check above: see the docstring
+                self._serve_waiters()
             return waiter
 
     def wait(self, waiter: Waiter, deadline: float) -> Slot | None:
@@ -147,15 +162,17 @@ class Bag:
                     break
                 if self.parked:
                     self._unpark_expired(_monotonic())
+                if self.idle:  # cannot happen by the protocol; cheap to make sure
+                    self._serve_waiters()
                 if waiter.slot is not None:
                     break
         with self.lock:
+            if waiter.error is not None:  # counted as rejected by close()
+                raise waiter.error
             now = _monotonic()
             waited = now - waiter.since
             self.requests_wait_s += waited
             self.wait_hist[bisect_left(_BOUNDS_S, waited)] += 1
-            if waiter.error is not None:
-                raise waiter.error
             if waiter.slot is None:
                 self.waiters.remove(waiter)
                 self.requests_timeouts += 1
@@ -170,11 +187,8 @@ class Bag:
         borrowed it and only with no transaction left open (``slot.dirty``). False means the
         bag is closed: close the connection.
         """
+        count_usage(slot, usage_s)
         with self.lock:
-            self.usage_s += usage_s
-            # Most checkouts are short: skip the bisect for the first bucket.
-            hist = self.usage_hist
-            hist[0 if usage_s <= _FIRST_BOUND_S else bisect_left(_BOUNDS_S, usage_s)] += 1
             if self.closed:
                 self.total -= 1
                 slot.state = SlotState.CLOSED
@@ -196,11 +210,14 @@ class Bag:
             self.idle.append(slot)
             return True
 
-    def record_usage(self, usage_s: float) -> None:
-        """Count a checkout that ended without coming back to the bag (connection retired)."""
+    def settle(self) -> list[Slot]:
+        """After a lock-free return saw waiters or a close: hand idle slots to the waiters, or
+        take them out of a closed bag. Returns the slots the caller must close."""
         with self.lock:
-            self.usage_s += usage_s
-            self.usage_hist[bisect_left(_BOUNDS_S, usage_s)] += 1
+            if self.closed:
+                return self._drain_idle()
+            self._serve_waiters()
+            return []
 
     def add_new(self, slot: Slot) -> bool:
         """A freshly opened slot joins the pool; False if the pool closed meanwhile."""
@@ -230,6 +247,31 @@ class Bag:
                 slot.state = _IDLE
                 self.idle.appendleft(slot)  # it was idle longest: keep it at the cold end
             return True
+
+    def _serve_waiters(self) -> None:
+        """Hand idle slots to waiters, oldest waiter first (under the lock)."""
+        idle = self.idle
+        while self.waiters:
+            try:
+                slot = idle.pop()
+            except IndexError:  # a lock-free borrower took it first
+                return
+            self._handoff(slot)
+
+    def _drain_idle(self) -> list[Slot]:
+        """Take every idle slot out of a closed bag (under the lock); one pop at a time, so a
+        lock-free borrower racing this gets each slot or not, never one both sides hold."""
+        drained: list[Slot] = []
+        idle = self.idle
+        while True:
+            try:
+                slot = idle.pop()
+            except IndexError:
+                break
+            slot.state = SlotState.CLOSED
+            drained.append(slot)
+        self.total -= len(drained)
+        return drained
 
     def _handoff(self, slot: Slot) -> None:
         waiter = self.waiters.popleft()
@@ -282,27 +324,31 @@ class Bag:
         with self.lock:
             self._unpark_expired(_monotonic())
             chosen = pick(list(self.idle), _monotonic())
-            if chosen:
-                ids = {id(s) for s in chosen}
-                self.idle = deque(s for s in self.idle if id(s) not in ids)
-                for slot in chosen:
-                    slot.state = _RESERVED
-            return list(chosen)
+            taken: list[Slot] = []
+            for slot in chosen:
+                try:
+                    self.idle.remove(slot)  # in place: see the docstring
+                except ValueError:  # a lock-free borrower took it meanwhile
+                    continue
+                slot.state = _RESERVED
+                taken.append(slot)
+            return taken
 
     def close(self) -> list[Slot]:
         """Close the bag: wake every waiter with PoolClosed; return the idle and parked slots."""
         with self.lock:
             self.closed = True
-            slots = list(self.idle) + self.parked
-            self.idle.clear()
-            self.parked = []
-            for slot in slots:
+            slots = self._drain_idle()
+            for slot in self.parked:
                 slot.state = SlotState.CLOSED
                 slot.parked_by = None
-            self.total -= len(slots)
+            slots += self.parked
+            self.total -= len(self.parked)
+            self.parked = []
             while self.waiters:
                 waiter = self.waiters.popleft()
                 waiter.error = PoolClosed("the pool was closed while waiting for a connection")
+                self.requests_rejected += 1
                 waiter.lock.release()
             return slots
 
@@ -318,10 +364,14 @@ class Bag:
                 "parked": len(self.parked),
             }
 
-    def pop_counters(self, reset: bool) -> dict[str, Any]:
+    def pop_counters(self, reset: bool, tally: dict[str, Any]) -> dict[str, Any]:
+        """The counters, with ``tally`` (:meth:`.SlotTally.read`) merged in."""
         with self.lock:
+            wait_hist = list(self.wait_hist)
+            wait_hist[0] += tally["fast_borrows"]
+            usage_hist = tally["usage_hist"]
             out: dict[str, Any] = {
-                "requests_num": sum(self.wait_hist) + self.requests_rejected,
+                "requests_num": sum(wait_hist) + self.requests_rejected,
                 "requests_rejected": self.requests_rejected,
                 "requests_queued": self.requests_queued,
                 "requests_timeouts": self.requests_timeouts,
@@ -329,15 +379,14 @@ class Bag:
                 "handoffs_num": self.handoffs,
                 "lease_parks_num": self.lease_parks,
                 "lease_reuses_num": self.lease_reuses,
-                "returns_num": sum(self.usage_hist),
-                "usage_ms": round(self.usage_s * 1000.0, 3),
-                "wait_ms_histogram": list(self.wait_hist),
-                "usage_ms_histogram": list(self.usage_hist),
+                "returns_num": sum(usage_hist),
+                "usage_ms": round(tally["usage_s"] * 1000.0, 3),
+                "wait_ms_histogram": wait_hist,
+                "usage_ms_histogram": list(usage_hist),
             }
             if reset:
                 self.requests_rejected = self.requests_queued = self.requests_timeouts = 0
                 self.handoffs = self.lease_parks = self.lease_reuses = 0
-                self.requests_wait_s = self.usage_s = 0.0
-                self.wait_hist = [0] * len(self.wait_hist)
-                self.usage_hist = [0] * len(self.usage_hist)
+                self.requests_wait_s = 0.0
+                self.wait_hist = [0] * _BUCKETS
             return out

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from .tally import BUCKETS
+
 __all__ = ["Frame", "Slot", "SlotState", "line_of"]
 
 #: (filename, line, function) of one stack frame, formatted only when someone reads it
@@ -54,6 +56,7 @@ class Slot:
         "dirty",
         "executing",
         "expires_at",
+        "fast_borrows",
         "generation",
         "id",
         "idle_timeout",
@@ -69,6 +72,8 @@ class Slot:
         "session_id",
         "sql",
         "state",
+        "usage_hist",
+        "usage_s",
         "uses",
     )
 
@@ -104,6 +109,10 @@ class Slot:
         self.lease_start = 0.0  #: when the current holder got it from the idle stack or a hand-off
         self.parked_by: Any = None
         self.parked_until = 0.0
+        # counters of the lock-free paths, written only by the holder (see tally.SlotTally)
+        self.fast_borrows = 0  #: borrows that took this slot from the idle stack without a lock
+        self.usage_s = 0.0  #: total time held, over every checkout
+        self.usage_hist = [0] * BUCKETS  #: checkouts per usage-histogram bucket
 
     def site(self) -> Frame | None:
         """(file, line, function) of the current borrow."""
