@@ -149,6 +149,32 @@ def test_load_data_refuses_any_file_but_its_own(mysql_dsn: str, tmp_path: Path) 
         drop(pool, table)
 
 
+@pytest.mark.parametrize("packet_bytes", [7, 4096, 8 << 20])
+def test_load_data_sends_the_file_in_packets_of_any_size(mysql_dsn: str, tmp_path: Path,
+                                                         packet_bytes: int) -> None:
+    import pymysql
+
+    from poolkeeper.loader.targets import guarded_execute
+
+    ours = tmp_path / "ours.tsv"
+    ours.write_text("".join(f"{i}\trow {i}\n" for i in range(5000)))
+    with _pool(mysql_dsn) as pool:
+        table = unique()
+        create(pool, table, "id INT, note VARCHAR(20)")
+        raw = pymysql.connect(**{**pool.driver.params, "client_flag": 128})
+        try:
+            # Packet boundaries fall inside lines: the server joins them back.
+            assert guarded_execute(raw, f"LOAD DATA LOCAL INFILE '{ours}' INTO TABLE {table}",
+                                   str(ours), packet_bytes=packet_bytes) == 5000
+            raw.commit()
+            with raw.cursor() as cur:  # the connection is in step for the next statement
+                cur.execute(f"SELECT COUNT(*), SUM(id), MAX(note) FROM {table}")
+                assert cur.fetchone() == (5000, sum(range(5000)), "row 999")
+        finally:
+            raw.close()
+            drop(pool, table)
+
+
 # ---------------------------------------------------------------------------- rows in
 def test_dict_rows_take_columns_from_the_first_row(any_dsn: str) -> None:
     with _pool(any_dsn) as pool:

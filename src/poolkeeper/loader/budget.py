@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
+from typing import Any
 
 __all__ = ["REGION_OVERHEAD", "ROW_OVERHEAD", "Budget", "Region", "record_cost"]
 
@@ -54,8 +55,8 @@ def record_cost(length: int) -> int:
 class Region:
     """The rows buffered for one table since its last flush, as encoded records."""
 
-    __slots__ = ("batch_id", "columns", "created", "data", "ends", "nbytes", "seq", "spilled",
-                 "table", "width")
+    __slots__ = ("batch_id", "columns", "created", "data", "ends", "format", "nbytes", "seq",
+                 "spilled", "table", "width")
 
     def __init__(self, table: str, seq: int, columns: tuple[str, ...] | None,
                  now: float) -> None:
@@ -73,6 +74,9 @@ class Region:
         self.width = -1
         #: whether rows of this region are in the spill log (durable mode)
         self.spilled = False
+        #: ``fn(row, ctx, out)`` appending a row's record: the codec's formatter planned for
+        #: the types of this region's first row (set by the loader with that row)
+        self.format: Callable[[Sequence[Any], Any, bytearray], None] | None = None
 
     @property
     def rows(self) -> int:

@@ -155,7 +155,9 @@ class _Engine:
             self._columns[table] = self._check_columns(table, cols)
         self.on_flushed = on_flushed
         self.codec = codec_for(driver)
-        self._format, self._format_ctx = self.codec.formatter()
+        # Each region formats with a formatter planned for its first row's types (the
+        # codec's row_formatter); they all share this context.
+        self._format_ctx = self.codec.formatter()[1]
         self._credit = 0
         self.run_id = make_run_id()
 
@@ -320,7 +322,6 @@ class _Engine:
         acquire = self._lock.acquire
         release = self._lock.release
         region_of = self._region_of
-        fmt = self._format
         ctx = self._format_ctx
         errors = self._errors
         budget = self.budget
@@ -353,7 +354,7 @@ class _Engine:
                 data = region.data
                 start = len(data)
                 try:
-                    fmt(row, ctx, data)
+                    region.format(row, ctx, data)  # type: ignore[misc]  # set with its 1st row
                 except Exception as exc:
                     del data[start:]
                     raise bad_row(table, exc) from exc
@@ -419,8 +420,11 @@ class _Engine:
             raise
         data = region.data
         start = len(data)
+        fmt = region.format
+        if fmt is None:
+            fmt = region.format = self.codec.row_formatter(values)
         try:
-            self._format(values, self._format_ctx, data)
+            fmt(values, self._format_ctx, data)
         except Exception as exc:
             del data[start:]
             if new:

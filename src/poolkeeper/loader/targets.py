@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -58,6 +59,11 @@ _ROW_AT = re.compile(r"\bat row (\d+)")
 _PG_LINE = re.compile(r", line (\d+)(?:[,:]|$)")
 #: pymysql.constants.CLIENT.LOCAL_FILES
 _LOCAL_FILES = 128
+#: LOAD DATA LOCAL data packets: PyMySQL's size, the floor; 8 MiB, the ceiling (a payload of
+#: 16 MiB - 1 would mean "continued" in the protocol); room left for the packet's header
+_DEFAULT_FILE_PACKET = 16 * 1024
+_MAX_FILE_PACKET = 8 << 20
+_PACKET_SLACK = 1024
 
 
 class DataProblem(Exception):
@@ -393,6 +399,7 @@ class LoadDataTarget(_MysqlBase):
         self._own: set[int] = set()
         self._files = itertools.count(1)
         self.refused_paths = 0
+        self._packet_sizes: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     # ---------------------------------------------------------------- own connections
     def _open(self) -> Any:
@@ -488,20 +495,41 @@ class LoadDataTarget(_MysqlBase):
                    f"{quote_ident('mysql', batch.table)} CHARACTER SET binary "
                    "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
                    f"{_column_list('mysql', batch.columns)}")
-            affected = guarded_execute(raw, sql, path, self)
+            affected = guarded_execute(raw, sql, path, self,
+                                       packet_bytes=self._packet_bytes(raw))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         self._check_warnings(s, affected, hi - lo, "LOAD DATA")
 
+    def _packet_bytes(self, raw: Any) -> int:
+        """Payload of each data packet of the file: as large as the connection allows.
 
-def guarded_execute(raw: Any, sql: str, path: str, owner: Any = None) -> int:
+        Every packet is a socket send, and after each one the worker thread must take the GIL
+        back from a writer thread that keeps it for up to sys.getswitchinterval() (5 ms):
+        PyMySQL's 16 KiB packets made a 4 MiB batch wait ~250 of those. The session's
+        max_allowed_packet is fixed when the connection opens, so it is asked once.
+        """
+        known = self._packet_sizes.get(raw)
+        if known is None:
+            with raw.cursor() as cur:
+                cur.execute("SELECT @@session.max_allowed_packet")
+                row = cur.fetchone()
+            allowed = int(row[0]) if row else _DEFAULT_FILE_PACKET
+            known = max(_DEFAULT_FILE_PACKET, min(allowed - _PACKET_SLACK, _MAX_FILE_PACKET))
+            self._packet_sizes[raw] = known
+        return known
+
+
+def guarded_execute(raw: Any, sql: str, path: str, owner: Any = None, *,
+                    packet_bytes: int = 16 * 1024) -> int:
     """Run ``sql`` on a PyMySQL connection, sending the file ``path`` and no other.
 
     For the duration of this one statement the connection answers the server's LOCAL INFILE
     request, but only when the server asks for exactly ``path``; any other name gets an empty
-    file and a :class:`~poolkeeper.errors.LoaderError`. Afterwards the connection is back to
-    refusing every request (PyMySQL's ``local_infile`` off).
+    file and a :class:`~poolkeeper.errors.LoaderError`. The file goes in data packets of
+    ``packet_bytes`` (the server refuses packets above its max_allowed_packet). The
+    connection never sends a file otherwise (PyMySQL's ``local_infile`` stays off).
     """
     from pymysql.connections import MySQLResult
 
@@ -524,11 +552,7 @@ def guarded_execute(raw: Any, sql: str, path: str, owner: Any = None) -> int:
                 raise LoaderError(
                     f"the server asked for the local file {requested!r} but this statement "
                     f"sends only the loader's own {path!r}; refused")
-            conn._local_infile = True
-            try:
-                getattr(super(), "_read_load_local_packet")(first_packet)  # noqa: B009
-            finally:
-                conn._local_infile = False
+            _send_file(conn, me, path, packet_bytes)
 
     def read_query_result(unbuffered: bool = False) -> Any:
         raw._result = None
@@ -546,6 +570,28 @@ def guarded_execute(raw: Any, sql: str, path: str, owner: Any = None) -> int:
     finally:
         with contextlib.suppress(AttributeError):
             del raw._read_query_result
+
+
+def _send_file(conn: Any, result: Any, path: str, packet_bytes: int) -> None:
+    """Answer a LOCAL INFILE request: the file in data packets, the empty packet that ends
+    it, then the server's OK (as PyMySQL's own sender does, with packets of our size)."""
+    from pymysql import err
+    from pymysql.constants import CR, ER
+
+    try:
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(packet_bytes):
+                    conn.write_packet(chunk)
+        except OSError as exc:
+            raise err.OperationalError(ER.FILE_NOT_FOUND,
+                                       f"Can't open file '{path}': {exc}") from exc
+    finally:
+        conn.write_packet(b"")
+        answer = conn._read_packet()  # raises the server's error, if it sent one
+    if not answer.is_ok_packet():
+        raise err.OperationalError(CR.CR_COMMANDS_OUT_OF_SYNC, "Commands Out of Sync")
+    result._read_ok_packet(answer)
 
 
 def mysql_local_infile_ready(pool: Any) -> tuple[bool, bool, str]:
