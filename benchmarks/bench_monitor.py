@@ -4,21 +4,22 @@ Part 1 runs borrow -> cursor -> execute ``SELECT 1`` -> fetch -> close -> return
 thread, in interleaved rounds, in these modes:
 
 - ``pool off`` / ``pool on``: the real thing, ``Pool(dsn, monitor=False)`` against
-  ``Pool(dsn, monitor=True)``: the pool makes its own monitor calls (checkout record with the
-  full call site, cursor record with 2 frames, ``set_sql``, closes), so this pair is the
-  figure the target applies to;
+  ``Pool(dsn, monitor=True)``: the pool makes its own monitor calls (``track_checkout`` with
+  the call site at the default depth, 4 frames; ``track_cursor``, 2 frames; the SQL on each
+  execute; closes), so this pair is the figure the target applies to;
 - ``baseline``: no monitor call at all (a build without monitor hooks);
-- ``disabled``: the calls the pool makes, with the monitor off (null probe);
-- ``enabled``: monitor on as the pool wires it: checkouts with full call sites (the default
-  depth, 8 frames), cursors with 2 (their checkout holds the full stack);
-- ``enabled all 8``: monitor on, 8 frames for cursors too;
+- ``disabled``: the calls below, with the monitor off (null probe);
+- ``enabled``: monitor on, through the public ``track``: checkouts at the default depth (4
+  frames), cursors with 2 (their checkout holds the stack);
+- ``enabled all 8``: monitor on, 8 frames for checkouts and cursors (the old default depth);
 - ``sampled 1/16``: monitor on, one resource in 16 recorded.
 
 The other modes make, around a pool with the monitor off, the calls the pool makes: a
 checkout token on borrow, a cursor token (parent: the checkout), ``set_sql`` on execute,
-``close`` on cursor close and on return (the same calls, by the public API, so the monitor's
-own share can be seen apart from the pool's monitored code paths). Each cycle runs 12 frames
-deep, as application code does, so that all 8 frames exist to be kept.
+``close`` on cursor close and on return (by the public API, which does a little more than the
+pool's cut-down ``track_checkout``/``track_cursor``, so the monitor's own share can be seen
+apart from the pool's monitored code paths). Each cycle runs 12 frames deep, as application
+code does, so that all 8 frames exist to be kept.
 
 Part 2 measures the calls alone (track + set_sql + close) in a tight loop, and states them as
 a share of the measured ``SELECT 1`` cycle: a steadier figure than part 1 on a busy machine.
@@ -67,14 +68,14 @@ def cycle_plain(pool: Pool, n: int) -> None:
             cur.close()
 
 
-def make_cycle_monitored(probe: Probe, cursor_depth: int | None = CURSOR_DEPTH
-                         ) -> Callable[[Pool, int], None]:
+def make_cycle_monitored(probe: Probe, cursor_depth: int | None = CURSOR_DEPTH,
+                         checkout_depth: int | None = None) -> Callable[[Pool, int], None]:
     def cycle(pool: Pool, n: int) -> None:
         for _ in range(n):
             with pool.connection() as conn:
                 # No obj: the pool reports an unreturned checkout itself (its __del__ path
                 # calls token.collected()), which spares a weakref per borrow.
-                token = probe.track("checkout")
+                token = probe.track("checkout", depth=checkout_depth)
                 cur = conn.cursor()
                 ctoken = probe.track("cursor", parent=token, depth=cursor_depth)
                 ctoken.set_sql(QUERY)
@@ -104,7 +105,7 @@ def run_pool_rounds(dsn: str, rounds: int, per_round: int
             "baseline": (cycle_plain, pool),
             "disabled": (make_cycle_monitored(off), pool),
             "enabled": (make_cycle_monitored(on), pool),
-            "enabled all 8": (make_cycle_monitored(on, None), pool),
+            "enabled all 8": (make_cycle_monitored(on, 8, 8), pool),
             "sampled 1/16": (make_cycle_monitored(sampled), pool),
             "pool off": (cycle_plain, p_off),
             "pool on": (cycle_plain, p_on),
@@ -136,16 +137,18 @@ def run_call_costs(n: int, rounds: int) -> dict[str, float]:
     """ns per borrow cycle's worth of monitor calls (checkout + cursor + set_sql + closes)."""
     results: dict[str, list[float]] = {}
     on = Monitor().probe("on", enabled=True)
-    setups: dict[str, tuple[Probe, int | None]] = {
-        "disabled": (Monitor().probe("off", enabled=False), CURSOR_DEPTH),
-        "enabled": (on, CURSOR_DEPTH),
-        "enabled all 8": (on, None),
-        "sampled 1/16": (Monitor(sample_every=16).probe("s16", enabled=True), CURSOR_DEPTH),
+    setups: dict[str, tuple[Probe, int | None, int | None]] = {
+        "disabled": (Monitor().probe("off", enabled=False), CURSOR_DEPTH, None),
+        "enabled": (on, CURSOR_DEPTH, None),
+        "enabled all 8": (on, 8, 8),
+        "sampled 1/16": (Monitor(sample_every=16).probe("s16", enabled=True), CURSOR_DEPTH,
+                         None),
     }
 
-    def calls(probe: Probe, cursor_depth: int | None, count: int) -> None:
+    def calls(probe: Probe, cursor_depth: int | None, checkout_depth: int | None,
+              count: int) -> None:
         for _ in range(count):
-            token = probe.track("checkout")
+            token = probe.track("checkout", depth=checkout_depth)
             ctoken = probe.track("cursor", parent=token, depth=cursor_depth)
             ctoken.set_sql(QUERY)
             ctoken.close()
@@ -159,9 +162,9 @@ def run_call_costs(n: int, rounds: int) -> dict[str, float]:
         start = time.perf_counter()
         empty(n)
         loop = time.perf_counter() - start
-        for name, (probe, cursor_depth) in setups.items():
+        for name, (probe, cursor_depth, checkout_depth) in setups.items():
             start = time.perf_counter()
-            calls(probe, cursor_depth, n)
+            calls(probe, cursor_depth, checkout_depth, n)
             results.setdefault(name, []).append(
                 (time.perf_counter() - start - loop) / n * 1e9)
     return {k: statistics.median(v) for k, v in results.items()}

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -127,11 +128,19 @@ def test_off_probe_returns_the_null_token_and_records_nothing(mon: Monitor) -> N
 
 def test_off_probe_track_is_a_plain_function_not_a_flag_test(mon: Monitor) -> None:
     probe = mon.probe("p")
-    assert probe.track is monitor_module._null_track
+    nulls = (monitor_module._null_track, monitor_module._null_track_checkout,
+             monitor_module._null_track_cursor)
+    assert (probe.track, probe.track_checkout, probe.track_cursor) == nulls
     probe.enable()
-    assert probe.track is not monitor_module._null_track
+    assert probe.track is not nulls[0]
+    assert probe.track_checkout is not nulls[1]
+    assert probe.track_cursor is not nulls[2]
     probe.disable()
-    assert probe.track is monitor_module._null_track
+    assert (probe.track, probe.track_checkout, probe.track_cursor) == nulls
+    frame = sys._getframe()
+    assert probe.track_checkout(frame, frame.f_code, frame.f_lasti, time.monotonic(),
+                                threading.get_ident()) is NULL_TOKEN
+    assert probe.track_cursor(NULL_TOKEN, frame) is NULL_TOKEN
 
 
 # --------------------------------------------------------------------------- switches
@@ -472,3 +481,85 @@ def test_owner_can_hand_over_the_callers_frame(mon: Monitor) -> None:
     [r] = mon.live(min_age=0)
     assert r.site == f"{HERE}:{line} in test_owner_can_hand_over_the_callers_frame"
     token.close()
+
+
+# --------------------------------------------------------------------------- the pool's hot paths
+def checkout_here(probe: Probe, frame: Any, code: Any = None) -> Token:
+    """What Pool.connection() hands over: its caller's frame, code and offset, time, thread."""
+    return probe.track_checkout(frame, frame.f_code if code is None else code, frame.f_lasti,
+                                time.monotonic(), threading.get_ident())
+
+
+def borrow_with_handed_over_site(probe: Probe) -> tuple[Token, int]:
+    frame = sys._getframe()
+    return checkout_here(probe, frame), frame.f_lineno
+
+
+def test_track_checkout_keeps_the_handed_over_site_and_its_callers(mon: Monitor) -> None:
+    probe = mon.probe("orders", enabled=True)
+    token, line = borrow_with_handed_over_site(probe)
+    caller_line = sys._getframe().f_lineno - 1
+    [r] = mon.live(min_age=0)
+    assert (r.kind, r.pool, r.site) == ("checkout", "orders",
+                                        f"{HERE}:{line} in borrow_with_handed_over_site")
+    assert len(r.stack) == mon.depth
+    assert r.stack[1] == (HERE, caller_line,
+                          "test_track_checkout_keeps_the_handed_over_site_and_its_callers")
+    assert r.thread == threading.current_thread().name
+    assert 0 <= r.age_s < 60
+    token.close()
+    mon.configure(depth=1)
+    token, line = borrow_with_handed_over_site(probe)
+    assert [f[1] for f in mon.live(min_age=0)[0].stack] == [line]
+    token.close()
+    mon.configure(depth=256)  # deeper than the stack: every frame, nothing invented
+    token, _ = borrow_with_handed_over_site(probe)
+    stack = mon.live(min_age=0)[0].stack
+    assert 2 < len(stack) < len(inspect.stack()) + 5
+    token.close()
+    assert mon.live(min_age=0) == []
+
+
+def test_track_checkout_from_poolkeeper_code_starts_at_the_first_frame_outside(
+        mon: Monitor) -> None:
+    probe = mon.probe(None, enabled=True)
+    # A frame of poolkeeper's own stands for a borrow made inside poolkeeper (the loader).
+    internal = monitor_module._first_outside  # any function in a poolkeeper file
+    token = checkout_here(probe, sys._getframe(), internal.__code__)
+    [r] = mon.live(min_age=0)
+    assert r.function == ("test_track_checkout_from_poolkeeper_code_starts_at_the_first_frame_"
+                          "outside")
+    token.close()
+
+
+def test_track_checkout_is_sampled_and_bounded() -> None:
+    mon = Monitor(sample_every=2, max_records=3)
+    probe = mon.probe(None, enabled=True)
+    tokens = [checkout_here(probe, sys._getframe()) for _ in range(10)]
+    assert sum(t is not NULL_TOKEN for t in tokens) == 3  # 5 sampled in, 3 kept
+    assert mon.stats()["dropped_full"] == 2
+    for t in tokens:
+        t.close()
+
+
+def open_cursor_on(probe: Probe, checkout: Token) -> tuple[Token, int]:
+    return probe.track_cursor(checkout, sys._getframe()), sys._getframe().f_lineno
+
+
+def test_track_cursor_records_a_cursor_of_a_recorded_checkout(mon: Monitor) -> None:
+    probe = mon.probe("orders", enabled=True)
+    checkout = probe.track("checkout")
+    cursor, line = open_cursor_on(probe, checkout)
+    caller_line = sys._getframe().f_lineno - 1
+    cursor.set_sql("SELECT * FROM t WHERE id = 7")
+    views = {r.kind: r for r in mon.live(min_age=0)}
+    assert views["cursor"].site == f"{HERE}:{line} in open_cursor_on"
+    assert [f[1] for f in views["cursor"].stack] == [line, caller_line]
+    assert (views["cursor"].pool, views["cursor"].parent_id) == ("orders", checkout.id)
+    assert views["checkout"].sql == views["cursor"].sql == "SELECT * FROM t WHERE id = ?"
+    assert probe.track_cursor(NULL_TOKEN, sys._getframe()) is NULL_TOKEN  # no record, no cursor
+    other = Monitor().probe(None, enabled=True).track("checkout")
+    assert probe.track_cursor(other, sys._getframe()) is NULL_TOKEN  # another monitor's record
+    cursor.close()
+    checkout.close()
+    assert mon.live(min_age=0) == []

@@ -10,7 +10,7 @@ import pytest
 
 from poolkeeper import Pool
 from poolkeeper.observe import MONITOR, admin
-from poolkeeper.proxy import ConnectionProxy, CursorProxy, MonitoredConnection
+from poolkeeper.proxy import ConnectionProxy, CursorProxy, MonitoredConnection, MonitoredCursor
 
 HERE = __file__
 
@@ -78,3 +78,82 @@ def test_monitor_switches_at_runtime_and_costs_nothing_when_off(
         assert MONITOR.live(min_age=0, kind="checkout", pool="switch") == []
         with pool.connection() as conn:
             assert conn.__class__ is ConnectionProxy
+
+
+def open_cursor_and_drop(conn: ConnectionProxy) -> int:
+    conn.cursor()  # never closed, dropped at once
+    return sys._getframe().f_lineno - 1
+
+
+def execute_and_drop(conn: ConnectionProxy) -> int:
+    conn.execute("SELECT 1")  # the cursor conn.execute() opens is never closed
+    return sys._getframe().f_lineno - 1
+
+
+def test_a_cursor_dropped_unclosed_is_listed_as_collected_not_left_live(
+        any_dsn: str, clean_monitor: None) -> None:
+    with Pool(any_dsn, max_size=1, name="dropcur", monitor=True) as pool:
+        with pool.connection() as conn:
+            cursor_line = open_cursor_and_drop(conn)
+            execute_line = execute_and_drop(conn)
+            gc.collect()
+            assert MONITOR.live(min_age=0, kind="cursor", pool="dropcur") == []
+            gone = sorted((r.site for r in MONITOR.collected(kind="cursor", pool="dropcur")),
+                          key=lambda site: int(site.split(":")[-1].split()[0]))
+        # opened through conn.execute(): the site is still the caller's line, not poolkeeper's
+        assert gone == [f"{HERE}:{cursor_line} in open_cursor_and_drop",
+                        f"{HERE}:{execute_line} in execute_and_drop"]
+        assert MONITOR.live(min_age=0, pool="dropcur", kind="checkout") == []
+
+
+def borrow_for_stack(pool: Pool) -> tuple[ConnectionProxy, int]:
+    return pool.getconn(), sys._getframe().f_lineno
+
+
+def test_checkout_keeps_the_borrowers_frame_and_its_callers(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="stack", monitor=True) as pool:
+        conn, line = borrow_for_stack(pool)
+        caller_line = sys._getframe().f_lineno - 1
+        try:
+            [rec] = MONITOR.live(min_age=0, kind="checkout", pool="stack")
+            assert len(rec.stack) == MONITOR.depth
+            assert rec.stack[0] == (HERE, line, "borrow_for_stack")
+            assert rec.stack[1] == (HERE, caller_line,
+                                    "test_checkout_keeps_the_borrowers_frame_and_its_callers")
+        finally:
+            pool.putconn(conn)
+
+
+def test_sampled_out_checkouts_and_their_cursors_run_no_monitor_code(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    MONITOR.configure(sample_every=2)
+    try:
+        with Pool(sqlite_dsn, max_size=1, name="sampled", monitor=True) as pool:
+            classes = []
+            for _ in range(4):
+                with pool.connection() as conn:
+                    classes.append(conn.__class__)
+                    cur = conn.cursor()
+                    assert (cur.__class__ is MonitoredCursor) == (
+                        conn.__class__ is MonitoredConnection)
+                    cur.close()
+            assert sorted(c.__name__ for c in classes) == [
+                "ConnectionProxy", "ConnectionProxy", "MonitoredConnection",
+                "MonitoredConnection"]
+            assert MONITOR.live(min_age=0, pool="sampled", kind="cursor") == []
+    finally:
+        MONITOR.configure(sample_every=1)
+
+
+def test_a_monitor_only_pool_returns_without_the_slow_path(
+        sqlite_dsn: str, clean_monitor: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="fastret", monitor=True) as pool:
+        def slow_return(*args: object) -> bool:
+            raise AssertionError("_slow_return has nothing to do for the monitor")
+
+        monkeypatch.setattr(pool, "_slow_return", slow_return)
+        with pool.connection() as conn:
+            conn.execute("SELECT 1").close()
+        assert not [r for r in MONITOR.live(min_age=0, pool="fastret")
+                    if r.kind in ("checkout", "cursor")]

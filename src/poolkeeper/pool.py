@@ -317,8 +317,16 @@ class Pool:
         """Per-borrow work that only some options need (leak stacks, abandon tracking, the
         resource monitor)."""
         if self._monitored:
-            proxy.__class__ = MonitoredConnection
-            proxy._mon = self.monitor.track("checkout", None, 0, None, None, None, None, frame)
+            # What the pool read for its own reports (the caller's code and offset, the time,
+            # the thread) is handed over, not read again.
+            token = self.monitor.track_checkout(frame, slot.borrow_code, slot.borrow_lasti,
+                                                slot.borrowed_at, slot.borrow_thread)
+            # Only a recorded checkout becomes a MonitoredConnection; one sampled out (or
+            # refused by a full registry: NULL_TOKEN, whose id is 0) runs no monitor code, nor
+            # do its cursors.
+            if token.id:
+                proxy._mon = token
+                proxy.__class__ = MonitoredConnection
         if self._capture_stack:
             slot.borrow_stack = _capture_stack(frame, self.config.leak_stack_depth)
         if self._track_proxy:
@@ -352,8 +360,9 @@ class Pool:
         if slot.broken or self._tx_state(raw) != self._tx_idle or slot.autocommit_was is not None:
             failure = self._slow_reset(slot, raw, commit)
         now = _monotonic()
+        # Not the monitor's flag: its record was closed above, _slow_return has nothing for it.
         rare = (slot.broken or slot.expires_at <= now or slot.generation != self._bag.generation
-                or slot.leak_reported or self._borrow_extras)
+                or slot.leak_reported or self._capture_stack or self._track_proxy)
         if rare and not self._slow_return(slot, now):  # retired instead of kept
             if failure is not None:
                 raise failure

@@ -21,6 +21,7 @@ statistics, the resource monitor); with no hook it calls the driver directly.
 from __future__ import annotations
 
 import contextlib
+import sys
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .core.slot import Frame, Slot, line_of
 from .errors import ConnectionReclaimed, ConnectionReturned
+from .observe.monitor import SQL_MAX_CHARS
 from .timeouts import statement_timeout
 
 if TYPE_CHECKING:
@@ -278,16 +280,22 @@ class ConnectionProxy(_ConnectionState):
 class MonitoredConnection(ConnectionProxy):
     """A checkout recorded by the resource monitor, with its cursors and their SQL.
 
-    The pool switches a checkout to this class only while the monitor is on for the pool, so
-    an unmonitored checkout runs no monitor code at all.
+    The pool switches a checkout to this class only when the monitor recorded it, so an
+    unmonitored (or sampled-out) checkout runs no monitor code at all.
     """
 
     __slots__ = ()
 
     def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
-        cur = ConnectionProxy.cursor(self, *args, **kwargs)
-        cur.__class__ = MonitoredCursor
-        cur._mon = self._pool.monitor.track("cursor", None, 0, None, None, 2, self._mon)
+        # The usual call has no arguments: a plain call is cheaper than passing on * and **.
+        cur = (ConnectionProxy.cursor(self, *args, **kwargs) if args or kwargs
+               else ConnectionProxy.cursor(self))
+        # The caller's frame handed over: the monitor neither materialises this method's
+        # frame nor walks past it.
+        token = self._pool.monitor.track_cursor(self._mon, sys._getframe(1))
+        if token.id:  # not NULL_TOKEN (monitor turned off, registry full): record it
+            cur._mon = token
+            cur.__class__ = MonitoredCursor
         return cur
 
 
@@ -467,12 +475,25 @@ class CursorProxy(_CursorState):
 
 
 class MonitoredCursor(CursorProxy):
-    """A cursor recorded by the resource monitor, with the SQL it runs."""
+    """A cursor recorded by the resource monitor, with the SQL it runs.
+
+    Only a cursor with a real record (never NULL_TOKEN) gets this class, and closing switches
+    it to :class:`ClosedCursor`, so ``__del__`` runs only for a cursor dropped unclosed.
+    """
 
     __slots__ = ()
 
     def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET) -> Any:
-        self._mon.set_sql(query)
+        rec: Any = self._mon  # a record, never NULL_TOKEN: see MonitoredConnection.cursor
+        if query.__class__ is str and len(query) <= SQL_MAX_CHARS:
+            # set_sql() written out for the usual statement: a Python call less per execute.
+            # Kept as is (no copy, folded when a view reads it), on the cursor and on its
+            # checkout.
+            rec.sql = rec.parent.sql = query
+        else:
+            rec.set_sql(query)  # clipped to 1 KB, or only the type of a statement object
+        if timeout is _UNSET:  # positional call: no keyword argument to pass on
+            return CursorProxy.execute(self, query, params)
         return CursorProxy.execute(self, query, params, timeout=timeout)
 
     def executemany(self, query: Any, seq_of_params: Any, *, timeout: Any = _UNSET) -> Any:
@@ -481,11 +502,20 @@ class MonitoredCursor(CursorProxy):
 
     def close(self) -> None:
         self._mon.close()
-        CursorProxy.close(self)
+        # CursorProxy.close() written out: a Python call less per cursor.
+        raw = self._raw
+        self._raw = None
+        self.__class__ = ClosedCursor  # type: ignore[assignment]
+        raw.close()
 
     def _drop(self) -> None:
         self._mon.close()
         CursorProxy._drop(self)
+
+    def __del__(self) -> None:
+        # Garbage-collected while open (a `conn.execute(...)` result never closed, say): its
+        # record moves to the monitor's collected list instead of staying live for good.
+        self._mon.collected()
 
 
 class ClosedCursor(_CursorState):

@@ -14,11 +14,15 @@ nothing: no flag is tested on any call. ``enable()`` / ``disable()`` rebind that
 runtime, globally or per pool.
 
 **Cheap when on.** The call site is captured by walking only the frames kept (``depth``,
-default 8) past poolkeeper's own frames, keeping ``(code, instruction offset)`` pairs; line
+default 4) past poolkeeper's own frames, keeping ``(code, instruction offset)`` pairs; line
 numbers (decoding ``f_lineno`` costs more than the rest of the walk), file names, function
-names and folded SQL are worked out only when someone reads a view. Sampling
-(``sample_every``) records one resource in N. The registry holds at most ``max_records``
-records; resources beyond that are not recorded and counted in ``dropped_full``.
+names and folded SQL are worked out only when someone reads a view. Each kept frame costs
+about 0.2 us (three frame attribute reads), so the default keeps the site and three callers,
+enough to tell which code path borrowed; ``configure(depth=...)`` keeps up to 256. The pool's
+hot paths use ``probe.track_checkout`` and ``probe.track_cursor``, ``track`` cut down to one
+kind each. Sampling (``sample_every``) records one resource in N (a pool's cursors follow
+their checkout). The registry holds at most ``max_records`` records; resources beyond that
+are not recorded and counted in ``dropped_full``.
 
 Example::
 
@@ -166,12 +170,28 @@ def _null_track(kind: str, obj: object = None, size: int = 0, sql: object = None
     return NULL_TOKEN
 
 
+#: the signature of ``track_checkout``: (the borrower's frame, its f_code, its f_lasti, the
+#: monotonic time of the borrow, the borrowing thread's ident)
+TrackCheckoutFn = Callable[[Any, Any, int, float, int], Token]
+#: the signature of ``track_cursor``: (the checkout's token, the frame that opened it)
+TrackCursorFn = Callable[[Token, Any], Token]
+
+
+def _null_track_checkout(frame: Any, code: Any, lasti: int, now: float, ident: int) -> Token:
+    return NULL_TOKEN
+
+
+def _null_track_cursor(parent: Token, frame: Any) -> Token:
+    return NULL_TOKEN
+
+
 # ----------------------------------------------------------------------------- records
 class _Record:
     """One live resource. Doubles as its token, so tracking allocates one object.
 
-    Filled in by the track function without an ``__init__`` call (a Python frame per record
-    saved); ``sql``, ``_ref`` and ``collected_at`` stay unset until they have a value.
+    Made by calling the class, which runs no Python ``__init__`` (a Python frame per record
+    saved), and filled in by the track functions; ``sql``, ``_ref`` and ``collected_at`` stay
+    unset until they have a value.
     Each monitor makes its own subclass holding ``_monitor`` and ``_records`` as class
     attributes: two stores fewer per record (see :func:`_record_class`).
     """
@@ -194,9 +214,12 @@ class _Record:
     thread: threading.Thread | int
 
     def close(self) -> None:
-        # A dict pop only: a weakref left on the record may still fire, but _collect finds
-        # the id gone and does nothing.
-        self._records.pop(self.id, None)
+        # One dict deletion (cheaper than a pop call, or contextlib.suppress): a weakref
+        # left on the record may still fire, but _collect finds the id gone and does nothing.
+        try:  # noqa: SIM105 - see above
+            del self._records[self.id]
+        except KeyError:  # closed twice, collected, or cleared
+            pass
 
     def collected(self) -> None:
         self._ref = None
@@ -274,6 +297,35 @@ def _walker(n: int) -> Callable[[Any], list[Any]]:
     exec("\n".join(lines), namespace)
     fn = namespace["walk"]
     _WALKERS[n] = fn
+    return fn
+
+
+_WALKERS_ON: dict[int, Callable[[Any, int, Any], list[Any]]] = {}
+
+
+def _walker_on(n: int) -> Callable[[Any, int, Any], list[Any]]:
+    """Like :func:`_walker`, for a caller that has read the first frame already:
+    ``walk_on(code, offset, f)`` keeps (code, offset) and ``n - 1`` frames from ``f.f_back``
+    on (the pool reads its caller's code and offset on every borrow, for its own reports).
+    """
+    found = _WALKERS_ON.get(n)
+    if found is not None:
+        return found
+    lines = ["def walk_on(c0, l0, f):"]
+    if n <= 1:
+        lines.append("    return [c0, l0]")
+    else:
+        lines += ["    f0 = f", "    try:", "        f = f.f_back"]
+        for i in range(1, n):
+            lines.append(f"        c{i} = f.f_code; l{i} = f.f_lasti"
+                         + ("; f = f.f_back" if i < n - 1 else ""))
+        lines += ["    except AttributeError:",
+                  "        return [c0, l0] + loop(f0.f_back, n - 1)",
+                  "    return [" + ", ".join(f"c{i}, l{i}" for i in range(n)) + "]"]
+    namespace: dict[str, Any] = {"loop": _walk_loop, "n": n}
+    exec("\n".join(lines), namespace)  # built from the int n alone, as in _walker
+    fn: Callable[[Any, int, Any], list[Any]] = namespace["walk_on"]
+    _WALKERS_ON[n] = fn
     return fn
 
 
@@ -418,21 +470,27 @@ def _load_fold() -> Callable[[str, str | None], str]:
 class Probe:
     """The switch one owner (a pool, or the monitor itself) calls ``track`` through.
 
-    ``probe.track`` is rebound when the probe turns on or off, so an owner calls it
-    unconditionally. A probe follows the global switch unless set per pool::
+    ``probe.track`` (and ``track_checkout``, ``track_cursor``) are rebound when the probe
+    turns on or off, so an owner calls them unconditionally. A probe follows the global
+    switch unless set per pool::
 
         probe = monitor.probe("orders")      # follows monitor.enable()/disable()
         probe.enable()                       # on for this pool whatever the global switch
         probe.follow_global()                # back to following it
     """
 
-    __slots__ = ("__weakref__", "_monitor", "_setting", "name", "on_change", "track")
+    __slots__ = ("__weakref__", "_monitor", "_setting", "name", "on_change", "track",
+                 "track_checkout", "track_cursor")
 
     def __init__(self, monitor: Monitor, name: str | None, enabled: bool | None = None) -> None:
         self._monitor = monitor
         self.name = name
         self._setting = enabled
         self.track: TrackFn = _null_track
+        #: the pool's hot paths, ``track`` cut down to one kind each (see
+        #: :func:`_make_track_checkout` and :func:`_make_track_cursor`)
+        self.track_checkout: TrackCheckoutFn = _null_track_checkout
+        self.track_cursor: TrackCursorFn = _null_track_cursor
         #: called with the new state whenever the probe turns on or off, so an owner that keeps
         #: its own fast-path flag (the pool does) can follow without testing the probe per call
         self.on_change: Callable[[bool], None] | None = None
@@ -466,7 +524,14 @@ class Probe:
     def _rebind(self) -> None:
         mon = self._monitor
         on = mon.global_enabled if self._setting is None else self._setting
-        self.track = _make_track(mon, self.name) if on else _null_track
+        if on:
+            self.track = _make_track(mon, self.name)
+            self.track_checkout = _make_track_checkout(mon, self.name)
+            self.track_cursor = _make_track_cursor(mon)
+        else:
+            self.track = _null_track
+            self.track_checkout = _null_track_checkout
+            self.track_cursor = _null_track_cursor
         if self.on_change is not None:
             self.on_change(on)
 
@@ -475,23 +540,54 @@ class Probe:
         return f"<poolkeeper Probe {self.name!r} {state}>"
 
 
+def _first_outside(mon: Monitor, f: Any) -> Any:
+    """The first frame from ``f`` on that is not poolkeeper's own (None past the outermost).
+
+    Remembers per file name whether it is poolkeeper's, so a file is tested once, and adds
+    the files found outside to ``mon._outside``: the track functions test a frame's file
+    against that set and come here only for poolkeeper's own files and files not seen yet.
+    """
+    internal = mon._internal
+    skip = mon._skip
+    while f is not None:
+        filename = f.f_code.co_filename
+        inside = internal.get(filename)
+        if inside is None:
+            inside = filename.startswith(skip)
+            if len(internal) < 4096:  # bounded: past it, files are tested every time
+                internal[filename] = inside
+                if not inside:
+                    mon._outside.add(filename)
+        if not inside:
+            return f
+        f = f.f_back
+    return None
+
+
+def _current_thread(get_ident: Callable[[], int] = threading.get_ident,
+                    active: dict[int, threading.Thread] = threading._active,  # type: ignore[attr-defined]
+                    ) -> threading.Thread | int:
+    """The Thread object of the calling thread, or its id for a thread threading does not
+    know (the slow path of the track functions, which subscript ``threading._active``)."""
+    ident = get_ident()
+    return active.get(ident, ident)
+
+
 def _make_track(mon: Monitor, default_pool: str | None) -> TrackFn:
     """Build the function a probe's ``track`` is bound to while on.
 
     Everything it needs is bound as a closure variable, so a call does no attribute lookups
-    beyond the frame walk and makes one object (the record).
+    beyond the frame walk and makes one object (the record) besides the kept frames.
     """
     records = mon._records
     ids = mon._ids
     record_cls = mon._record_cls
     walkers = _WALKERS
     walk_default = _walker(mon.depth)
-    skip = mon._skip
-    internal = mon._internal
+    outside = mon._outside
     max_records = mon.max_records
     every = mon.sample_every
     kinds = KINDS
-    new = object.__new__
     monotonic = _monotonic
     get_ident = threading.get_ident
     active = threading._active  # type: ignore[attr-defined]
@@ -508,21 +604,15 @@ def _make_track(mon: Monitor, default_pool: str | None) -> TrackFn:
         if len(records) >= max_records:
             mon._dropped()
             return null
-        # Walk past poolkeeper's frames, then keep `depth` frames as (code, offset): f_lasti
-        # is read as is, f_lineno would decode the line table on every call.
+        # The call site is the first frame outside poolkeeper. A set lookup settles the usual
+        # case (a file known to be outside); _first_outside walks past poolkeeper's frames,
+        # and decides (and remembers) for a file not seen yet.
         f: Any = getframe(1) if frame is None else frame
-        while f is not None:
-            filename = f.f_code.co_filename
-            inside = internal.get(filename)
-            if inside is None:
-                inside = filename.startswith(skip)
-                if len(internal) < 4096:
-                    internal[filename] = inside
-            if not inside:
-                break
-            f = f.f_back
-        # One flat list [code, offset, code, offset, ...]: no tuple per frame to allocate
-        # and to count toward the next garbage collection.
+        if f is not None and f.f_code.co_filename not in outside:
+            f = _first_outside(mon, f)
+        # Keep `depth` frames as one flat list [code, offset, code, offset, ...]: f_lasti is
+        # read as is (f_lineno would decode the line table on every call), and no tuple per
+        # frame is made to allocate and to count toward the next garbage collection.
         if depth is None:
             kept = walk_default(f)
         else:
@@ -530,17 +620,20 @@ def _make_track(mon: Monitor, default_pool: str | None) -> TrackFn:
             if walk is None:
                 walk = _walker(_check_int("depth", depth, 0, 256))
             kept = walk(f)
-        rid = next(ids)
-        rec = new(record_cls)
-        rec.id = rid
+        # The class call makes the record without running Python code (no __init__):
+        # cheaper than object.__new__(record_cls), which goes through a wrapper.
+        rec = record_cls()
+        rec.id = rid = next(ids)
         rec.kind = kind
         rec.pool = default_pool if pool is None else pool
         rec.size = size
         rec.created = monotonic()
-        # The Thread object, named when read (Thread.name is a property); an int for a
-        # thread the threading module does not know.
-        ident = get_ident()
-        rec.thread = active.get(ident, ident)
+        # The Thread object, named when read (Thread.name is a property); a subscript is
+        # cheaper than a .get() call, and a thread threading does not know is rare.
+        try:
+            rec.thread = active[get_ident()]
+        except KeyError:
+            rec.thread = _current_thread()
         rec.frames = kept
         rec.parent = parent if parent.__class__ is record_cls else None
         if sql is not None:
@@ -569,6 +662,120 @@ def _make_track(mon: Monitor, default_pool: str | None) -> TrackFn:
     return track_sampled
 
 
+def _make_track_checkout(mon: Monitor, pool: str | None) -> TrackCheckoutFn:
+    """Build the function a probe's ``track_checkout`` is bound to while on.
+
+    ``track("checkout", frame=frame)`` cut down to what a pool's borrow needs, since it runs
+    on every borrow: no kind or argument checks, and what the pool has read already for its
+    own reports (the borrower's code and offset, the time, the thread's ident) is not read
+    again. Sampled like ``track``.
+    """
+    records = mon._records
+    ids = mon._ids
+    record_cls = mon._record_cls
+    walk = _walker(mon.depth)
+    walk_on = _walker_on(mon.depth)
+    outside = mon._outside
+    max_records = mon.max_records
+    every = mon.sample_every
+    active = threading._active  # type: ignore[attr-defined]
+    null = NULL_TOKEN
+    tick = 0
+
+    def track_checkout(frame: Any, code: Any, lasti: int, now: float, ident: int) -> Token:
+        if len(records) >= max_records:
+            mon._dropped()
+            return null
+        if code.co_filename in outside:  # the usual case: see track()
+            kept = walk_on(code, lasti, frame)
+        else:  # borrowed by poolkeeper itself (the loader), or a file not seen yet
+            kept = walk(_first_outside(mon, frame))
+        rec = record_cls()
+        rec.id = rid = next(ids)
+        rec.kind = "checkout"
+        rec.pool = pool
+        rec.size = 0
+        rec.created = now
+        try:  # see track()
+            rec.thread = active[ident]
+        except KeyError:
+            rec.thread = ident
+        rec.frames = kept
+        rec.parent = None
+        records[rid] = rec
+        return rec
+
+    if every == 1:
+        return track_checkout
+
+    def track_checkout_sampled(frame: Any, code: Any, lasti: int, now: float,
+                               ident: int) -> Token:
+        nonlocal tick
+        tick += 1  # racy on purpose, as in track()
+        if tick % every:
+            return null
+        return track_checkout(frame, code, lasti, now, ident)
+
+    return track_checkout_sampled
+
+
+#: frames kept per cursor record: its own site and its caller (its checkout holds the stack)
+CURSOR_DEPTH = 2
+
+
+def _make_track_cursor(mon: Monitor) -> TrackCursorFn:
+    """Build the function a probe's ``track_cursor`` is bound to while on.
+
+    ``track("cursor", ...)`` cut down to what a pool's cursor needs, since it runs for every
+    cursor: no kind or argument checks, its pool taken from its checkout, :data:`CURSOR_DEPTH`
+    frames. Not sampled: a checkout that was recorded has all its cursors recorded (one that
+    was sampled out runs no monitor code at all). ``parent`` must be a record of this monitor
+    (else NULL_TOKEN); ``frame`` is the frame that opened the cursor, or one of poolkeeper's
+    below it.
+    """
+    records = mon._records
+    ids = mon._ids
+    record_cls = mon._record_cls
+    walk = _walker(CURSOR_DEPTH)
+    outside = mon._outside
+    max_records = mon.max_records
+    monotonic = _monotonic
+    get_ident = threading.get_ident
+    active = threading._active  # type: ignore[attr-defined]
+    null = NULL_TOKEN
+
+    def track_cursor(parent: Token, frame: Any) -> Token:
+        if parent.__class__ is not record_cls:
+            return null
+        if len(records) >= max_records:
+            mon._dropped()
+            return null
+        code = frame.f_code
+        if code.co_filename in outside:
+            # The usual case, written out: the walker's 2 frames without its call.
+            back = frame.f_back
+            kept = ([code, frame.f_lasti] if back is None
+                    else [code, frame.f_lasti, back.f_code, back.f_lasti])
+        else:  # opened by poolkeeper (conn.execute()), or a file not seen yet: see track()
+            kept = walk(_first_outside(mon, frame))
+        rec = record_cls()
+        rec.id = rid = next(ids)
+        rec.kind = "cursor"
+        rec.pool = parent.pool
+        rec.size = 0
+        rec.created = monotonic()
+        try:  # see track()
+            rec.thread = active[get_ident()]
+        except KeyError:
+            rec.thread = _current_thread()
+        rec.frames = kept
+        rec.parent = parent
+        records[rid] = rec
+        return rec
+
+    return track_cursor
+
+
 # ----------------------------------------------------------------------------- monitor
 class Monitor:
     """The registry of live resources, its switches and its views.
@@ -579,7 +786,7 @@ class Monitor:
     without being closed. There is one process-wide instance, :data:`MONITOR`.
     """
 
-    def __init__(self, *, max_records: int = 10_000, depth: int = 8, sample_every: int = 1,
+    def __init__(self, *, max_records: int = 10_000, depth: int = 4, sample_every: int = 1,
                  max_collected: int = 1_000, skip: Sequence[str] = _DEFAULT_SKIP) -> None:
         self._records: dict[int, _Record] = {}
         self._record_cls = _record_class(self)
@@ -597,8 +804,10 @@ class Monitor:
         self._skip: tuple[str, ...] = tuple(skip)
         # pool name -> SQL dialect, to fold each pool's statements right when read
         self._dialects: dict[str, str] = {}
-        # file name -> whether its frames are poolkeeper's own (str hashes are cached)
+        # file name -> whether its frames are poolkeeper's own (str hashes are cached), and
+        # the names found outside: the track functions' fast test (see _first_outside)
         self._internal: dict[str, bool] = {}
+        self._outside: set[str] = set()
         self._record: TrackFn = _null_track
         self.dropped_full = 0
         self._stats_reads = 0
