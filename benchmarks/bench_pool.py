@@ -10,7 +10,9 @@ Sections (issue 2, "Benchmarks"):
    (target: poolkeeper <= 0.5);
 2. ``SELECT 1`` on PostgreSQL from 8 and 32 threads sharing 4 connections, relative to 4 threads
    on 4 dedicated psycopg connections measured in the same round, with fairness (fewest / most
-   operations per thread) and p99 latency (target: ratio >= 0.8 and fairness >= 0.8);
+   operations per thread) and p99 latency (target: ratio >= 0.8 and fairness >= 0.8); a
+   no-pool reference shares the same 4 connections between fixed thread pairs under a plain
+   ``threading.Lock``, to show what CPython's cheapest (and unfair) sharing reaches;
 3. single-thread ``SELECT 1`` (borrow, execute, fetch, return) relative to a raw connection, on
    PostgreSQL and MariaDB (targets: <= 1.03x and <= 1.05x).
 
@@ -383,13 +385,31 @@ def section2(s: Settings, budget: Budget, results: dict[str, Any]) -> None:
                 cur.close()
             return op
 
+        # No pool at all: thread i always uses connection i % 4 under that connection's
+        # threading.Lock. The cheapest sharing CPython allows, and an unfair one (a releasing
+        # thread re-takes the lock before the woken waiter runs): what barging buys, and costs.
+        pair_locks = [threading.Lock() for _ in range(POOL_SIZE)]
+
+        def pair_op(i: int) -> Op:
+            conn, lock = dedicated[i % POOL_SIZE], pair_locks[i % POOL_SIZE]
+
+            def op() -> None:
+                with lock:
+                    cur = conn.cursor()
+                    cur.execute(QUERY)
+                    cur.fetchone()
+                    cur.close()
+            return op
+
         ded = "raw psycopg, 4 threads x 4 dedicated conns"
+        pairs = "no pool: fixed conn per thread + Lock"
         pk2_name, pk0_name = "poolkeeper lease_ms=2 (default)", "poolkeeper lease_ms=0 (FIFO)"
         pkn_name = "poolkeeper lease_ms=2, stats=False"
         pk_pools = {pk2_name: pk2, pk0_name: pk0, pkn_name: pkn}
         # (name, op factory, thread count: None = the round's thread count)
         workloads: list[tuple[str, Callable[[int], Op], int | None]] = [
             (ded, raw_op, POOL_SIZE),
+            (pairs, pair_op, None),
             (pk2_name, lambda i: pk_with_op(pk2), None),
             (pk0_name, lambda i: pk_with_op(pk0), None),
             (pkn_name, lambda i: pk_with_op(pkn), None),
