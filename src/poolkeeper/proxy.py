@@ -502,11 +502,7 @@ class MonitoredCursor(CursorProxy):
 
     def close(self) -> None:
         self._mon.close()
-        # CursorProxy.close() written out: a Python call less per cursor.
-        raw = self._raw
-        self._raw = None
-        self.__class__ = ClosedCursor  # type: ignore[assignment]
-        raw.close()
+        CursorProxy.close(self)
 
     def _drop(self) -> None:
         self._mon.close()
