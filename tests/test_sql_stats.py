@@ -93,6 +93,29 @@ def test_concurrent_executions_are_tracked() -> None:
     assert reg.snapshot()["running_max"] == 3
 
 
+def test_an_execution_outliving_its_evicted_entry_stays_in_running_until_it_ends() -> None:
+    reg = SqlStatsRegistry(max_entries=2)
+    slow = reg.begin("SELECT pg_sleep(?)")
+    for i in range(3):  # evicts the sleeping statement's entry
+        reg.record(f"SELECT c{i} FROM t", 0.001)
+    assert slow.detached
+    assert reg.snapshot()["running"] == 1
+    reg.end(slow, 0.5)
+    snap = reg.snapshot()
+    assert snap["running"] == 0 and snap["untracked_executions"] == 1
+
+
+def test_running_max_is_exact_when_executions_overlap_and_end_in_any_order() -> None:
+    reg = SqlStatsRegistry()
+    a, b = reg.begin("SELECT 1"), reg.begin("SELECT 1")
+    reg.end(b, 0.001)
+    c = reg.begin("SELECT 1")
+    d = reg.begin("SELECT 1")  # a, c, d in flight together: 3
+    for e in (d, a, c):
+        reg.end(e, 0.001)
+    assert _only(reg)["running_max"] == 3 and _only(reg)["running"] == 0
+
+
 # ----------------------------------------------------------------------------- bounds
 def test_least_recently_used_entries_are_evicted_by_count() -> None:
     reg = SqlStatsRegistry(max_entries=3)
