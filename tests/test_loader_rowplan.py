@@ -146,3 +146,22 @@ def test_plans_are_shared_by_type_signature() -> None:
     codec = PostgresCodec()
     assert codec.row_formatter((1, "a")) is codec.row_formatter((2, "b"))
     assert codec.row_formatter((1, "a")) is not codec.row_formatter(("a", 1))
+
+
+def test_past_the_plan_bound_tables_get_the_generic_formatter_and_are_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from poolkeeper.loader import rowplan
+
+    monkeypatch.setattr(rowplan, "_plans", {})
+    monkeypatch.setattr(rowplan, "_MAX_PLANS", 2)
+    monkeypatch.setattr(rowplan, "_refused", 0)
+    codec = MysqlCodec()
+    generic = codec.formatter()[0]
+    signatures = [(1,), ("a",), (0.5,), (1, "a")]
+    got = [codec.row_formatter(row) for row in signatures]
+    assert [f is generic for f in got] == [False, False, True, True]
+    assert codec.row_formatter((7,)) is got[0]  # a known signature still gets its plan
+    assert rowplan.plan_stats() == {"row_plans": 2, "row_plans_max": 2, "row_plans_refused": 2}
+    out = bytearray()
+    got[3]((1, "a"), None, out)  # the generic formatter, same bytes as ever
+    assert bytes(out) == _generic_bytes(codec, (1, "a"))

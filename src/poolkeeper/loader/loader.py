@@ -49,6 +49,7 @@ from .budget import REGION_OVERHEAD, ROW_OVERHEAD, Budget, Region, record_cost
 from .codec import codec_for
 from .flusher import Flusher, Outcome, describe_error
 from .rejects import Reject, RejectSink
+from .rowplan import plan_stats
 from .spill import SpillLog
 from .targets import Target, make_target
 
@@ -1061,6 +1062,7 @@ class _Engine:
                 "callback_errors": self.callback_errors,
                 "replayed_batches": self.replayed_batches,
                 "replayed_rows": self.replayed_rows,
+                **plan_stats(),
                 "replay_skipped_batches": self.replay_skipped_batches,
             }
             for reason, n in self.flushes.items():

@@ -30,7 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-__all__ = ["MYSQL_RECIPES", "POSTGRES_RECIPES", "Recipe", "RowFormatter", "plan_formatter"]
+__all__ = ["MYSQL_RECIPES", "POSTGRES_RECIPES", "Recipe", "RowFormatter", "plan_formatter",
+           "plan_stats"]
 
 RowFormatter = Callable[[Sequence[Any], Any, bytearray], None]
 
@@ -113,6 +114,16 @@ def _key(value: Any) -> _Key:
 
 _plans: dict[tuple[int, RowFormatter, tuple[_Key, ...]], RowFormatter] = {}
 _plans_lock = threading.Lock()
+#: tables that got the generic formatter because the plans were full (_MAX_PLANS)
+_refused = 0
+
+
+def plan_stats() -> dict[str, int]:
+    """The process-wide plan cache: plans held, the bound, and how many tables were left to
+    the generic formatter because it was full (slower, never different bytes)."""
+    with _plans_lock:
+        return {"row_plans": len(_plans), "row_plans_max": _MAX_PLANS,
+                "row_plans_refused": _refused}
 
 
 def plan_formatter(recipes: Mapping[_Key, Recipe], row: Sequence[Any],
@@ -135,6 +146,8 @@ def plan_formatter(recipes: Mapping[_Key, Recipe], row: Sequence[Any],
         if found is not None:
             return found
         if len(_plans) >= _MAX_PLANS:
+            global _refused
+            _refused += 1
             return generic
         planned = _compile([recipes[k] for k in keys], generic)
         _plans[cache_key] = planned
