@@ -58,6 +58,7 @@ _CURSOR_PRUNE_FROM = 64
 
 
 _weakref = weakref.ref
+_new = object.__new__
 #: "no timeout argument given" (None means "no timeout")
 _UNSET: Any = object()
 
@@ -146,7 +147,12 @@ class ConnectionProxy(_ConnectionState):
 
     # ------------------------------------------------------------------ DB-API
     def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
-        cur = CursorProxy(self, self._raw.cursor(*args, **kwargs))
+        # CursorProxy.__init__ written out: no Python frame for it, once per cursor.
+        cur: CursorProxy = _new(CursorProxy)
+        cur._raw = self._raw.cursor(*args, **kwargs)
+        cur._conn = self
+        cur._pool = self._pool
+        cur._slot = self._slot  # type: ignore[assignment]
         cursors = self._cursors
         if cursors is None:
             self._cursors = [_weakref(cur)]
@@ -260,8 +266,9 @@ class ConnectionProxy(_ConnectionState):
         self._cursors = None
         if cursors is not None:
             for ref in cursors:
-                cur = ref()
-                if cur is not None:
+                cur: Any = ref()  # a CursorProxy, or one switched to ClosedCursor
+                # One the caller closed needs nothing: no call for it (the usual case).
+                if cur is not None and cur.__class__ is not ClosedCursor:
                     cur._drop()
 
     def _detach(self, *, reclaimed: bool = False) -> None:
