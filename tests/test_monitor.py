@@ -8,6 +8,7 @@ import inspect
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,6 +111,29 @@ def test_explicit_collected_path_moves_the_record(mon: Monitor) -> None:
     token.close()  # harmless afterwards
     token.collected()
     assert mon.stats()["collected_total"] == 1
+
+
+def test_views_copy_the_collected_list_again_when_a_finalizer_appended_mid_copy(
+        mon: Monitor) -> None:
+    """A collection triggered by the copy itself can run a finalizer that appends to the list
+    on the same thread (the lock is reentrant); deque then raises RuntimeError. Injected here,
+    since a real collection cannot be timed."""
+    probe = mon.probe("p", enabled=True)
+    probe.track("cursor").collected()
+
+    class AppendedMidCopy(deque[Any]):
+        failures = 2
+
+        def __iter__(self) -> Iterator[Any]:
+            if AppendedMidCopy.failures:
+                AppendedMidCopy.failures -= 1
+                raise RuntimeError("deque mutated during iteration")
+            return super().__iter__()
+
+    mon._collected = AppendedMidCopy(mon._collected)
+    assert [r.kind for r in mon.collected()] == ["cursor"]
+    assert AppendedMidCopy.failures == 0
+    assert [r.kind for r in mon.snapshot().collected] == ["cursor"]
 
 
 # --------------------------------------------------------------------------- off costs nothing

@@ -962,6 +962,19 @@ class Monitor:
         with self._lock:
             return list(self._records.copy().values())
 
+    def _collected_records(self) -> list[_Record]:
+        # A finalizer (MonitoredCursor.__del__, a weakref callback) run by a collection that
+        # the copy's own allocation triggered appends to the deque on this very thread (the
+        # lock is reentrant): the copy then raises RuntimeError. Copy again.
+        for _ in range(10):
+            try:
+                with self._lock:
+                    return list(self._collected)
+            except RuntimeError:
+                continue
+        with self._lock:
+            return list(self._collected)
+
     def live(self, min_age: float = 1.0, *, kind: str | None = None,
              pool: str | None = None) -> list[Resource]:
         """Live resources at least ``min_age`` seconds old (default 1 s hides the churn of
@@ -981,8 +994,7 @@ class Monitor:
     def collected(self, *, kind: str | None = None, pool: str | None = None) -> list[Resource]:
         """Resources garbage-collected without being closed, oldest first, with their site."""
         now = _monotonic()
-        with self._lock:
-            recs = list(self._collected)
+        recs = self._collected_records()
         return [_view(r, now, self._dialects) for r in recs
                 if (kind is None or r.kind == kind) and (pool is None or r.pool == pool)]
 
@@ -1013,8 +1025,7 @@ class Monitor:
         """All live records, the collected list and the counters, read at one instant."""
         now = _monotonic()
         records = self._raw_records()
-        with self._lock:
-            collected = list(self._collected)
+        collected = self._collected_records()
         return MonitorSnapshot(
             taken_at=now + _WALL_OFFSET,
             resources=tuple(sorted((_view(r, now, self._dialects) for r in records),
@@ -1025,8 +1036,7 @@ class Monitor:
 
     def memory_usage(self) -> tuple[int, int]:
         """(estimated bytes held by records, the budget those bounds allow): for the ledger."""
-        with self._lock:
-            collected = list(self._collected)
+        collected = self._collected_records()
         used = sum(r.nbytes() for r in self._raw_records()) + sum(r.nbytes() for r in collected)
         per_record = _RECORD_BYTES + _FRAME_BYTES * self.depth + SQL_MAX_CHARS + _STR_BYTES
         return used, per_record * (self.max_records + self.max_collected)
