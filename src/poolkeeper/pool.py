@@ -279,7 +279,9 @@ class Pool:
 
     def putconn(self, conn: ConnectionProxy) -> None:
         """Give back a connection borrowed with :meth:`getconn` (same as ``conn.close()``)."""
-        if conn.__class__ is not ConnectionProxy or conn._pool is not self:
+        cls = conn.__class__
+        if (cls is not ConnectionProxy and cls is not MonitoredConnection) \
+                or conn._pool is not self:
             self._wrong_putconn(conn)
         self._give_back(conn, None)
 
