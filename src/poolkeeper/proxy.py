@@ -58,7 +58,6 @@ _CURSOR_PRUNE_FROM = 64
 
 
 _weakref = weakref.ref
-_new = object.__new__
 #: "no timeout argument given" (None means "no timeout")
 _UNSET: Any = object()
 
@@ -147,12 +146,7 @@ class ConnectionProxy(_ConnectionState):
 
     # ------------------------------------------------------------------ DB-API
     def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
-        # CursorProxy.__init__ written out: no Python frame for it, once per cursor.
-        cur: CursorProxy = _new(CursorProxy)
-        cur._raw = self._raw.cursor(*args, **kwargs)
-        cur._conn = self
-        cur._pool = self._pool
-        cur._slot = self._slot  # type: ignore[assignment]
+        cur = CursorProxy(self, self._raw.cursor(*args, **kwargs))
         cursors = self._cursors
         if cursors is None:
             self._cursors = [_weakref(cur)]
