@@ -91,7 +91,8 @@ def test_abandoned_checkout_is_reclaimed_but_not_while_executing(
         def run_long() -> None:
             with pool.connection() as conn:
                 busy.set()
-                outcome.append(conn.execute(sleep_sql(pool, 1.0)).fetchone())
+                cur = conn.execute(sleep_sql(pool, 1.0))  # longer than abandoned_timeout
+                outcome.append(cur.fetchone())
 
         t = threading.Thread(target=run_long)
         t.start()
@@ -99,12 +100,88 @@ def test_abandoned_checkout_is_reclaimed_but_not_while_executing(
         until(lambda: pool.stats()["abandoned_reclaimed"] >= 1, timeout=5)
         t.join(20)
         assert outcome and outcome[0] is not None  # the executing checkout was not touched
+        assert pool.stats()["abandoned_reclaimed"] == 1
         with pytest.raises(ConnectionReclaimed, match=r"abandoned_timeout=0\.3"):
             idle_holder.execute("SELECT 1")
         idle_holder.close()  # a late return of a reclaimed connection is harmless
         assert any("reclaimed abandoned connection" in r.getMessage() for r in caplog.records)
         with pool.connection() as conn:
             assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_a_checkout_that_keeps_running_statements_is_not_abandoned(sqlite_dsn: str) -> None:
+    # Held four times abandoned_timeout, but never idle that long: DBCP's "last used" rule.
+    with Pool(sqlite_dsn, min_idle=0, max_size=1, abandoned_timeout=0.3) as pool:
+        with pool.connection() as conn:
+            deadline = time.monotonic() + 1.2
+            while time.monotonic() < deadline:
+                assert conn.execute("SELECT 1").fetchone()[0] == 1
+                time.sleep(0.1)
+        assert pool.stats()["abandoned_reclaimed"] == 0
+
+
+class _SlowFetchConnection:
+    """Fault injection: a real sqlite connection whose cursors' fetchone() can be made to
+    block, and whose close() records whether any fetch was still running (the race that
+    crashed psycopg's C code when the housekeeper closed a connection under a fetch)."""
+
+    def __init__(self, path: str) -> None:
+        self._real = sqlite3.connect(path, check_same_thread=False)
+        self.fetch_delay = 0.0
+        self.fetching = 0
+        self.closed_during_fetch = False
+        self.closed = False
+
+    def cursor(self) -> Any:
+        return _SlowFetchCursor(self, self._real.cursor())
+
+    def close(self) -> None:
+        self.closed_during_fetch = self.fetching > 0
+        self.closed = True
+        self._real.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _SlowFetchCursor:
+    def __init__(self, conn: _SlowFetchConnection, real: sqlite3.Cursor) -> None:
+        self._conn = conn
+        self._real = real
+
+    def fetchone(self) -> Any:
+        self._conn.fetching += 1
+        try:
+            time.sleep(self._conn.fetch_delay)
+            return self._real.fetchone()
+        finally:
+            self._conn.fetching -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_reclaim_never_closes_a_connection_under_a_running_fetch(tmp_path: Any) -> None:
+    opened: list[_SlowFetchConnection] = []
+
+    def connect() -> _SlowFetchConnection:
+        opened.append(_SlowFetchConnection(str(tmp_path / "r.db")))
+        return opened[-1]
+
+    with Pool(connect=connect, driver="sqlite", min_idle=0, max_size=1,
+              abandoned_timeout=0.2) as pool:
+        conn = pool.getconn()
+        cur = conn.execute("SELECT 42")
+        # One fetch that outlasts abandoned_timeout: the housekeeper revokes the checkout
+        # while the driver is inside it, and must close the connection only after it ends.
+        opened[0].fetch_delay = 0.8
+        assert cur.fetchone() == (42,)
+        until(lambda: opened[0].closed, timeout=5)
+        assert not opened[0].closed_during_fetch
+        assert pool.stats()["abandoned_reclaimed"] == 1
+        with pytest.raises(ConnectionReclaimed):
+            cur.fetchone()
+        pool.putconn(conn)  # late return: harmless
 
 
 class _FlakyConnect:
@@ -193,3 +270,28 @@ def test_open_transaction_is_never_parked(sqlite_dsn: str) -> None:
         t.join(10)
         assert pool.stats()["lease_parks_num"] == 0
         assert pool.stats()["handoffs_num"] >= 1
+
+
+def test_pool_close_closes_a_revoked_checkout_still_in_its_grace(tmp_path: Any) -> None:
+    opened: list[_SlowFetchConnection] = []
+
+    def connect() -> _SlowFetchConnection:
+        opened.append(_SlowFetchConnection(str(tmp_path / "g.db")))
+        return opened[-1]
+
+    pool = Pool(connect=connect, driver="sqlite", min_idle=0, max_size=1, abandoned_timeout=0.1)
+    conn = pool.getconn()
+
+    def revoked() -> bool:
+        try:
+            conn.execute("SELECT 1").close()
+        except ConnectionReclaimed:
+            return True
+        time.sleep(0.15)  # no statement for longer than abandoned_timeout
+        return False
+
+    until(revoked, timeout=5)
+    assert not opened[0].closed  # revoked, its close waits for the grace
+    pool.close()  # nobody will return it: close() closes it
+    assert opened[0].closed
+    assert pool.stats()["abandoned_reclaimed"] == 1

@@ -52,6 +52,8 @@ _get_ident = threading.get_ident
 _getframe = sys._getframe
 _new_object = object.__new__
 _IN_USE = SlotState.IN_USE
+# Seconds between revoking an abandoned checkout and closing its connection (see _reclaim).
+_RECLAIM_GRACE = 1.0
 _IDLE = SlotState.IDLE
 _pool_ids = itertools.count(1)
 _slot_ids = itertools.count(1)
@@ -649,8 +651,11 @@ class Pool:
         in_use = [s for s in list(self._slots.values()) if s.state is _IN_USE]
         for slot in policy.leaked(in_use, now, cfg.leak_threshold):
             self._report_leak(slot, now)
-        for slot in policy.abandoned(in_use, now, cfg.abandoned_timeout):
-            self._reclaim(slot, now)
+        if cfg.abandoned_timeout is not None:
+            for slot in policy.reclaimable(in_use, now, _RECLAIM_GRACE):
+                self._retire(slot, CloseReason.ABANDONED)
+            for slot in policy.abandoned(in_use, now, cfg.abandoned_timeout):
+                self._reclaim(slot, now)
         if cfg.stats_log_interval is not None and now - self._stats_logged_at >= \
                 cfg.stats_log_interval:
             self._stats_logged_at = now
@@ -679,19 +684,26 @@ class Pool:
                     held)
 
     def _reclaim(self, slot: Slot, now: float) -> None:
-        """Close the connection of a checkout held past abandoned_timeout (not executing)."""
-        proxy = slot.proxy_ref() if slot.proxy_ref is not None else None
-        if slot.executing or slot.state is not _IN_USE:
+        """Revoke a checkout that ran no statement for abandoned_timeout.
+
+        Its proxy and cursors turn inert at once (every later call raises
+        ConnectionReclaimed); the connection itself is closed by a later housekeeping pass,
+        _RECLAIM_GRACE seconds on and with no statement running, because the holder's thread
+        may still be inside a driver call (a fetch) that a close would pull the rug from.
+        """
+        if slot.state is not _IN_USE:
             return
+        proxy = slot.proxy_ref() if slot.proxy_ref is not None else None
         if proxy is not None:
             proxy._detach(reclaimed=True)
+        slot.reclaim_at = now
         logger.warning(
-            "pool %r: reclaimed abandoned connection %d held for %.2f s "
+            "pool %r: reclaimed abandoned connection %d held for %.2f s, idle for %.2f s "
             "(abandoned_timeout=%g s) by thread %s, borrowed at %s%s",
-            self.name, slot.id, now - slot.borrowed_at, self.config.abandoned_timeout,
+            self.name, slot.id, now - slot.borrowed_at,
+            now - max(slot.borrowed_at, slot.active_at), self.config.abandoned_timeout,
             _thread_name(slot.borrow_thread), format_site(slot.site()),
             f"; last statement: {_safe_sql(slot.sql, self.driver.name)}" if slot.sql else "")
-        self._retire(slot, CloseReason.ABANDONED)
 
     # ================================================================== hooks
     def add_hook(self, hook: Any) -> None:
@@ -780,6 +792,7 @@ class Pool:
         for slot in self._bag.close():
             self._close_raw(slot, CloseReason.POOL_CLOSED)
         stuck = self._worker.stop(timeout)
+        self._close_revoked(timeout)
         self._finalizer.detach()
         for close in self._closers:
             close()
@@ -791,6 +804,23 @@ class Pool:
             logger.warning("pool %r: threads still busy after %g s: %s", self.name, timeout,
                            ", ".join(stuck))
         logger.info("pool %r closed", self.name)
+
+    def _close_revoked(self, timeout: float) -> None:
+        """Close the connections of abandoned checkouts still in their grace (see _reclaim).
+
+        Nobody returns those (their proxies are inert) and the housekeeper has stopped, so the
+        pool waits out what is left of the grace, within ``timeout``, and closes them here.
+        """
+        revoked = [s for s in list(self._slots.values())
+                   if s.reclaim_at and s.state is _IN_USE]
+        if not revoked:
+            return
+        wait = max(s.reclaim_at for s in revoked) + _RECLAIM_GRACE - _monotonic()
+        if wait > 0:
+            time.sleep(min(wait, timeout))
+        for slot in revoked:
+            self._bag.forget(slot)
+            self._close_raw(slot, CloseReason.ABANDONED)
 
     @property
     def closed(self) -> bool:

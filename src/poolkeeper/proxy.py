@@ -254,8 +254,12 @@ class ConnectionProxy(_ConnectionState):
         if slot is not None and self._pool.driver.is_broken(slot.raw, exc):
             slot.broken = True
 
-    def _close_cursors(self) -> None:
-        """Close the cursors the caller left open (the connection is going back)."""
+    def _close_cursors(self, close_raw: bool = True) -> None:
+        """Close the cursors the caller left open (the connection is going back).
+
+        ``close_raw=False`` only turns them inert: the caller's thread may be inside one of
+        them, and the driver's cursor then goes with its connection.
+        """
         cursors = self._cursors
         self._cursors = None
         if cursors is not None:
@@ -263,10 +267,15 @@ class ConnectionProxy(_ConnectionState):
                 cur: Any = ref()  # a CursorProxy, or one switched to ClosedCursor
                 # One the caller closed needs nothing: no call for it (the usual case).
                 if cur is not None and cur.__class__ is not ClosedCursor:
-                    cur._drop()
+                    cur._drop(close_raw)
 
     def _detach(self, *, reclaimed: bool = False) -> None:
-        """Turn inert: from now on every call raises ConnectionReturned (or Reclaimed)."""
+        """Turn inert: from now on every call raises ConnectionReturned (or Reclaimed).
+
+        A reclaim runs in the housekeeper's thread while the holder may still be inside a
+        driver call, so it closes no driver object here: the pool closes the connection later
+        (see Pool._reclaim), and the driver's cursors go with it.
+        """
         if self.__class__ is MonitoredConnection:
             self._mon.close()
         self._slot = None
@@ -274,7 +283,7 @@ class ConnectionProxy(_ConnectionState):
         if reclaimed:
             self._reclaimed = True
         if self._cursors is not None:
-            self._close_cursors()
+            self._close_cursors(close_raw=not reclaimed)
         self.__class__ = ReturnedConnection  # type: ignore[assignment]
 
 
@@ -382,7 +391,7 @@ class CursorProxy(_CursorState):
         raw = self._raw
         slot = self._slot
         slot.sql = query
-        slot.executing = True
+        slot.statements += 1  # odd: a statement is running
         try:
             hook = self._pool._execute
             if hook is not None:
@@ -395,7 +404,7 @@ class CursorProxy(_CursorState):
             self._conn._failed(exc)
             raise
         finally:
-            slot.executing = False
+            slot.statements += 1
         # sqlite3 and psycopg return the cursor (for chaining); PyMySQL returns a row count.
         return self if result is raw else result
 
@@ -407,7 +416,7 @@ class CursorProxy(_CursorState):
         raw = self._raw
         slot = self._slot
         slot.sql = query
-        slot.executing = True
+        slot.statements += 1  # odd: a statement is running
         try:
             hook = self._pool._execute
             if hook is not None:
@@ -418,20 +427,26 @@ class CursorProxy(_CursorState):
             self._conn._failed(exc)
             raise
         finally:
-            slot.executing = False
+            slot.statements += 1
         return self if result is raw else result
 
+    # A fetch counts as use for abandoned_timeout: +2 keeps the count even (no statement
+    # running) but changed, so the housekeeper sees the checkout in use (policy.abandoned).
     def fetchone(self) -> Any:
+        self._slot.statements += 2
         return self._raw.fetchone()
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
+        self._slot.statements += 2
         raw = self._raw
         return list(raw.fetchmany() if size is None else raw.fetchmany(size))
 
     def fetchall(self) -> list[Any]:
+        self._slot.statements += 2
         return list(self._raw.fetchall())
 
     def __iter__(self) -> Iterator[Any]:
+        self._slot.statements += 2
         return iter(self._raw)
 
     @property
@@ -452,14 +467,15 @@ class CursorProxy(_CursorState):
         self.__class__ = ClosedCursor  # type: ignore[assignment]
         raw.close()
 
-    def _drop(self) -> None:
+    def _drop(self, close_raw: bool = True) -> None:
         """Close quietly on the connection's return (the driver may be dead already)."""
         raw = self._raw
         self._raw = None
         self.__class__ = ClosedCursor  # type: ignore[assignment]
-        # Closing a cursor of a dead connection may fail; it is gone anyway.
-        with contextlib.suppress(Exception):
-            raw.close()
+        if close_raw:
+            # Closing a cursor of a dead connection may fail; it is gone anyway.
+            with contextlib.suppress(Exception):
+                raw.close()
 
     def __enter__(self) -> CursorProxy:
         return self
@@ -505,9 +521,9 @@ class MonitoredCursor(CursorProxy):
         self._mon.close()
         CursorProxy.close(self)
 
-    def _drop(self) -> None:
+    def _drop(self, close_raw: bool = True) -> None:
         self._mon.close()
-        CursorProxy._drop(self)
+        CursorProxy._drop(self, close_raw)
 
     def __del__(self) -> None:
         # Garbage-collected while open (a `conn.execute(...)` result never closed, say): its

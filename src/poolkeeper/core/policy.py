@@ -83,10 +83,37 @@ def leaked(in_use: Iterable[Slot], now: float, threshold: float | None) -> list[
 
 
 def abandoned(in_use: Iterable[Slot], now: float, timeout: float | None) -> list[Slot]:
-    """Checkouts held past abandoned_timeout that are not running a statement right now."""
+    """Checkouts that ran no statement for abandoned_timeout (DBCP's "last used" rule).
+
+    The proxies only count statement starts and ends (``Slot.statements``, odd while one
+    runs), a cost of two increments; the housekeeper turns a changed count into "in use at
+    ``now``". So idleness is measured to within one housekeeping period, and a checkout that
+    keeps running statements is never abandoned, however long it is held.
+    """
     if timeout is None:
         return []
-    return [s for s in in_use if not s.executing and now - s.borrowed_at >= timeout]
+    found = []
+    for s in in_use:
+        if s.reclaim_at:
+            continue  # revoked already, waiting for its close (see reclaimable)
+        count = s.statements
+        if count & 1 or count != s.statements_seen:
+            s.statements_seen = count
+            s.active_at = now
+        elif now - max(s.borrowed_at, s.active_at) >= timeout:
+            found.append(s)
+    return found
+
+
+def reclaimable(in_use: Iterable[Slot], now: float, grace: float) -> list[Slot]:
+    """Revoked checkouts whose connection can be closed now.
+
+    Closing a connection under a thread still inside a driver call can crash the driver
+    (psycopg's C code did, in a fetchone), so a revoked checkout is closed only ``grace``
+    seconds after its revocation and when no statement is running on it.
+    """
+    return [s for s in in_use
+            if s.reclaim_at and now - s.reclaim_at >= grace and not s.statements & 1]
 
 
 def backoff_delay(failures: int, cap: float, rand: random.Random | None = None) -> float:

@@ -44,6 +44,7 @@ class Slot:
     """The record of one physical connection."""
 
     __slots__ = (
+        "active_at",
         "autocommit_was",
         "borrow_code",
         "borrow_lasti",
@@ -54,7 +55,6 @@ class Slot:
         "close_reason",
         "created_at",
         "dirty",
-        "executing",
         "expires_at",
         "fast_borrows",
         "generation",
@@ -69,9 +69,12 @@ class Slot:
         "parked_until",
         "proxy_ref",
         "raw",
+        "reclaim_at",
         "session_id",
         "sql",
         "state",
+        "statements",
+        "statements_seen",
         "usage_hist",
         "usage_s",
         "uses",
@@ -97,7 +100,12 @@ class Slot:
         self.borrow_stack: tuple[Frame, ...] | None = None
         self.borrow_thread = 0
         self.sql: str | None = None
-        self.executing = False
+        # Statement starts and ends through the proxies, counted together: odd while one runs.
+        # The housekeeper compares it with statements_seen to find a checkout in use.
+        self.statements = 0
+        self.statements_seen = 0
+        self.active_at = 0.0  #: when the housekeeper last saw the checkout run statements
+        self.reclaim_at = 0.0  #: when the checkout was revoked as abandoned (0: it was not)
         self.broken = False
         self.close_reason: str | None = None  #: why it was marked broken, when not plain broken
         self.dirty = False  #: came back with a transaction left open (reset_on_return=False)
@@ -113,6 +121,11 @@ class Slot:
         self.fast_borrows = 0  #: borrows that took this slot from the idle stack without a lock
         self.usage_s = 0.0  #: total time held, over every checkout
         self.usage_hist = [0] * BUCKETS  #: checkouts per usage-histogram bucket
+
+    @property
+    def executing(self) -> bool:
+        """True while a statement runs through the checkout's proxies."""
+        return bool(self.statements & 1)
 
     def site(self) -> Frame | None:
         """(file, line, function) of the current borrow."""
