@@ -420,3 +420,84 @@ def test_composed_psycopg_queries_are_rendered_then_folded(pg_dsn: str) -> None:
             assert cur.fetchone() == ("composed-secret",)
         fps = [s["fingerprint"] for s in hook.sql_stats()["statements"]]
         assert fps == ['SELECT ? AS "col"']
+
+
+# ----------------------------------------------------------------------------- the hook's own path
+class _Slot:
+    """What the hook reads of a pool connection: its one-statement memo."""
+
+    def __init__(self) -> None:
+        self.stats_memo: Any = None
+
+
+class _Cursor:
+    """A pool cursor as the hook sees it: the connection's slot and the driver's rowcount."""
+
+    def __init__(self, slot: _Slot) -> None:
+        self._slot = slot
+        self.rowcount = -1
+
+
+def test_hook_records_exactly_what_the_registry_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The hook inlines begin() and end(); run the same executions through both, on a fake
+    # clock, and every figure must agree (guards the two copies against drifting apart).
+    clock = [100.0]
+    monkeypatch.setattr("poolkeeper.sql.hook.perf_counter", lambda: clock[0])
+    runs = [(5e-05, 1), (0.0003, 0), (0.002, 7), (0.07, 3), (2.0, -1), (9e-05, 2)]
+    slot = _Slot()
+    cursor = _Cursor(slot)
+    hooked = SqlStatsRegistry(slow_query_ms=1000)
+    hook = StatsHook(hooked, dialect="postgresql")
+
+    measured: list[float] = []  # what the hook computes (stop - start), float error included
+
+    steps = iter(runs)
+
+    def inner(cur: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+        elapsed, rows = next(steps)
+        before = clock[0]
+        clock[0] += elapsed
+        measured.append(clock[0] - before)
+        raw.rowcount = rows
+        return raw
+
+    run = hook.wrap(inner)
+    for _ in runs:
+        run(cursor, cursor, "SELECT a FROM t WHERE id = 1", None, False)
+    assert slot.stats_memo is not None and slot.stats_memo[0] == "SELECT a FROM t WHERE id = 1"
+    direct = SqlStatsRegistry(slow_query_ms=1000)
+    for elapsed, (_, rows) in zip(measured, runs, strict=True):
+        direct.record("SELECT a FROM t WHERE id = ?", elapsed, rows=rows)
+    a, b = _only(hooked), _only(direct)
+    for key in ("last_execution", "nbytes"):
+        a.pop(key), b.pop(key)
+    assert a == b
+    assert a["executions"] == 6 and a["slow"] == 1 and a["running"] == 0
+    assert sum(a["histogram"]) == 6 and a["histogram"][0] == 2 and a["histogram"][1] == 1
+
+
+def test_hook_memo_follows_evictions_resets_and_a_second_hook() -> None:
+    reg = SqlStatsRegistry(max_entries=1)
+    hook = StatsHook(reg, dialect="postgresql")
+    slot = _Slot()
+    cursor = _Cursor(slot)
+
+    def inner(cur: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+        return raw
+
+    run = hook.wrap(inner)
+    run(cursor, cursor, "SELECT 1", None, False)
+    reg.record("SELECT other", 0.001)  # evicts "SELECT ?" while the slot still remembers it
+    run(cursor, cursor, "SELECT 1", None, False)  # the memo's entry is gone: looked up again
+    assert _only(reg)["fingerprint"] == "SELECT ?" and _only(reg)["executions"] == 1
+    # both evicted in turn ("SELECT ?", then "SELECT other" to make room again)
+    assert reg.stats()["sql_stats_evicted_executions"] == 2
+    reg.reset()
+    run(cursor, cursor, "SELECT 1", None, False)
+    assert _only(reg)["executions"] == 1
+    # A second statistics hook on the same connections keeps its own counts.
+    other = SqlStatsRegistry()
+    run_other = StatsHook(other, dialect="postgresql").wrap(inner)
+    run_other(cursor, cursor, "SELECT 1", None, False)
+    run(cursor, cursor, "SELECT 1", None, False)
+    assert _only(other)["executions"] == 1 and _only(reg)["executions"] == 2

@@ -75,6 +75,7 @@ class Slot:
         "state",
         "statements",
         "statements_seen",
+        "stats_memo",
         "usage_hist",
         "usage_s",
         "uses",
@@ -106,6 +107,9 @@ class Slot:
         self.statements_seen = 0
         self.active_at = 0.0  #: when the housekeeper last saw the checkout run statements
         self.reclaim_at = 0.0  #: when the checkout was revoked as abandoned (0: it was not)
+        #: the SQL statistics hook's (text, entry, registry) of the last statement run here
+        #: (see sql/hook.py)
+        self.stats_memo: Any = None
         self.broken = False
         self.close_reason: str | None = None  #: why it was marked broken, when not plain broken
         self.dirty = False  #: came back with a transaction left open (reset_on_return=False)

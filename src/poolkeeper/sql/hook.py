@@ -10,12 +10,13 @@ that flag.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from .fingerprint import FingerprintCache
-from .stats import SqlStatsRegistry
+from .stats import _BOUNDS_S, SqlStatsRegistry
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
@@ -25,6 +26,10 @@ __all__ = ["Execute", "StatsHook", "query_text"]
 
 #: (cursor proxy, driver cursor, query, params, many) -> driver result; see poolkeeper.proxy
 Execute = Callable[[Any, Any, Any, Any, bool], Any]
+
+#: Longest statement text remembered per connection (``Slot.stats_memo``): the memo keeps the
+#: text alive while the connection lives, so a 10 MB batch statement is never kept.
+MEMO_MAX_CHARS = 1024
 
 
 class StatsHook:
@@ -77,23 +82,61 @@ class StatsHook:
         self.registry.enabled = on
 
     def wrap(self, inner: Execute) -> Execute:
+        # The per-statement path, written as one frame: a Python call costs ~600 instructions
+        # here, as much as everything the registry does for a statement, so begin() and the
+        # success half of end() are inlined below (keep them in step with
+        # SqlStatsRegistry.begin / end; tests/test_sql_stats.py compares the two).
         registry = self.registry
         fingerprint = self.cache.fingerprint
         begin = registry.begin
         end = registry.end
-        end_ok = registry._end_ok
+        lock = registry._lock
+        acquire = lock.acquire  # acquire/release rather than `with`: see registry.begin()
+        release = lock.release
+        move_to_end = registry._entries.move_to_end
+        end_detached = registry._end_detached
+        bounds = _BOUNDS_S
+        first, second = bounds[0], bounds[1]
         fetch = self.fetch
-        # AdaptiveFetchSize.observe's lock-free early exit, inlined: a fingerprint's value
-        # only grows while it is held, so a value >= rows leaves nothing to learn.
-        seen: Mapping[str, tuple[int, int]] = fetch._seen._map if fetch is not None else {}
+        # Driver cursor types found not to stream (no `itersize`), so that the usual cursor
+        # costs a set lookup rather than a failed hasattr() per statement.
+        plain_cursors: set[type] = set()
 
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
             if not registry._enabled:
                 return inner(cursor, raw, query, params, many)
-            fp = fingerprint(query if type(query) is str else query_text(query, raw))
-            if fetch is not None and hasattr(raw, "itersize"):
-                raw.itersize = fetch.fetch_size(fp)  # psycopg server-side cursors
-            entry = begin(fp)
+            # The statement run last on this connection, with its entry: a loop running the
+            # same text skips the fingerprint cache and the registry's key lookup.
+            try:
+                slot = cursor._slot
+                memo = slot.stats_memo
+            except AttributeError:  # not one of the pool's cursors (a test, a custom chain)
+                slot = memo = None
+            entry: Any = None
+            # (a pool may run two statistics hooks: each checks the memo is its own)
+            if memo is not None and memo[0] == query and memo[2] is registry:
+                entry = memo[1]
+                acquire()
+                if entry.detached:  # evicted since: look it up again below
+                    entry = None
+                else:
+                    move_to_end(entry.fingerprint)  # keeps the LRU order exact
+                    running = entry.running = entry.running + 1
+                    if running > entry.running_max:  # noqa: PLR1730 - cheaper than max()
+                        entry.running_max = running
+                release()
+            if entry is None:
+                if type(query) is str:
+                    entry = begin(fingerprint(query))
+                    if slot is not None and len(query) <= MEMO_MAX_CHARS:
+                        slot.stats_memo = (query, entry, registry)
+                else:
+                    entry = begin(fingerprint(query_text(query, raw)))
+            if fetch is not None and raw.__class__ not in plain_cursors:
+                if hasattr(raw, "itersize"):  # psycopg's server-side cursors
+                    raw.itersize = fetch.fetch_size(entry.fingerprint)
+                elif len(plain_cursors) < 64:
+                    plain_cursors.add(raw.__class__)
             start = perf_counter()
             try:
                 result = inner(cursor, raw, query, params, many)
@@ -105,16 +148,50 @@ class StatsHook:
             # DB-API rowcount (-1: unknown). Whether it counts rows returned or changed is
             # decided once per fingerprint: reading psycopg's `description` builds objects.
             try:
-                count = raw.rowcount
+                rows = raw.rowcount
             except Exception:  # noqa: BLE001 - a closed or exotic cursor: rows unknown
-                count = -1
-            if type(count) is not int:
-                count = -1
-            end_ok(entry, elapsed, count, stop, params, many)
-            if fetch is not None and count >= 0 and entry.returns_rows:
-                known = seen.get(fp)
-                if known is None or count > known[0]:
-                    fetch.observe(fp, count)
+                rows = -1
+            if type(rows) is not int:
+                rows = -1
+            slow_s = registry._slow_s
+            slow = slow_s is not None and elapsed >= slow_s
+            grew = False
+            acquire()
+            try:
+                entry.running -= 1
+                if entry.detached:
+                    end_detached(entry, elapsed, rows, slow)
+                else:
+                    entry.executions += 1
+                    entry.total_s += elapsed
+                    if elapsed < entry.min_s:  # noqa: PLR1730 - a branch is cheaper than min()
+                        entry.min_s = elapsed
+                    if elapsed > entry.max_s:  # noqa: PLR1730
+                        entry.max_s = elapsed
+                    # Most statements land in the first two buckets: two float compares cost
+                    # a tenth of bisect_left's call (bucket i: bounds[i-1] < x <= bounds[i]).
+                    entry.histogram[(0 if elapsed <= first else 1) if elapsed <= second
+                                    else bisect_left(bounds, elapsed)] += 1
+                    entry.last_exec = stop
+                    if rows > 0:
+                        if entry.returns_rows:
+                            entry.rows_fetched += rows
+                            if rows > entry.rows_max:
+                                entry.rows_max = rows
+                                grew = True
+                        else:
+                            entry.rows_affected += rows
+                    if slow:
+                        entry.slow += 1
+            finally:
+                release()
+            if slow:
+                registry._log_slow(entry.fingerprint, elapsed, rows, entry.returns_rows, None,
+                                   params, many)
+            # The fetch size learns each statement's most rows; the entry keeps the same
+            # maximum, so only an execution that raised it has anything to teach.
+            if grew and fetch is not None:
+                fetch.observe(entry.fingerprint, rows)
             return result
 
         return execute

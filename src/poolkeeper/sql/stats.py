@@ -254,7 +254,9 @@ class SqlStatsRegistry:
         and ``many`` are read only when the statement is slow, to describe the parameters.
         """
         # The hot path: no wall-clock call (the last execution is kept on the perf_counter
-        # clock and converted when read), no allocation for a known fingerprint.
+        # clock and converted when read), no allocation for a known fingerprint. The
+        # statistics hook inlines this method's success half, and begin(): keep the three in
+        # step (StatsHook.wrap).
         now = perf_counter()
         bucket = bisect_left(_BOUNDS_S, elapsed_s)
         slow_s = self._slow_s
@@ -292,43 +294,6 @@ class SqlStatsRegistry:
                     self._record_error(entry, type(error).__name__, message)
         if slow:
             self._log_slow(entry.fingerprint, elapsed_s, rows, fetched, message, params, many)
-
-    def _end_ok(self, entry: StatementStats, elapsed_s: float, rows: int, now: float,
-                params: Any, many: bool) -> None:
-        """:meth:`end` for a statement that succeeded, ``now`` being the hook's own
-        ``perf_counter()`` at its end (the hook's hot path: one clock read less, no error
-        branch). Keep in step with :meth:`end`."""
-        slow_s = self._slow_s
-        slow = slow_s is not None and elapsed_s >= slow_s
-        lock = self._lock
-        lock.acquire()  # not `with`: see begin()
-        try:
-            entry.running -= 1
-            if entry.detached:
-                self._end_detached(entry, elapsed_s, rows, slow)
-            else:
-                entry.executions += 1
-                entry.total_s += elapsed_s
-                if elapsed_s < entry.min_s:  # noqa: PLR1730 - a branch is cheaper than min()
-                    entry.min_s = elapsed_s
-                if elapsed_s > entry.max_s:  # noqa: PLR1730
-                    entry.max_s = elapsed_s
-                entry.histogram[bisect_left(_BOUNDS_S, elapsed_s)] += 1
-                entry.last_exec = now
-                if rows > 0:
-                    if entry.returns_rows:
-                        entry.rows_fetched += rows
-                        if rows > entry.rows_max:  # noqa: PLR1730
-                            entry.rows_max = rows
-                    else:
-                        entry.rows_affected += rows
-                if slow:
-                    entry.slow += 1
-        finally:
-            lock.release()
-        if slow:
-            self._log_slow(entry.fingerprint, elapsed_s, rows, entry.returns_rows, None,
-                           params, many)
 
     def record(self, fingerprint: str, elapsed_s: float, **kwargs: Any) -> None:
         """:meth:`begin` + :meth:`end` for a statement already finished (no concurrency)."""
@@ -551,7 +516,7 @@ class SqlStatsRegistry:
         for entry in self._entries.values():
             entry.detached = True
             self._detached_running += entry.running
-        self._entries = OrderedDict()
+        self._entries.clear()  # in place: the statistics hook holds its bound methods
         self._nbytes = 0
         self._gone = _Totals()
         self._base = _Totals()
