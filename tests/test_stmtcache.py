@@ -302,3 +302,28 @@ def test_governance_through_a_real_pool(pg_dsn: str) -> None:
         stats = pool.stats()
         assert stats["stmt_cache_hits"] == 5 * 7 and stats["stmt_cache_evictions"] == 3
         assert hook.describe()["mechanism"] == "psycopg prepared statements"
+
+
+def test_repeated_statement_counts_through_the_connection_memo(pg_dsn: str) -> None:
+    # A statement repeated on a connection takes the hook's memo path (no state lookup, no
+    # LRU move): the counters must come out as on the full path, and a failure still drops it.
+    import psycopg
+
+    with Pool(pg_dsn, max_size=1, min_idle=0) as pool:
+        before = pool.stats()
+        for _ in range(3):
+            with pool.connection() as conn:
+                for _ in range(4):
+                    assert conn.execute("SELECT 7 + %s", (1,)).fetchone() == (8,)
+        after = pool.stats()
+        assert after["stmt_cache_misses"] - before["stmt_cache_misses"] == 1
+        assert after["stmt_cache_hits"] - before["stmt_cache_hits"] == 11
+        with pool.connection() as conn:
+            conn.execute("SELECT 1 / %s", (1,)).fetchone()
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 1 / %s", (0,))  # a memo hit that fails
+        failed = pool.stats()
+        assert failed["stmt_cache_discarded"] - after["stmt_cache_discarded"] == 1
+        with pool.connection() as conn:
+            conn.execute("SELECT 1 / %s", (2,)).fetchone()  # dropped: a miss again
+        assert pool.stats()["stmt_cache_misses"] - failed["stmt_cache_misses"] == 1

@@ -76,6 +76,7 @@ class Slot:
         "statements",
         "statements_seen",
         "stats_memo",
+        "stmt_memo",
         "usage_hist",
         "usage_s",
         "uses",
@@ -110,6 +111,8 @@ class Slot:
         #: the SQL statistics hook's (text, entry, registry) of the last statement run here
         #: (see sql/hook.py)
         self.stats_memo: Any = None
+        #: the statement-cache hook's memo of the last statement run here (sql/stmtcache.py)
+        self.stmt_memo: Any = None
         self.broken = False
         self.close_reason: str | None = None  #: why it was marked broken, when not plain broken
         self.dirty = False  #: came back with a transaction left open (reset_on_return=False)

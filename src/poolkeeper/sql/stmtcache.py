@@ -362,6 +362,23 @@ class StatementCacheHook:
         states = self._states  # never rebound, only mutated
 
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+            # The statement run last on this connection (Slot.stmt_memo): when it comes again,
+            # it is still the most recent entry of the connection's mirror, so a hit needs
+            # neither the connection's state nor an LRU move, only the count.
+            try:
+                slot = cursor._slot
+                memo = slot.stmt_memo
+            except AttributeError:  # not one of the pool's cursors (a test, a custom chain)
+                slot = memo = None
+            if memo is not None and memo[0] == query and memo[1] is states \
+                    and memo[3] in memo[2]._map:
+                next(memo[2]._hits)
+                try:
+                    return inner(cursor, raw, query, params, many)
+                except BaseException:
+                    slot.stmt_memo = None
+                    memo[2].discard(memo[3])
+                    raise
             conn = raw.connection
             # _state()'s fast path inlined (a call less per statement); a miss or a reused
             # id goes through _state(), which checks again under its rules.
@@ -391,9 +408,14 @@ class StatementCacheHook:
                 next(cache._hits)
             elif cache.get(key) is None:
                 cache.put(key, True, size)  # accounts the text psycopg holds, not a copy
+            if slot is not None:
+                # (text, this hook, the mirror, key); texts are capped at max_statement_bytes
+                slot.stmt_memo = (query, states, cache, key)
             try:
                 return inner(cursor, raw, query, params, many)
             except BaseException:
+                if slot is not None:
+                    slot.stmt_memo = None
                 cache.discard(key)
                 raise
 
