@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from poolkeeper import Pool
+from poolkeeper import ConnectionReturned, Pool
 from poolkeeper.observe import MONITOR, admin
 from poolkeeper.proxy import ConnectionProxy, CursorProxy, MonitoredConnection, MonitoredCursor
 
@@ -157,3 +157,14 @@ def test_a_monitor_only_pool_returns_without_the_slow_path(
             conn.execute("SELECT 1").close()
         assert not [r for r in MONITOR.live(min_age=0, pool="fastret")
                     if r.kind in ("checkout", "cursor")]
+
+
+@pytest.mark.parametrize("monitor", [False, True])
+def test_a_closed_cursor_of_a_held_checkout_says_closed_not_returned(
+        sqlite_dsn: str, clean_monitor: None, monitor: bool) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="closedmsg", monitor=monitor) as pool, \
+            pool.connection() as conn:
+        cur = conn.cursor()
+        cur.close()
+        with pytest.raises(ConnectionReturned, match="this cursor is closed"):
+            cur.execute("SELECT 1")

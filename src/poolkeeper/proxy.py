@@ -537,8 +537,9 @@ class ClosedCursor(_CursorState):
     __slots__ = ()
 
     def _gone(self) -> ConnectionReturned:
-        if self._conn.__class__ is not ConnectionProxy:
-            return self._conn._returned()
+        conn: _ConnectionState = self._conn  # switched to ReturnedConnection on return
+        if conn.__class__ is ReturnedConnection:  # closed with its connection
+            return conn._returned()
         return ConnectionReturned("this cursor is closed")
 
     def _raise(self, *args: Any, **kwargs: Any) -> NoReturn:
