@@ -5,8 +5,9 @@ thread, in interleaved rounds, in these modes:
 
 - ``pool off`` / ``pool on``: the real thing, ``Pool(dsn, monitor=False)`` against
   ``Pool(dsn, monitor=True)``: the pool makes its own monitor calls (``track_checkout`` with
-  the call site at the default depth, 4 frames; ``track_cursor``, 2 frames; the SQL on each
-  execute; closes), so this pair is the figure the target applies to;
+  the call site at the default depth, 4 frames, and its close on return; a cursor keeps its
+  site and caller, 2 frames, on itself and gets no record unless a view or a collection
+  needs one), so this pair is the figure the target applies to;
 - ``baseline``: no monitor call at all (a build without monitor hooks);
 - ``disabled``: the calls below, with the monitor off (null probe);
 - ``enabled``: monitor on, through the public ``track``: checkouts at the default depth (4
@@ -14,12 +15,12 @@ thread, in interleaved rounds, in these modes:
 - ``enabled all 8``: monitor on, 8 frames for checkouts and cursors (the old default depth);
 - ``sampled 1/16``: monitor on, one resource in 16 recorded.
 
-The other modes make, around a pool with the monitor off, the calls the pool makes: a
-checkout token on borrow, a cursor token (parent: the checkout), ``set_sql`` on execute,
-``close`` on cursor close and on return (by the public API, which does a little more than the
-pool's cut-down ``track_checkout``/``track_cursor``, so the monitor's own share can be seen
-apart from the pool's monitored code paths). Each cycle runs 12 frames deep, as application
-code does, so that all 8 frames exist to be kept.
+The other modes make, around a pool with the monitor off, the calls the pool made before its
+cursors went without records: a checkout token on borrow, a cursor token (parent: the
+checkout), ``set_sql`` on execute, ``close`` on cursor close and on return (by the public API,
+which does more than the pool's cut-down ``track_checkout``, so the monitor's own share can be
+seen apart from the pool's monitored code paths). Each cycle runs 12 frames deep, as
+application code does, so that all 8 frames exist to be kept.
 
 Part 2 measures the calls alone (track + set_sql + close) in a tight loop, and states them as
 a share of the measured ``SELECT 1`` cycle: a steadier figure than part 1 on a busy machine.

@@ -152,19 +152,16 @@ def test_off_probe_returns_the_null_token_and_records_nothing(mon: Monitor) -> N
 
 def test_off_probe_track_is_a_plain_function_not_a_flag_test(mon: Monitor) -> None:
     probe = mon.probe("p")
-    nulls = (monitor_module._null_track, monitor_module._null_track_checkout,
-             monitor_module._null_track_cursor)
-    assert (probe.track, probe.track_checkout, probe.track_cursor) == nulls
+    nulls = (monitor_module._null_track, monitor_module._null_track_checkout)
+    assert (probe.track, probe.track_checkout) == nulls
     probe.enable()
     assert probe.track is not nulls[0]
     assert probe.track_checkout is not nulls[1]
-    assert probe.track_cursor is not nulls[2]
     probe.disable()
-    assert (probe.track, probe.track_checkout, probe.track_cursor) == nulls
+    assert (probe.track, probe.track_checkout) == nulls
     frame = sys._getframe()
     assert probe.track_checkout(frame, frame.f_code, frame.f_lasti, time.monotonic(),
                                 threading.get_ident()) is NULL_TOKEN
-    assert probe.track_cursor(NULL_TOKEN, frame) is NULL_TOKEN
 
 
 # --------------------------------------------------------------------------- switches
@@ -564,26 +561,3 @@ def test_track_checkout_is_sampled_and_bounded() -> None:
     assert mon.stats()["dropped_full"] == 2
     for t in tokens:
         t.close()
-
-
-def open_cursor_on(probe: Probe, checkout: Token) -> tuple[Token, int]:
-    return probe.track_cursor(checkout, sys._getframe()), sys._getframe().f_lineno
-
-
-def test_track_cursor_records_a_cursor_of_a_recorded_checkout(mon: Monitor) -> None:
-    probe = mon.probe("orders", enabled=True)
-    checkout = probe.track("checkout")
-    cursor, line = open_cursor_on(probe, checkout)
-    caller_line = sys._getframe().f_lineno - 1
-    cursor.set_sql("SELECT * FROM t WHERE id = 7")
-    views = {r.kind: r for r in mon.live(min_age=0)}
-    assert views["cursor"].site == f"{HERE}:{line} in open_cursor_on"
-    assert [f[1] for f in views["cursor"].stack] == [line, caller_line]
-    assert (views["cursor"].pool, views["cursor"].parent_id) == ("orders", checkout.id)
-    assert views["checkout"].sql == views["cursor"].sql == "SELECT * FROM t WHERE id = ?"
-    assert probe.track_cursor(NULL_TOKEN, sys._getframe()) is NULL_TOKEN  # no record, no cursor
-    other = Monitor().probe(None, enabled=True).track("checkout")
-    assert probe.track_cursor(other, sys._getframe()) is NULL_TOKEN  # another monitor's record
-    cursor.close()
-    checkout.close()
-    assert mon.live(min_age=0) == []

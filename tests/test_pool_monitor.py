@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from poolkeeper import Pool
+from poolkeeper import ConnectionReturned, Pool
 from poolkeeper.observe import MONITOR, admin
 from poolkeeper.proxy import ConnectionProxy, CursorProxy, MonitoredConnection, MonitoredCursor
 
@@ -157,3 +157,130 @@ def test_a_monitor_only_pool_returns_without_the_slow_path(
             conn.execute("SELECT 1").close()
         assert not [r for r in MONITOR.live(min_age=0, pool="fastret")
                     if r.kind in ("checkout", "cursor")]
+
+
+# --------------------------------------------------------------------------- a pool's cursors
+# A cursor of a monitored checkout gets a record only when a view reads it open or it is
+# collected unclosed; these pin what the views show either way.
+
+def open_cursor_here(conn: ConnectionProxy) -> tuple[CursorProxy, int]:
+    return conn.cursor(), sys._getframe().f_lineno
+
+
+def execute_here(conn: ConnectionProxy) -> tuple[CursorProxy, int]:
+    return conn.execute("SELECT 7"), sys._getframe().f_lineno
+
+
+def test_an_open_cursor_is_shown_with_its_site_caller_checkout_and_sql(
+        any_dsn: str, clean_monitor: None) -> None:
+    with Pool(any_dsn, max_size=1, name="opencur", monitor=True) as pool:
+        with pool.connection() as conn:
+            cur, line = open_cursor_here(conn)
+            caller_line = sys._getframe().f_lineno - 1
+            cur.execute("SELECT 'secret', 42")
+            views = {r.kind: r for r in MONITOR.live(min_age=0, pool="opencur")
+                     if r.kind in ("checkout", "cursor")}
+            shown = views["cursor"]
+            assert shown.site == f"{HERE}:{line} in open_cursor_here"
+            assert [f[1] for f in shown.stack] == [line, caller_line]
+            assert (shown.pool, shown.parent_id) == ("opencur", views["checkout"].id)
+            # the statement run last on the checkout, literals folded, on both
+            assert views["checkout"].sql == shown.sql == "SELECT ?, ?"
+            assert shown.thread == views["checkout"].thread
+            # the same cursor keeps its id across reads
+            assert [r.id for r in MONITOR.live(min_age=0, kind="cursor")] == [shown.id]
+        # left open by the caller: the return closed it, and nothing of it is left
+        assert [r for r in MONITOR.live(min_age=0, pool="opencur")
+                if r.kind in ("checkout", "cursor")] == []
+        del cur
+        gc.collect()
+        assert MONITOR.collected(pool="opencur") == []
+
+
+def test_an_open_cursor_of_conn_execute_is_shown_at_the_callers_line(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="execcur", monitor=True) as pool, \
+            pool.connection() as conn:
+        _cur, line = execute_here(conn)
+        [shown] = MONITOR.live(min_age=0, kind="cursor", pool="execcur")
+        assert shown.site == f"{HERE}:{line} in execute_here"
+        assert shown.sql == "SELECT ?"
+
+
+def test_open_cursors_are_grouped_by_site_and_filtered_by_age(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="bysite", monitor=True) as pool, \
+            pool.connection() as conn:
+        kept = [open_cursor_here(conn) for _ in range(3)]
+        [group] = MONITOR.by_site(min_age=0, kind="cursor", pool="bysite")
+        assert (group.count, group.site) == (3, f"{HERE}:{kept[0][1]} in open_cursor_here")
+        assert MONITOR.live(min_age=3600, kind="cursor") == []  # just opened: not old enough
+
+
+def test_a_closed_cursor_leaves_no_record(sqlite_dsn: str, clean_monitor: None) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="closedcur", monitor=True) as pool, \
+            pool.connection() as conn:
+        tracked = MONITOR.stats()["tracked_total"]
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        cur.close()
+        with conn.cursor() as cur2:
+            cur2.execute("SELECT 2")
+        assert [r.kind for r in MONITOR.live(min_age=0, pool="closedcur")
+                if r.kind in ("checkout", "cursor")] == ["checkout"]
+        del cur, cur2
+        gc.collect()
+        assert MONITOR.collected(pool="closedcur") == []
+        assert MONITOR.stats()["tracked_total"] == tracked  # no record was ever made
+
+
+def test_a_dropped_cursor_keeps_its_id_site_and_sql_in_collected(
+        pg_dsn: str, clean_monitor: None) -> None:
+    with Pool(pg_dsn, max_size=1, name="dropseen", monitor=True) as pool, \
+            pool.connection() as conn:
+        cur, line = open_cursor_here(conn)
+        cur.execute("SELECT 'x' || %s", ("y",))
+        [seen] = MONITOR.live(min_age=0, kind="cursor", pool="dropseen")  # its record is made
+        [checkout] = MONITOR.live(min_age=0, kind="checkout", pool="dropseen")
+        del cur
+        gc.collect()
+        [gone] = MONITOR.collected(kind="cursor", pool="dropseen")
+        assert (gone.id, gone.site) == (seen.id, f"{HERE}:{line} in open_cursor_here")
+        assert gone.sql == "SELECT ? || %s" and gone.parent_id == checkout.id
+        assert gone.collected_at is not None
+        assert MONITOR.live(min_age=0, kind="cursor", pool="dropseen") == []
+
+
+def test_a_dropped_checkout_keeps_its_last_statement_in_collected(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="dropsql", monitor=True) as pool:
+        conn = pool.getconn()
+        conn.execute("SELECT 'secret'").close()
+        del conn
+        gc.collect()
+        [gone] = MONITOR.collected(kind="checkout", pool="dropsql")
+        assert gone.sql == "SELECT ?"
+
+
+def test_cursors_stay_readable_after_the_monitor_is_turned_off(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    MONITOR.enable()
+    with Pool(sqlite_dsn, max_size=1, name="offcur") as pool, pool.connection() as conn:
+        cur, line = open_cursor_here(conn)
+        MONITOR.disable()  # what was recorded stays readable, and ends with its resource
+        [shown] = MONITOR.live(min_age=0, kind="cursor", pool="offcur")
+        assert shown.site == f"{HERE}:{line} in open_cursor_here"
+        del cur
+        gc.collect()
+        assert [r.site for r in MONITOR.collected(kind="cursor", pool="offcur")] == [shown.site]
+
+
+@pytest.mark.parametrize("monitor", [False, True])
+def test_a_closed_cursor_of_a_held_checkout_says_closed_not_returned(
+        sqlite_dsn: str, clean_monitor: None, monitor: bool) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="closedmsg", monitor=monitor) as pool, \
+            pool.connection() as conn:
+        cur = conn.cursor()
+        cur.close()
+        with pytest.raises(ConnectionReturned, match="this cursor is closed"):
+            cur.execute("SELECT 1")

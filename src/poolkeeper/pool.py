@@ -158,7 +158,7 @@ class Pool:
         self._reset = config.reset_on_return
         self._capture_stack = config.leak_threshold is not None
         self._track_proxy = config.abandoned_timeout is not None
-        self._borrow_extras = self._capture_stack or self._track_proxy  # + monitor, below
+        self._borrow_extras = self._capture_stack or self._track_proxy
         self._bag = Bag(lease_s=config.lease_ms / 1000.0, max_waiting=config.max_waiting)
 
         first_raw = None
@@ -182,8 +182,11 @@ class Pool:
             connect_timeout=config.connect_timeout, statement_cache_size=cache_size)
         self.monitor: Probe = MONITOR.probe(self.name, enabled=True if config.monitor else None,
                                             dialect=self.driver.name)
-        self._monitored = self.monitor.enabled
         pool_ref = weakref.ref(self)
+        self._forget_record = MONITOR.forget  # the monitor of self.monitor
+        #: the class of a new checkout's proxy: MonitoredConnection while the monitor is on
+        self._proxy_class: type[ConnectionProxy] = ConnectionProxy
+        _monitor_changed(pool_ref, self.monitor.enabled)
         self.monitor.on_change = lambda on: _monitor_changed(pool_ref, on)
         if first_raw is not None and config.autocommit is not None:
             self.driver.set_autocommit(first_raw, config.autocommit)
@@ -195,7 +198,6 @@ class Pool:
                 self._bag.opening += 1
             self._bag.add_new(self._new_slot(first_raw))
 
-        self._borrow_extras = self._borrow_extras or self._monitored
         self._worker = Worker(self.name)
         self._thread_records = [self.monitor.track("thread", t) for t in self._worker.threads]
         self._tx_state, self._tx_idle = self.driver.transaction_probe()
@@ -259,20 +261,35 @@ class Pool:
             slot, now = self._slow_borrow(slot, now, timeout)
         slot.borrowed_at = now
         slot.uses += 1
-        slot.borrow_thread = _get_ident()
+        slot.borrow_thread = ident = _get_ident()
         # Who to blame in timeout, leak and abandon reports: the caller's frame, formatted
         # only when a report is written.
         frame = _getframe(1)
         slot.borrow_code = code = frame.f_code
         slot.borrow_lasti = lasti = frame.f_lasti
-        # ConnectionProxy.__init__ inlined: a Python frame less on every borrow.
-        proxy = _new_object(ConnectionProxy)
+        # ConnectionProxy.__init__ inlined: a Python frame less on every borrow. The class is
+        # MonitoredConnection while the monitor is on (made so at once: a class switch costs
+        # about as much as a Python call), read once as the monitor may switch meanwhile.
+        cls = self._proxy_class
+        proxy = _new_object(cls)
         proxy._pool = self
         proxy._slot = slot
         proxy._raw = slot.raw
         proxy._cursors = None
         proxy._code = code
         proxy._line = lasti
+        if cls is not ConnectionProxy:
+            # The resource monitor's part, here rather than in _extras_on_borrow: a Python
+            # frame less per monitored borrow. What the pool read for its own reports is
+            # handed over, not read again, and the slot, where the monitor's views read the
+            # checkout's SQL.
+            token = self.monitor.track_checkout(frame, code, lasti, now, ident, slot)
+            proxy._mon = token
+            # Only a recorded checkout stays a MonitoredConnection; one sampled out (or refused
+            # by a full registry: NULL_TOKEN, whose id is 0) runs no monitor code, nor do its
+            # cursors.
+            if not token.id:
+                proxy.__class__ = ConnectionProxy
         if self._borrow_extras:
             self._extras_on_borrow(slot, proxy, frame)
         return proxy
@@ -318,19 +335,7 @@ class Pool:
             slot = got
 
     def _extras_on_borrow(self, slot: Slot, proxy: ConnectionProxy, frame: Any) -> None:
-        """Per-borrow work that only some options need (leak stacks, abandon tracking, the
-        resource monitor)."""
-        if self._monitored:
-            # What the pool read for its own reports (the caller's code and offset, the time,
-            # the thread) is handed over, not read again.
-            token = self.monitor.track_checkout(frame, slot.borrow_code, slot.borrow_lasti,
-                                                slot.borrowed_at, slot.borrow_thread)
-            # Only a recorded checkout becomes a MonitoredConnection; one sampled out (or
-            # refused by a full registry: NULL_TOKEN, whose id is 0) runs no monitor code, nor
-            # do its cursors.
-            if token.id:
-                proxy._mon = token
-                proxy.__class__ = MonitoredConnection
+        """Per-borrow work that only some options need (leak stacks, abandon tracking)."""
         if self._capture_stack:
             slot.borrow_stack = _capture_stack(frame, self.config.leak_stack_depth)
         if self._track_proxy:
@@ -354,7 +359,7 @@ class Pool:
             return
         raw = proxy._raw
         if proxy.__class__ is not ConnectionProxy:  # a monitored checkout ends its record
-            proxy._mon.close()
+            self._forget_record(proxy._mon.id, None)  # its close(), without a Python call
         proxy._slot = None
         proxy._raw = None
         if proxy._cursors is not None:
@@ -957,11 +962,10 @@ def _plain_execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -
 
 
 def _monitor_changed(pool_ref: weakref.ref[Pool], on: bool) -> None:
-    """The pool's monitor probe turned on or off: follow it in the borrow fast path's flag."""
+    """The pool's monitor probe turned on or off: follow it in the borrow fast path."""
     pool = pool_ref()
     if pool is not None:
-        pool._monitored = on
-        pool._borrow_extras = pool._capture_stack or pool._track_proxy or on
+        pool._proxy_class = MonitoredConnection if on else ConnectionProxy
 
 
 def _open_one(pool_ref: weakref.ref[Pool]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .core.slot import Frame, Slot, line_of
 from .errors import ConnectionReclaimed, ConnectionReturned
-from .observe.monitor import SQL_MAX_CHARS
+from .observe.monitor import MONITOR
 from .timeouts import statement_timeout
 
 if TYPE_CHECKING:
@@ -58,6 +59,11 @@ _CURSOR_PRUNE_FROM = 64
 
 
 _weakref = weakref.ref
+_getframe = sys._getframe
+_monotonic = time.monotonic
+# The files the monitor knows to be outside poolkeeper (every pool's probe is the process-wide
+# monitor's): a module global, the cheapest read for MonitoredConnection.cursor.
+_OUTSIDE = MONITOR._outside
 #: "no timeout argument given" (None means "no timeout")
 _UNSET: Any = object()
 
@@ -287,25 +293,44 @@ class ConnectionProxy(_ConnectionState):
         self.__class__ = ReturnedConnection  # type: ignore[assignment]
 
 
+# A global read is cheaper than ConnectionProxy.cursor's (an unspecialised class attribute
+# lookup), in MonitoredConnection.cursor on every cursor.
+_plain_cursor = ConnectionProxy.cursor
+
+
 class MonitoredConnection(ConnectionProxy):
     """A checkout recorded by the resource monitor, with its cursors and their SQL.
 
-    The pool switches a checkout to this class only when the monitor recorded it, so an
-    unmonitored (or sampled-out) checkout runs no monitor code at all.
+    A checkout has this class only when the monitor recorded it, so an unmonitored (or
+    sampled-out) checkout runs no monitor code at all. Its statements reach
+    its record through the slot (``slot.sql``, which every execute sets anyway), and its
+    cursors get no record of their own unless a view or a collection needs one: see
+    :class:`MonitoredCursor`.
     """
 
     __slots__ = ()
 
     def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
         # The usual call has no arguments: a plain call is cheaper than passing on * and **.
-        cur = (ConnectionProxy.cursor(self, *args, **kwargs) if args or kwargs
-               else ConnectionProxy.cursor(self))
-        # The caller's frame handed over: the monitor neither materialises this method's
-        # frame nor walks past it.
-        token = self._pool.monitor.track_cursor(self._mon, sys._getframe(1))
-        if token.id:  # not NULL_TOKEN (monitor turned off, registry full): record it
-            cur._mon = token
-            cur.__class__ = MonitoredCursor
+        cur = _plain_cursor(self, *args, **kwargs) if args or kwargs else _plain_cursor(self)
+        rec: Any = self._mon
+        # where the monitor's views find the open ones (the list is replaced when pruned)
+        rec.cursors = self._cursors
+        # Where the cursor was opened, kept as the monitor keeps a site (code and offset,
+        # decoded when read) with its caller: the site and its caller, written out here for
+        # the usual case (a Python call less per cursor); the record's cursor_site() walks
+        # past poolkeeper's own frames (conn.execute()) and decides for a file not seen yet.
+        f = _getframe(1)
+        code = f.f_code
+        if code.co_filename in _OUTSIDE:
+            back = f.f_back
+            cur._site = ([code, f.f_lasti] if back is None
+                         else [code, f.f_lasti, back.f_code, back.f_lasti])
+        else:
+            cur._site = rec.cursor_site(f)
+        cur._created = _monotonic()
+        cur._mon = rec
+        cur.__class__ = MonitoredCursor
         return cur
 
 
@@ -352,14 +377,16 @@ class ReturnedConnection(_ConnectionState):
 
 
 class _CursorState:
-    # _mon only on a MonitoredCursor
-    __slots__ = ("__weakref__", "_conn", "_mon", "_pool", "_raw", "_slot")
+    # _mon, _site and _created only on a MonitoredCursor (and on the ClosedCursor it becomes)
+    __slots__ = ("__weakref__", "_conn", "_created", "_mon", "_pool", "_raw", "_site", "_slot")
 
     _conn: ConnectionProxy
     _pool: Pool
     _slot: Slot
     _raw: Any
     _mon: Token
+    _site: list[Any]  # the kept frames, [code, offset, code, offset] (see MonitoredConnection)
+    _created: float  # monotonic
 
     @property
     def connection(self) -> ConnectionProxy:
@@ -492,43 +519,21 @@ class CursorProxy(_CursorState):
 
 
 class MonitoredCursor(CursorProxy):
-    """A cursor recorded by the resource monitor, with the SQL it runs.
+    """A cursor of a checkout the resource monitor recorded.
 
-    Only a cursor with a real record (never NULL_TOKEN) gets this class, and closing switches
-    it to :class:`ClosedCursor`, so ``__del__`` runs only for a cursor dropped unclosed.
+    It has no record of its own while it only runs statements and closes (the common case
+    costs the monitor nothing past :meth:`MonitoredConnection.cursor`): its statements go on
+    its checkout's record, and the monitor's views find it open through its checkout's record
+    (which holds the proxy's list of cursors) and make its record then. Closing switches it
+    to :class:`ClosedCursor`, so ``__del__`` runs only for a cursor dropped unclosed.
     """
 
     __slots__ = ()
 
-    def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET) -> Any:
-        rec: Any = self._mon  # a record, never NULL_TOKEN: see MonitoredConnection.cursor
-        if query.__class__ is str and len(query) <= SQL_MAX_CHARS:
-            # set_sql() written out for the usual statement: a Python call less per execute.
-            # Kept as is (no copy, folded when a view reads it), on the cursor and on its
-            # checkout.
-            rec.sql = rec.parent.sql = query
-        else:
-            rec.set_sql(query)  # clipped to 1 KB, or only the type of a statement object
-        if timeout is _UNSET:  # positional call: no keyword argument to pass on
-            return CursorProxy.execute(self, query, params)
-        return CursorProxy.execute(self, query, params, timeout=timeout)
-
-    def executemany(self, query: Any, seq_of_params: Any, *, timeout: Any = _UNSET) -> Any:
-        self._mon.set_sql(query)
-        return CursorProxy.executemany(self, query, seq_of_params, timeout=timeout)
-
-    def close(self) -> None:
-        self._mon.close()
-        CursorProxy.close(self)
-
-    def _drop(self, close_raw: bool = True) -> None:
-        self._mon.close()
-        CursorProxy._drop(self, close_raw)
-
     def __del__(self) -> None:
-        # Garbage-collected while open (a `conn.execute(...)` result never closed, say): its
-        # record moves to the monitor's collected list instead of staying live for good.
-        self._mon.collected()
+        # Garbage-collected while open (a `conn.execute(...)` result never closed, say): the
+        # monitor lists it among the resources collected without being closed, with its site.
+        self._mon._monitor._cursor_dropped(self)  # type: ignore[attr-defined]
 
 
 class ClosedCursor(_CursorState):
@@ -537,8 +542,9 @@ class ClosedCursor(_CursorState):
     __slots__ = ()
 
     def _gone(self) -> ConnectionReturned:
-        if self._conn.__class__ is not ConnectionProxy:
-            return self._conn._returned()
+        conn: _ConnectionState = self._conn  # switched to ReturnedConnection on return
+        if conn.__class__ is ReturnedConnection:  # closed with its connection
+            return conn._returned()
         return ConnectionReturned("this cursor is closed")
 
     def _raise(self, *args: Any, **kwargs: Any) -> NoReturn:

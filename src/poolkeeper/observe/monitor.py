@@ -19,10 +19,17 @@ numbers (decoding ``f_lineno`` costs more than the rest of the walk), file names
 names and folded SQL are worked out only when someone reads a view. Each kept frame costs
 about 0.2 us (three frame attribute reads), so the default keeps the site and three callers,
 enough to tell which code path borrowed; ``configure(depth=...)`` keeps up to 256. The pool's
-hot paths use ``probe.track_checkout`` and ``probe.track_cursor``, ``track`` cut down to one
-kind each. Sampling (``sample_every``) records one resource in N (a pool's cursors follow
-their checkout). The registry holds at most ``max_records`` records; resources beyond that
-are not recorded and counted in ``dropped_full``.
+borrow uses ``probe.track_checkout``, ``track`` cut down to that one kind. Sampling
+(``sample_every``) records one resource in N (a pool's cursors follow their checkout). The
+registry holds at most ``max_records`` records; resources beyond that are not recorded and
+counted in ``dropped_full``.
+
+**A pool's cursors have no record of their own** while they only live and close: a cursor of a
+recorded checkout keeps its creation site (two ``(code, offset)`` pairs) and time on the
+cursor itself, and its statements go on its checkout's record (through the connection's
+slot). The views find the open cursors of each live checkout when they are read, and a
+cursor's record is made then, or when it is garbage-collected without ``close()`` (it goes
+to the collected list with its site), and kept on the cursor (stable ids across reads).
 
 Example::
 
@@ -45,6 +52,7 @@ import itertools
 import os
 import re
 import sys
+import textwrap
 import threading
 import time
 import weakref
@@ -171,17 +179,12 @@ def _null_track(kind: str, obj: object = None, size: int = 0, sql: object = None
 
 
 #: the signature of ``track_checkout``: (the borrower's frame, its f_code, its f_lasti, the
-#: monotonic time of the borrow, the borrowing thread's ident)
-TrackCheckoutFn = Callable[[Any, Any, int, float, int], Token]
-#: the signature of ``track_cursor``: (the checkout's token, the frame that opened it)
-TrackCursorFn = Callable[[Token, Any], Token]
+#: monotonic time of the borrow, the borrowing thread's ident, the pool's slot or None)
+TrackCheckoutFn = Callable[..., Token]
 
 
-def _null_track_checkout(frame: Any, code: Any, lasti: int, now: float, ident: int) -> Token:
-    return NULL_TOKEN
-
-
-def _null_track_cursor(parent: Token, frame: Any) -> Token:
+def _null_track_checkout(frame: Any, code: Any, lasti: int, now: float, ident: int,
+                         slot: Any = None) -> Token:
     return NULL_TOKEN
 
 
@@ -190,18 +193,24 @@ class _Record:
     """One live resource. Doubles as its token, so tracking allocates one object.
 
     Made by calling the class, which runs no Python ``__init__`` (a Python frame per record
-    saved), and filled in by the track functions; ``sql``, ``_ref`` and ``collected_at`` stay
-    unset until they have a value.
+    saved), and filled in by the track functions; ``sql``, ``_ref``, ``slot``, ``cursors`` and
+    ``collected_at`` stay unset until they have a value.
     Each monitor makes its own subclass holding ``_monitor`` and ``_records`` as class
     attributes: two stores fewer per record (see :func:`_record_class`).
     """
 
-    __slots__ = ("_ref", "collected_at", "created", "frames", "id", "kind", "parent", "pool",
-                 "size", "sql", "thread")
+    __slots__ = ("_ref", "collected_at", "created", "cursors", "frames", "id", "kind", "parent",
+                 "pool", "size", "slot", "sql", "thread")
 
     _monitor: Monitor
     _records: dict[int, _Record]
     _ref: weakref.ref[Any] | None
+    #: a pool's checkout: the connection's slot, whose ``sql`` is the statement the checkout
+    #: runs or ran last (every execute sets it anyway), read by the views; None otherwise
+    slot: Any
+    #: a pool's checkout: its proxy's list of weak references to its cursors, once it opened
+    #: one (see proxy.MonitoredConnection.cursor), where the views find the open ones
+    cursors: list[weakref.ref[Any]] | None
     collected_at: float
     created: float
     frames: Sequence[Any]
@@ -239,6 +248,12 @@ class _Record:
     def _on_gc(self, _ref: object) -> None:
         self._ref = None
         self._monitor._collect(self)
+
+    def cursor_site(self, frame: Any) -> list[Any]:
+        """The kept frames of a cursor of this checkout opened from ``frame`` on, when
+        ``frame`` is poolkeeper's own (``conn.execute()``) or in a file not seen yet (the
+        proxy keeps the usual case's frames itself: a Python call less per cursor)."""
+        return _walker(CURSOR_DEPTH)(_first_outside(self._monitor, frame))
 
     def nbytes(self) -> int:
         sql = getattr(self, "sql", None)
@@ -300,33 +315,23 @@ def _walker(n: int) -> Callable[[Any], list[Any]]:
     return fn
 
 
-_WALKERS_ON: dict[int, Callable[[Any, int, Any], list[Any]]] = {}
-
-
-def _walker_on(n: int) -> Callable[[Any, int, Any], list[Any]]:
-    """Like :func:`_walker`, for a caller that has read the first frame already:
-    ``walk_on(code, offset, f)`` keeps (code, offset) and ``n - 1`` frames from ``f.f_back``
-    on (the pool reads its caller's code and offset on every borrow, for its own reports).
+def _walk_on_lines(n: int) -> list[str]:
+    """Source lines setting ``kept`` to ``[code, lasti]`` and the (code, offset) pairs of the
+    next ``n - 1`` frames from ``frame.f_back`` on, unrolled as in :func:`_walker`: for a
+    caller that has read the first frame already (the pool reads its caller's code and offset
+    on every borrow, for its own reports). Needs ``loop`` and ``n`` in its namespace.
     """
-    found = _WALKERS_ON.get(n)
-    if found is not None:
-        return found
-    lines = ["def walk_on(c0, l0, f):"]
     if n <= 1:
-        lines.append("    return [c0, l0]")
-    else:
-        lines += ["    f0 = f", "    try:", "        f = f.f_back"]
-        for i in range(1, n):
-            lines.append(f"        c{i} = f.f_code; l{i} = f.f_lasti"
-                         + ("; f = f.f_back" if i < n - 1 else ""))
-        lines += ["    except AttributeError:",
-                  "        return [c0, l0] + loop(f0.f_back, n - 1)",
-                  "    return [" + ", ".join(f"c{i}, l{i}" for i in range(n)) + "]"]
-    namespace: dict[str, Any] = {"loop": _walk_loop, "n": n}
-    exec("\n".join(lines), namespace)  # built from the int n alone, as in _walker
-    fn: Callable[[Any, int, Any], list[Any]] = namespace["walk_on"]
-    _WALKERS_ON[n] = fn
-    return fn
+        return ["kept = [code, lasti]"]
+    lines = ["try:", "    f = frame.f_back"]
+    for i in range(1, n):
+        lines.append(f"    c{i} = f.f_code; l{i} = f.f_lasti"
+                     + ("; f = f.f_back" if i < n - 1 else ""))
+    lines += ["except AttributeError:  # a stack shorter than n frames",
+              "    kept = [code, lasti] + loop(frame.f_back, n - 1)",
+              "else:",
+              "    kept = [code, lasti, " + ", ".join(f"c{i}, l{i}" for i in range(1, n)) + "]"]
+    return lines
 
 
 class _Opaque(str):
@@ -470,9 +475,8 @@ def _load_fold() -> Callable[[str, str | None], str]:
 class Probe:
     """The switch one owner (a pool, or the monitor itself) calls ``track`` through.
 
-    ``probe.track`` (and ``track_checkout``, ``track_cursor``) are rebound when the probe
-    turns on or off, so an owner calls them unconditionally. A probe follows the global
-    switch unless set per pool::
+    ``probe.track`` (and ``track_checkout``) are rebound when the probe turns on or off, so an
+    owner calls them unconditionally. A probe follows the global switch unless set per pool::
 
         probe = monitor.probe("orders")      # follows monitor.enable()/disable()
         probe.enable()                       # on for this pool whatever the global switch
@@ -480,17 +484,15 @@ class Probe:
     """
 
     __slots__ = ("__weakref__", "_monitor", "_setting", "name", "on_change", "track",
-                 "track_checkout", "track_cursor")
+                 "track_checkout")
 
     def __init__(self, monitor: Monitor, name: str | None, enabled: bool | None = None) -> None:
         self._monitor = monitor
         self.name = name
         self._setting = enabled
         self.track: TrackFn = _null_track
-        #: the pool's hot paths, ``track`` cut down to one kind each (see
-        #: :func:`_make_track_checkout` and :func:`_make_track_cursor`)
+        #: the pool's borrow, ``track`` cut down to one kind (see :func:`_make_track_checkout`)
         self.track_checkout: TrackCheckoutFn = _null_track_checkout
-        self.track_cursor: TrackCursorFn = _null_track_cursor
         #: called with the new state whenever the probe turns on or off, so an owner that keeps
         #: its own fast-path flag (the pool does) can follow without testing the probe per call
         self.on_change: Callable[[bool], None] | None = None
@@ -527,11 +529,9 @@ class Probe:
         if on:
             self.track = _make_track(mon, self.name)
             self.track_checkout = _make_track_checkout(mon, self.name)
-            self.track_cursor = _make_track_cursor(mon)
         else:
             self.track = _null_track
             self.track_checkout = _null_track_checkout
-            self.track_cursor = _null_track_cursor
         if self.on_change is not None:
             self.on_change(on)
 
@@ -662,118 +662,77 @@ def _make_track(mon: Monitor, default_pool: str | None) -> TrackFn:
     return track_sampled
 
 
+# A probe's track_checkout, generated per depth with the frame walk written out in it (see
+# _walk_on_lines): the walk is its costliest part, and calling a walker would add a Python
+# frame to every monitored borrow. The names it uses are bound by _make_track_checkout.
+_TRACK_CHECKOUT_SOURCE = """\
+def track_checkout(frame, code, lasti, now, ident, slot=None):
+    if len(records) >= max_records:
+        mon._dropped()
+        return null
+    if code.co_filename in outside:  # the usual case: see track()
+{walk_on}
+    else:  # borrowed by poolkeeper itself (the loader), or a file not seen yet
+        kept = walk(first_outside(mon, frame))
+    rec = record_cls()
+    rec.id = rid = next(ids)
+    rec.kind = "checkout"
+    rec.pool = pool
+    rec.size = 0
+    rec.created = now
+    try:  # see track()
+        rec.thread = active[ident]
+    except KeyError:
+        rec.thread = ident
+    rec.frames = kept
+    rec.parent = None
+    rec.slot = slot
+    records[rid] = rec
+    return rec
+"""
+
+
 def _make_track_checkout(mon: Monitor, pool: str | None) -> TrackCheckoutFn:
     """Build the function a probe's ``track_checkout`` is bound to while on.
 
     ``track("checkout", frame=frame)`` cut down to what a pool's borrow needs, since it runs
     on every borrow: no kind or argument checks, and what the pool has read already for its
     own reports (the borrower's code and offset, the time, the thread's ident) is not read
-    again. Sampled like ``track``.
+    again. Sampled like ``track``. ``slot``, the pool's slot of the connection, is where the
+    views read the checkout's SQL (a record keeps no strong reference to the proxy, which must
+    stay collectable: a checkout dropped unreturned is found by its ``__del__``).
     """
-    records = mon._records
-    ids = mon._ids
-    record_cls = mon._record_cls
-    walk = _walker(mon.depth)
-    walk_on = _walker_on(mon.depth)
-    outside = mon._outside
-    max_records = mon.max_records
+    namespace: dict[str, Any] = {
+        "records": mon._records, "ids": mon._ids, "record_cls": mon._record_cls,
+        "walk": _walker(mon.depth), "loop": _walk_loop, "n": mon.depth,
+        "outside": mon._outside, "max_records": mon.max_records, "mon": mon,
+        "active": threading._active,  # type: ignore[attr-defined]
+        "first_outside": _first_outside, "null": NULL_TOKEN, "pool": pool,
+    }
+    walk_on = textwrap.indent("\n".join(_walk_on_lines(mon.depth)), " " * 8)
+    # Built from the int depth alone (checked by configure()), as in _walker, never from input.
+    exec(_TRACK_CHECKOUT_SOURCE.format(walk_on=walk_on), namespace)
+    track_checkout: TrackCheckoutFn = namespace["track_checkout"]
     every = mon.sample_every
-    active = threading._active  # type: ignore[attr-defined]
     null = NULL_TOKEN
     tick = 0
-
-    def track_checkout(frame: Any, code: Any, lasti: int, now: float, ident: int) -> Token:
-        if len(records) >= max_records:
-            mon._dropped()
-            return null
-        if code.co_filename in outside:  # the usual case: see track()
-            kept = walk_on(code, lasti, frame)
-        else:  # borrowed by poolkeeper itself (the loader), or a file not seen yet
-            kept = walk(_first_outside(mon, frame))
-        rec = record_cls()
-        rec.id = rid = next(ids)
-        rec.kind = "checkout"
-        rec.pool = pool
-        rec.size = 0
-        rec.created = now
-        try:  # see track()
-            rec.thread = active[ident]
-        except KeyError:
-            rec.thread = ident
-        rec.frames = kept
-        rec.parent = None
-        records[rid] = rec
-        return rec
 
     if every == 1:
         return track_checkout
 
     def track_checkout_sampled(frame: Any, code: Any, lasti: int, now: float,
-                               ident: int) -> Token:
+                               ident: int, slot: Any = None) -> Token:
         nonlocal tick
         tick += 1  # racy on purpose, as in track()
         if tick % every:
             return null
-        return track_checkout(frame, code, lasti, now, ident)
+        return track_checkout(frame, code, lasti, now, ident, slot)
 
     return track_checkout_sampled
 
 
-#: frames kept per cursor record: its own site and its caller (its checkout holds the stack)
+#: frames kept per cursor: its own site and its caller (its checkout holds the stack)
 CURSOR_DEPTH = 2
-
-
-def _make_track_cursor(mon: Monitor) -> TrackCursorFn:
-    """Build the function a probe's ``track_cursor`` is bound to while on.
-
-    ``track("cursor", ...)`` cut down to what a pool's cursor needs, since it runs for every
-    cursor: no kind or argument checks, its pool taken from its checkout, :data:`CURSOR_DEPTH`
-    frames. Not sampled: a checkout that was recorded has all its cursors recorded (one that
-    was sampled out runs no monitor code at all). ``parent`` must be a record of this monitor
-    (else NULL_TOKEN); ``frame`` is the frame that opened the cursor, or one of poolkeeper's
-    below it.
-    """
-    records = mon._records
-    ids = mon._ids
-    record_cls = mon._record_cls
-    walk = _walker(CURSOR_DEPTH)
-    outside = mon._outside
-    max_records = mon.max_records
-    monotonic = _monotonic
-    get_ident = threading.get_ident
-    active = threading._active  # type: ignore[attr-defined]
-    null = NULL_TOKEN
-
-    def track_cursor(parent: Token, frame: Any) -> Token:
-        if parent.__class__ is not record_cls:
-            return null
-        if len(records) >= max_records:
-            mon._dropped()
-            return null
-        code = frame.f_code
-        if code.co_filename in outside:
-            # The usual case, written out: the walker's 2 frames without its call.
-            back = frame.f_back
-            kept = ([code, frame.f_lasti] if back is None
-                    else [code, frame.f_lasti, back.f_code, back.f_lasti])
-        else:  # opened by poolkeeper (conn.execute()), or a file not seen yet: see track()
-            kept = walk(_first_outside(mon, frame))
-        rec = record_cls()
-        rec.id = rid = next(ids)
-        rec.kind = "cursor"
-        rec.pool = parent.pool
-        rec.size = 0
-        rec.created = monotonic()
-        try:  # see track()
-            rec.thread = active[get_ident()]
-        except KeyError:
-            rec.thread = _current_thread()
-        rec.frames = kept
-        rec.parent = parent
-        records[rid] = rec
-        return rec
-
-    return track_cursor
 
 
 # ----------------------------------------------------------------------------- monitor
@@ -789,6 +748,9 @@ class Monitor:
     def __init__(self, *, max_records: int = 10_000, depth: int = 4, sample_every: int = 1,
                  max_collected: int = 1_000, skip: Sequence[str] = _DEFAULT_SKIP) -> None:
         self._records: dict[int, _Record] = {}
+        #: ``forget(record_id, None)`` does what a record's ``close()`` does, as a C call (no
+        #: Python frame): for the pool's return path, which runs it on every monitored return
+        self.forget: Callable[[int, None], object] = self._records.pop
         self._record_cls = _record_class(self)
         self._ids = itertools.count(1)
         # Re-entrant: a weakref callback may run from a GC pass in a thread already inside.
@@ -922,6 +884,13 @@ class Monitor:
     def _collect(self, rec: _Record) -> None:
         if self._records.pop(rec.id, None) is None:
             return  # already closed, or cleared
+        self._add_collected(rec)
+
+    def _add_collected(self, rec: _Record) -> None:
+        slot = getattr(rec, "slot", None)
+        if slot is not None:  # a pool's checkout: keep its last statement, not the slot
+            _set_sql(rec, slot.sql)
+            rec.slot = rec.cursors = None
         rec.collected_at = _monotonic()
         with self._lock:
             self.collected_total += 1
@@ -932,6 +901,58 @@ class Monitor:
                 self._collected.popleft()
                 self.collected_dropped += 1
             self._collected.append(rec)
+
+    # ------------------------------------------------------------------ a pool's cursors
+    # A cursor of a recorded checkout (proxy.MonitoredCursor) carries `_mon` (its checkout's
+    # record, or its own once made), `_site` (its kept frames), `_created` and `_slot` (the
+    # connection's slot, as its checkout's record).
+
+    def _cursor_record(self, cur: Any) -> _Record:
+        """The record of a pool's cursor: made on first need and kept on the cursor, so a
+        cursor keeps its id across reads of the views."""
+        rec: _Record = cur._mon
+        if rec.kind == "cursor":
+            return rec
+        crec = self._record_cls()
+        crec.id = next(self._ids)
+        crec.kind = "cursor"
+        crec.pool = rec.pool
+        crec.size = 0
+        crec.created = cur._created
+        crec.thread = rec.thread  # opened in the checkout's thread, as a rule
+        crec.frames = cur._site
+        crec.parent = rec
+        cur._mon = crec
+        return crec
+
+    def _cursor_dropped(self, cur: Any) -> None:
+        """A pool's cursor was garbage-collected without ``close()``: to the collected list,
+        with its site and its checkout's SQL, as long as the checkout's record is open or
+        was itself collected (the checkout dropped along with its cursors)."""
+        rec = self._cursor_record(cur)
+        parent = rec.parent
+        if parent is None or (parent.id not in self._records
+                              and getattr(parent, "collected_at", None) is None):
+            return  # the checkout's record was closed or cleared: so would the cursor's be
+        _set_sql(rec, cur._slot.sql)
+        self._add_collected(rec)
+
+    def _open_cursors(self, records: list[_Record]) -> list[_Record]:
+        """The records of the open cursors of the pools' live checkouts among ``records``
+        (each checkout's record takes its current SQL on the way)."""
+        out: list[_Record] = []
+        for rec in records:
+            slot = getattr(rec, "slot", None)
+            if slot is None:  # not a pool's checkout
+                continue
+            _set_sql(rec, slot.sql)
+            for ref in list(getattr(rec, "cursors", None) or ()):
+                cur = ref()
+                if cur is not None and not cur.closed:
+                    crec = self._cursor_record(cur)
+                    _set_sql(crec, slot.sql)
+                    out.append(crec)
+        return out
 
     def clear(self) -> None:
         """Forget every record and the collected list (their tokens become harmless)."""
@@ -954,6 +975,11 @@ class Monitor:
 
     # ------------------------------------------------------------------ views
     def _raw_records(self) -> list[_Record]:
+        """The registry's records and those of the pools' open cursors."""
+        records = self._registry_records()
+        return records + self._open_cursors(records)
+
+    def _registry_records(self) -> list[_Record]:
         for _ in range(10):
             try:
                 return list(self._records.values())
@@ -1050,6 +1076,12 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ValueError(f"monitor {name}={value!r} is out of range: allowed {lo}..{hi}")
     return value
+
+
+def _set_sql(rec: _Record, sql: object) -> None:
+    """A record takes the statement its pool's connection runs, kept as set_sql() keeps it."""
+    if sql is not None:
+        rec.sql = _clip(sql)
 
 
 def _frame(code: CodeType, lasti: int) -> Frame:
