@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -433,3 +434,34 @@ def test_read_only_transaction_is_ended_on_return(any_dsn: str) -> None:
                     assert not conn.raw.in_transaction
         finally:
             drop_table(pool, table)
+
+
+def test_proxies_are_transparent_for_the_drivers_own_attributes(any_dsn: str) -> None:
+    # The proxies have no __getattr__ (poolkeeper.delegate): each driver's own attributes,
+    # methods and instance attributes must still be reachable, and writable, through them.
+    with Pool(any_dsn, max_size=1, min_idle=0) as pool, pool.connection() as conn:
+        name = pool.driver.name
+        raw = conn.raw
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        assert cur.fetchone()[0] == 1
+        assert cur.arraysize == cur.raw.arraysize  # DB-API attribute of every driver
+        cur.arraysize = 7  # a write reaches the driver's cursor
+        assert cur.raw.arraysize == 7
+        if name == "postgresql":
+            assert conn.info.dbname == raw.info.dbname  # psycopg connection attribute
+            assert cur.statusmessage == "SELECT 1"  # psycopg cursor attribute
+            assert conn.prepare_threshold == raw.prepare_threshold
+        elif name == "mysql":
+            assert conn.get_server_info() == raw.get_server_info()  # a driver method
+            assert cur.rownumber == cur.raw.rownumber  # a PyMySQL instance attribute
+        else:
+            conn.row_factory = sqlite3.Row  # sqlite3 connection attribute, written
+            assert raw.row_factory is sqlite3.Row
+            row = conn.execute("SELECT 2 AS two").fetchone()
+            assert row["two"] == 2
+            conn.row_factory = None
+            assert cur.lastrowid == cur.raw.lastrowid
+        cur.close()
+        with pytest.raises(AttributeError):
+            conn.no_such_attribute_anywhere  # noqa: B018 - neither proxy nor driver has it

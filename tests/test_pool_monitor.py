@@ -69,15 +69,17 @@ def test_monitor_switches_at_runtime_and_costs_nothing_when_off(
         sqlite_dsn: str, clean_monitor: None) -> None:
     with Pool(sqlite_dsn, max_size=1, name="switch") as pool:
         with pool.connection() as conn:
-            assert conn.__class__ is ConnectionProxy  # off: no monitor code on this path
+            # off: no monitor code on this path (the class is ConnectionProxy's per-driver
+            # subclass, poolkeeper.delegate)
+            assert not isinstance(conn, MonitoredConnection)
         MONITOR.enable()
         with pool.connection() as conn:
-            assert conn.__class__ is MonitoredConnection
+            assert isinstance(conn, MonitoredConnection)
             assert len(MONITOR.live(min_age=0, kind="checkout", pool="switch")) == 1
             MONITOR.disable()  # turned off while held: the record still ends on return
         assert MONITOR.live(min_age=0, kind="checkout", pool="switch") == []
         with pool.connection() as conn:
-            assert conn.__class__ is ConnectionProxy
+            assert isinstance(conn, ConnectionProxy) and not isinstance(conn, MonitoredConnection)
 
 
 def open_cursor_and_drop(conn: ConnectionProxy) -> int:
@@ -135,8 +137,8 @@ def test_sampled_out_checkouts_and_their_cursors_run_no_monitor_code(
                 with pool.connection() as conn:
                     classes.append(conn.__class__)
                     cur = conn.cursor()
-                    assert (cur.__class__ is MonitoredCursor) == (
-                        conn.__class__ is MonitoredConnection)
+                    assert isinstance(cur, MonitoredCursor) == isinstance(
+                        conn, MonitoredConnection)
                     cur.close()
             assert sorted(c.__name__ for c in classes) == [
                 "ConnectionProxy", "ConnectionProxy", "MonitoredConnection",

@@ -38,6 +38,7 @@ from .proxy import (
     MonitoredConnection,
     ReturnedConnection,
     format_site,
+    proxy_class,
 )
 from .sql.fingerprint import redact
 from .sql.hook import StatsHook
@@ -184,8 +185,8 @@ class Pool:
                                             dialect=self.driver.name)
         pool_ref = weakref.ref(self)
         self._forget_record = MONITOR.forget  # the monitor of self.monitor
-        #: the class of a new checkout's proxy: MonitoredConnection while the monitor is on
-        self._proxy_class: type[ConnectionProxy] = ConnectionProxy
+        #: whether a new checkout's proxy is a MonitoredConnection (the monitor is on)
+        self._monitoring = False
         _monitor_changed(pool_ref, self.monitor.enabled)
         self.monitor.on_change = lambda on: _monitor_changed(pool_ref, on)
         if first_raw is not None and config.autocommit is not None:
@@ -270,15 +271,16 @@ class Pool:
         # ConnectionProxy.__init__ inlined: a Python frame less on every borrow. The class is
         # MonitoredConnection while the monitor is on (made so at once: a class switch costs
         # about as much as a Python call), read once as the monitor may switch meanwhile.
-        cls = self._proxy_class
-        proxy = _new_object(cls)
+        monitoring = self._monitoring
+        proxy: ConnectionProxy = _new_object(
+            slot.monitored_class if monitoring else slot.proxy_class)
         proxy._pool = self
         proxy._slot = slot
         proxy._raw = slot.raw
         proxy._cursors = None
         proxy._code = code
         proxy._line = lasti
-        if cls is not ConnectionProxy:
+        if monitoring:
             # The resource monitor's part, here rather than in _extras_on_borrow: a Python
             # frame less per monitored borrow. What the pool read for its own reports is
             # handed over, not read again, and the slot, where the monitor's views read the
@@ -289,7 +291,7 @@ class Pool:
             # by a full registry: NULL_TOKEN, whose id is 0) runs no monitor code, nor do its
             # cursors.
             if not token.id:
-                proxy.__class__ = ConnectionProxy
+                proxy.__class__ = slot.proxy_class
         if self._borrow_extras:
             self._extras_on_borrow(slot, proxy, frame)
         return proxy
@@ -298,9 +300,7 @@ class Pool:
 
     def putconn(self, conn: ConnectionProxy) -> None:
         """Give back a connection borrowed with :meth:`getconn` (same as ``conn.close()``)."""
-        cls = conn.__class__
-        if (cls is not ConnectionProxy and cls is not MonitoredConnection) \
-                or conn._pool is not self:
+        if not isinstance(conn, ConnectionProxy) or conn._pool is not self:
             self._wrong_putconn(conn)
         self._give_back(conn, None)
 
@@ -358,7 +358,7 @@ class Pool:
         if slot is None:
             return
         raw = proxy._raw
-        if proxy.__class__ is not ConnectionProxy:  # a monitored checkout ends its record
+        if proxy.__class__ is not slot.proxy_class:  # a monitored checkout ends its record
             self._forget_record(proxy._mon.id, None)  # its close(), without a Python call
         proxy._slot = None
         proxy._raw = None
@@ -468,7 +468,7 @@ class Pool:
         if slot is None or self._closed:
             return
         proxy._slot = None
-        if proxy.__class__ is MonitoredConnection:
+        if isinstance(proxy, MonitoredConnection):
             proxy._mon.collected()  # shown among the resources dropped without being closed
         self._orphans.put((slot, slot.uses))
 
@@ -486,7 +486,7 @@ class Pool:
                 self.name, format_site(slot.site()), _thread_name(slot.borrow_thread))
             with self._stats_lock:
                 self._orphans_returned += 1
-            orphan = ConnectionProxy(self, slot)
+            orphan = slot.proxy_class(self, slot)
             slot.borrow_thread = -1  # never park an orphan for the draining thread
             try:
                 self._give_back(orphan, False)
@@ -517,6 +517,9 @@ class Pool:
                                                               cfg.lifetime_jitter, self._rand),
                     generation=self._bag.generation, session_id=self.driver.session_id(raw))
         slot.mon = self.monitor.track("connection", raw)
+        # the checkout proxies' classes, with this driver connection's attributes (delegate.py)
+        slot.proxy_class = proxy_class(raw)
+        slot.monitored_class = proxy_class(raw, monitored=True)
         with self._stats_lock:
             self._slots[slot.id] = slot
             self._opened += 1
@@ -965,7 +968,7 @@ def _monitor_changed(pool_ref: weakref.ref[Pool], on: bool) -> None:
     """The pool's monitor probe turned on or off: follow it in the borrow fast path."""
     pool = pool_ref()
     if pool is not None:
-        pool._proxy_class = MonitoredConnection if on else ConnectionProxy
+        pool._monitoring = on
 
 
 def _open_one(pool_ref: weakref.ref[Pool]) -> None:

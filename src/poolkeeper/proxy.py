@@ -29,6 +29,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .core.slot import Frame, Slot, line_of
+from .delegate import delegating_class
+from .delegate import table as delegate_table
 from .errors import ConnectionReclaimed, ConnectionReturned
 from .observe.monitor import MONITOR
 from .timeouts import statement_timeout
@@ -46,6 +48,7 @@ __all__ = [
     "MonitoredCursor",
     "ReturnedConnection",
     "format_site",
+    "proxy_class",
 ]
 
 #: the signature hooks wrap: (cursor proxy, driver cursor, query, params, many) -> driver result
@@ -152,7 +155,12 @@ class ConnectionProxy(_ConnectionState):
 
     # ------------------------------------------------------------------ DB-API
     def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
-        cur = CursorProxy(self, self._raw.cursor(*args, **kwargs))
+        # The usual call has no arguments: a plain call is cheaper than passing on * and **.
+        raw = self._raw.cursor(*args, **kwargs) if args or kwargs else self._raw.cursor()
+        cls = _CURSOR_CLASSES.get(raw.__class__)
+        if cls is None:
+            cls = delegating_class(CursorProxy, raw)
+        cur: CursorProxy = cls(self, raw)
         cursors = self._cursors
         if cursors is None:
             self._cursors = [_weakref(cur)]
@@ -242,8 +250,12 @@ class ConnectionProxy(_ConnectionState):
                 raise
         pool._give_back(self, exc_type is None)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
+    # No __getattr__ at run time: the driver's attributes are properties of the subclass the
+    # pool builds per driver class (see poolkeeper.delegate, and proxy_class()). Type checkers
+    # still see the proxy as transparent.
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def __del__(self) -> None:
         # Only a live proxy has this method: it was dropped without being returned.
@@ -282,7 +294,7 @@ class ConnectionProxy(_ConnectionState):
         driver call, so it closes no driver object here: the pool closes the connection later
         (see Pool._reclaim), and the driver's cursors go with it.
         """
-        if self.__class__ is MonitoredConnection:
+        if isinstance(self, MonitoredConnection):
             self._mon.close()
         self._slot = None
         self._raw = None
@@ -330,7 +342,10 @@ class MonitoredConnection(ConnectionProxy):
             cur._site = rec.cursor_site(f)
         cur._created = _monotonic()
         cur._mon = rec
-        cur.__class__ = MonitoredCursor
+        cls = _MONITORED_CURSOR_CLASSES.get(cur._raw.__class__)
+        if cls is None:
+            cls = delegating_class(MonitoredCursor, cur._raw)
+        cur.__class__ = cls
         return cur
 
 
@@ -511,8 +526,11 @@ class CursorProxy(_CursorState):
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
+    # No __getattr__ at run time (see ConnectionProxy): a cursor's class is built per driver
+    # cursor class.
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def __repr__(self) -> str:
         return "<poolkeeper.CursorProxy open>"
@@ -585,3 +603,16 @@ class ClosedCursor(_CursorState):
 
     def __repr__(self) -> str:
         return "<poolkeeper.CursorProxy closed>"
+
+
+# The per-driver-class subclasses (poolkeeper.delegate), looked up by a C dict read on every
+# cursor: a miss builds one.
+_CURSOR_CLASSES = delegate_table(CursorProxy)
+_MONITORED_CURSOR_CLASSES = delegate_table(MonitoredCursor)
+
+
+def proxy_class(raw: Any, monitored: bool = False) -> type[ConnectionProxy]:
+    """The proxy class for a driver connection ``raw``: ConnectionProxy (or, for a checkout
+    the monitor records, MonitoredConnection) with ``raw``'s attributes as properties."""
+    return delegating_class(MonitoredConnection if monitored else ConnectionProxy, raw)
+

@@ -65,8 +65,10 @@ class Slot:
         "leak_reported",
         "lease_start",
         "mon",
+        "monitored_class",
         "parked_by",
         "parked_until",
+        "proxy_class",
         "proxy_ref",
         "raw",
         "reclaim_at",
@@ -119,6 +121,10 @@ class Slot:
         self.autocommit_was: bool | None = None  #: restore this autocommit on return
         self.leak_reported = False
         self.proxy_ref: Any = None
+        #: the proxy classes for this connection's checkouts, plain and monitored (the pool
+        #: sets them: proxy.proxy_class)
+        self.proxy_class: Any = None
+        self.monitored_class: Any = None
         self.mon: Any = None  #: the resource monitor's record of this connection, if any
         # lease parking (see Bag)
         self.lease_start = 0.0  #: when the current holder got it from the idle stack or a hand-off
