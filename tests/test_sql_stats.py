@@ -16,7 +16,7 @@ import pytest
 from poolkeeper import Pool
 from poolkeeper.errors import ConfigError
 from poolkeeper.sql.fingerprint import FingerprintCache
-from poolkeeper.sql.hook import StatsHook, query_text
+from poolkeeper.sql.hook import ROWCOUNT_FIELD, STREAMS, StatsHook, cursor_kind, query_text
 from poolkeeper.sql.stats import (
     HISTOGRAM_BOUNDS_MS,
     SqlStatsRegistry,
@@ -501,3 +501,86 @@ def test_hook_memo_follows_evictions_resets_and_a_second_hook() -> None:
     run_other(cursor, cursor, "SELECT 1", None, False)
     run(cursor, cursor, "SELECT 1", None, False)
     assert _only(other)["executions"] == 1 and _only(reg)["executions"] == 2
+
+
+# ----------------------------------------------------------------------------- the memo path
+def test_cursor_kind_reads_psycopg_rowcount_field_only_when_the_property_just_returns_it(
+        pg_dsn: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        plain, named = conn.cursor(), conn.cursor(name="pk_kind")
+        assert cursor_kind(plain) == ROWCOUNT_FIELD
+        assert cursor_kind(named) == ROWCOUNT_FIELD | STREAMS
+        named.close()
+        plain.execute("SELECT generate_series(1, 3)")
+        assert plain._rowcount == plain.rowcount == 3
+
+    class Computed:  # a driver whose property does more than return the field
+        _rowcount = 5
+
+        @property
+        def rowcount(self) -> int:
+            return self._rowcount - 1
+
+    class Plain:
+        rowcount = 2
+
+    assert cursor_kind(Computed()) == 0 and cursor_kind(Plain()) == 0
+
+
+def test_concurrent_memo_executions_count_in_running_and_running_max() -> None:
+    # Two connections repeat the same text on two threads: the lock-free memo path must still
+    # see both running at once.
+    reg = SqlStatsRegistry()
+    hook = StatsHook(reg, dialect="postgresql")
+    inside = threading.Barrier(3, timeout=10)  # two statements and this test
+    release = threading.Event()
+    blocking = [False]
+
+    def inner(cur: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+        if blocking[0]:
+            inside.wait()
+            assert release.wait(10)
+        raw.rowcount = 1
+        return raw
+
+    run = hook.wrap(inner)
+    cursors = [_Cursor(_Slot()), _Cursor(_Slot())]
+    for cur in cursors:  # warm each connection's memo
+        run(cur, cur, "SELECT v FROM t WHERE id = 1", None, False)
+    blocking[0] = True
+    threads = [threading.Thread(target=run, args=(c, c, "SELECT v FROM t WHERE id = 1",
+                                                  None, False)) for c in cursors]
+    for t in threads:
+        t.start()
+    inside.wait()  # both are inside the driver now
+    assert _only(reg)["running"] == 2
+    release.set()
+    for t in threads:
+        t.join(10)
+    s = _only(reg)
+    assert s["running"] == 0 and s["running_max"] == 2 and s["executions"] == 4
+
+
+def test_a_memo_execution_outliving_its_evicted_entry_is_counted_untracked() -> None:
+    reg = SqlStatsRegistry(max_entries=1)
+    hook = StatsHook(reg, dialect="postgresql")
+    cur = _Cursor(_Slot())
+
+    calls = [0]
+
+    def inner(c: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+        calls[0] += 1
+        if calls[0] == 2:
+            reg.record("SELECT other", 0.001)  # evicts "SELECT ?" while it runs
+            assert reg.snapshot()["running"] == 1
+        raw.rowcount = 1
+        return raw
+
+    run = hook.wrap(inner)
+    run(cur, cur, "SELECT 2", None, False)  # not memoized yet: through begin()
+    run(cur, cur, "SELECT 2", None, False)  # the memo path: its entry is evicted mid-way
+    snap = reg.snapshot()
+    assert snap["running"] == 0 and snap["untracked_executions"] == 1
+    assert snap["executions"] == 3  # two "SELECT 2" (one untracked) and one "SELECT other"

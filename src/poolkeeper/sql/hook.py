@@ -3,13 +3,15 @@
 Install it on a pool (``pool.add_hook(StatsHook.from_config(pool.config, pool.driver.name))``);
 the pool calls ``wrap(inner)`` once when the hook chain is built, and the returned function for
 every ``execute`` / ``executemany``. Per statement it costs a fingerprint-cache lookup (the text
-is parsed only the first time it is seen, and a hit takes no lock), two acquisitions of the
-registry's lock and two ``perf_counter`` calls. With ``registry.enabled`` False it only checks
-that flag.
+is parsed only the first time it is seen, and a hit takes no lock), one acquisition of the
+registry's lock when the connection runs the same text as its last statement (two otherwise)
+and two ``perf_counter`` calls. With ``registry.enabled`` False it only checks that flag.
 """
 
 from __future__ import annotations
 
+import dis
+import inspect
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from ..config import PoolConfig
     from .stmtcache import AdaptiveFetchSize
 
-__all__ = ["Execute", "StatsHook", "query_text"]
+__all__ = ["ROWCOUNT_FIELD", "STREAMS", "Execute", "StatsHook", "cursor_kind", "query_text"]
 
 #: (cursor proxy, driver cursor, query, params, many) -> driver result; see poolkeeper.proxy
 Execute = Callable[[Any, Any, Any, Any, bool], Any]
@@ -98,33 +100,38 @@ class StatsHook:
         bounds = _BOUNDS_S
         first, second = bounds[0], bounds[1]
         fetch = self.fetch
-        # Driver cursor types found not to stream (no `itersize`), so that the usual cursor
-        # costs a set lookup rather than a failed hasattr() per statement.
-        plain_cursors: set[type] = set()
+        # What each driver cursor class needs (cursor_kind()), so that the usual cursor costs
+        # a dict lookup rather than a hasattr() and a property call per statement.
+        kinds: dict[type, int] = {}
 
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
             if not registry._enabled:
                 return inner(cursor, raw, query, params, many)
             # The statement run last on this connection, with its entry: a loop running the
-            # same text skips the fingerprint cache and the registry's key lookup.
+            # same text skips the fingerprint cache, the registry's key lookup and one lock.
             try:
                 slot = cursor._slot
                 memo = slot.stats_memo
             except AttributeError:  # not one of the pool's cursors (a test, a custom chain)
                 slot = memo = None
             entry: Any = None
+            running = 0  # counted here on the memo path; begin() takes its own maximum
             # (a pool may run two statistics hooks: each checks the memo is its own)
             if memo is not None and memo[0] == query and memo[2] is registry:
                 entry = memo[1]
-                acquire()
                 if entry.detached:  # evicted since: look it up again below
                     entry = None
                 else:
-                    move_to_end(entry.fingerprint)  # keeps the LRU order exact
-                    running = entry.running = entry.running + 1
-                    if running > entry.running_max:  # noqa: PLR1730 - cheaper than max()
-                        entry.running_max = running
-                release()
+                    # begin() without its lock, as the statement cache's hit: move_to_end and
+                    # list.append are each atomic under the GIL. An entry evicted between the
+                    # check above and here is seen as detached by the end below.
+                    try:  # noqa: SIM105 - contextlib.suppress costs a `with` per statement
+                        move_to_end(entry.fingerprint)  # keeps the LRU order exact
+                    except KeyError:
+                        pass
+                    inflight = entry.inflight
+                    inflight.append(None)
+                    running = len(inflight)
             if entry is None:
                 if type(query) is str:
                     entry = begin(fingerprint(query))
@@ -132,36 +139,44 @@ class StatsHook:
                         slot.stats_memo = (query, entry, registry)
                 else:
                     entry = begin(fingerprint(query_text(query, raw)))
-            if fetch is not None and raw.__class__ not in plain_cursors:
-                if hasattr(raw, "itersize"):  # psycopg's server-side cursors
-                    raw.itersize = fetch.fetch_size(entry.fingerprint)
-                elif len(plain_cursors) < 64:
-                    plain_cursors.add(raw.__class__)
+            try:
+                kind = kinds[raw.__class__]
+            except KeyError:
+                kind = cursor_kind(raw)
+                if len(kinds) < 64:
+                    kinds[raw.__class__] = kind
+            if kind & 1 and fetch is not None:  # STREAMS: psycopg's server-side cursors
+                raw.itersize = fetch.fetch_size(entry.fingerprint)
             start = perf_counter()
             try:
                 result = inner(cursor, raw, query, params, many)
             except BaseException as exc:
-                end(entry, perf_counter() - start, -1, exc, params, many)
+                end(entry, perf_counter() - start, -1, exc, params, many, running)
                 raise
             stop = perf_counter()  # also the entry's last-execution stamp
             elapsed = stop - start
             # DB-API rowcount (-1: unknown). Whether it counts rows returned or changed is
             # decided once per fingerprint: reading psycopg's `description` builds objects.
-            try:
-                rows = raw.rowcount
-            except Exception:  # noqa: BLE001 - a closed or exotic cursor: rows unknown
-                rows = -1
-            if type(rows) is not int:
-                rows = -1
+            if kind & 2:  # ROWCOUNT_FIELD: psycopg's int field behind its rowcount property
+                rows = raw._rowcount
+            else:
+                try:
+                    rows = raw.rowcount
+                except Exception:  # noqa: BLE001 - a closed or exotic cursor: rows unknown
+                    rows = -1
+                if type(rows) is not int:
+                    rows = -1
             slow_s = registry._slow_s
             slow = slow_s is not None and elapsed >= slow_s
             grew = False
             acquire()
             try:
-                entry.running -= 1
+                entry.inflight.pop()
                 if entry.detached:
                     end_detached(entry, elapsed, rows, slow)
                 else:
+                    if running > entry.running_max:  # noqa: PLR1730
+                        entry.running_max = running
                     entry.executions += 1
                     entry.total_s += elapsed
                     if elapsed < entry.min_s:  # noqa: PLR1730 - a branch is cheaper than min()
@@ -225,6 +240,36 @@ class StatsHook:
                 s["fetch_size"] = fetch.current(s["fingerprint"])
             data["fetch"] = fetch.stats()
         return data
+
+
+#: cursor_kind() bits: the cursor streams (psycopg's server-side cursors: ``itersize``)
+STREAMS = 1
+#: ``rowcount`` is a Python property that only returns ``self._rowcount`` (psycopg): reading
+#: the field spares a Python call per statement
+ROWCOUNT_FIELD = 2
+
+
+def cursor_kind(raw_cursor: Any) -> int:
+    """What the statistics hook needs to know of a driver cursor's class (bits above)."""
+    kind = STREAMS if hasattr(raw_cursor, "itersize") else 0
+    prop = inspect.getattr_static(type(raw_cursor), "rowcount", None)
+    if isinstance(prop, property) and _returns_int_field(prop.fget, "_rowcount") \
+            and type(getattr(raw_cursor, "_rowcount", None)) is int:
+        kind |= ROWCOUNT_FIELD
+    return kind
+
+
+def _returns_int_field(getter: Any, name: str) -> bool:
+    """Whether ``getter`` is exactly ``def f(self): return self.<name>``: checked on its
+    bytecode, so that a driver release computing the value differently is read through the
+    property again rather than through a field that no longer means the same."""
+    code = getattr(getter, "__code__", None)
+    if code is None or code.co_argcount != 1:
+        return False
+    ops = [(i.opname, i.argval) for i in dis.get_instructions(getter)
+           if i.opname not in ("RESUME", "CACHE", "NOP")]
+    this = code.co_varnames[0]
+    return ops == [("LOAD_FAST", this), ("LOAD_ATTR", name), ("RETURN_VALUE", None)]
 
 
 def query_text(query: Any, raw_cursor: Any = None) -> str:

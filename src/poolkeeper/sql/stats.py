@@ -65,8 +65,8 @@ class StatementStats:
     """The counters of one fingerprint (read them through :meth:`SqlStatsRegistry.snapshot`)."""
 
     __slots__ = ("detached", "error_classes", "errors", "executions", "fingerprint",
-                 "histogram", "last_error", "last_exec", "max_s", "min_s", "nbytes",
-                 "returns_rows", "rows_affected", "rows_fetched", "rows_max", "running",
+                 "histogram", "inflight", "last_error", "last_exec", "max_s", "min_s",
+                 "nbytes", "returns_rows", "rows_affected", "rows_fetched", "rows_max",
                  "running_max", "slow", "total_s")
 
     def __init__(self, fingerprint: str, nbytes: int) -> None:
@@ -84,13 +84,21 @@ class StatementStats:
         self.rows_fetched = 0
         self.rows_affected = 0
         self.rows_max = 0
-        self.running = 0
+        #: one item per execution running now: list.append / pop are atomic under the GIL,
+        #: so the statistics hook counts a repeated statement in without taking the lock
+        #: (its length is at most the number of connections running this statement)
+        self.inflight: list[None] = []
         self.running_max = 0
         self.slow = 0
         self.last_exec = 0.0  #: perf_counter() at the end of the last execution
         self.last_error: str | None = None
         #: evicted or reset while a statement was running: its end is not recorded here
         self.detached = False
+
+    @property
+    def running(self) -> int:
+        """Executions of this statement running now."""
+        return len(self.inflight)
 
     def as_dict(self, clock_offset: float = 0.0) -> dict[str, Any]:
         """Plain data; ``clock_offset`` turns the perf_counter stamp into Unix time."""
@@ -187,7 +195,9 @@ class SqlStatsRegistry:
         self._evictions = 0
         self._evicted_executions = 0
         self._untracked = 0
-        self._detached_running = 0  #: statements still running on evicted / reset entries
+        #: evicted or reset entries with executions still running (pruned when read): their
+        #: executions count in "running" until they end
+        self._detached_live: set[StatementStats] = set()
 
     # ------------------------------------------------------------------ switches
     @property
@@ -237,21 +247,24 @@ class SqlStatsRegistry:
                 entry = self._insert(fingerprint)
             else:
                 self._entries.move_to_end(fingerprint)
-            running = entry.running = entry.running + 1
-            if running > entry.running_max:  # noqa: PLR1730 - a branch is cheaper than max()
-                entry.running_max = running
+            inflight = entry.inflight
+            inflight.append(None)
+            entry.running_max = max(entry.running_max, len(inflight))
         finally:
             lock.release()
         return entry
 
     def end(self, entry: StatementStats, elapsed_s: float, rows: int = -1,
-            error: BaseException | None = None, params: Any = None, many: bool = False) -> None:
+            error: BaseException | None = None, params: Any = None, many: bool = False,
+            running: int = 0) -> None:
         """Record one finished execution of ``entry`` (from :meth:`begin`).
 
         ``rows``: the driver's row count (-1 when unknown), counted as rows fetched for a query
         and rows affected for a change (:attr:`StatementStats.returns_rows`, decided once per
         fingerprint, so the hook never has to build the cursor's ``description``). ``params``
         and ``many`` are read only when the statement is slow, to describe the parameters.
+        ``running``: the executions the statistics hook counted when this one began without
+        the lock (its memo path); :meth:`begin` already took the maximum itself.
         """
         # The hot path: no wall-clock call (the last execution is kept on the perf_counter
         # clock and converted when read), no allocation for a known fingerprint. The
@@ -263,10 +276,12 @@ class SqlStatsRegistry:
         slow = slow_s is not None and elapsed_s >= slow_s
         fetched = entry.returns_rows
         with self._lock:
-            entry.running -= 1
+            entry.inflight.pop()
             if entry.detached:
                 self._end_detached(entry, elapsed_s, rows, slow)
             else:
+                if running > entry.running_max:  # noqa: PLR1730
+                    entry.running_max = running
                 entry.executions += 1
                 entry.total_s += elapsed_s
                 if elapsed_s < entry.min_s:  # noqa: PLR1730 - a branch is cheaper than min()
@@ -340,7 +355,15 @@ class SqlStatsRegistry:
         self._evictions += 1
         self._evicted_executions += old.executions
         self._gone.add_entry(old)
-        self._detached_running += old.running
+        self._keep_running(old)
+
+    def _keep_running(self, old: StatementStats) -> None:
+        """Keep a detached entry whose executions still run, so "running" counts them."""
+        if old.inflight:
+            live = self._detached_live
+            if len(live) >= 64:  # bounded by the executions running now, once pruned
+                live.difference_update([e for e in live if not e.inflight])
+            live.add(old)
 
     def _end_detached(self, entry: StatementStats, elapsed_s: float, rows: int,
                       slow: bool) -> None:
@@ -356,7 +379,6 @@ class SqlStatsRegistry:
         if slow:
             gone.slow += 1
         self._untracked += 1
-        self._detached_running -= 1
 
     def _record_error(self, entry: StatementStats, cls: str, message: str) -> None:
         classes = entry.error_classes
@@ -435,10 +457,13 @@ class SqlStatsRegistry:
         return t
 
     def _running_now(self) -> tuple[int, int]:
-        running = self._detached_running
+        live = self._detached_live
+        if live:
+            live.difference_update([e for e in live if not e.inflight])
+        running = sum(len(e.inflight) for e in live)
         most = 0
         for e in self._entries.values():
-            running += e.running
+            running += len(e.inflight)
             if e.running_max > most:  # noqa: PLR1730
                 most = e.running_max
         return running, most
@@ -515,7 +540,7 @@ class SqlStatsRegistry:
     def _clear(self) -> None:
         for entry in self._entries.values():
             entry.detached = True
-            self._detached_running += entry.running
+            self._keep_running(entry)
         self._entries.clear()  # in place: the statistics hook holds its bound methods
         self._nbytes = 0
         self._gone = _Totals()
