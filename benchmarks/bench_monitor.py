@@ -29,7 +29,16 @@ Targets: ``pool on`` < 5 % slower than ``pool off`` (and ``enabled`` than ``base
 ``disabled`` < 1 %. The added CPU column (this thread's CPU time, ``time.thread_time``)
 is the steadiest figure on a shared machine.
 
-    python benchmarks/bench_monitor.py [--quick] [--dsn postgresql://postgres@127.0.0.1/test]
+The pools are in the default transaction mode: each cycle's ``with`` block ends with a
+COMMIT, a second round trip; ``--autocommit`` measures the shorter one-round-trip cycle, where
+the monitor's share is about twice as large.
+
+By default the client and the server processes of its sessions are pinned to CPU 0, as in
+``bench_pool.py`` section 3: a wake-up crossing CPUs on this 2-vCPU machine costs 30-100 us
+at random, which buries a 1-2 us difference; pinned, the cycle is the shortest (so the
+monitor's share the largest: the worst case). ``--unpinned`` leaves placement to the OS.
+
+    python benchmarks/bench_monitor.py [--quick] [--unpinned] [--dsn postgresql://...]
 """
 
 from __future__ import annotations
@@ -42,6 +51,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
+
+from _common import pg_dsn, pin_current_thread, pin_pg_backends
 
 from poolkeeper import Pool
 from poolkeeper.observe.monitor import MONITOR, Monitor, Probe
@@ -88,7 +100,8 @@ def make_cycle_monitored(probe: Probe, cursor_depth: int | None = CURSOR_DEPTH,
     return cycle
 
 
-def run_pool_rounds(dsn: str, rounds: int, per_round: int
+def run_pool_rounds(dsn: str, rounds: int, per_round: int, pinned: bool = True,
+                    autocommit: bool = False
                     ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Wall and CPU (this thread) microseconds per cycle, per mode, one entry per round."""
     monitor = Monitor()
@@ -99,9 +112,10 @@ def run_pool_rounds(dsn: str, rounds: int, per_round: int
     times: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     rng = random.Random(5)
-    with Pool(dsn, max_size=1, min_idle=1, name="bench-monitor") as pool, \
-            Pool(dsn, max_size=1, min_idle=1, name="bench-monitor-off", monitor=False) as p_off, \
-            Pool(dsn, max_size=1, min_idle=1, name="bench-monitor-on", monitor=True) as p_on:
+    opts: dict[str, Any] = {"max_size": 1, "min_idle": 1, "autocommit": autocommit}
+    with Pool(dsn, name="bench-monitor", **opts) as pool, \
+            Pool(dsn, name="bench-monitor-off", monitor=False, **opts) as p_off, \
+            Pool(dsn, name="bench-monitor-on", monitor=True, **opts) as p_on:
         modes: dict[str, tuple[Callable[[Pool, int], None], Pool]] = {
             "baseline": (cycle_plain, pool),
             "disabled": (make_cycle_monitored(off), pool),
@@ -112,6 +126,13 @@ def run_pool_rounds(dsn: str, rounds: int, per_round: int
             "pool on": (cycle_plain, p_on),
         }
         assert p_on.monitor.enabled and not p_off.monitor.enabled
+        if pinned:
+            for p in (pool, p_off, p_on):
+                p.wait_ready(30)
+            previous = pin_current_thread({0})
+            with pool.connection() as conn:
+                pinned_backends = pin_pg_backends(conn.raw, {0})
+            print(f"client and {pinned_backends} server processes pinned to CPU 0")
         for mode, (fn, p) in modes.items():  # warm up every path
             deep(STACK_DEPTH, fn, p, 200)
             times[mode], cpu[mode] = [], []
@@ -128,6 +149,8 @@ def run_pool_rounds(dsn: str, rounds: int, per_round: int
                 cpu[mode].append((time.thread_time() - start_cpu) / per_round * 1e6)
             if time.monotonic() > deadline:
                 break
+        if pinned:
+            pin_current_thread(previous)
         live_on = [r for r in MONITOR.live(0, pool=p_on.name) if r.kind in ("checkout", "cursor")]
         assert not live_on, f"the monitored pool left {len(live_on)} checkout/cursor records"
     assert monitor.stats()["records"] == 0, "the benchmark itself leaked records"
@@ -174,7 +197,14 @@ def run_call_costs(n: int, rounds: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run (< 60 s)")
-    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--dsn", default=None,
+                        help="PostgreSQL DSN (default: POOLKEEPER_BENCH_PG_DSN or the local "
+                             "server, tagged so its server processes can be pinned)")
+    parser.add_argument("--autocommit", action="store_true",
+                        help="pools in autocommit: one round trip per cycle instead of two "
+                             "(SELECT, then COMMIT), so the monitor's share is about double")
+    parser.add_argument("--unpinned", action="store_true",
+                        help="leave client and server placement to the OS (noisy)")
     parser.add_argument("--skip-pool", action="store_true", help="only the per-call costs")
     args = parser.parse_args(argv)
     rounds, per_round = (15, 300) if args.quick else (80, 600)
@@ -185,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     cycle_us: float | None = None
     if not args.skip_pool:
         try:
-            times, cpu = run_pool_rounds(args.dsn, rounds, per_round)
+            times, cpu = run_pool_rounds(args.dsn or pg_dsn(), rounds, per_round,
+                                         pinned=not args.unpinned, autocommit=args.autocommit)
         except Exception as exc:  # noqa: BLE001 - report and still print part 2
             print(f"pool part skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
         else:

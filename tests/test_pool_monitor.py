@@ -286,3 +286,34 @@ def test_a_closed_cursor_of_a_held_checkout_says_closed_not_returned(
         cur.close()
         with pytest.raises(ConnectionReturned, match="this cursor is closed"):
             cur.execute("SELECT 1")
+
+
+@pytest.mark.parametrize("monitor", [False, True], ids=["plain", "monitored"])
+def test_a_long_checkout_keeps_a_short_cursor_list_and_closes_what_stays_open(
+        monitor: bool, clean_monitor: None) -> None:
+    # Both cursor() paths (ConnectionProxy's and MonitoredConnection's, written out twice to
+    # spare a call) prune closed and dropped cursors and close the open ones on return.
+    with Pool("sqlite://:memory:", max_size=1, min_idle=0, monitor=monitor) as pool:
+        conn = pool.getconn()
+        assert isinstance(conn, MonitoredConnection) is monitor
+        kept: list[CursorProxy] = []
+        for i in range(1_000):
+            cur = conn.cursor()
+            assert isinstance(cur, MonitoredCursor) is monitor
+            cur.execute("SELECT 1")
+            if i % 100 == 0:
+                kept.append(cur)  # left open: must be closed on return
+            else:
+                cur.close()
+        assert conn._cursors is not None and len(conn._cursors) < 128
+        tracked = [c for r in conn._cursors if (c := r()) is not None and not c.closed]
+        assert len(tracked) == len(kept) and all(any(c is k for c in tracked) for k in kept)
+        if monitor:
+            live = [r for r in MONITOR.live(0, pool=pool.name) if r.kind == "cursor"]
+            assert len(live) == len(kept)
+            assert all(r.site.startswith(__file__) for r in live)
+        pool.putconn(conn)
+        for cur in kept:
+            assert cur.closed
+            with pytest.raises(ConnectionReturned):
+                cur.execute("SELECT 1")

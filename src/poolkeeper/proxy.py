@@ -64,6 +64,7 @@ _CURSOR_PRUNE_FROM = 64
 _weakref = weakref.ref
 _getframe = sys._getframe
 _monotonic = time.monotonic
+_new_object = object.__new__
 # The files the monitor knows to be outside poolkeeper (every pool's probe is the process-wide
 # monitor's): a module global, the cheapest read for MonitoredConnection.cursor.
 _OUTSIDE = MONITOR._outside
@@ -160,7 +161,12 @@ class ConnectionProxy(_ConnectionState):
         cls = _CURSOR_CLASSES.get(raw.__class__)
         if cls is None:
             cls = delegating_class(CursorProxy, raw)
-        cur: CursorProxy = cls(self, raw)
+        # CursorProxy.__init__ inlined: a Python frame less per cursor
+        cur: CursorProxy = _new_object(cls)
+        cur._conn = self
+        cur._pool = self._pool
+        cur._slot = self._slot  # type: ignore[assignment]
+        cur._raw = raw
         cursors = self._cursors
         if cursors is None:
             self._cursors = [_weakref(cur)]
@@ -305,11 +311,6 @@ class ConnectionProxy(_ConnectionState):
         self.__class__ = ReturnedConnection  # type: ignore[assignment]
 
 
-# A global read is cheaper than ConnectionProxy.cursor's (an unspecialised class attribute
-# lookup), in MonitoredConnection.cursor on every cursor.
-_plain_cursor = ConnectionProxy.cursor
-
-
 class MonitoredConnection(ConnectionProxy):
     """A checkout recorded by the resource monitor, with its cursors and their SQL.
 
@@ -323,9 +324,29 @@ class MonitoredConnection(ConnectionProxy):
     __slots__ = ()
 
     def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
-        # The usual call has no arguments: a plain call is cheaper than passing on * and **.
-        cur = _plain_cursor(self, *args, **kwargs) if args or kwargs else _plain_cursor(self)
+        # ConnectionProxy.cursor written out again, making a MonitoredCursor at once: calling
+        # it and switching the class after cost two Python calls per cursor. Keep the two in
+        # step (tests/test_pool_monitor.py runs the same cursor workload through both).
+        raw = self._raw.cursor(*args, **kwargs) if args or kwargs else self._raw.cursor()
+        cls = _MONITORED_CURSOR_CLASSES.get(raw.__class__)
+        if cls is None:
+            cls = delegating_class(MonitoredCursor, raw)
         rec: Any = self._mon
+        cur: CursorProxy = _new_object(cls)
+        cur._mon = rec  # first: MonitoredCursor.__del__ reads it
+        cur._conn = self
+        cur._pool = self._pool
+        cur._slot = self._slot  # type: ignore[assignment]
+        cur._raw = raw
+        cursors = self._cursors
+        if cursors is None:
+            self._cursors = [_weakref(cur)]
+        else:
+            cursors.append(_weakref(cur))
+            n = len(cursors)
+            if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
+                self._cursors = [r for r in cursors if (c := r()) is not None
+                                 and not c.closed]
         # where the monitor's views find the open ones (the list is replaced when pruned)
         rec.cursors = self._cursors
         # Where the cursor was opened, kept as the monitor keeps a site (code and offset,
@@ -341,11 +362,6 @@ class MonitoredConnection(ConnectionProxy):
         else:
             cur._site = rec.cursor_site(f)
         cur._created = _monotonic()
-        cur._mon = rec
-        cls = _MONITORED_CURSOR_CLASSES.get(cur._raw.__class__)
-        if cls is None:
-            cls = delegating_class(MonitoredCursor, cur._raw)
-        cur.__class__ = cls
         return cur
 
 
