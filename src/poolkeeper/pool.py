@@ -370,9 +370,11 @@ class Pool:
             failure = self._slow_reset(slot, raw, commit)
         now = _monotonic()
         # Not the monitor's flag: its record was closed above, _slow_return has nothing for it.
-        rare = (slot.broken or slot.expires_at <= now or slot.generation != self._bag.generation
-                or slot.leak_reported or self._capture_stack or self._track_proxy)
-        if rare and not self._slow_return(slot, now):  # retired instead of kept
+        # (One `if`, not a `rare = (...)` variable: CPython 3.11 specialises a comparison only
+        # when a jump follows it, which an `or` chain assigned to a name does not give.)
+        if (slot.broken or slot.expires_at <= now or slot.generation != self._bag.generation
+                or slot.leak_reported or self._capture_stack or self._track_proxy) \
+                and not self._slow_return(slot, now):  # retired instead of kept
             if failure is not None:
                 raise failure
             return

@@ -100,9 +100,10 @@ class StatsHook:
         bounds = _BOUNDS_S
         first, second = bounds[0], bounds[1]
         fetch = self.fetch
-        # What each driver cursor class needs (cursor_kind()), so that the usual cursor costs
-        # a dict lookup rather than a hasattr() and a property call per statement.
-        kinds: dict[type, int] = {}
+        # What each driver cursor class needs, as (streams, rowcount field) from cursor_kind(),
+        # so that the usual cursor costs a dict lookup rather than a hasattr() and a property
+        # call per statement (two booleans: CPython 3.11 does not specialise `int & int`).
+        kinds: dict[type, tuple[bool, bool]] = {}
 
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
             if not registry._enabled:
@@ -139,13 +140,15 @@ class StatsHook:
                         slot.stats_memo = (query, entry, registry)
                 else:
                     entry = begin(fingerprint(query_text(query, raw)))
+            cls = type(raw)  # type(): specialised; `raw.__class__` is a descriptor call
             try:
-                kind = kinds[raw.__class__]
+                streams, field = kinds[cls]
             except KeyError:
                 kind = cursor_kind(raw)
+                streams, field = bool(kind & STREAMS), bool(kind & ROWCOUNT_FIELD)
                 if len(kinds) < 64:
-                    kinds[raw.__class__] = kind
-            if kind & 1 and fetch is not None:  # STREAMS: psycopg's server-side cursors
+                    kinds[cls] = (streams, field)
+            if streams and fetch is not None:  # psycopg's server-side cursors
                 raw.itersize = fetch.fetch_size(entry.fingerprint)
             start = perf_counter()
             try:
@@ -157,7 +160,7 @@ class StatsHook:
             elapsed = stop - start
             # DB-API rowcount (-1: unknown). Whether it counts rows returned or changed is
             # decided once per fingerprint: reading psycopg's `description` builds objects.
-            if kind & 2:  # ROWCOUNT_FIELD: psycopg's int field behind its rowcount property
+            if field:  # psycopg's int field behind its rowcount property
                 rows = raw._rowcount
             else:
                 try:
