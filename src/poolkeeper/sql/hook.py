@@ -18,7 +18,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from .fingerprint import FingerprintCache
-from .stats import _BOUNDS_S, SqlStatsRegistry
+from .stats import _BOUNDS_S, INFLIGHT_PAD, SqlStatsRegistry
 
 if TYPE_CHECKING:
     from ..config import PoolConfig
@@ -100,6 +100,7 @@ class StatsHook:
         bounds = _BOUNDS_S
         first, second = bounds[0], bounds[1]
         fetch = self.fetch
+        inflight_pad = INFLIGHT_PAD
         # What each driver cursor class needs, as (streams, rowcount field) from cursor_kind(),
         # so that the usual cursor costs a dict lookup rather than a hasattr() and a property
         # call per statement (two booleans: CPython 3.11 does not specialise `int & int`).
@@ -132,7 +133,7 @@ class StatsHook:
                         pass
                     inflight = entry.inflight
                     inflight.append(None)
-                    running = len(inflight)
+                    running = len(inflight) - inflight_pad
             if entry is None:
                 if type(query) is str:
                     entry = begin(fingerprint(query))
