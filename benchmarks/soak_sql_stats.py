@@ -12,7 +12,8 @@ Checks (exit status 1 if any fails):
   * after warm-up, RSS and tracemalloc growth stay under 5 MB.
 
 Also prints the per-statement cost of a fingerprint (cache hit, cache miss by shape) and of a
-registry update, and, with --pg-overhead, the hook's overhead on PostgreSQL ``SELECT 1``.
+registry update. What the statistics cost on a pooled PostgreSQL ``SELECT 1`` is measured by
+``bench_sql_stats.py``.
 
     python benchmarks/soak_sql_stats.py            # 200,000 statements
     python benchmarks/soak_sql_stats.py --quick    # 12,000 statements, < 60 s
@@ -26,7 +27,6 @@ import gc
 import math
 import os
 import random
-import statistics
 import sys
 import time
 import tracemalloc
@@ -178,42 +178,6 @@ def micro_costs(quick: bool) -> list[tuple[str, float]]:
 
 
 # ----------------------------------------------------------------------------- PG overhead
-def pg_overhead(quick: bool) -> tuple[float, float, float] | None:
-    """Median time per ``SELECT 1`` without and with the hook (interleaved rounds)."""
-    dsn = os.environ.get("POOLKEEPER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-    from poolkeeper import Pool
-
-    try:
-        pool = Pool(dsn, max_size=1, min_idle=0)
-    except Exception as exc:  # noqa: BLE001 - the overhead figure is optional
-        print(f"PostgreSQL overhead: skipped ({type(exc).__name__}: {exc})")
-        return None
-    hook = StatsHook.from_config(pool.config, pool.driver.name)
-    rounds, per_round = (6, 1_000) if quick else (20, 3_000)
-    off: list[float] = []
-    on: list[float] = []
-    # One cursor reused: conn.execute() opens a cursor per call, which the checkout keeps
-    # until it ends, and that cost would swamp what is measured here.
-    with pool, pool.connection() as conn:
-        cur = conn.cursor()
-        for _ in range(200):
-            cur.execute("SELECT 1")
-            cur.fetchone()
-        for r in range(rounds * 2):
-            with_hook = r % 2 == 1
-            if with_hook:
-                pool.add_hook(hook)
-            start = time.perf_counter()
-            for _ in range(per_round):
-                cur.execute("SELECT 1")
-                cur.fetchone()
-            (on if with_hook else off).append((time.perf_counter() - start) / per_round)
-            if with_hook:
-                pool.remove_hook(hook)
-    a, b = statistics.median(off) * 1e6, statistics.median(on) * 1e6
-    return a, b, (b - a) / a * 100
-
-
 # ----------------------------------------------------------------------------- soak
 def soak(count: int, seed: int) -> bool:
     config = PoolConfig()
@@ -319,19 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="12,000 statements (< 60 s)")
     parser.add_argument("--statements", type=int, default=None)
     parser.add_argument("--seed", type=int, default=2)
-    parser.add_argument("--pg-overhead", action="store_true",
-                        help="also time PostgreSQL SELECT 1 with and without the hook")
     args = parser.parse_args(argv)
     count = args.statements or (12_000 if args.quick else 200_000)
 
     print("per-statement cost (best of 5, CPython "
           f"{sys.version_info.major}.{sys.version_info.minor})")
     table(("operation", "us"), [(name, f"{us:,.2f}") for name, us in micro_costs(args.quick)])
-    if args.pg_overhead:
-        res = pg_overhead(args.quick)
-        if res is not None:
-            print(f"\nPostgreSQL SELECT 1, one thread, median per statement: without hook "
-                  f"{res[0]:.1f} us, with StatsHook {res[1]:.1f} us ({res[2]:+.1f}%)")
     ok = soak(count, args.seed)
     print("\nresult:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
