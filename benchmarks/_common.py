@@ -13,7 +13,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "pg_dsn",
     "pin_current_thread",
     "pin_pg_backends",
+    "pooled_query_loop",
     "print_table",
     "rss_bytes",
     "versions",
@@ -83,6 +84,20 @@ def pin_pg_backends(conn: Any, cpus: set[int]) -> int:
         except OSError:  # not permitted, or the session ended meanwhile
             continue
     return pinned
+
+
+def pooled_query_loop(pool: Any, query: str = "SELECT 1") -> Callable[[int], None]:
+    """``run(n)``: n times borrow with ``pool.connection()``, open a cursor, execute ``query``,
+    fetch one row, close the cursor, return the connection."""
+    def run(n: int) -> None:
+        connection = pool.connection
+        for _ in range(n):
+            with connection() as conn:
+                cur = conn.cursor()
+                cur.execute(query)
+                cur.fetchone()
+                cur.close()
+    return run
 
 
 class Budget:

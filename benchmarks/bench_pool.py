@@ -59,6 +59,7 @@ from _common import (
     pg_dsn,
     pin_current_thread,
     pin_pg_backends,
+    pooled_query_loop,
     print_table,
     versions,
 )
@@ -503,18 +504,6 @@ def raw_loop(conn: Any) -> Run:
     return run
 
 
-def pk_with_loop(pool: Pool) -> Run:
-    def run(n: int) -> None:
-        connection = pool.connection
-        for _ in range(n):
-            with connection() as conn:
-                cur = conn.cursor()
-                cur.execute(QUERY)
-                cur.fetchone()
-                cur.close()
-    return run
-
-
 #: the same pool without per-statement SQL statistics, to show what they cost
 NOSTATS = "poolkeeper with connection(), stats=False"
 
@@ -541,9 +530,9 @@ def section3(s: Settings, budget: Budget, results: dict[str, Any], server: str,
             stack.callback(db.close)
             contenders: list[tuple[str, Run]] = [
                 ("raw psycopg connection", raw_loop(raw)),
-                ("poolkeeper with connection()", pk_with_loop(pk)),
+                ("poolkeeper with connection()", pooled_query_loop(pk, QUERY)),
                 ("poolkeeper getconn/putconn", query_loop(pk.getconn, pk.putconn)),
-                (NOSTATS, pk_with_loop(pkn)),
+                (NOSTATS, pooled_query_loop(pkn, QUERY)),
                 ("psycopg_pool getconn/putconn", query_loop(pp.getconn, pp.putconn)),
                 ("SQLAlchemy QueuePool", query_loop(qp.connect, lambda c: c.close())),
                 ("DBUtils PooledDB", query_loop(db.connection, lambda c: c.close())),
@@ -569,9 +558,9 @@ def section3(s: Settings, budget: Budget, results: dict[str, Any], server: str,
             stack.callback(db.close)
             contenders = [
                 ("raw PyMySQL connection", raw_loop(raw)),
-                ("poolkeeper with connection()", pk_with_loop(pk)),
+                ("poolkeeper with connection()", pooled_query_loop(pk, QUERY)),
                 ("poolkeeper getconn/putconn", query_loop(pk.getconn, pk.putconn)),
-                (NOSTATS, pk_with_loop(pkn)),
+                (NOSTATS, pooled_query_loop(pkn, QUERY)),
                 ("SQLAlchemy QueuePool", query_loop(qp.connect, lambda c: c.close())),
                 ("DBUtils PooledDB", query_loop(db.connection, lambda c: c.close())),
             ]

@@ -35,6 +35,7 @@ from _common import (
     pg_dsn,
     pin_current_thread,
     pin_pg_backends,
+    pooled_query_loop,
 )
 
 from poolkeeper import Pool
@@ -43,16 +44,6 @@ QUERY = "SELECT 1"
 TARGET = 1.03
 CHUNK = 500  #: queries per chunk; a round runs CHUNKS of them with and without statistics
 CHUNKS = 6
-
-
-def cycle(pool: Pool, n: int) -> None:
-    connection = pool.connection
-    for _ in range(n):
-        with connection() as conn:
-            cur = conn.cursor()
-            cur.execute(QUERY)
-            cur.fetchone()
-            cur.close()
 
 
 def run(placement: str, rounds: int) -> tuple[list[float], list[float], list[float]]:
@@ -68,7 +59,8 @@ def run(placement: str, rounds: int) -> tuple[list[float], list[float], list[flo
             if placement == "pinned":
                 with pool.connection() as conn:
                     pin_pg_backends(conn.raw, {0})
-            cycle(pool, 2_000)  # warm-up: psycopg prepares, caches fill
+            cycle = pooled_query_loop(pool, QUERY)
+            cycle(2_000)  # warm-up: psycopg prepares, caches fill
             deadline = time.monotonic() + 600
             for r in range(rounds):
                 wall = {True: 0.0, False: 0.0}
@@ -78,7 +70,7 @@ def run(placement: str, rounds: int) -> tuple[list[float], list[float], list[flo
                     for on in order if chunk % 2 == 0 else order[::-1]:
                         pool.stats_enabled = on
                         start, start_cpu = time.perf_counter(), time.thread_time()
-                        cycle(pool, CHUNK)
+                        cycle(CHUNK)
                         wall[on] += time.perf_counter() - start
                         cpu[on] += time.thread_time() - start_cpu
                 n = CHUNK * CHUNKS  # queries each way this round

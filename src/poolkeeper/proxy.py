@@ -72,6 +72,11 @@ _OUTSIDE = MONITOR._outside
 _UNSET: Any = object()
 
 
+def _open_cursors(refs: list[weakref.ref[Any]]) -> list[weakref.ref[Any]]:
+    """The references to cursors still alive and open (a checkout's list, pruned)."""
+    return [r for r in refs if (c := r()) is not None and not c.closed]
+
+
 def format_site(site: Frame | None) -> str:
     """``file:line in function`` for a call site, or ``unknown``."""
     if site is None:
@@ -174,8 +179,7 @@ class ConnectionProxy(_ConnectionState):
             cursors.append(_weakref(cur))
             n = len(cursors)
             if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
-                self._cursors = [r for r in cursors if (c := r()) is not None
-                                 and not c.closed]
+                self._cursors = _open_cursors(cursors)
         return cur
 
     def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET) -> Any:
@@ -345,8 +349,7 @@ class MonitoredConnection(ConnectionProxy):
             cursors.append(_weakref(cur))
             n = len(cursors)
             if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
-                self._cursors = [r for r in cursors if (c := r()) is not None
-                                 and not c.closed]
+                self._cursors = _open_cursors(cursors)
         # where the monitor's views find the open ones (the list is replaced when pruned)
         rec.cursors = self._cursors
         # Where the cursor was opened, kept as the monitor keeps a site (code and offset,

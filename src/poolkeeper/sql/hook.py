@@ -147,7 +147,7 @@ class StatsHook:
             except KeyError:
                 kind = cursor_kind(raw)
                 streams, field = bool(kind & STREAMS), bool(kind & ROWCOUNT_FIELD)
-                if len(kinds) < 64:
+                if len(kinds) < 64:  # a cache: a 65th driver class is classified per statement
                     kinds[cls] = (streams, field)
             if streams and fetch is not None:  # psycopg's server-side cursors
                 raw.itersize = fetch.fetch_size(entry.fingerprint)
