@@ -584,3 +584,117 @@ def test_a_memo_execution_outliving_its_evicted_entry_is_counted_untracked() -> 
     snap = reg.snapshot()
     assert snap["running"] == 0 and snap["untracked_executions"] == 1
     assert snap["executions"] == 3  # two "SELECT 2" (one untracked) and one "SELECT other"
+
+
+# ----------------------------------------------------------------------------- the solo path
+def _hook_offsets(run: Any) -> list[int]:
+    """Every bytecode offset of the hook's per-statement function."""
+    import dis
+
+    return [i.offset for i in dis.get_instructions(run)]
+
+
+def _interrupt_at(run: Any, offset: int, action: Any) -> Any:
+    """A tracer running ``action()`` once, when the hook's frame reaches bytecode ``offset``:
+    an eviction or reset landing between any two instructions of a statement's end."""
+    code = run.__code__
+    fired = [False]
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "opcode" and frame.f_lasti == offset and not fired[0]:
+            fired[0] = True
+            action()
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is code:
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    return tracer, fired
+
+
+@pytest.mark.parametrize("what", ["evict", "pop"])
+def test_a_solo_statement_is_counted_once_whatever_instruction_an_eviction_or_reset_lands_on(
+        what: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The hook records a connection's repeated statement without the lock when it is the
+    # statement's only execution running (the solo counters). An eviction or a pop() taking
+    # the counters may land between any two of its instructions: run one statement per
+    # bytecode offset of the hook, interrupted there, and every figure must come out exactly
+    # once (evict: in the pool totals; pop: in the popped snapshot or in what follows).
+    clock = [0.0]
+    monkeypatch.setattr("poolkeeper.sql.hook.perf_counter", lambda: clock[0])
+    sql = "SELECT v FROM t WHERE id = 1"
+
+    def inner(cur: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+        clock[0] += 0.25  # exact in binary: sums compare exactly
+        raw.rowcount = 2
+        return raw
+
+    probe = StatsHook(SqlStatsRegistry(), dialect="postgresql").wrap(inner)
+    fired_anywhere = 0
+    for offset in _hook_offsets(probe):
+        reg = SqlStatsRegistry(max_entries=1)
+        run = StatsHook(reg, dialect="postgresql").wrap(inner)
+        cursor = _Cursor(_Slot())
+        run(cursor, cursor, sql, None, False)  # the first: looked up, remembered
+        run(cursor, cursor, sql, None, False)  # solo from here on
+        popped: list[dict[str, Any]] = []
+
+        def action(reg: SqlStatsRegistry = reg, popped: list[dict[str, Any]] = popped) -> None:
+            if reg._lock.locked():  # the hook holds it: a real evictor would wait
+                return
+            if what == "evict":
+                reg.record("SELECT other", 0.5)
+            else:
+                popped.append(reg.pop())
+
+        tracer, fired = _interrupt_at(run, offset, action)
+        sys.settrace(tracer)
+        try:
+            run(cursor, cursor, sql, None, False)
+        finally:
+            sys.settrace(None)
+        fired_anywhere += fired[0]
+        totals = reg.stats()
+        if what == "evict":
+            assert totals["sql_executions"] == 3 + fired[0], offset
+            assert totals["sql_ms"] == 750.0 + 500.0 * fired[0], offset
+            assert totals["sql_rows_fetched"] == 6, offset
+        else:
+            before = popped[0] if popped else {"executions": 0, "total_ms": 0.0,
+                                               "rows_fetched": 0}
+            assert before["executions"] + totals["sql_executions"] == 3, offset
+            assert before["total_ms"] + totals["sql_ms"] == 750.0, offset
+            assert before["rows_fetched"] + totals["sql_rows_fetched"] == 6, offset
+        assert reg.stats()["sql_running"] == 0
+    assert fired_anywhere > 50  # the tracer did reach the hook's instructions
+
+
+def test_solo_and_locked_executions_add_up_in_every_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One execution on the locked path (two running at once), the others solo: the snapshot,
+    # the pool totals and max_rows() must all see both halves.
+    reg = SqlStatsRegistry()
+    hook = StatsHook(reg, dialect="postgresql")
+    rows = iter([5, 1, 9, 2])
+
+    def inner(cur: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+        raw.rowcount = next(rows)
+        return raw
+
+    run = hook.wrap(inner)
+    a, b = _Cursor(_Slot()), _Cursor(_Slot())
+    sql = "SELECT v FROM t WHERE id = 1"
+    run(a, a, sql, None, False)  # locked (looked up)
+    run(a, a, sql, None, False)  # solo
+    entry = a._slot.stats_memo[1]
+    entry.inflight.append(None)  # another execution running: the next one takes the lock
+    run(a, a, sql, None, False)
+    entry.inflight.pop()
+    run(b, b, sql, None, False)  # b's first: locked
+    assert entry.s_executions == 1 and entry.executions == 3
+    s = _only(reg)
+    assert s["executions"] == 4 and s["rows_fetched"] == 17 and s["rows_max"] == 9
+    assert sum(s["histogram"]) == 4 and s["running"] == 0
+    assert reg.stats()["sql_executions"] == 4 and reg.max_rows("SELECT v FROM t WHERE id = ?") == 9

@@ -24,7 +24,9 @@ Example::
 
 Cost on the hot path: two acquisitions of one lock (``begin`` / ``end``), no allocation for an
 existing fingerprint besides two floats (~0.7 us for both calls on CPython 3.11). The
-slow-statement log formats its line only when a statement is slow, outside the lock.
+slow-statement log formats its line only when a statement is slow, outside the lock. The
+statistics hook (:class:`~poolkeeper.sql.hook.StatsHook`) does better for a connection
+repeating its statement alone: no lock at all, through the entry's solo counters.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (
     0.1, 0.5, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000)
 _BOUNDS_S = tuple(b / 1000.0 for b in HISTOGRAM_BOUNDS_MS)
 _BUCKETS = len(HISTOGRAM_BOUNDS_MS) + 1
+_INF = float("inf")  # one object for every entry's first minimum
 
 _ERROR_TEXT_CHARS = 200
 _QUOTED_IN_ERROR = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"|`[^`\n]*`")
@@ -64,10 +67,12 @@ _LOG_PARAMS_CHARS = 1_000
 class StatementStats:
     """The counters of one fingerprint (read them through :meth:`SqlStatsRegistry.snapshot`)."""
 
-    __slots__ = ("detached", "error_classes", "errors", "executions", "fingerprint",
+    __slots__ = ("detached", "error_classes", "errors", "executions", "fingerprint", "folded",
                  "histogram", "inflight", "last_error", "last_exec", "max_s", "min_s",
                  "nbytes", "returns_rows", "rows_affected", "rows_fetched", "rows_max",
-                 "running_max", "slow", "total_s")
+                 "running_max", "s_executions", "s_histogram", "s_last_exec", "s_max_s",
+                 "s_min_s", "s_rows_affected", "s_rows_fetched", "s_rows_max", "s_slow",
+                 "s_total_s", "slow", "total_s")
 
     def __init__(self, fingerprint: str, nbytes: int) -> None:
         self.fingerprint = fingerprint
@@ -78,7 +83,7 @@ class StatementStats:
         self.errors = 0
         self.error_classes: dict[str, int] | None = None
         self.total_s = 0.0
-        self.min_s = float("inf")
+        self.min_s = _INF
         self.max_s = 0.0
         self.histogram = [0] * _BUCKETS
         self.rows_fetched = 0
@@ -94,32 +99,81 @@ class StatementStats:
         self.last_error: str | None = None
         #: evicted or reset while a statement was running: its end is not recorded here
         self.detached = False
+        # The solo counters: written without the lock by the statistics hook for an execution
+        # that was this statement's only one running when it began (see StatsHook.wrap: at
+        # most one such writer at a time), read under the lock with the fields above. Every
+        # reader adds the two halves (the properties below).
+        self.s_executions = 0
+        self.s_total_s = 0.0
+        self.s_min_s = _INF
+        self.s_max_s = 0.0
+        self.s_histogram = [0] * _BUCKETS
+        self.s_rows_fetched = 0
+        self.s_rows_affected = 0
+        self.s_rows_max = 0
+        self.s_slow = 0
+        self.s_last_exec = 0.0
+        #: the solo counters as they were when the entry was detached with a solo writer
+        #: still running: that writer adds what it wrote since (SqlStatsRegistry.solo_detached)
+        self.folded: tuple[Any, ...] | None = None
 
     @property
     def running(self) -> int:
         """Executions of this statement running now."""
         return len(self.inflight) - INFLIGHT_PAD
 
+    # The locked and solo halves added up: what every reader uses.
+    @property
+    def all_executions(self) -> int:
+        return self.executions + self.s_executions
+
+    @property
+    def all_total_s(self) -> float:
+        return self.total_s + self.s_total_s
+
+    @property
+    def all_rows_fetched(self) -> int:
+        return self.rows_fetched + self.s_rows_fetched
+
+    @property
+    def all_rows_affected(self) -> int:
+        return self.rows_affected + self.s_rows_affected
+
+    @property
+    def all_rows_max(self) -> int:
+        return max(self.rows_max, self.s_rows_max)
+
+    @property
+    def all_slow(self) -> int:
+        return self.slow + self.s_slow
+
+    def solo_values(self) -> tuple[Any, ...]:
+        """The solo counters that add up (see ``folded``), the histogram copied."""
+        return (self.s_executions, self.s_total_s, self.s_rows_fetched, self.s_rows_affected,
+                self.s_slow, list(self.s_histogram))
+
     def as_dict(self, clock_offset: float = 0.0) -> dict[str, Any]:
         """Plain data; ``clock_offset`` turns the perf_counter stamp into Unix time."""
-        n = self.executions
+        n = self.all_executions
+        total_s = self.all_total_s
+        last_exec = max(self.last_exec, self.s_last_exec)
         return {
             "fingerprint": self.fingerprint,
             "executions": n,
             "errors": self.errors,
             "errors_by_class": dict(self.error_classes or {}),
-            "total_ms": round(self.total_s * 1000.0, 3),
-            "mean_ms": round(self.total_s * 1000.0 / n, 3) if n else 0.0,
-            "min_ms": round(self.min_s * 1000.0, 3) if n else 0.0,
-            "max_ms": round(self.max_s * 1000.0, 3),
-            "histogram": list(self.histogram),
-            "rows_fetched": self.rows_fetched,
-            "rows_affected": self.rows_affected,
-            "rows_max": self.rows_max,
+            "total_ms": round(total_s * 1000.0, 3),
+            "mean_ms": round(total_s * 1000.0 / n, 3) if n else 0.0,
+            "min_ms": round(min(self.min_s, self.s_min_s) * 1000.0, 3) if n else 0.0,
+            "max_ms": round(max(self.max_s, self.s_max_s) * 1000.0, 3),
+            "histogram": [a + b for a, b in zip(self.histogram, self.s_histogram, strict=True)],
+            "rows_fetched": self.all_rows_fetched,
+            "rows_affected": self.all_rows_affected,
+            "rows_max": self.all_rows_max,
             "running": self.running,
             "running_max": self.running_max,
-            "slow": self.slow,
-            "last_execution": round(self.last_exec + clock_offset, 6) if self.last_exec else None,
+            "slow": self.all_slow,
+            "last_execution": round(last_exec + clock_offset, 6) if last_exec else None,
             "last_error": self.last_error,
             "nbytes": self.nbytes,
         }
@@ -144,13 +198,22 @@ class _Totals:
         self.rows_affected = 0
         self.slow = 0
 
-    def add_entry(self, e: StatementStats | _Totals, sign: int = 1) -> None:
+    def add_entry(self, e: _Totals, sign: int = 1) -> None:
         self.executions += sign * e.executions
         self.errors += sign * e.errors
         self.total_s += sign * e.total_s
         self.rows_fetched += sign * e.rows_fetched
         self.rows_affected += sign * e.rows_affected
         self.slow += sign * e.slow
+
+    def add_stats(self, e: StatementStats) -> None:
+        """Add an entry's figures, both halves (see StatementStats.s_executions)."""
+        self.executions += e.all_executions
+        self.errors += e.errors
+        self.total_s += e.all_total_s
+        self.rows_fetched += e.all_rows_fetched
+        self.rows_affected += e.all_rows_affected
+        self.slow += e.all_slow
 
 
 class SqlStatsRegistry:
@@ -164,10 +227,11 @@ class SqlStatsRegistry:
     """
 
     #: estimated bytes of one entry besides its fingerprint string: the StatementStats object
-    #: with its floats, histogram list and running list, and its OrderedDict node. Measured
-    #: ~530 bytes with tracemalloc on CPython 3.11 (tests/test_sql_stats.py checks the
-    #: estimate stays above).
-    ENTRY_OVERHEAD_BYTES = 576
+    #: with its floats, its two histogram lists (locked and solo halves) and running list, and
+    #: its OrderedDict node. Measured ~860 bytes with tracemalloc on CPython 3.11, ~930 once
+    #: both halves have been written (tests/test_sql_stats.py checks the estimate stays
+    #: above). The solo half costs ~350 of them: the price of a statement without the lock.
+    ENTRY_OVERHEAD_BYTES = 960
     #: estimated bytes added by the first error class of an entry (its dict) and by each more
     ERROR_CLASSES_BYTES = 240
     ERROR_CLASS_BYTES = 100
@@ -340,7 +404,7 @@ class SqlStatsRegistry:
         if len(fingerprint) > self.max_fingerprint_chars:
             fingerprint = self._shorten(fingerprint)
         entry = self._entries.get(fingerprint)
-        return None if entry is None else entry.rows_max
+        return None if entry is None else entry.all_rows_max
 
     # ------------------------------------------------------------------ internals
     def _insert(self, fingerprint: str) -> StatementStats:
@@ -360,13 +424,15 @@ class SqlStatsRegistry:
         old.detached = True
         self._nbytes -= old.nbytes
         self._evictions += 1
-        self._evicted_executions += old.executions
-        self._gone.add_entry(old)
+        self._evicted_executions += old.all_executions
+        self._gone.add_stats(old)
         self._keep_running(old)
 
     def _keep_running(self, old: StatementStats) -> None:
-        """Keep a detached entry whose executions still run, so "running" counts them."""
+        """Keep a detached entry whose executions still run, so "running" counts them; and
+        note its solo counters as counted now: a solo writer still running adds the rest."""
         if old.running:
+            old.folded = old.solo_values()
             live = self._detached_live
             if len(live) >= 64:  # bounded by the executions running now, once pruned
                 live.difference_update([e for e in live if not e.running])
@@ -386,6 +452,25 @@ class SqlStatsRegistry:
         if slow:
             gone.slow += 1
         self._untracked += 1
+
+    def solo_detached(self, entry: StatementStats) -> None:
+        """A solo execution (see StatsHook.wrap) ended on an entry evicted or reset while it
+        ran: count what its writes added after the entry's solo counters were taken
+        (``folded``) as executions whose fingerprint is gone, once."""
+        with self._lock:
+            folded = entry.folded
+            if folded is None:  # taken when the execution had ended: nothing left to add
+                return
+            now = entry.solo_values()
+            entry.folded = now
+            done = now[0] - folded[0]
+            gone = self._gone
+            gone.executions += done
+            gone.total_s += now[1] - folded[1]
+            gone.rows_fetched += now[2] - folded[2]
+            gone.rows_affected += now[3] - folded[3]
+            gone.slow += now[4] - folded[4]
+            self._untracked += done
 
     def _record_error(self, entry: StatementStats, cls: str, message: str) -> None:
         classes = entry.error_classes
@@ -458,7 +543,7 @@ class SqlStatsRegistry:
         """Pool-level totals since the last reset (lock held; O(entries), not hot)."""
         t = _Totals()
         for e in self._entries.values():
-            t.add_entry(e)
+            t.add_stats(e)
         t.add_entry(self._gone)
         t.add_entry(self._base, -1)
         return t
