@@ -698,3 +698,20 @@ def test_solo_and_locked_executions_add_up_in_every_view(monkeypatch: pytest.Mon
     assert s["executions"] == 4 and s["rows_fetched"] == 17 and s["rows_max"] == 9
     assert sum(s["histogram"]) == 4 and s["running"] == 0
     assert reg.stats()["sql_executions"] == 4 and reg.max_rows("SELECT v FROM t WHERE id = ?") == 9
+
+
+@pytest.mark.parametrize(("order", "evicted"), [
+    ("ABA", "SELECT b FROM t"), ("ABBA", "SELECT b FROM t"), ("ABAB", "SELECT a FROM t"),
+    ("AAB", "SELECT a FROM t"), ("BAAA", "SELECT b FROM t")])
+def test_the_hook_keeps_the_lru_order_exact_on_its_memo_path(order: str, evicted: str) -> None:
+    # Two connections, each repeating its own statement (the memo path, which skips the LRU
+    # move for the entry begun last): a third statement evicts the least recently run.
+    reg = SqlStatsRegistry(max_entries=2)
+    run = StatsHook(reg, dialect="postgresql").wrap(lambda c, r, q, p, m: r)
+    cursors = {"A": _Cursor(_Slot()), "B": _Cursor(_Slot())}
+    texts = {"A": "SELECT a FROM t", "B": "SELECT b FROM t"}
+    for name in order:
+        run(cursors[name], cursors[name], texts[name], None, False)
+    run(_Cursor(_Slot()), None, "SELECT c FROM t", None, False)
+    kept = {s["fingerprint"] for s in reg.snapshot()["statements"]}
+    assert evicted not in kept and "SELECT c FROM t" in kept and len(kept) == 2

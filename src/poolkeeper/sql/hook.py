@@ -135,7 +135,8 @@ class StatsHook:
                 if entry.detached:  # evicted since: look it up again below
                     inflight.pop()
                     entry = None
-                else:
+                elif registry._last is not entry:  # already last in LRU order otherwise
+                    registry._last = entry
                     try:  # noqa: SIM105 - contextlib.suppress costs a `with` per statement
                         move_to_end(entry.fingerprint)  # keeps the LRU order exact
                     except KeyError:

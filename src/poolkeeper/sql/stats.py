@@ -269,6 +269,10 @@ class SqlStatsRegistry:
         #: evicted or reset entries with executions still running (pruned when read): their
         #: executions count in "running" until they end
         self._detached_live: set[StatementStats] = set()
+        #: the entry begun last, so the last in LRU order unless a statement beginning at the
+        #: same instant on another thread moved another one behind it: the statistics hook
+        #: skips the move for it (a loop repeating one statement never reorders anything)
+        self._last: StatementStats | None = None
 
     # ------------------------------------------------------------------ switches
     @property
@@ -318,6 +322,7 @@ class SqlStatsRegistry:
                 entry = self._insert(fingerprint)
             else:
                 self._entries.move_to_end(fingerprint)
+            self._last = entry
             inflight = entry.inflight
             inflight.append(None)
             entry.running_max = max(entry.running_max, len(inflight) - INFLIGHT_PAD)
@@ -634,6 +639,7 @@ class SqlStatsRegistry:
             entry.detached = True
             self._keep_running(entry)
         self._entries.clear()  # in place: the statistics hook holds its bound methods
+        self._last = None
         self._nbytes = 0
         self._gone = _Totals()
         self._base = _Totals()
