@@ -18,7 +18,12 @@ Placements, each in its own pass:
 - ``unpinned``: the OS places both, as in production (~85-90 us here, one wake-up crossing
   CPUs per round trip).
 
+The pool runs in autocommit, one round trip per cycle: the shortest cycle, so the largest
+share. ``--transactions`` runs the pool's default instead (``with pool.connection()`` ends in
+COMMIT, a second round trip), as ``bench_monitor.py`` does by default.
+
     python benchmarks/bench_sql_stats.py [--rounds 31] [--placements pinned,unpinned]
+                                         [--transactions]
 """
 
 from __future__ import annotations
@@ -46,14 +51,15 @@ CHUNK = 500  #: queries per chunk; a round runs CHUNKS of them with and without 
 CHUNKS = 6
 
 
-def run(placement: str, rounds: int) -> tuple[list[float], list[float], list[float]]:
+def run(placement: str, rounds: int, autocommit: bool = True
+        ) -> tuple[list[float], list[float], list[float]]:
     """Per round: on/off wall ratio, added CPU seconds per query, off seconds per query."""
     ratios: list[float] = []
     added: list[float] = []
     off_wall: list[float] = []
     previous = pin_current_thread({0}) if placement == "pinned" else None
     try:
-        with Pool(pg_dsn(), autocommit=True, min_idle=1, max_size=1,
+        with Pool(pg_dsn(), autocommit=autocommit, min_idle=1, max_size=1,
                   name=f"bench-sql-stats-{placement}") as pool:
             pool.wait_ready(30)
             if placement == "pinned":
@@ -90,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--placements", default="pinned,unpinned",
                         help="comma-separated: pinned, unpinned")
+    parser.add_argument("--transactions", action="store_true",
+                        help="the pool's default transaction mode (BEGIN ... COMMIT: two round "
+                             "trips per cycle) instead of autocommit")
     args = parser.parse_args(argv)
     placements = [p.strip() for p in args.placements.split(",") if p.strip()]
     unknown = [p for p in placements if p not in ("pinned", "unpinned")]
@@ -97,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"placements must be pinned and/or unpinned (got {unknown}); "
                      f"rounds >= 3 (got {args.rounds})")
     print(machine_summary())
-    print(f"PostgreSQL {QUERY!r} through one pooled connection, statistics switched on and off "
-          f"between chunks of {CHUNK}; {args.rounds} rounds of {CHUNKS} x {CHUNK} queries each way")
+    mode = "transactions (COMMIT on return)" if args.transactions else "autocommit"
+    print(f"PostgreSQL {QUERY!r} through one pooled connection ({mode}), statistics switched on "
+          f"and off between chunks of {CHUNK}; {args.rounds} rounds of {CHUNKS} x {CHUNK} "
+          "queries each way")
     verdicts = []
     for placement in placements:
         load0 = loadavg()
-        ratios, added, off_wall = run(placement, args.rounds)
+        ratios, added, off_wall = run(placement, args.rounds, not args.transactions)
         s = sorted(ratios)
         q1, q3 = s[len(s) // 4], s[(3 * len(s)) // 4]
         med = statistics.median(s)
