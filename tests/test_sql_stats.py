@@ -715,3 +715,52 @@ def test_the_hook_keeps_the_lru_order_exact_on_its_memo_path(order: str, evicted
     run(_Cursor(_Slot()), None, "SELECT c FROM t", None, False)
     kept = {s["fingerprint"] for s in reg.snapshot()["statements"]}
     assert evicted not in kept and "SELECT c FROM t" in kept and len(kept) == 2
+
+
+def test_every_execution_is_counted_once_under_threads_evictions_and_pops() -> None:
+    # Threads repeat statements on their own connections (solo and locked ends mixed) while
+    # the registry evicts (two entries for three statements) and another thread pops: the
+    # popped snapshots plus what is left must hold every execution and every row exactly once.
+    reg = SqlStatsRegistry(max_entries=2)
+    run = StatsHook(reg, dialect="postgresql").wrap(_rows_inner)
+    texts = ["SELECT a FROM t WHERE id = 1", "SELECT b FROM t WHERE id = 2",
+             "SELECT c FROM t WHERE id = 3"]
+    per_thread, threads_n = 3_000, 6
+    popped: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def worker(n: int) -> None:
+        cursor = _Cursor(_Slot())
+        for i in range(per_thread):
+            # long runs of one text (the memo path) with a switch now and then
+            run(cursor, cursor, texts[(n + i // 97) % 3], None, False)
+
+    def popper() -> None:
+        while not done.wait(0.002):
+            popped.append(reg.pop())
+
+    pop_thread = threading.Thread(target=popper)
+    pop_thread.start()
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython will
+    try:
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(switch)
+        done.set()
+        pop_thread.join(10)
+    final = reg.stats()
+    total = threads_n * per_thread
+    assert sum(p["executions"] for p in popped) + final["sql_executions"] == total
+    assert sum(p["rows_fetched"] for p in popped) + final["sql_rows_fetched"] == 2 * total
+    assert final["sql_running"] == 0
+    assert len(popped) > 5
+
+
+def _rows_inner(cur: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+    raw.rowcount = 2
+    return raw

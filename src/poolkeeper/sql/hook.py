@@ -130,8 +130,8 @@ class StatsHook:
                 inflight.append(None)
                 running = len(inflight) - inflight_pad
                 # Checked after the append: an eviction or reset marks the entry detached,
-                # then reads whether it runs (_keep_running), so either this sees it or it
-                # sees this execution (which the solo end below relies on).
+                # then reads whether it runs (registry._detach), so either this sees the mark
+                # or the registry counts this execution in "running" until it ends.
                 if entry.detached:  # evicted since: look it up again below
                     inflight.pop()
                     entry = None

@@ -122,40 +122,27 @@ class StatementStats:
         """Executions of this statement running now."""
         return len(self.inflight) - INFLIGHT_PAD
 
-    # The locked and solo halves added up: what every reader uses.
-    @property
-    def all_executions(self) -> int:
-        return self.executions + self.s_executions
-
-    @property
-    def all_total_s(self) -> float:
-        return self.total_s + self.s_total_s
-
-    @property
-    def all_rows_fetched(self) -> int:
-        return self.rows_fetched + self.s_rows_fetched
-
-    @property
-    def all_rows_affected(self) -> int:
-        return self.rows_affected + self.s_rows_affected
-
     @property
     def all_rows_max(self) -> int:
+        """The most rows one execution returned, over both halves."""
         return max(self.rows_max, self.s_rows_max)
 
-    @property
-    def all_slow(self) -> int:
-        return self.slow + self.s_slow
-
     def solo_values(self) -> tuple[Any, ...]:
-        """The solo counters that add up (see ``folded``), the histogram copied."""
+        """The solo counters that add up, each read once: (executions, total_s, rows_fetched,
+        rows_affected, slow, histogram copy). A solo writer may run meanwhile, so a reader
+        that hands the counters over (eviction, pop) counts exactly this reading and keeps it
+        as ``folded``: each counter then changes hands exactly once."""
         return (self.s_executions, self.s_total_s, self.s_rows_fetched, self.s_rows_affected,
                 self.s_slow, list(self.s_histogram))
 
-    def as_dict(self, clock_offset: float = 0.0) -> dict[str, Any]:
-        """Plain data; ``clock_offset`` turns the perf_counter stamp into Unix time."""
-        n = self.all_executions
-        total_s = self.all_total_s
+    def as_dict(self, clock_offset: float = 0.0,
+                solo: tuple[Any, ...] | None = None) -> dict[str, Any]:
+        """Plain data; ``clock_offset`` turns the perf_counter stamp into Unix time; ``solo``:
+        the reading of the solo counters to count (default: read now)."""
+        if solo is None:
+            solo = self.solo_values()
+        n = self.executions + solo[0]
+        total_s = self.total_s + solo[1]
         last_exec = max(self.last_exec, self.s_last_exec)
         return {
             "fingerprint": self.fingerprint,
@@ -166,13 +153,13 @@ class StatementStats:
             "mean_ms": round(total_s * 1000.0 / n, 3) if n else 0.0,
             "min_ms": round(min(self.min_s, self.s_min_s) * 1000.0, 3) if n else 0.0,
             "max_ms": round(max(self.max_s, self.s_max_s) * 1000.0, 3),
-            "histogram": [a + b for a, b in zip(self.histogram, self.s_histogram, strict=True)],
-            "rows_fetched": self.all_rows_fetched,
-            "rows_affected": self.all_rows_affected,
+            "histogram": [a + b for a, b in zip(self.histogram, solo[5], strict=True)],
+            "rows_fetched": self.rows_fetched + solo[2],
+            "rows_affected": self.rows_affected + solo[3],
             "rows_max": self.all_rows_max,
             "running": self.running,
             "running_max": self.running_max,
-            "slow": self.all_slow,
+            "slow": self.slow + solo[4],
             "last_execution": round(last_exec + clock_offset, 6) if last_exec else None,
             "last_error": self.last_error,
             "nbytes": self.nbytes,
@@ -206,14 +193,14 @@ class _Totals:
         self.rows_affected += sign * e.rows_affected
         self.slow += sign * e.slow
 
-    def add_stats(self, e: StatementStats) -> None:
-        """Add an entry's figures, both halves (see StatementStats.s_executions)."""
-        self.executions += e.all_executions
+    def add_stats(self, e: StatementStats, solo: tuple[Any, ...]) -> None:
+        """Add an entry's figures: its locked counters and a reading of its solo ones."""
+        self.executions += e.executions + solo[0]
         self.errors += e.errors
-        self.total_s += e.all_total_s
-        self.rows_fetched += e.all_rows_fetched
-        self.rows_affected += e.all_rows_affected
-        self.slow += e.all_slow
+        self.total_s += e.total_s + solo[1]
+        self.rows_fetched += e.rows_fetched + solo[2]
+        self.rows_affected += e.rows_affected + solo[3]
+        self.slow += e.slow + solo[4]
 
 
 class SqlStatsRegistry:
@@ -426,22 +413,28 @@ class SqlStatsRegistry:
         return entry
 
     def _evict(self, old: StatementStats) -> None:
-        old.detached = True
+        solo = self._detach(old)
         self._nbytes -= old.nbytes
         self._evictions += 1
-        self._evicted_executions += old.all_executions
-        self._gone.add_stats(old)
-        self._keep_running(old)
+        self._evicted_executions += old.executions + solo[0]
+        self._gone.add_stats(old, solo)
 
-    def _keep_running(self, old: StatementStats) -> None:
-        """Keep a detached entry whose executions still run, so "running" counts them; and
-        note its solo counters as counted now: a solo writer still running adds the rest."""
-        if old.running:
-            old.folded = old.solo_values()
+    def _detach(self, old: StatementStats) -> tuple[Any, ...]:
+        """Take an entry out of service (evicted or reset; lock held) and return the reading
+        of its solo counters that the caller counts, kept as ``folded``.
+
+        The order matters for a solo writer still running (StatsHook.wrap): ``detached`` is
+        set before the reading, and the writer checks it after its last write, before its
+        end (which needs this lock): either the reading holds all its writes, or the writer
+        sees ``detached`` and adds what it wrote after the reading (solo_detached)."""
+        old.detached = True
+        solo = old.folded = old.solo_values()
+        if old.running:  # keep it, so "running" counts its executions until they end
             live = self._detached_live
             if len(live) >= 64:  # bounded by the executions running now, once pruned
                 live.difference_update([e for e in live if not e.running])
             live.add(old)
+        return solo
 
     def _end_detached(self, entry: StatementStats, elapsed_s: float, rows: int,
                       slow: bool) -> None:
@@ -464,7 +457,7 @@ class SqlStatsRegistry:
         (``folded``) as executions whose fingerprint is gone, once."""
         with self._lock:
             folded = entry.folded
-            if folded is None:  # taken when the execution had ended: nothing left to add
+            if folded is None:  # not detached by _detach: nothing was handed over
                 return
             now = entry.solo_values()
             entry.folded = now
@@ -536,38 +529,48 @@ class SqlStatsRegistry:
         """
         offset = time.time() - perf_counter()
         with self._lock:
-            statements = [e.as_dict(offset) for e in self._entries.values()]
-            totals = self._totals()
+            entries = self._live()
+            statements = [e.as_dict(offset) for e in entries]
+            totals = self._totals(entries)
         statements.sort(key=lambda s: -s["total_ms"])
         if limit is not None:
             statements = statements[:limit]
         totals["statements"] = statements
         return totals
 
-    def _sums(self) -> _Totals:
+    def _live(self) -> list[StatementStats]:
+        """The entries, copied in one C call: the statistics hook reorders the dict without
+        the lock (move_to_end), and iterating it in Python code meanwhile would raise."""
+        return list(self._entries.values())
+
+    def _sums(self, entries: list[StatementStats],
+              solos: list[tuple[Any, ...]] | None = None) -> _Totals:
         """Pool-level totals since the last reset (lock held; O(entries), not hot)."""
         t = _Totals()
-        for e in self._entries.values():
-            t.add_stats(e)
+        if solos is None:
+            solos = [e.solo_values() for e in entries]
+        for e, solo in zip(entries, solos, strict=True):
+            t.add_stats(e, solo)
         t.add_entry(self._gone)
         t.add_entry(self._base, -1)
         return t
 
-    def _running_now(self) -> tuple[int, int]:
+    def _running_now(self, entries: list[StatementStats]) -> tuple[int, int]:
         live = self._detached_live
         if live:
             live.difference_update([e for e in live if not e.running])
         running = sum(e.running for e in live)
         most = 0
-        for e in self._entries.values():
+        for e in entries:
             running += e.running
             if e.running_max > most:  # noqa: PLR1730
                 most = e.running_max
         return running, most
 
-    def _totals(self) -> dict[str, Any]:
-        t = self._sums()
-        running, most = self._running_now()
+    def _totals(self, entries: list[StatementStats],
+                solos: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
+        t = self._sums(entries, solos)
+        running, most = self._running_now(entries)
         return {
             "enabled": self._enabled,
             "executions": t.executions,
@@ -596,8 +599,9 @@ class SqlStatsRegistry:
         most concurrent executions any one statement reached.
         """
         with self._lock:
-            t = self._sums()
-            running, most = self._running_now()
+            entries = self._live()
+            t = self._sums(entries)
+            running, most = self._running_now(entries)
             out = {
                 "sql_executions": t.executions,
                 "sql_errors": t.errors,
@@ -622,9 +626,13 @@ class SqlStatsRegistry:
         """:meth:`snapshot` then :meth:`reset`, atomically: nothing recorded in between is lost."""
         offset = time.time() - perf_counter()
         with self._lock:
-            statements = [e.as_dict(offset) for e in self._entries.values()]
-            totals = self._totals()
-            self._clear()
+            # Detached first, then read once: what the snapshot counts is what the solo
+            # writers still running see handed over (see _detach).
+            entries = self._live()
+            solos = [self._detach(e) for e in entries]
+            statements = [e.as_dict(offset, solo) for e, solo in zip(entries, solos, strict=True)]
+            totals = self._totals(entries, solos)
+            self._clear(detached=True)
         statements.sort(key=lambda s: -s["total_ms"])
         totals["statements"] = statements if limit is None else statements[:limit]
         return totals
@@ -634,10 +642,10 @@ class SqlStatsRegistry:
         with self._lock:
             self._clear()
 
-    def _clear(self) -> None:
-        for entry in self._entries.values():
-            entry.detached = True
-            self._keep_running(entry)
+    def _clear(self, detached: bool = False) -> None:
+        if not detached:
+            for entry in self._live():
+                self._detach(entry)
         self._entries.clear()  # in place: the statistics hook holds its bound methods
         self._last = None
         self._nbytes = 0
