@@ -102,7 +102,7 @@ class StatementStats:
         # The solo counters: written without the lock by the statistics hook for an execution
         # that was this statement's only one running when it began (see StatsHook.wrap: at
         # most one such writer at a time), read under the lock with the fields above. Every
-        # reader adds the two halves (the properties below).
+        # reader adds the two halves (solo_values(), as_dict()).
         self.s_executions = 0
         self.s_total_s = 0.0
         self.s_min_s = _INF
@@ -113,8 +113,8 @@ class StatementStats:
         self.s_rows_max = 0
         self.s_slow = 0
         self.s_last_exec = 0.0
-        #: the solo counters as they were when the entry was detached with a solo writer
-        #: still running: that writer adds what it wrote since (SqlStatsRegistry.solo_detached)
+        #: the reading of the solo counters counted when the entry was detached: a solo
+        #: writer still running then adds what it wrote since (SqlStatsRegistry.solo_detached)
         self.folded: tuple[Any, ...] | None = None
 
     @property
