@@ -464,7 +464,8 @@ def test_hook_records_exactly_what_the_registry_records(monkeypatch: pytest.Monk
     run = hook.wrap(inner)
     for _ in runs:
         run(cursor, cursor, "SELECT a FROM t WHERE id = 1", None, False)
-    assert slot.stats_memo is not None and slot.stats_memo[0] == "SELECT a FROM t WHERE id = 1"
+    assert slot.stats_memo is not None and list(slot.stats_memo[1]) == [
+        "SELECT a FROM t WHERE id = 1"]
     direct = SqlStatsRegistry(slow_query_ms=1000)
     for elapsed, (_, rows) in zip(measured, runs, strict=True):
         direct.record("SELECT a FROM t WHERE id = ?", elapsed, rows=rows)
@@ -688,7 +689,7 @@ def test_solo_and_locked_executions_add_up_in_every_view(monkeypatch: pytest.Mon
     sql = "SELECT v FROM t WHERE id = 1"
     run(a, a, sql, None, False)  # locked (looked up)
     run(a, a, sql, None, False)  # solo
-    entry = a._slot.stats_memo[1]
+    entry = a._slot.stats_memo[1][sql]
     entry.inflight.append(None)  # another execution running: the next one takes the lock
     run(a, a, sql, None, False)
     entry.inflight.pop()
@@ -764,3 +765,54 @@ def test_every_execution_is_counted_once_under_threads_evictions_and_pops() -> N
 def _rows_inner(cur: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
     raw.rowcount = 2
     return raw
+
+
+def test_a_connection_remembers_its_last_eight_statements_and_skips_their_lookup() -> None:
+    reg = SqlStatsRegistry()
+    begun: list[str] = []
+    begin = reg.begin
+
+    def counting_begin(fingerprint: str) -> Any:
+        begun.append(fingerprint)
+        return begin(fingerprint)
+
+    reg.begin = counting_begin  # type: ignore[method-assign]
+    run = StatsHook(reg, dialect="postgresql").wrap(lambda c, r, q, p, m: r)
+    cursor = _Cursor(_Slot())
+    texts = [f"SELECT c{i} FROM t WHERE id = %s" for i in range(9)]
+    for _ in range(3):  # a unit of work of three statements, repeated
+        for text in texts[:3]:
+            run(cursor, cursor, text, None, False)
+    assert len(begun) == 3  # looked up once each, then found in the connection's memo
+    for text in texts:  # nine texts: the oldest is forgotten
+        run(cursor, cursor, text, None, False)
+    remembered = cursor._slot.stats_memo[1]
+    assert len(remembered) == 8 and texts[0] not in remembered and texts[8] in remembered
+    long_text = "SELECT x FROM t WHERE note = '" + "y" * 2_000 + "'"
+    run(cursor, cursor, long_text, None, False)
+    run(cursor, cursor, long_text, None, False)
+    assert long_text not in cursor._slot.stats_memo[1]  # never kept: looked up each time
+    assert begun.count("SELECT x FROM t WHERE note = ?") == 2
+    stmts = {s["fingerprint"]: s["executions"] for s in reg.snapshot()["statements"]}
+    assert stmts["SELECT c0 FROM t WHERE id = ?"] == 4
+    assert stmts["SELECT c8 FROM t WHERE id = ?"] == 1
+
+
+def test_an_unhashable_query_object_is_counted_beside_remembered_texts() -> None:
+    class Composed:  # like psycopg's sql.Composed: __eq__ without __hash__
+        __hash__ = None  # type: ignore[assignment]
+
+        def __eq__(self, other: object) -> bool:
+            return False
+
+        def as_string(self, context: Any) -> str:
+            return "SELECT 'secret' AS x"
+
+    reg = SqlStatsRegistry()
+    run = StatsHook(reg, dialect="postgresql").wrap(lambda c, r, q, p, m: r)
+    cursor = _Cursor(_Slot())
+    run(cursor, cursor, "SELECT 1", None, False)
+    run(cursor, cursor, Composed(), None, False)
+    run(cursor, cursor, Composed(), None, False)
+    stmts = {s["fingerprint"]: s["executions"] for s in reg.snapshot()["statements"]}
+    assert stmts == {"SELECT ?": 1, "SELECT ? AS x": 2}

@@ -110,8 +110,8 @@ class Slot:
         self.statements_seen = 0
         self.active_at = 0.0  #: when the housekeeper last saw the checkout run statements
         self.reclaim_at = 0.0  #: when the checkout was revoked as abandoned (0: it was not)
-        #: the SQL statistics hook's (text, entry, registry) of the last statement run here
-        #: (see sql/hook.py)
+        #: the SQL statistics hook's (registry, {text: entry}) of the last statements run
+        #: here (at most 8 texts of at most 1 KiB; see sql/hook.py)
         self.stats_memo: Any = None
         #: the statement-cache hook's memo of the last statement run here (sql/stmtcache.py)
         self.stmt_memo: Any = None

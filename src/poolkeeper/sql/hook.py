@@ -34,6 +34,9 @@ Execute = Callable[[Any, Any, Any, Any, bool], Any]
 #: Longest statement text remembered per connection (``Slot.stats_memo``): the memo keeps the
 #: text alive while the connection lives, so a 10 MB batch statement is never kept.
 MEMO_MAX_CHARS = 1024
+#: Statement texts remembered per connection, the oldest forgotten first: enough for the
+#: statements a unit of work repeats (at most 8 x 1 KiB of text per connection).
+MEMO_MAX_TEXTS = 8
 
 
 class StatsHook:
@@ -112,8 +115,8 @@ class StatsHook:
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
             if not registry._enabled:
                 return inner(cursor, raw, query, params, many)
-            # The statement run last on this connection, with its entry: a loop running the
-            # same text skips the fingerprint cache, the registry's key lookup and one lock.
+            # The statements run last on this connection, with their entries: one run again
+            # skips the fingerprint cache, the registry's key lookup and the lock.
             try:
                 slot = cursor._slot
                 memo = slot.stats_memo
@@ -122,10 +125,14 @@ class StatsHook:
             entry: Any = None
             running = 0  # counted here on the memo path; begin() takes its own maximum
             # (a pool may run two statistics hooks: each checks the memo is its own)
-            if memo is not None and memo[0] == query and memo[2] is registry:
+            if memo is not None and memo[0] is registry:
+                try:  # noqa: SIM105 - a `with` per statement costs more
+                    entry = memo[1][query]
+                except (KeyError, TypeError):  # not remembered; or unhashable (sql.Composed)
+                    pass
+            if entry is not None:
                 # begin() without its lock, as the statement cache's hit: list.append and
                 # move_to_end are each atomic under the GIL.
-                entry = memo[1]
                 inflight = entry.inflight
                 inflight.append(None)
                 running = len(inflight) - inflight_pad
@@ -134,6 +141,7 @@ class StatsHook:
                 # or the registry counts this execution in "running" until it ends.
                 if entry.detached:  # evicted since: look it up again below
                     inflight.pop()
+                    memo[1].pop(query, None)
                     entry = None
                 elif registry._last is not entry:  # already last in LRU order otherwise
                     registry._last = entry
@@ -145,7 +153,12 @@ class StatsHook:
                 if type(query) is str:
                     entry = begin(fingerprint(query))
                     if slot is not None and len(query) <= MEMO_MAX_CHARS:
-                        slot.stats_memo = (query, entry, registry)
+                        if memo is None or memo[0] is not registry:
+                            slot.stats_memo = memo = (registry, {})
+                        texts = memo[1]
+                        if len(texts) >= MEMO_MAX_TEXTS:  # forget the oldest (None: raced)
+                            texts.pop(next(iter(texts), None), None)
+                        texts[query] = entry
                 else:
                     entry = begin(fingerprint(query_text(query, raw)))
             cls = type(raw)  # type(): specialised; `raw.__class__` is a descriptor call
