@@ -162,11 +162,16 @@ def _structures(c: PoolConfig, row_bytes: int) -> list[Structure]:
                 f"max_size ({c.max_size})", c.statement_cache_bytes * c.max_size,
                 f"at most {c.statement_cache_size} statements per connection"))
     if c.stats:
-        # The fingerprint cache beside the registry gets an eighth of the budget.
-        worst = c.stats_max_bytes + max(64 << 10, c.stats_max_bytes // 8)
+        # The fingerprint cache beside the registry gets an eighth of the budget; each
+        # connection remembers its last statements (sql/hook.py MEMO_MAX_BYTES).
+        from .sql.hook import MEMO_MAX_BYTES
+
+        worst = (c.stats_max_bytes + max(64 << 10, c.stats_max_bytes // 8)
+                 + c.max_size * MEMO_MAX_BYTES)
         out.append(Structure("SQL statistics",
                              f"stats_max_bytes ({format_bytes(c.stats_max_bytes)}) + "
-                             "its fingerprint cache (1/8)", worst,
+                             f"its fingerprint cache (1/8) + max_size ({c.max_size}) x "
+                             f"{format_bytes(MEMO_MAX_BYTES)} of remembered statements", worst,
                              f"at most {c.stats_max_entries:,} fingerprints"))
     out.append(Structure("fetch buffers", f"fetch_size ({c.fetch_size:,} rows) x max_size "
                          f"({c.max_size}) x {format_bytes(row_bytes)}/row",

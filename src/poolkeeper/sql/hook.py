@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ..config import PoolConfig
     from .stmtcache import AdaptiveFetchSize
 
-__all__ = ["ROWCOUNT_FIELD", "STREAMS", "Execute", "StatsHook", "cursor_kind", "query_text"]
+__all__ = ["MEMO_MAX_BYTES", "ROWCOUNT_FIELD", "STREAMS", "Execute", "StatsHook", "cursor_kind",
+           "query_text"]
 
 #: (cursor proxy, driver cursor, query, params, many) -> driver result; see poolkeeper.proxy
 Execute = Callable[[Any, Any, Any, Any, bool], Any]
@@ -37,6 +38,12 @@ MEMO_MAX_CHARS = 1024
 #: Statement texts remembered per connection, the oldest forgotten first: enough for the
 #: statements a unit of work repeats (at most 8 x 1 KiB of text per connection).
 MEMO_MAX_TEXTS = 8
+#: What one connection's memo can keep alive at most, for ``poolkeeper doctor``: 8 texts of
+#: 1 KiB (ASCII) and their entries, evicted from the registry meanwhile (an entry and its
+#: fingerprint, at most as long as the text). Usually far less: the texts are most often the
+#: application's own string constants, and entries still in the registry are counted there.
+MEMO_MAX_BYTES = MEMO_MAX_TEXTS * (2 * (MEMO_MAX_CHARS + 49)
+                                   + SqlStatsRegistry.ENTRY_OVERHEAD_BYTES)
 
 
 class StatsHook:
