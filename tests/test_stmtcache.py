@@ -327,3 +327,51 @@ def test_repeated_statement_counts_through_the_connection_memo(pg_dsn: str) -> N
         with pool.connection() as conn:
             conn.execute("SELECT 1 / %s", (2,)).fetchone()  # dropped: a miss again
         assert pool.stats()["stmt_cache_misses"] - failed["stmt_cache_misses"] == 1
+
+
+class _MemoSlot:
+    def __init__(self) -> None:
+        self.stmt_memo: Any = None
+
+
+class _PoolCursor:
+    """What the hook reads of a pool cursor: the connection's slot (where its memo lives)."""
+
+    def __init__(self) -> None:
+        self._slot = _MemoSlot()
+
+
+def test_the_connection_memo_counts_and_orders_as_the_full_path(pg_dsn: str) -> None:
+    # A unit of work alternating statements runs on the memo path (remembered texts, an LRU
+    # move unless the text ran last); the same sequence without a memo (no slot) must give
+    # the same counters and the same mirror order, evictions included.
+    import psycopg
+
+    texts = [f"SELECT {i} + %s" for i in range(5)]
+    texts.append("SELECT 5 + %s -- " + "x" * 1_100)  # cached, but too long to remember
+    sequence = [0, 1, 2, 0, 0, 3, 1, 4, 4, 2, 0, 5, 0, 1, 0, 3, 3, 2] * 3
+    results = []
+    for with_memo in (True, False):
+        hook = StatementCacheHook(statement_cache_policy("postgresql", 3, 1 << 20))
+        run = hook.wrap(_inner)
+        cursor = _PoolCursor() if with_memo else None
+        orders = []  # the mirror's LRU order after each statement
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            cur = conn.cursor()
+            for i in sequence:
+                run(cursor, cur, texts[i], (1,), False)
+                assert cur.fetchone() == (i + 1,)
+                orders.append(list(hook._states[id(conn)].cache._map))
+            with pytest.raises(psycopg.errors.DivisionByZero):  # fails: dropped either way
+                run(cursor, cur, "SELECT 1 / %s", (0,), False)
+            run(cursor, cur, texts[2], (1,), False)
+            state = hook._states[id(conn)]
+            order = list(state.cache._map)
+            stats = hook.connection_stats(conn)
+        assert stats is not None
+        results.append((orders, order,
+                        {k: stats[k] for k in ("hits", "misses", "evictions", "size")}))
+        if with_memo:
+            assert cursor is not None and len(cursor._slot.stmt_memo[1]) == 5
+    assert results[0] == results[1]
+    assert results[0][2]["evictions"] > 0 and results[0][2]["hits"] > 0

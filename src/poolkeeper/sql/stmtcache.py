@@ -69,7 +69,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
 from ..errors import ConfigError
-from .hook import Execute, query_text
+from .hook import MEMO_MAX_CHARS, MEMO_MAX_TEXTS, Execute, query_text
 
 __all__ = [
     "PSYCOPG_PREPARE_THRESHOLD",
@@ -362,23 +362,39 @@ class StatementCacheHook:
         states = self._states  # never rebound, only mutated
 
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
-            # The statement run last on this connection (Slot.stmt_memo): when it comes again,
-            # it is still the most recent entry of the connection's mirror, so a hit needs
-            # neither the connection's state nor an LRU move, only the count.
+            # The statements run last on this connection (Slot.stmt_memo: [this hook's
+            # states, {text: (mirror, key)}, the text run last]): one run again needs neither
+            # the connection's state nor the text's size and hash, only the mirror's LRU move
+            # (psycopg moves it in its own cache too), and not even that when it is the text
+            # run last, still the most recent entry.
             try:
                 slot = cursor._slot
                 memo = slot.stmt_memo
             except AttributeError:  # not one of the pool's cursors (a test, a custom chain)
                 slot = memo = None
-            if memo is not None and memo[0] == query and memo[1] is states \
-                    and memo[3] in memo[2]._map:
-                next(memo[2]._hits)
+            if memo is not None and memo[0] is states:
                 try:
-                    return inner(cursor, raw, query, params, many)
-                except BaseException:
-                    slot.stmt_memo = None
-                    memo[2].discard(memo[3])
-                    raise
+                    cache, key = memo[1][query]
+                except (KeyError, TypeError):  # not remembered; or unhashable (sql.Composed)
+                    pass
+                else:
+                    m = cache._map
+                    hit = True
+                    if memo[2] is not query:
+                        memo[2] = query
+                        try:
+                            m.move_to_end(key)
+                        except KeyError:  # evicted from the mirror since: the full path
+                            hit = False
+                    if hit and key in m:
+                        next(cache._hits)
+                        try:
+                            return inner(cursor, raw, query, params, many)
+                        except BaseException:
+                            memo[1].pop(query, None)
+                            memo[2] = None
+                            cache.discard(key)
+                            raise
             conn = raw.connection
             # _state()'s fast path inlined (a call less per statement); a miss or a reused
             # id goes through _state(), which checks again under its rules.
@@ -409,13 +425,25 @@ class StatementCacheHook:
             elif cache.get(key) is None:
                 cache.put(key, True, size)  # accounts the text psycopg holds, not a copy
             if slot is not None:
-                # (text, this hook, the mirror, key); texts are capped at max_statement_bytes
-                slot.stmt_memo = (query, states, cache, key)
+                # Remembered when at most MEMO_MAX_CHARS long, as the statistics hook does
+                # (8 texts per connection); a longer one only stops being the "text run
+                # last", which it now is in the mirror.
+                if type(query) is str and len(query) <= MEMO_MAX_CHARS:
+                    if memo is None or memo[0] is not states:
+                        slot.stmt_memo = memo = [states, {}, None]
+                    texts = memo[1]
+                    if len(texts) >= MEMO_MAX_TEXTS and query not in texts:
+                        texts.pop(next(iter(texts), None), None)  # the oldest (None: raced)
+                    texts[query] = (cache, key)
+                    memo[2] = query
+                elif memo is not None and memo[0] is states:
+                    memo[2] = None
             try:
                 return inner(cursor, raw, query, params, many)
             except BaseException:
-                if slot is not None:
-                    slot.stmt_memo = None
+                if memo is not None:
+                    memo[1].pop(query, None)
+                    memo[2] = None
                 cache.discard(key)
                 raise
 
