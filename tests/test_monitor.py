@@ -544,6 +544,8 @@ def test_borrow_site_keeps_the_handed_over_site_and_its_callers(mon: Monitor) ->
 def test_borrow_site_from_poolkeeper_code_starts_at_the_first_frame_outside(
         mon: Monitor) -> None:
     probe = mon.probe(None, enabled=True)
+    # A borrow from outside first: the next one, from another code, is tested afresh.
+    assert decoded(borrow_site_here(probe, sys._getframe()))[0][0] == HERE
     # A frame of poolkeeper's own stands for a borrow made inside poolkeeper (the loader).
     internal = monitor_module._first_outside  # any function in a poolkeeper file
     kept = borrow_site_here(probe, sys._getframe(), internal.__code__)

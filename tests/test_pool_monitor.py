@@ -400,7 +400,11 @@ def test_clear_forgets_live_checkouts_and_their_cursors(
         MONITOR.clear()
         assert [r for r in MONITOR.live(min_age=0, pool="cleared")
                 if r.kind in ("checkout", "cursor")] == []
-        del cur, conn  # dropped unclosed and unreturned after the clear: not collected either
+        cur2 = conn.cursor()  # opened after the clear: not shown either
+        cur2.execute("SELECT 1")
+        assert [r for r in MONITOR.live(min_age=0, pool="cleared")
+                if r.kind in ("checkout", "cursor")] == []
+        del cur, cur2, conn  # dropped unclosed and unreturned after the clear: not collected either
         gc.collect()
         assert MONITOR.collected(pool="cleared") == []
         with pool.connection(timeout=5):
@@ -420,3 +424,24 @@ def test_a_reclaimed_checkout_is_no_longer_shown(pg_dsn: str, clean_monitor: Non
         del conn
         gc.collect()
         assert MONITOR.collected(pool="reclaimed") == []
+
+
+def borrow_and_open_cursor(pool: Pool) -> tuple[ConnectionProxy, CursorProxy, int, int]:
+    conn = pool.getconn()
+    borrow_line = sys._getframe().f_lineno - 1
+    return conn, conn.cursor(), borrow_line, sys._getframe().f_lineno
+
+
+def test_a_cursor_opened_where_its_checkout_was_borrowed_has_its_own_line_and_caller(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="samesite", monitor=True) as pool:
+        for _ in range(2):  # the second borrow from the same code takes the cached path
+            conn, cur, borrow_line, cursor_line = borrow_and_open_cursor(pool)
+            caller_line = sys._getframe().f_lineno - 1
+            views = {r.kind: r for r in MONITOR.live(min_age=0, pool="samesite")
+                     if r.kind in ("checkout", "cursor")}
+            assert [f[1] for f in views["checkout"].stack[:2]] == [borrow_line, caller_line]
+            assert [f[1] for f in views["cursor"].stack] == [cursor_line, caller_line]
+            assert views["cursor"].function == "borrow_and_open_cursor"
+            cur.close()
+            pool.putconn(conn)

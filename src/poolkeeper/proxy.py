@@ -343,10 +343,16 @@ class MonitoredConnection(ConnectionProxy):
         # Read before the cursor is made: MonitoredCursor.__del__ needs them.
         f = _getframe(1)
         code = f.f_code
-        if code.co_filename in _OUTSIDE:
+        slot: Any = self._slot
+        # Outside poolkeeper: the code the checkout was borrowed from, as a rule (the borrow
+        # found it outside; an identity test costs a fraction of reading co_filename), or
+        # a file known to be. The kept frames are None once the monitor was cleared.
+        frames = slot.mon_frames
+        site: Sequence[Any]
+        if (frames and code is frames[0]) or code.co_filename in _OUTSIDE:
             back = f.f_back
-            site = ([code, f.f_lasti] if back is None
-                    else [code, f.f_lasti, back.f_code, back.f_lasti])
+            site = ((code, f.f_lasti) if back is None
+                    else (code, f.f_lasti, back.f_code, back.f_lasti))
         else:
             site = MONITOR.cursor_site(f)
         cur: CursorProxy = _new_object(cls)
@@ -354,18 +360,18 @@ class MonitoredConnection(ConnectionProxy):
         cur._created = _monotonic()
         cur._conn = self
         cur._pool = self._pool
-        cur._slot = slot = self._slot  # type: ignore[assignment]
+        cur._slot = slot
         cur._raw = raw
         cursors = self._cursors
         # The slot holds the list too (replaced when pruned): where the monitor's views find
         # the open cursors.
         if cursors is None:
-            self._cursors = slot.mon_cursors = [_weakref(cur)]  # type: ignore[union-attr]
+            self._cursors = slot.mon_cursors = [_weakref(cur)]
         else:
             cursors.append(_weakref(cur))
             n = len(cursors)
             if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
-                self._cursors = slot.mon_cursors = _open_cursors(cursors)  # type: ignore[union-attr]
+                self._cursors = slot.mon_cursors = _open_cursors(cursors)
         return cur
 
 
@@ -421,7 +427,7 @@ class _CursorState:
     _slot: Slot
     _raw: Any
     _mon: Token
-    _site: list[Any]  # the kept frames, [code, offset, code, offset] (see MonitoredConnection)
+    _site: Sequence[Any]  # the kept frames, (code, offset, code, offset) (see MonitoredConnection)
     _created: float  # monotonic
 
     @property
