@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -504,7 +504,7 @@ def test_owner_can_hand_over_the_callers_frame(mon: Monitor) -> None:
 
 
 # --------------------------------------------------------------------------- the pool's hot paths
-Kept = list[Any]
+Kept = Sequence[Any]
 
 
 def borrow_site_here(probe: Probe, frame: Any, code: Any = None) -> Kept | None:

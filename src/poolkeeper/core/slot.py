@@ -8,6 +8,7 @@ must not be kept alive by the pool, so those facts cannot live on the proxy.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 from .tally import BUCKETS
@@ -131,9 +132,10 @@ class Slot:
         self.mon: Any = None  #: the resource monitor's record of this connection, if any
         # The resource monitor's view of the current checkout, when it records it: a checkout
         # has no record of its own while it only lives and goes back (observe/monitor.py).
-        #: the kept frames of the borrow, [code, offset, code, offset, ...] (None: the
-        #: checkout is not recorded); the list's identity is the checkout's, for the views
-        self.mon_frames: list[Any] | None = None
+        #: the kept frames of the borrow, (code, offset, code, offset, ...) (None: the
+        #: checkout is not recorded); made afresh by every borrow, its identity is the
+        #: checkout's, for the views
+        self.mon_frames: Sequence[Any] | None = None
         #: the checkout proxy's list of weak references to its cursors, once it opened one
         #: (left as it is on return: every cursor in it is closed or gone by then)
         self.mon_cursors: list[Any] | None = None

@@ -189,10 +189,10 @@ def _null_track(kind: str, obj: object = None, size: int = 0, sql: object = None
 
 #: the signature of ``borrow_site``: (the borrower's frame, its f_code, its f_lasti) -> the
 #: kept frames, or None when the borrow is not recorded (monitor off, or sampled out)
-BorrowSiteFn = Callable[[Any, Any, int], "list[Any] | None"]
+BorrowSiteFn = Callable[[Any, Any, int], "Sequence[Any] | None"]
 
 
-def _null_borrow_site(frame: Any, code: Any, lasti: int) -> list[Any] | None:
+def _null_borrow_site(frame: Any, code: Any, lasti: int) -> Sequence[Any] | None:
     return None
 
 
@@ -317,13 +317,16 @@ def _walker(n: int) -> Callable[[Any], list[Any]]:
 
 
 def _walk_on_lines(n: int) -> list[str]:
-    """Source lines setting ``kept`` to ``[code, lasti]`` and the (code, offset) pairs of the
+    """Source lines setting ``kept`` to ``(code, lasti)`` and the (code, offset) pairs of the
     next ``n - 1`` frames from ``frame.f_back`` on, unrolled as in :func:`_walker`: for a
     caller that has read the first frame already (the pool reads its caller's code and offset
     on every borrow, for its own reports). Needs ``loop`` and ``n`` in its namespace.
+
+    A tuple (cheaper to make than a list: one allocation), made afresh by every call and never
+    empty (the empty tuple is shared), so its identity tells one borrow from another.
     """
     if n <= 1:
-        return ["kept = [code, lasti]"]
+        return ["kept = (code, lasti)"]
     lines = ["try:", "    f = frame.f_back"]
     for i in range(1, n):
         lines.append(f"    c{i} = f.f_code; l{i} = f.f_lasti"
@@ -331,7 +334,7 @@ def _walk_on_lines(n: int) -> list[str]:
     lines += ["except AttributeError:  # a stack shorter than n frames",
               "    kept = [code, lasti] + loop(frame.f_back, n - 1)",
               "else:",
-              "    kept = [code, lasti, " + ", ".join(f"c{i}, l{i}" for i in range(1, n)) + "]"]
+              "    kept = (code, lasti, " + ", ".join(f"c{i}, l{i}" for i in range(1, n)) + ")"]
     return lines
 
 
@@ -708,7 +711,7 @@ def _make_borrow_site(mon: Monitor) -> BorrowSiteFn:
     if every == 1:
         return borrow_site
 
-    def borrow_site_sampled(frame: Any, code: Any, lasti: int) -> list[Any] | None:
+    def borrow_site_sampled(frame: Any, code: Any, lasti: int) -> Sequence[Any] | None:
         nonlocal tick
         tick += 1  # racy on purpose, as in track()
         if tick % every:
@@ -895,7 +898,7 @@ class Monitor:
         """The record of the checkout ``slot`` holds now, or None when it is not recorded.
 
         Kept on the slot (``mon_record``) while the checkout lasts, so its id is stable across
-        reads: the kept-frames list, made afresh by every borrow, tells its checkout apart.
+        reads: the kept frames, a sequence made afresh by every borrow, tell its checkout apart.
         """
         frames = slot.mon_frames
         if frames is None:
