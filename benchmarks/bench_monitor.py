@@ -8,10 +8,10 @@ thread, in interleaved rounds, in these modes:
   process on both sides, so where the OS placed the server process cannot differ between
   them (it does between two pools, unpinned); the figure the target is judged on;
 - ``pool off`` / ``pool on``: the real thing, ``Pool(dsn, monitor=False)`` against
-  ``Pool(dsn, monitor=True)``: the pool makes its own monitor calls (``track_checkout`` with
-  the call site at the default depth, 4 frames, and its close on return; a cursor keeps its
-  site and caller, 2 frames, on itself and gets no record unless a view or a collection
-  needs one);
+  ``Pool(dsn, monitor=True)``: the pool makes its own monitor calls (``borrow_site``: the
+  call site at the default depth, 4 frames, kept on the connection's slot and dropped on
+  return, the checkout's record made from the slot only when a view or a collection needs
+  one; a cursor keeps its site and caller, 2 frames, on itself, likewise without a record);
 - ``baseline``: no monitor call at all (a build without monitor hooks);
 - ``disabled``: the calls below, with the monitor off (null probe);
 - ``enabled``: monitor on, through the public ``track``: checkouts at the default depth (4
@@ -22,7 +22,7 @@ thread, in interleaved rounds, in these modes:
 The other modes make, around a pool with the monitor off, the calls the pool made before its
 cursors went without records: a checkout token on borrow, a cursor token (parent: the
 checkout), ``set_sql`` on execute, ``close`` on cursor close and on return (by the public API,
-which does more than the pool's cut-down ``track_checkout``, so the monitor's own share can be
+which does more than the pool's ``borrow_site``, so the monitor's own share can be
 seen apart from the pool's monitored code paths). Each cycle runs 12 frames deep, as
 application code does, so that all 8 frames exist to be kept.
 

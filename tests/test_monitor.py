@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -152,16 +152,15 @@ def test_off_probe_returns_the_null_token_and_records_nothing(mon: Monitor) -> N
 
 def test_off_probe_track_is_a_plain_function_not_a_flag_test(mon: Monitor) -> None:
     probe = mon.probe("p")
-    nulls = (monitor_module._null_track, monitor_module._null_track_checkout)
-    assert (probe.track, probe.track_checkout) == nulls
+    nulls = (monitor_module._null_track, monitor_module._null_borrow_site)
+    assert (probe.track, probe.borrow_site) == nulls
     probe.enable()
     assert probe.track is not nulls[0]
-    assert probe.track_checkout is not nulls[1]
+    assert probe.borrow_site is not nulls[1]
     probe.disable()
-    assert (probe.track, probe.track_checkout) == nulls
+    assert (probe.track, probe.borrow_site) == nulls
     frame = sys._getframe()
-    assert probe.track_checkout(frame, frame.f_code, frame.f_lasti, time.monotonic(),
-                                threading.get_ident()) is NULL_TOKEN
+    assert probe.borrow_site(frame, frame.f_code, frame.f_lasti) is None
 
 
 # --------------------------------------------------------------------------- switches
@@ -505,59 +504,57 @@ def test_owner_can_hand_over_the_callers_frame(mon: Monitor) -> None:
 
 
 # --------------------------------------------------------------------------- the pool's hot paths
-def checkout_here(probe: Probe, frame: Any, code: Any = None) -> Token:
-    """What Pool.connection() hands over: its caller's frame, code and offset, time, thread."""
-    return probe.track_checkout(frame, frame.f_code if code is None else code, frame.f_lasti,
-                                time.monotonic(), threading.get_ident())
+Kept = Sequence[Any]
 
 
-def borrow_with_handed_over_site(probe: Probe) -> tuple[Token, int]:
+def borrow_site_here(probe: Probe, frame: Any, code: Any = None) -> Kept | None:
+    """What Pool.connection() hands over: its caller's frame, code and offset."""
+    return probe.borrow_site(frame, frame.f_code if code is None else code, frame.f_lasti)
+
+
+def borrow_with_handed_over_site(probe: Probe) -> tuple[Kept | None, int]:
     frame = sys._getframe()
-    return checkout_here(probe, frame), frame.f_lineno
+    return borrow_site_here(probe, frame), frame.f_lineno
 
 
-def test_track_checkout_keeps_the_handed_over_site_and_its_callers(mon: Monitor) -> None:
+def decoded(kept: Kept | None) -> list[tuple[str, int, str]]:
+    """The kept frames as the views show them: (file, line, function), innermost first."""
+    assert kept is not None
+    return [monitor_module._frame(kept[i], kept[i + 1]) for i in range(0, len(kept), 2)]
+
+
+def test_borrow_site_keeps_the_handed_over_site_and_its_callers(mon: Monitor) -> None:
     probe = mon.probe("orders", enabled=True)
-    token, line = borrow_with_handed_over_site(probe)
+    kept, line = borrow_with_handed_over_site(probe)
     caller_line = sys._getframe().f_lineno - 1
-    [r] = mon.live(min_age=0)
-    assert (r.kind, r.pool, r.site) == ("checkout", "orders",
-                                        f"{HERE}:{line} in borrow_with_handed_over_site")
-    assert len(r.stack) == mon.depth
-    assert r.stack[1] == (HERE, caller_line,
-                          "test_track_checkout_keeps_the_handed_over_site_and_its_callers")
-    assert r.thread == threading.current_thread().name
-    assert 0 <= r.age_s < 60
-    token.close()
+    stack = decoded(kept)
+    assert stack[0] == (HERE, line, "borrow_with_handed_over_site")
+    assert len(stack) == mon.depth
+    assert stack[1] == (HERE, caller_line,
+                        "test_borrow_site_keeps_the_handed_over_site_and_its_callers")
     mon.configure(depth=1)
-    token, line = borrow_with_handed_over_site(probe)
-    assert [f[1] for f in mon.live(min_age=0)[0].stack] == [line]
-    token.close()
+    kept, line = borrow_with_handed_over_site(probe)
+    assert [f[1] for f in decoded(kept)] == [line]
     mon.configure(depth=256)  # deeper than the stack: every frame, nothing invented
-    token, _ = borrow_with_handed_over_site(probe)
-    stack = mon.live(min_age=0)[0].stack
-    assert 2 < len(stack) < len(inspect.stack()) + 5
-    token.close()
-    assert mon.live(min_age=0) == []
+    kept, _ = borrow_with_handed_over_site(probe)
+    assert 2 < len(decoded(kept)) < len(inspect.stack()) + 5
+    assert mon.stats()["records"] == 0  # a pool's checkout takes no room in the registry
 
 
-def test_track_checkout_from_poolkeeper_code_starts_at_the_first_frame_outside(
+def test_borrow_site_from_poolkeeper_code_starts_at_the_first_frame_outside(
         mon: Monitor) -> None:
     probe = mon.probe(None, enabled=True)
+    # A borrow from outside first: the next one, from another code, is tested afresh.
+    assert decoded(borrow_site_here(probe, sys._getframe()))[0][0] == HERE
     # A frame of poolkeeper's own stands for a borrow made inside poolkeeper (the loader).
     internal = monitor_module._first_outside  # any function in a poolkeeper file
-    token = checkout_here(probe, sys._getframe(), internal.__code__)
-    [r] = mon.live(min_age=0)
-    assert r.function == ("test_track_checkout_from_poolkeeper_code_starts_at_the_first_frame_"
-                          "outside")
-    token.close()
+    kept = borrow_site_here(probe, sys._getframe(), internal.__code__)
+    assert decoded(kept)[0][2] == (
+        "test_borrow_site_from_poolkeeper_code_starts_at_the_first_frame_outside")
 
 
-def test_track_checkout_is_sampled_and_bounded() -> None:
-    mon = Monitor(sample_every=2, max_records=3)
+def test_borrow_site_is_sampled() -> None:
+    mon = Monitor(sample_every=2)
     probe = mon.probe(None, enabled=True)
-    tokens = [checkout_here(probe, sys._getframe()) for _ in range(10)]
-    assert sum(t is not NULL_TOKEN for t in tokens) == 3  # 5 sampled in, 3 kept
-    assert mon.stats()["dropped_full"] == 2
-    for t in tokens:
-        t.close()
+    kept = [borrow_site_here(probe, sys._getframe()) for _ in range(10)]
+    assert sum(k is not None for k in kept) == 5

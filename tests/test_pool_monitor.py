@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -222,6 +224,7 @@ def test_open_cursors_are_grouped_by_site_and_filtered_by_age(
 def test_a_closed_cursor_leaves_no_record(sqlite_dsn: str, clean_monitor: None) -> None:
     with Pool(sqlite_dsn, max_size=1, name="closedcur", monitor=True) as pool, \
             pool.connection() as conn:
+        MONITOR.live(min_age=0, pool="closedcur")  # the checkout's record is made when read
         tracked = MONITOR.stats()["tracked_total"]
         cur = conn.cursor()
         cur.execute("SELECT 1")
@@ -317,3 +320,128 @@ def test_a_long_checkout_keeps_a_short_cursor_list_and_closes_what_stays_open(
             assert cur.closed
             with pytest.raises(ConnectionReturned):
                 cur.execute("SELECT 1")
+
+
+# --------------------------------------------------------------------------- a pool's checkouts
+# A checkout's record is made from its slot when a view reads it (or its proxy is collected
+# unreturned); these pin that it looks and behaves as a record kept from the borrow on.
+
+def test_a_checkout_keeps_its_id_across_reads_and_a_new_borrow_gets_a_new_one(
+        pg_dsn: str, clean_monitor: None) -> None:
+    with Pool(pg_dsn, max_size=1, name="stableid", monitor=True) as pool:
+        with pool.connection() as conn:
+            conn.execute("SELECT 'secret'").close()
+            [first] = MONITOR.live(min_age=0, kind="checkout", pool="stableid")
+            [again] = MONITOR.live(min_age=0, kind="checkout", pool="stableid")
+            assert again.id == first.id and again.created == first.created
+            assert first.thread == threading.current_thread().name
+            assert first.sql == "SELECT ?"
+            assert [r.id for r in MONITOR.snapshot().resources
+                    if (r.kind, r.pool) == ("checkout", "stableid")] == [first.id]
+        with pool.connection():  # the same connection, borrowed again: another checkout
+            [second] = MONITOR.live(min_age=0, kind="checkout", pool="stableid")
+            assert second.id != first.id and second.created >= first.created
+
+
+def test_a_checkout_seen_before_it_was_dropped_keeps_its_id_in_collected(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="seendrop", monitor=True) as pool:
+        kept: list[ConnectionProxy] = []
+        line = borrow_and_keep(pool, kept)
+        [seen] = MONITOR.live(min_age=0, kind="checkout", pool="seendrop")
+        kept.clear()
+        gc.collect()
+        [gone] = MONITOR.collected(kind="checkout", pool="seendrop")
+        assert (gone.id, gone.site) == (seen.id, f"{HERE}:{line} in borrow_and_keep")
+        assert MONITOR.live(min_age=0, kind="checkout", pool="seendrop") == []
+
+
+def test_a_checkout_collected_with_its_cursor_is_the_cursors_parent(
+        pg_dsn: str, clean_monitor: None) -> None:
+    with Pool(pg_dsn, max_size=1, name="cycle", monitor=True) as pool:
+        conn = pool.getconn()
+        cur, line = open_cursor_here(conn)
+        cur.execute("SELECT %s::int + 7", (5,))
+        # Only a reference cycle holds them: the collector finalises both in either order.
+        box: list[object] = [conn, cur]
+        box.append(box)
+        del conn, cur, box
+        gc.collect()
+        gone = {r.kind: r for r in MONITOR.collected(pool="cycle")}
+        assert gone["cursor"].site == f"{HERE}:{line} in open_cursor_here"
+        assert gone["cursor"].parent_id == gone["checkout"].id
+        assert gone["checkout"].sql == gone["cursor"].sql == "SELECT %s::int + ?"
+        with pool.connection(timeout=5):  # and the pool took the connection back
+            pass
+
+
+def test_checkouts_take_no_room_in_the_registry(sqlite_dsn: str, clean_monitor: None) -> None:
+    MONITOR.configure(max_records=1)
+    try:
+        dropped = MONITOR.stats()["dropped_full"]
+        with Pool(sqlite_dsn, max_size=2, min_idle=2, name="fullreg", monitor=True) as pool:
+            pool.wait_ready(10)
+            # the registry is bounded (its connections and threads did not all fit) ...
+            assert MONITOR.stats()["records"] == 1
+            assert MONITOR.stats()["dropped_full"] > dropped
+            # ... yet every checkout is recorded: a pool's max_size bounds them
+            with pool.connection(), pool.connection():
+                assert len(MONITOR.live(min_age=0, kind="checkout", pool="fullreg")) == 2
+    finally:
+        MONITOR.configure(max_records=10_000)
+
+
+def test_clear_forgets_live_checkouts_and_their_cursors(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="cleared", monitor=True) as pool:
+        conn = pool.getconn()
+        cur = conn.cursor()
+        assert len(MONITOR.live(min_age=0, pool="cleared", kind="checkout")) == 1
+        MONITOR.clear()
+        assert [r for r in MONITOR.live(min_age=0, pool="cleared")
+                if r.kind in ("checkout", "cursor")] == []
+        cur2 = conn.cursor()  # opened after the clear: not shown either
+        cur2.execute("SELECT 1")
+        assert [r for r in MONITOR.live(min_age=0, pool="cleared")
+                if r.kind in ("checkout", "cursor")] == []
+        del cur, cur2, conn  # dropped unclosed and unreturned after the clear: not collected either
+        gc.collect()
+        assert MONITOR.collected(pool="cleared") == []
+        with pool.connection(timeout=5):
+            assert len(MONITOR.live(min_age=0, pool="cleared", kind="checkout")) == 1
+
+
+def test_a_reclaimed_checkout_is_no_longer_shown(pg_dsn: str, clean_monitor: None) -> None:
+    with Pool(pg_dsn, max_size=1, name="reclaimed", monitor=True,
+              abandoned_timeout=0.2) as pool:
+        conn = pool.getconn()
+        assert len(MONITOR.live(min_age=0, pool="reclaimed", kind="checkout")) == 1
+        deadline = time.monotonic() + 10
+        while not conn.closed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert conn.closed  # revoked by the housekeeper
+        assert MONITOR.live(min_age=0, pool="reclaimed", kind="checkout") == []
+        del conn
+        gc.collect()
+        assert MONITOR.collected(pool="reclaimed") == []
+
+
+def borrow_and_open_cursor(pool: Pool) -> tuple[ConnectionProxy, CursorProxy, int, int]:
+    conn = pool.getconn()
+    borrow_line = sys._getframe().f_lineno - 1
+    return conn, conn.cursor(), borrow_line, sys._getframe().f_lineno
+
+
+def test_a_cursor_opened_where_its_checkout_was_borrowed_has_its_own_line_and_caller(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    with Pool(sqlite_dsn, max_size=1, name="samesite", monitor=True) as pool:
+        for _ in range(2):  # the second borrow from the same code takes the cached path
+            conn, cur, borrow_line, cursor_line = borrow_and_open_cursor(pool)
+            caller_line = sys._getframe().f_lineno - 1
+            views = {r.kind: r for r in MONITOR.live(min_age=0, pool="samesite")
+                     if r.kind in ("checkout", "cursor")}
+            assert [f[1] for f in views["checkout"].stack[:2]] == [borrow_line, caller_line]
+            assert [f[1] for f in views["cursor"].stack] == [cursor_line, caller_line]
+            assert views["cursor"].function == "borrow_and_open_cursor"
+            cur.close()
+            pool.putconn(conn)

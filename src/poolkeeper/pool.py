@@ -183,8 +183,8 @@ class Pool:
             connect_timeout=config.connect_timeout, statement_cache_size=cache_size)
         self.monitor: Probe = MONITOR.probe(self.name, enabled=True if config.monitor else None,
                                             dialect=self.driver.name)
+        self.monitor.slots = self._slots  # where the monitor's views find this pool's checkouts
         pool_ref = weakref.ref(self)
-        self._forget_record = MONITOR.forget  # the monitor of self.monitor
         #: whether a new checkout's proxy is a MonitoredConnection (the monitor is on)
         self._monitoring = False
         _monitor_changed(pool_ref, self.monitor.enabled)
@@ -262,7 +262,7 @@ class Pool:
             slot, now = self._slow_borrow(slot, now, timeout)
         slot.borrowed_at = now
         slot.uses += 1
-        slot.borrow_thread = ident = _get_ident()
+        slot.borrow_thread = _get_ident()
         # Who to blame in timeout, leak and abandon reports: the caller's frame, formatted
         # only when a report is written.
         frame = _getframe(1)
@@ -282,15 +282,15 @@ class Pool:
         proxy._line = lasti
         if monitoring:
             # The resource monitor's part, here rather than in _extras_on_borrow: a Python
-            # frame less per monitored borrow. What the pool read for its own reports is
-            # handed over, not read again, and the slot, where the monitor's views read the
-            # checkout's SQL.
-            token = self.monitor.track_checkout(frame, code, lasti, now, ident, slot)
-            proxy._mon = token
-            # Only a recorded checkout stays a MonitoredConnection; one sampled out (or refused
-            # by a full registry: NULL_TOKEN, whose id is 0) runs no monitor code, nor do its
-            # cursors.
-            if not token.id:
+            # frame less per monitored borrow. Its record is made from the slot when a view
+            # reads it, so all the borrow adds is the kept frames of the call site, walked
+            # from what the pool read for its own reports (not read again). The slot's other
+            # fields are written above: the views take mon_frames as the sign they are set.
+            kept = self.monitor.borrow_site(frame, code, lasti)
+            slot.mon_frames = kept
+            # Only a recorded checkout stays a MonitoredConnection; one sampled out (None) runs
+            # no monitor code, nor do its cursors.
+            if kept is None:
                 proxy.__class__ = slot.proxy_class
         if self._borrow_extras:
             self._extras_on_borrow(slot, proxy, frame)
@@ -358,8 +358,8 @@ class Pool:
         if slot is None:
             return
         raw = proxy._raw
-        if proxy.__class__ is not slot.proxy_class:  # a monitored checkout ends its record
-            self._forget_record(proxy._mon.id, None)  # its close(), without a Python call
+        if proxy.__class__ is not slot.proxy_class:  # a monitored checkout: no longer shown
+            slot.mon_frames = None
         proxy._slot = None
         proxy._raw = None
         if proxy._cursors is not None:
@@ -470,8 +470,8 @@ class Pool:
         if slot is None or self._closed:
             return
         proxy._slot = None
-        if isinstance(proxy, MonitoredConnection):
-            proxy._mon.collected()  # shown among the resources dropped without being closed
+        if isinstance(proxy, MonitoredConnection):  # shown among the resources collected
+            MONITOR._checkout_dropped(proxy, slot, self.name)
         self._orphans.put((slot, slot.uses))
 
     def _drain_orphans(self) -> None:

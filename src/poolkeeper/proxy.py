@@ -88,7 +88,8 @@ class _ConnectionState:
     """The layout shared by a live and a returned connection proxy."""
 
     # _reclaimed is set only when the pool reclaims the checkout (see _detach); _mon only on a
-    # MonitoredConnection (the resource monitor's record of this checkout).
+    # MonitoredConnection collected without being returned (the resource monitor's record of
+    # its checkout, for its cursors collected after it).
     __slots__ = ("__weakref__", "_code", "_cursors", "_line", "_mon", "_pool", "_raw",
                  "_reclaimed", "_slot")
 
@@ -305,7 +306,7 @@ class ConnectionProxy(_ConnectionState):
         (see Pool._reclaim), and the driver's cursors go with it.
         """
         if isinstance(self, MonitoredConnection):
-            self._mon.close()
+            self._slot.mon_frames = None  # type: ignore[union-attr]  # the views stop showing it
         self._slot = None
         self._raw = None
         if reclaimed:
@@ -319,10 +320,10 @@ class MonitoredConnection(ConnectionProxy):
     """A checkout recorded by the resource monitor, with its cursors and their SQL.
 
     A checkout has this class only when the monitor recorded it, so an unmonitored (or
-    sampled-out) checkout runs no monitor code at all. Its statements reach
-    its record through the slot (``slot.sql``, which every execute sets anyway), and its
-    cursors get no record of their own unless a view or a collection needs one: see
-    :class:`MonitoredCursor`.
+    sampled-out) checkout runs no monitor code at all. The checkout itself has no record
+    unless a view or a collection needs one: the monitor makes it from the slot (its kept
+    frames, ``slot.mon_frames``, and what the pool keeps there anyway: borrow time, thread,
+    ``slot.sql``). Nor have its cursors: see :class:`MonitoredCursor`.
     """
 
     __slots__ = ()
@@ -335,36 +336,42 @@ class MonitoredConnection(ConnectionProxy):
         cls = _MONITORED_CURSOR_CLASSES.get(raw.__class__)
         if cls is None:
             cls = delegating_class(MonitoredCursor, raw)
-        rec: Any = self._mon
+        # Where the cursor was opened, kept as the monitor keeps a site (code and offset,
+        # decoded when read) with its caller: the site and its caller, written out here for
+        # the usual case (a Python call less per cursor); the monitor's cursor_site() walks
+        # past poolkeeper's own frames (conn.execute()) and decides for a file not seen yet.
+        # Read before the cursor is made: MonitoredCursor.__del__ needs them.
+        f = _getframe(1)
+        code = f.f_code
+        slot: Any = self._slot
+        # Outside poolkeeper: the code the checkout was borrowed from, as a rule (the borrow
+        # found it outside; an identity test costs a fraction of reading co_filename), or
+        # a file known to be. The kept frames are None once the monitor was cleared.
+        frames = slot.mon_frames
+        site: Sequence[Any]
+        if (frames and code is frames[0]) or code.co_filename in _OUTSIDE:
+            back = f.f_back
+            site = ((code, f.f_lasti) if back is None
+                    else (code, f.f_lasti, back.f_code, back.f_lasti))
+        else:
+            site = MONITOR.cursor_site(f)
         cur: CursorProxy = _new_object(cls)
-        cur._mon = rec  # first: MonitoredCursor.__del__ reads it
+        cur._site = site
+        cur._created = _monotonic()
         cur._conn = self
         cur._pool = self._pool
-        cur._slot = self._slot  # type: ignore[assignment]
+        cur._slot = slot
         cur._raw = raw
         cursors = self._cursors
+        # The slot holds the list too (replaced when pruned): where the monitor's views find
+        # the open cursors.
         if cursors is None:
-            self._cursors = [_weakref(cur)]
+            self._cursors = slot.mon_cursors = [_weakref(cur)]
         else:
             cursors.append(_weakref(cur))
             n = len(cursors)
             if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
-                self._cursors = _open_cursors(cursors)
-        # where the monitor's views find the open ones (the list is replaced when pruned)
-        rec.cursors = self._cursors
-        # Where the cursor was opened, kept as the monitor keeps a site (code and offset,
-        # decoded when read) with its caller: the site and its caller, written out here for
-        # the usual case (a Python call less per cursor); the record's cursor_site() walks
-        # past poolkeeper's own frames (conn.execute()) and decides for a file not seen yet.
-        f = _getframe(1)
-        code = f.f_code
-        if code.co_filename in _OUTSIDE:
-            back = f.f_back
-            cur._site = ([code, f.f_lasti] if back is None
-                         else [code, f.f_lasti, back.f_code, back.f_lasti])
-        else:
-            cur._site = rec.cursor_site(f)
-        cur._created = _monotonic()
+                self._cursors = slot.mon_cursors = _open_cursors(cursors)
         return cur
 
 
@@ -411,7 +418,8 @@ class ReturnedConnection(_ConnectionState):
 
 
 class _CursorState:
-    # _mon, _site and _created only on a MonitoredCursor (and on the ClosedCursor it becomes)
+    # _site and _created only on a MonitoredCursor (and on the ClosedCursor it becomes); _mon
+    # once the resource monitor made its record (a view read it, or it was collected)
     __slots__ = ("__weakref__", "_conn", "_created", "_mon", "_pool", "_raw", "_site", "_slot")
 
     _conn: ConnectionProxy
@@ -419,7 +427,7 @@ class _CursorState:
     _slot: Slot
     _raw: Any
     _mon: Token
-    _site: list[Any]  # the kept frames, [code, offset, code, offset] (see MonitoredConnection)
+    _site: Sequence[Any]  # the kept frames, (code, offset, code, offset) (see MonitoredConnection)
     _created: float  # monotonic
 
     @property
@@ -559,10 +567,10 @@ class MonitoredCursor(CursorProxy):
     """A cursor of a checkout the resource monitor recorded.
 
     It has no record of its own while it only runs statements and closes (the common case
-    costs the monitor nothing past :meth:`MonitoredConnection.cursor`): its statements go on
-    its checkout's record, and the monitor's views find it open through its checkout's record
-    (which holds the proxy's list of cursors) and make its record then. Closing switches it
-    to :class:`ClosedCursor`, so ``__del__`` runs only for a cursor dropped unclosed.
+    costs the monitor nothing past :meth:`MonitoredConnection.cursor`): its statements show
+    on its checkout's record, and the monitor's views find it open through its connection's
+    slot (which holds the proxy's list of cursors) and make its record then. Closing switches
+    it to :class:`ClosedCursor`, so ``__del__`` runs only for a cursor dropped unclosed.
     """
 
     __slots__ = ()
@@ -570,7 +578,7 @@ class MonitoredCursor(CursorProxy):
     def __del__(self) -> None:
         # Garbage-collected while open (a `conn.execute(...)` result never closed, say): the
         # monitor lists it among the resources collected without being closed, with its site.
-        self._mon._monitor._cursor_dropped(self)  # type: ignore[attr-defined]
+        MONITOR._cursor_dropped(self)
 
 
 class ClosedCursor(_CursorState):

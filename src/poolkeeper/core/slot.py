@@ -8,6 +8,7 @@ must not be kept alive by the pool, so those facts cannot live on the proxy.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 from .tally import BUCKETS
@@ -65,6 +66,9 @@ class Slot:
         "leak_reported",
         "lease_start",
         "mon",
+        "mon_cursors",
+        "mon_frames",
+        "mon_record",
         "monitored_class",
         "parked_by",
         "parked_until",
@@ -126,6 +130,17 @@ class Slot:
         self.proxy_class: Any = None
         self.monitored_class: Any = None
         self.mon: Any = None  #: the resource monitor's record of this connection, if any
+        # The resource monitor's view of the current checkout, when it records it: a checkout
+        # has no record of its own while it only lives and goes back (observe/monitor.py).
+        #: the kept frames of the borrow, (code, offset, code, offset, ...) (None: the
+        #: checkout is not recorded); made afresh by every borrow, its identity is the
+        #: checkout's, for the views
+        self.mon_frames: Sequence[Any] | None = None
+        #: the checkout proxy's list of weak references to its cursors, once it opened one
+        #: (left as it is on return: every cursor in it is closed or gone by then)
+        self.mon_cursors: list[Any] | None = None
+        #: the record the views made for the checkout of ``mon_frames`` (stable ids)
+        self.mon_record: Any = None
         # lease parking (see Bag)
         self.lease_start = 0.0  #: when the current holder got it from the idle stack or a hand-off
         self.parked_by: Any = None

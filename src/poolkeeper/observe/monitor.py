@@ -18,18 +18,27 @@ default 4) past poolkeeper's own frames, keeping ``(code, instruction offset)`` 
 numbers (decoding ``f_lineno`` costs more than the rest of the walk), file names, function
 names and folded SQL are worked out only when someone reads a view. Each kept frame costs
 about 0.2 us (three frame attribute reads), so the default keeps the site and three callers,
-enough to tell which code path borrowed; ``configure(depth=...)`` keeps up to 256. The pool's
-borrow uses ``probe.track_checkout``, ``track`` cut down to that one kind. Sampling
+enough to tell which code path borrowed; ``configure(depth=...)`` keeps up to 256. Sampling
 (``sample_every``) records one resource in N (a pool's cursors follow their checkout). The
 registry holds at most ``max_records`` records; resources beyond that are not recorded and
 counted in ``dropped_full``.
 
-**A pool's cursors have no record of their own** while they only live and close: a cursor of a
-recorded checkout keeps its creation site (two ``(code, offset)`` pairs) and time on the
-cursor itself, and its statements go on its checkout's record (through the connection's
-slot). The views find the open cursors of each live checkout when they are read, and a
-cursor's record is made then, or when it is garbage-collected without ``close()`` (it goes
-to the collected list with its site), and kept on the cursor (stable ids across reads).
+**A pool's checkouts have no record of their own** while they only live and go back: the
+pool already keeps, on the connection's slot, when and by which thread it was borrowed and
+the SQL it runs, so a monitored borrow adds only its kept frames (``probe.borrow_site``, which
+also samples) as ``slot.mon_frames``, and a return sets that back to None. The views make a
+checkout's record from the in-use slots of the probes' pools (``probe.slots``) when they are
+read, or when the checkout's proxy is garbage-collected without being returned (to the
+collected list, with its site); the record is kept on the slot while the checkout lasts, for
+stable ids. Checkouts take no room in the registry (a pool's ``max_size`` bounds them) and
+``tracked_total`` counts those a view or a collection gave a record.
+
+**Nor have its cursors**, while they only live and close: a cursor of a recorded checkout
+keeps its creation site (two ``(code, offset)`` pairs) and time on the cursor itself, and its
+statements show on its checkout's record (the connection's slot holds the SQL). The views find
+the open cursors of each live checkout through the slot (``slot.mon_cursors``) when they are
+read, and a cursor's record is made then, or when it is garbage-collected without ``close()``
+(it goes to the collected list with its site), and kept on the cursor (stable ids).
 
 Example::
 
@@ -178,14 +187,13 @@ def _null_track(kind: str, obj: object = None, size: int = 0, sql: object = None
     return NULL_TOKEN
 
 
-#: the signature of ``track_checkout``: (the borrower's frame, its f_code, its f_lasti, the
-#: monotonic time of the borrow, the borrowing thread's ident, the pool's slot or None)
-TrackCheckoutFn = Callable[..., Token]
+#: the signature of ``borrow_site``: (the borrower's frame, its f_code, its f_lasti) -> the
+#: kept frames, or None when the borrow is not recorded (monitor off, or sampled out)
+BorrowSiteFn = Callable[[Any, Any, int], "Sequence[Any] | None"]
 
 
-def _null_track_checkout(frame: Any, code: Any, lasti: int, now: float, ident: int,
-                         slot: Any = None) -> Token:
-    return NULL_TOKEN
+def _null_borrow_site(frame: Any, code: Any, lasti: int) -> Sequence[Any] | None:
+    return None
 
 
 # ----------------------------------------------------------------------------- records
@@ -193,24 +201,23 @@ class _Record:
     """One live resource. Doubles as its token, so tracking allocates one object.
 
     Made by calling the class, which runs no Python ``__init__`` (a Python frame per record
-    saved), and filled in by the track functions; ``sql``, ``_ref``, ``slot``, ``cursors`` and
-    ``collected_at`` stay unset until they have a value.
+    saved), and filled in by the track functions (or by the views, for a pool's checkouts and
+    cursors); ``sql``, ``_ref``, ``slot`` and ``collected_at`` stay unset until they have a
+    value.
     Each monitor makes its own subclass holding ``_monitor`` and ``_records`` as class
     attributes: two stores fewer per record (see :func:`_record_class`).
     """
 
-    __slots__ = ("_ref", "collected_at", "created", "cursors", "frames", "id", "kind", "parent",
-                 "pool", "size", "slot", "sql", "thread")
+    __slots__ = ("_ref", "collected_at", "created", "frames", "id", "kind", "parent", "pool",
+                 "size", "slot", "sql", "thread")
 
     _monitor: Monitor
     _records: dict[int, _Record]
     _ref: weakref.ref[Any] | None
     #: a pool's checkout: the connection's slot, whose ``sql`` is the statement the checkout
-    #: runs or ran last (every execute sets it anyway), read by the views; None otherwise
+    #: runs or ran last (every execute sets it anyway) and where its open cursors are found,
+    #: read by the views; None otherwise
     slot: Any
-    #: a pool's checkout: its proxy's list of weak references to its cursors, once it opened
-    #: one (see proxy.MonitoredConnection.cursor), where the views find the open ones
-    cursors: list[weakref.ref[Any]] | None
     collected_at: float
     created: float
     frames: Sequence[Any]
@@ -248,12 +255,6 @@ class _Record:
     def _on_gc(self, _ref: object) -> None:
         self._ref = None
         self._monitor._collect(self)
-
-    def cursor_site(self, frame: Any) -> list[Any]:
-        """The kept frames of a cursor of this checkout opened from ``frame`` on, when
-        ``frame`` is poolkeeper's own (``conn.execute()``) or in a file not seen yet (the
-        proxy keeps the usual case's frames itself: a Python call less per cursor)."""
-        return _walker(CURSOR_DEPTH)(_first_outside(self._monitor, frame))
 
     def nbytes(self) -> int:
         sql = getattr(self, "sql", None)
@@ -316,13 +317,16 @@ def _walker(n: int) -> Callable[[Any], list[Any]]:
 
 
 def _walk_on_lines(n: int) -> list[str]:
-    """Source lines setting ``kept`` to ``[code, lasti]`` and the (code, offset) pairs of the
+    """Source lines setting ``kept`` to ``(code, lasti)`` and the (code, offset) pairs of the
     next ``n - 1`` frames from ``frame.f_back`` on, unrolled as in :func:`_walker`: for a
     caller that has read the first frame already (the pool reads its caller's code and offset
     on every borrow, for its own reports). Needs ``loop`` and ``n`` in its namespace.
+
+    A tuple (cheaper to make than a list: one allocation), made afresh by every call and never
+    empty (the empty tuple is shared), so its identity tells one borrow from another.
     """
     if n <= 1:
-        return ["kept = [code, lasti]"]
+        return ["kept = (code, lasti)"]
     lines = ["try:", "    f = frame.f_back"]
     for i in range(1, n):
         lines.append(f"    c{i} = f.f_code; l{i} = f.f_lasti"
@@ -330,7 +334,7 @@ def _walk_on_lines(n: int) -> list[str]:
     lines += ["except AttributeError:  # a stack shorter than n frames",
               "    kept = [code, lasti] + loop(frame.f_back, n - 1)",
               "else:",
-              "    kept = [code, lasti, " + ", ".join(f"c{i}, l{i}" for i in range(1, n)) + "]"]
+              "    kept = (code, lasti, " + ", ".join(f"c{i}, l{i}" for i in range(1, n)) + ")"]
     return lines
 
 
@@ -475,7 +479,7 @@ def _load_fold() -> Callable[[str, str | None], str]:
 class Probe:
     """The switch one owner (a pool, or the monitor itself) calls ``track`` through.
 
-    ``probe.track`` (and ``track_checkout``) are rebound when the probe turns on or off, so an
+    ``probe.track`` (and ``borrow_site``) are rebound when the probe turns on or off, so an
     owner calls them unconditionally. A probe follows the global switch unless set per pool::
 
         probe = monitor.probe("orders")      # follows monitor.enable()/disable()
@@ -483,16 +487,18 @@ class Probe:
         probe.follow_global()                # back to following it
     """
 
-    __slots__ = ("__weakref__", "_monitor", "_setting", "name", "on_change", "track",
-                 "track_checkout")
+    __slots__ = ("__weakref__", "_monitor", "_setting", "borrow_site", "name", "on_change",
+                 "slots", "track")
 
     def __init__(self, monitor: Monitor, name: str | None, enabled: bool | None = None) -> None:
         self._monitor = monitor
         self.name = name
         self._setting = enabled
         self.track: TrackFn = _null_track
-        #: the pool's borrow, ``track`` cut down to one kind (see :func:`_make_track_checkout`)
-        self.track_checkout: TrackCheckoutFn = _null_track_checkout
+        #: the frames a pool's borrow keeps on its slot (see :func:`_make_borrow_site`)
+        self.borrow_site: BorrowSiteFn = _null_borrow_site
+        #: the owner's slots by id, when it is a pool: where the views find its checkouts
+        self.slots: dict[int, Any] | None = None
         #: called with the new state whenever the probe turns on or off, so an owner that keeps
         #: its own fast-path flag (the pool does) can follow without testing the probe per call
         self.on_change: Callable[[bool], None] | None = None
@@ -528,10 +534,10 @@ class Probe:
         on = mon.global_enabled if self._setting is None else self._setting
         if on:
             self.track = _make_track(mon, self.name)
-            self.track_checkout = _make_track_checkout(mon, self.name)
+            self.borrow_site = _make_borrow_site(mon)
         else:
             self.track = _null_track
-            self.track_checkout = _null_track_checkout
+            self.borrow_site = _null_borrow_site
         if self.on_change is not None:
             self.on_change(on)
 
@@ -662,73 +668,57 @@ def _make_track(mon: Monitor, default_pool: str | None) -> TrackFn:
     return track_sampled
 
 
-# A probe's track_checkout, generated per depth with the frame walk written out in it (see
+# A probe's borrow_site, generated per depth with the frame walk written out in it (see
 # _walk_on_lines): the walk is its costliest part, and calling a walker would add a Python
-# frame to every monitored borrow. The names it uses are bound by _make_track_checkout.
-_TRACK_CHECKOUT_SOURCE = """\
-def track_checkout(frame, code, lasti, now, ident, slot=None):
-    if len(records) >= max_records:
-        mon._dropped()
-        return null
-    if code.co_filename in outside:  # the usual case: see track()
+# frame to every monitored borrow. The names it uses are bound by _make_borrow_site.
+# `last` is the code of the previous borrow found outside poolkeeper (held, so the identity
+# test cannot match a new code object at a reused address): a borrow from the same code again,
+# as a worker's loop does, skips the file test (reading co_filename costs about 0.3k
+# instructions, the identity test a tenth of it).
+_BORROW_SITE_SOURCE = """\
+def borrow_site(frame, code, lasti):
+    global last
+    if code is not last:
+        if code.co_filename not in outside:  # poolkeeper's own (the loader), or a new file
+            return walk(first_outside(mon, frame))
+        last = code
 {walk_on}
-    else:  # borrowed by poolkeeper itself (the loader), or a file not seen yet
-        kept = walk(first_outside(mon, frame))
-    rec = record_cls()
-    rec.id = rid = next(ids)
-    rec.kind = "checkout"
-    rec.pool = pool
-    rec.size = 0
-    rec.created = now
-    try:  # see track()
-        rec.thread = active[ident]
-    except KeyError:
-        rec.thread = ident
-    rec.frames = kept
-    rec.parent = None
-    rec.slot = slot
-    records[rid] = rec
-    return rec
+    return kept
 """
 
 
-def _make_track_checkout(mon: Monitor, pool: str | None) -> TrackCheckoutFn:
-    """Build the function a probe's ``track_checkout`` is bound to while on.
+def _make_borrow_site(mon: Monitor) -> BorrowSiteFn:
+    """Build the function a probe's ``borrow_site`` is bound to while on.
 
-    ``track("checkout", frame=frame)`` cut down to what a pool's borrow needs, since it runs
-    on every borrow: no kind or argument checks, and what the pool has read already for its
-    own reports (the borrower's code and offset, the time, the thread's ident) is not read
-    again. Sampled like ``track``. ``slot``, the pool's slot of the connection, is where the
-    views read the checkout's SQL (a record keeps no strong reference to the proxy, which must
-    stay collectable: a checkout dropped unreturned is found by its ``__del__``).
+    It is all a pool's monitored borrow does for the monitor: keep the call site's frames,
+    starting from what the pool has read already for its own reports (the borrower's frame,
+    code and offset, not read again), for the pool to store on the slot. Everything else a
+    checkout's record holds is on the slot anyway, and the record is made when a view reads
+    it (see :meth:`Monitor._checkout_record`). Sampled like ``track``: None means "not
+    recorded".
     """
     namespace: dict[str, Any] = {
-        "records": mon._records, "ids": mon._ids, "record_cls": mon._record_cls,
         "walk": _walker(mon.depth), "loop": _walk_loop, "n": mon.depth,
-        "outside": mon._outside, "max_records": mon.max_records, "mon": mon,
-        "active": threading._active,  # type: ignore[attr-defined]
-        "first_outside": _first_outside, "null": NULL_TOKEN, "pool": pool,
+        "outside": mon._outside, "mon": mon, "first_outside": _first_outside, "last": None,
     }
-    walk_on = textwrap.indent("\n".join(_walk_on_lines(mon.depth)), " " * 8)
+    walk_on = textwrap.indent("\n".join(_walk_on_lines(mon.depth)), " " * 4)
     # Built from the int depth alone (checked by configure()), as in _walker, never from input.
-    exec(_TRACK_CHECKOUT_SOURCE.format(walk_on=walk_on), namespace)
-    track_checkout: TrackCheckoutFn = namespace["track_checkout"]
+    exec(_BORROW_SITE_SOURCE.format(walk_on=walk_on), namespace)
+    borrow_site: BorrowSiteFn = namespace["borrow_site"]
     every = mon.sample_every
-    null = NULL_TOKEN
     tick = 0
 
     if every == 1:
-        return track_checkout
+        return borrow_site
 
-    def track_checkout_sampled(frame: Any, code: Any, lasti: int, now: float,
-                               ident: int, slot: Any = None) -> Token:
+    def borrow_site_sampled(frame: Any, code: Any, lasti: int) -> Sequence[Any] | None:
         nonlocal tick
         tick += 1  # racy on purpose, as in track()
         if tick % every:
-            return null
-        return track_checkout(frame, code, lasti, now, ident, slot)
+            return None
+        return borrow_site(frame, code, lasti)
 
-    return track_checkout_sampled
+    return borrow_site_sampled
 
 
 #: frames kept per cursor: its own site and its caller (its checkout holds the stack)
@@ -748,9 +738,6 @@ class Monitor:
     def __init__(self, *, max_records: int = 10_000, depth: int = 4, sample_every: int = 1,
                  max_collected: int = 1_000, skip: Sequence[str] = _DEFAULT_SKIP) -> None:
         self._records: dict[int, _Record] = {}
-        #: ``forget(record_id, None)`` does what a record's ``close()`` does, as a C call (no
-        #: Python frame): for the pool's return path, which runs it on every monitored return
-        self.forget: Callable[[int, None], object] = self._records.pop
         self._record_cls = _record_class(self)
         self._ids = itertools.count(1)
         # Re-entrant: a weakref callback may run from a GC pass in a thread already inside.
@@ -890,7 +877,7 @@ class Monitor:
         slot = getattr(rec, "slot", None)
         if slot is not None:  # a pool's checkout: keep its last statement, not the slot
             _set_sql(rec, slot.sql)
-            rec.slot = rec.cursors = None
+            rec.slot = None
         rec.collected_at = _monotonic()
         with self._lock:
             self.collected_total += 1
@@ -902,64 +889,159 @@ class Monitor:
                 self.collected_dropped += 1
             self._collected.append(rec)
 
-    # ------------------------------------------------------------------ a pool's cursors
-    # A cursor of a recorded checkout (proxy.MonitoredCursor) carries `_mon` (its checkout's
-    # record, or its own once made), `_site` (its kept frames), `_created` and `_slot` (the
-    # connection's slot, as its checkout's record).
+    # ------------------------------------------------------------------ a pool's checkouts
+    # A monitored borrow keeps its frames on the slot (slot.mon_frames, see Probe.borrow_site);
+    # the slot holds the rest: borrowed_at, borrow_thread, sql. The record is made here, when
+    # a view reads the checkout or its proxy is collected unreturned.
 
-    def _cursor_record(self, cur: Any) -> _Record:
-        """The record of a pool's cursor: made on first need and kept on the cursor, so a
-        cursor keeps its id across reads of the views."""
-        rec: _Record = cur._mon
-        if rec.kind == "cursor":
+    def _checkout_record(self, slot: Any, pool: str | None) -> _Record | None:
+        """The record of the checkout ``slot`` holds now, or None when it is not recorded.
+
+        Kept on the slot (``mon_record``) while the checkout lasts, so its id is stable across
+        reads: the kept frames, a sequence made afresh by every borrow, tell its checkout apart.
+        """
+        frames = slot.mon_frames
+        if frames is None:
+            return None
+        rec: _Record | None = slot.mon_record
+        if rec is not None and rec.frames is frames:
             return rec
+        with self._lock:  # one record per checkout, when two views read it at once
+            rec = slot.mon_record
+            if rec is not None and rec.frames is frames:
+                return rec
+            rec = self._record_cls()
+            rec.kind = "checkout"
+            rec.pool = pool
+            rec.size = 0
+            rec.created = slot.borrowed_at
+            ident = slot.borrow_thread
+            rec.thread = threading._active.get(ident, ident)  # type: ignore[attr-defined]
+            rec.frames = frames
+            rec.parent = None
+            rec.slot = slot
+            # The borrow writes the slot's other fields before mon_frames, and the return sets
+            # it to None: unchanged now, the fields read above are this checkout's.
+            if slot.mon_frames is not frames:
+                return None  # returned (and maybe borrowed again) meanwhile
+            rec.id = next(self._ids)
+            slot.mon_record = rec
+        return rec
+
+    def _checkout_dropped(self, proxy: Any, slot: Any, pool: str | None) -> None:
+        """A monitored checkout's proxy was garbage-collected without being returned (the
+        pool's ``_orphaned``): its record goes to the collected list, with its site."""
+        rec = self._checkout_record(slot, pool)
+        slot.mon_frames = None  # no longer live, though the pool takes the slot back later
+        if rec is None:
+            return  # not recorded (cleared)
+        proxy._mon = rec  # for its cursors collected after it (see _cursor_record)
+        self._add_collected(rec)
+
+    def _checkout_records(self) -> list[_Record]:
+        """The records of the live checkouts of the probes' pools."""
+        out: list[_Record] = []
+        for probe in list(self._probes):
+            slots = probe.slots
+            if slots is None:
+                continue
+            for slot in slots.copy().values():
+                if slot.mon_frames is not None:
+                    rec = self._checkout_record(slot, probe.name)
+                    if rec is not None:
+                        out.append(rec)
+        return out
+
+    # ------------------------------------------------------------------ a pool's cursors
+    # A cursor of a recorded checkout (proxy.MonitoredCursor) carries `_site` (its kept
+    # frames), `_created`, `_slot` (its connection's slot) and `_conn` (its checkout's proxy);
+    # `_mon` once its record is made.
+
+    def cursor_site(self, frame: Any) -> list[Any]:
+        """The kept frames of a pool's cursor opened from ``frame`` on, when ``frame`` is
+        poolkeeper's own (``conn.execute()``) or in a file not seen yet (the proxy keeps the
+        usual case's frames itself: a Python call less per cursor)."""
+        return _walker(CURSOR_DEPTH)(_first_outside(self, frame))
+
+    def _cursor_record(self, cur: Any, parent: _Record | None = None) -> _Record | None:
+        """The record of a pool's cursor: made on first need and kept on the cursor, so a
+        cursor keeps its id across reads of the views. ``parent``: its checkout's record,
+        when the caller has it; None when the checkout is not recorded (cleared)."""
+        try:
+            rec: _Record = cur._mon
+        except AttributeError:
+            pass
+        else:
+            return rec
+        if parent is None:
+            conn = cur._conn
+            if conn._slot is not None:  # not returned: the slot's checkout is the cursor's
+                parent = self._checkout_record(cur._slot, cur._pool.name)
+            else:  # its checkout was collected unreturned before it (see _checkout_dropped)
+                try:  # the proxy's own slot: a returned proxy's __getattr__ would raise
+                    parent = object.__getattribute__(conn, "_mon")
+                except AttributeError:
+                    parent = None
+            if parent is None:
+                return None
         crec = self._record_cls()
         crec.id = next(self._ids)
         crec.kind = "cursor"
-        crec.pool = rec.pool
+        crec.pool = parent.pool
         crec.size = 0
         crec.created = cur._created
-        crec.thread = rec.thread  # opened in the checkout's thread, as a rule
+        crec.thread = parent.thread  # opened in the checkout's thread, as a rule
         crec.frames = cur._site
-        crec.parent = rec
+        crec.parent = parent
         cur._mon = crec
         return crec
 
     def _cursor_dropped(self, cur: Any) -> None:
         """A pool's cursor was garbage-collected without ``close()``: to the collected list,
-        with its site and its checkout's SQL, as long as the checkout's record is open or
-        was itself collected (the checkout dropped along with its cursors)."""
+        with its site and its checkout's SQL, as long as the checkout's record is live or was
+        itself collected (the checkout dropped along with its cursors)."""
         rec = self._cursor_record(cur)
+        if rec is None:
+            return  # its checkout is not recorded (cleared)
         parent = rec.parent
-        if parent is None or (parent.id not in self._records
-                              and getattr(parent, "collected_at", None) is None):
-            return  # the checkout's record was closed or cleared: so would the cursor's be
+        if parent is None:
+            return
+        if getattr(parent, "collected_at", None) is None:
+            slot = parent.slot
+            if slot is None or slot.mon_frames is not parent.frames:
+                return  # its checkout's record was cleared: so would the cursor's be
         _set_sql(rec, cur._slot.sql)
         self._add_collected(rec)
 
-    def _open_cursors(self, records: list[_Record]) -> list[_Record]:
-        """The records of the open cursors of the pools' live checkouts among ``records``
-        (each checkout's record takes its current SQL on the way)."""
+    def _open_cursors(self, checkouts: list[_Record]) -> list[_Record]:
+        """The records of the open cursors of the live ``checkouts`` (each checkout's record
+        takes its current SQL on the way)."""
         out: list[_Record] = []
-        for rec in records:
-            slot = getattr(rec, "slot", None)
-            if slot is None:  # not a pool's checkout
+        for rec in checkouts:
+            slot = rec.slot
+            if slot is None:  # collected meanwhile
                 continue
             _set_sql(rec, slot.sql)
-            for ref in list(getattr(rec, "cursors", None) or ()):
+            for ref in list(slot.mon_cursors or ()):
                 cur = ref()
-                if cur is not None and not cur.closed:
-                    crec = self._cursor_record(cur)
-                    _set_sql(crec, slot.sql)
-                    out.append(crec)
+                if cur is not None and not cur.closed and cur._slot is slot:
+                    crec = self._cursor_record(cur, rec)
+                    if crec is not None:
+                        _set_sql(crec, slot.sql)
+                        out.append(crec)
         return out
 
     def clear(self) -> None:
-        """Forget every record and the collected list (their tokens become harmless)."""
+        """Forget every record and the collected list (their tokens become harmless), and the
+        pools' live checkouts (they are not shown again, nor collected)."""
         with self._lock:
             self._records.clear()
             self._collected.clear()
             self.last_snapshot = None
+            for probe in list(self._probes):
+                if probe.slots is not None:
+                    for slot in probe.slots.copy().values():
+                        slot.mon_frames = slot.mon_record = None
 
     # ------------------------------------------------------------------ pools
     def register_pool(self, pool: Any) -> None:
@@ -975,9 +1057,9 @@ class Monitor:
 
     # ------------------------------------------------------------------ views
     def _raw_records(self) -> list[_Record]:
-        """The registry's records and those of the pools' open cursors."""
-        records = self._registry_records()
-        return records + self._open_cursors(records)
+        """The registry's records and those of the pools' live checkouts and open cursors."""
+        checkouts = self._checkout_records()
+        return self._registry_records() + checkouts + self._open_cursors(checkouts)
 
     def _registry_records(self) -> list[_Record]:
         for _ in range(10):
