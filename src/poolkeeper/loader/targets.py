@@ -24,6 +24,7 @@ warnings): no row is ever silently altered.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import itertools
 import logging
@@ -226,6 +227,12 @@ class CopyTarget(Target):
         # autocommit pool needs an explicit one, or the ledger row would commit alone.
         if s.raw.autocommit:
             s.run("BEGIN")
+        # The codec writes UTF-8; COPY reads the client_encoding. A pool on LATIN1 (or a
+        # LATIN1 database, whose connections default to it) would store every multi-byte
+        # character as mojibake, silently. UTF8 for this transaction only: the server then
+        # converts what the column can hold and refuses the rest (22P05, a reject).
+        if codecs.lookup(s.raw.info.encoding).name != "utf-8":
+            s.run("SET LOCAL client_encoding = 'UTF8'")
 
     def commit(self, s: Session) -> None:
         if s.raw.autocommit:
@@ -306,10 +313,10 @@ class _MysqlBase(Target):
     def commit(self, s: Session) -> None:
         s.raw.commit()
 
-    def _check_warnings(self, s: Session, affected: int, expected: int, what: str) -> None:
-        result = getattr(s.raw, "_result", None)
-        warnings = getattr(result, "warning_count", None)
+    def _check_warnings(self, s: Session, affected: int, expected: int, what: str,
+                        warnings: int | None = None) -> None:
         if warnings is None:
+            # SELECT @@warning_count is a diagnostic statement: it keeps the warnings
             warnings = int(s.query("SELECT @@warning_count")[0][0])
         if not warnings and affected == expected:
             return
@@ -368,10 +375,11 @@ class InsertTarget(_MysqlBase):
                 if hint is not None:
                     exc.poolkeeper_row = first - lo + hint  # type: ignore[attr-defined]
                 raise
+            warnings = int(cur.warning_count)
         finally:
             cur.close()
         try:
-            self._check_warnings(s, int(affected), len(parts), "INSERT")
+            self._check_warnings(s, int(affected), len(parts), "INSERT", warnings)
         except DataProblem as problem:
             if problem.row is not None:
                 problem.row += first - lo
@@ -491,8 +499,13 @@ class LoadDataTarget(_MysqlBase):
             with os.fdopen(fd, "wb") as fh:
                 fh.write(batch.span(lo, hi))
             raw = s.raw
+            # The file is UTF-8 (the codec's); declared so, the server converts each value to
+            # its column's charset, and what a column cannot hold is a warning (1366) that
+            # _check_warnings turns into a reject. CHARACTER SET binary copied the bytes
+            # unconverted: UTF-8 in a latin1 column, stored as mojibake with no warning.
+            # (Binary columns take the bytes as they are either way.)
             sql = (f"LOAD DATA LOCAL INFILE {raw.escape(path)} INTO TABLE "
-                   f"{quote_ident('mysql', batch.table)} CHARACTER SET binary "
+                   f"{quote_ident('mysql', batch.table)} CHARACTER SET utf8mb4 "
                    "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
                    f"{_column_list('mysql', batch.columns)}")
             affected = guarded_execute(raw, sql, path, self,
