@@ -125,10 +125,9 @@ class Flusher:
             return BROKEN
         if isinstance(exc, PoolClosed | LoaderError):
             return OTHER
-        try:
-            kind = self.pool.driver.classify_error(exc)
-        except Exception:  # noqa: BLE001 - an adapter that cannot tell means "other"
-            return OTHER
+        # No net here: every adapter has classify_error (the base answers "other"), so an
+        # exception from it is a bug, and it surfaces as one (the worker logs it).
+        kind = self.pool.driver.classify_error(exc)
         value = str(getattr(kind, "value", kind))
         if value == OTHER and getattr(exc, "poolkeeper_row", None) is not None:
             return DATA
@@ -219,7 +218,11 @@ class Flusher:
     def _lost(self, s: Session) -> bool:
         try:
             return bool(self.pool.driver.is_broken(s.raw))
-        except Exception:  # noqa: BLE001 - cannot even ask: treat as lost
+        except Exception as exc:  # noqa: BLE001 - in doubt the connection is lost
+            # is_broken() reads local state only: failing is a bug worth seeing, and a
+            # connection in doubt is treated as lost (retried on another, never reused).
+            logger.warning("loader: the driver could not tell whether its connection is "
+                           "broken (%s: %s); treating it as lost", type(exc).__name__, exc)
             return True
 
     def _in_session(self, s: Session, batch: Batch, isolate: bool) -> tuple[int, int]:

@@ -64,6 +64,10 @@ _OPEN, _CLOSING, _CLOSED, _ABORTED = "open", "closing", "closed", "aborted"
 _MAX_ERRORS = 100
 #: the fast path of write() looks at the limits at least every this many bytes
 _CREDIT_MAX = 256 << 10
+#: abort() and a close() out of time wait this long for workers whose statements were
+#: cancelled on the server, re-sending the cancel every _RECANCEL_S while one still runs
+_STOP_GRACE_S = 10.0
+_RECANCEL_S = 0.5
 #: temp directories are named <prefix><pid>-<random>
 _TEMP_PREFIX = "poolkeeper-loader-tmp-"
 
@@ -733,6 +737,11 @@ class _Engine:
                 "broken": "check that the database is up (retries ran out)",
                 "transient": "the database kept failing transiently (retries ran out)",
                 }.get(outcome.kind, "see the error")
+        if self._stop_retrying.is_set():
+            hint = (f"the loader was stopping (abort(), or close() out of time after "
+                    f"close_timeout_s={self.close_timeout_s:g}) and cancelled the statement on "
+                    "the server: raise close_timeout_s, or look for what holds the table "
+                    "(another session's lock, a slow database)")
         self._record(LoaderError(
             f"loader {self.name!r}: batch {batch.batch_id} of table {batch.table!r} "
             f"({batch.rows} rows, {outcome.attempts} attempt(s)) was not loaded: "
@@ -889,9 +898,7 @@ class _Engine:
             # Out of time: stop retrying, interrupt running statements, then account for
             # every row that did not make it.
             self._stop_retrying.set()
-            if self.target is not None:
-                self.target.cancel_all()
-        self._stop_workers(max(deadline - _monotonic(), 0.0) + 10.0)
+        self._stop_workers(max(deadline - _monotonic(), 0.0) + _STOP_GRACE_S, cancel=bool(late))
         left_rows, left_batches = self._settle_leftovers(
             f"not loaded: close() ran out of time (close_timeout_s={limit:g})")
         with self._lock:
@@ -922,9 +929,7 @@ class _Engine:
             self._work.notify_all()
             self._room.notify_all()
         self._stop_retrying.set()
-        if self.target is not None:
-            self.target.cancel_all()
-        self._stop_workers(10.0)
+        self._stop_workers(_STOP_GRACE_S, cancel=True)
         dropped = 0
         with self._lock:
             while self._pending:
@@ -963,16 +968,25 @@ class _Engine:
                        " (they remain in the spill directory)" if self.spill else "")
         self._release_resources()
 
-    def _stop_workers(self, timeout: float) -> None:
+    def _stop_workers(self, timeout: float, *, cancel: bool = False) -> None:
+        """Stop the workers within ``timeout``; with ``cancel``, interrupt their statements
+        on the server, again every _RECANCEL_S while one still runs (a cancel that reached
+        a worker between two statements found nothing to interrupt)."""
         with self._lock:
             self._stop = True
             self._work.notify_all()
         deadline = _monotonic() + timeout
-        stuck = []
-        for thread in self._threads:
-            thread.join(max(deadline - _monotonic(), 0.0))
-            if thread.is_alive():
-                stuck.append(thread.name)
+        target = self.target
+        while True:
+            if cancel and target is not None:
+                target.cancel_all()
+            round_end = min(deadline, _monotonic() + _RECANCEL_S) if cancel else deadline
+            for thread in self._threads:
+                thread.join(max(round_end - _monotonic(), 0.0))
+            alive = [t for t in self._threads if t.is_alive()]
+            if not alive or _monotonic() >= deadline:
+                break
+        stuck = [t.name for t in alive]
         for token in getattr(self, "_thread_tokens", ()):
             token.close()
         if stuck:
@@ -1075,6 +1089,8 @@ class _Engine:
                     "isolations": f.isolations, "isolation_statements": f.isolation_statements,
                     "ambiguous_resolved": f.ambiguous_resolved,
                     "connections_opened": f.target.connections_opened,
+                    "cancels_sent": f.target.cancels_sent,
+                    "cancel_failures": f.target.cancel_failures,
                     "mysql_refused_paths": getattr(f.target, "refused_paths", 0)})
         out.update(self.rejects.stats())
         return out

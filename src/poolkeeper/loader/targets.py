@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..drivers.cancel import Canceller
 from ..errors import LoaderError
 from .batch import Batch
 from .codec import Codec
@@ -65,6 +66,8 @@ _LOCAL_FILES = 128
 _DEFAULT_FILE_PACKET = 16 * 1024
 _MAX_FILE_PACKET = 8 << 20
 _PACKET_SLACK = 1024
+#: the longest one server-side cancel may take before it counts as failed
+_CANCEL_TIMEOUT_S = 5.0
 
 
 class DataProblem(Exception):
@@ -143,6 +146,11 @@ class Target:
         self.connections_opened = 0
         self._active: dict[int, Any] = {}
         self._active_lock = threading.Lock()
+        #: the pool driver's server-side cancel (MariaDB: one control connection), made on
+        #: the first cancel_all() and released by close()
+        self._canceller: Canceller | None = None
+        self.cancels_sent = 0
+        self.cancel_failures = 0
 
     @contextlib.contextmanager
     def session(self, timeout: float) -> Iterator[Session]:
@@ -198,18 +206,41 @@ class Target:
             return str(args[0])
         return None
 
-    def cancel_all(self) -> None:
-        """Interrupt statements running on this target's connections (abort; best effort)."""
+    def cancel_all(self) -> int:
+        """Interrupt the statements running on this target's connections, on the server
+        (abort, close timeout): the pool driver's cancel (PostgreSQL cancel request,
+        MariaDB ``KILL QUERY ID`` over a control connection, sqlite3 ``interrupt()``).
+
+        Returns how many cancels were delivered; one that cannot be delivered is logged
+        and counted (``cancel_failures``), and the worker's statement runs on.
+        """
         with self._active_lock:
             raws = list(self._active.values())
+            if raws and self._canceller is None:
+                self._canceller = self.pool.driver.canceller(_CANCEL_TIMEOUT_S)
+            canceller = self._canceller
+        if canceller is None:
+            return 0
+        sent = 0
         for raw in raws:
             try:
-                self.pool.driver.cancel(raw)
-            except Exception as exc:  # noqa: BLE001 - best effort: the worker sees its error
-                logger.debug("loader: cancelling a statement failed: %s", exc)
+                canceller.cancel(raw, self.pool.driver.session_id(raw))
+            except Exception as exc:  # noqa: BLE001 - reported; the worker's error tells
+                self.cancel_failures += 1
+                logger.warning("loader: could not cancel a running statement on the server "
+                               "(%s: %s); its worker waits until the statement ends",
+                               type(exc).__name__, exc)
+            else:
+                sent += 1
+        self.cancels_sent += sent
+        return sent
 
     def close(self) -> None:
-        """Release what the target holds itself (its own connections, temp files)."""
+        """Release what the target holds itself (its own connections, the canceller)."""
+        with self._active_lock:
+            canceller, self._canceller = self._canceller, None
+        if canceller is not None:
+            canceller.close()
 
     def describe(self) -> str:
         return self.name
@@ -467,18 +498,8 @@ class LoadDataTarget(_MysqlBase):
                 with contextlib.suppress(Exception):
                     raw.close()
 
-    def cancel_all(self) -> None:
-        # Our own connections are not the pool's: shut their sockets so a blocked statement
-        # returns at once (the connection is then discarded).
-        with self._active_lock:
-            raws = list(self._active.values())
-        for raw in raws:
-            sock = getattr(raw, "_sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(2)
-
     def close(self) -> None:
+        super().close()
         with self._active_lock:
             spare, self._spare = self._spare, []
         for raw in spare:
