@@ -13,7 +13,7 @@ import pytest
 from poolkeeper import Pool
 from poolkeeper.loader import Loader
 
-from .test_loader_support import create, drop, kill_sessions_running, unique
+from .test_loader_support import create, drop, kill_sessions_running, unique, until
 
 #: a load loop stops after this many rows even if the killer never caught a session
 _MAX_ROWS = 300_000
@@ -170,3 +170,82 @@ def test_a_pool_that_cannot_connect_is_retried_then_reported(tmp_path: Any) -> N
         stats = loader.stats()
         assert stats["retries"] >= 1 and stats["rows_failed"] == 10
         assert len(rejects.read_text().splitlines()) == 10
+
+
+# ---------------------------------------------------------------------------- ledger setup
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_ledger_setup_retries_when_its_connection_is_lost(
+        backend: str, request: pytest.FixtureRequest) -> None:
+    """The ledger's purge waits behind another session's lock; that waiting session (the
+    loader's own) is killed on the server: setup retries instead of failing the Loader.
+    About 1 s."""
+    import pymysql
+
+    from poolkeeper.loader.batch import Ledger
+
+    dsn = request.getfixturevalue("pg_dsn" if backend == "postgresql" else "mysql_dsn")
+    ledger_table = unique("ledger")
+    with Pool(dsn, max_size=3) as pool, Pool(dsn, max_size=1) as admin:
+        with pool.connection() as conn:
+            conn.execute(Ledger(backend, ledger_table).create)
+        table = unique()
+        create(pool, table, "id INTEGER NOT NULL")
+        made: list[Loader] = []
+        failed: list[BaseException] = []
+
+        def construct() -> None:
+            try:
+                made.append(Loader(pool, ledger_table=ledger_table, retry_backoff_s=0.01,
+                                   columns={table: ("id",)}))
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                failed.append(exc)
+
+        thread = threading.Thread(target=construct, name="test-construct")
+        locker: Any = None
+        try:
+            if backend == "postgresql":
+                import psycopg
+
+                locker = psycopg.connect(dsn)
+                locker.execute(f"LOCK TABLE {ledger_table} IN ACCESS EXCLUSIVE MODE")
+                waiting = ("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND query ILIKE %s AND pid <> pg_backend_pid()")
+                kill = "SELECT pg_terminate_backend(%s)"
+            else:
+                locker = pymysql.connect(**dict(pool.driver.params))
+                with locker.cursor() as cur:
+                    cur.execute("SET autocommit = 0")
+                    cur.execute(f"LOCK TABLES {ledger_table} WRITE")
+                waiting = ("SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> "
+                           "CONNECTION_ID() AND INFO LIKE %s AND STATE LIKE 'Waiting for%%'")
+                kill = "KILL %s"
+            thread.start()
+            victims: list[Any] = []
+
+            def setup_waits() -> bool:
+                with admin.connection() as conn:
+                    victims[:] = [r[0] for r in
+                                  conn.execute(waiting, (f"%{ledger_table}%",)).fetchall()]
+                return bool(victims)
+
+            assert until(setup_waits, 10), "the ledger setup never waited: proves nothing"
+            with admin.connection() as conn:  # the loader's own session, nobody else's
+                conn.execute(kill, (victims[0],))
+            locker.close()  # releases the lock
+            locker = None
+            thread.join(30)
+            assert not thread.is_alive()
+            assert failed == [] and len(made) == 1
+            with made[0] as loader:
+                for i in range(50):
+                    loader.write(table, (i,))
+            assert _counts(pool, table) == (50, 50)
+        finally:
+            if locker is not None:
+                locker.close()
+            if thread.is_alive():
+                thread.join(30)
+            for loader in made:
+                if not loader.closed:
+                    loader.abort()
+            drop(pool, table, ledger_table)

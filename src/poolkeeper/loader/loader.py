@@ -220,14 +220,14 @@ class _Engine:
                                       mysql_local_infile=mysql_local_infile,
                                       connect_timeout=float(pool.config.connect_timeout))
             self.ledger = Ledger(driver, ledger_table) if ledger else None
-            if self.ledger is not None:
-                self._setup_ledger(self.ledger, ledger_retention_s, connection_timeout_s)
             self._stop_retrying = threading.Event()
             self.flusher = Flusher(
                 pool, self.target, self.ledger, self.run_id, rejects=self.rejects,
                 retry_deadline_s=retry_deadline_s, backoff_s=retry_backoff_s,
                 backoff_max_s=retry_backoff_max_s, reject_limit=reject_limit,
                 connection_timeout_s=connection_timeout_s, stop=self._stop_retrying)
+            if self.ledger is not None:
+                self._setup_ledger(self.ledger, ledger_retention_s, connection_timeout_s)
             if spill_dir is not None:
                 self.spill = SpillLog(spill_dir, run_id=self.run_id,
                                       segment_bytes=spill_segment_bytes, fsync=spill_fsync,
@@ -260,7 +260,13 @@ class _Engine:
         return out
 
     def _setup_ledger(self, ledger: Ledger, retention_s: float, timeout: float) -> None:
-        for attempt in range(3):
+        """Create and purge the ledger, retrying transient errors (a lost connection, a
+        restart, a pool timeout) with the batches' backoff until ``retry_deadline_s``."""
+        flusher = self.flusher
+        start = _monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
             try:
                 with self.pool.connection(timeout) as conn:
                     conn.execute(ledger.create)
@@ -271,15 +277,28 @@ class _Engine:
                 return
             except Exception as exc:
                 # Two loaders creating the ledger at once can collide in the catalog
-                # (PostgreSQL reports a unique violation on pg_type): try again.
-                if attempt < 2 and getattr(exc, "sqlstate", None) in ("23505", "42P07"):
+                # (PostgreSQL reports a unique violation on pg_type): try again, as after
+                # a lost connection.
+                collision = getattr(exc, "sqlstate", None) in ("23505", "42P07")
+                retryable = collision or flusher.classify(exc) in ("broken", "transient")
+                waited = _monotonic() - start
+                if retryable and waited < flusher.retry_deadline_s:
+                    delay = min(flusher.backoff_max_s,
+                                flusher.backoff_s * 2 ** min(attempts - 1, 20),
+                                max(flusher.retry_deadline_s - waited, 0.0))
+                    logger.info("loader %r: setting up the ledger failed (attempt %d: %s: %s); "
+                                "retrying in %.2f s", self.name, attempts, type(exc).__name__,
+                                _first_line(exc), delay)
+                    time.sleep(delay)
                     continue
+                why = (f"after {attempts} attempts in {waited:.1f} s (retry_deadline_s="
+                       f"{flusher.retry_deadline_s:g})" if retryable else "not retryable")
                 raise LoaderError(
                     f"loader {self.name!r}: cannot create or clean the ledger table "
-                    f"{ledger.table!r}: {type(exc).__name__}: {_first_line(exc)}. Create it "
-                    f"yourself ({ledger.create}), grant this user INSERT/DELETE on it, or pass "
-                    "ledger=False (then a retry after a lost COMMIT may load a batch twice)"
-                ) from exc
+                    f"{ledger.table!r} ({why}): {type(exc).__name__}: {_first_line(exc)}. "
+                    f"Create it yourself ({ledger.create}), grant this user INSERT/DELETE on "
+                    "it, or pass ledger=False (then a retry after a lost COMMIT may load a "
+                    "batch twice)") from exc
 
     def _replay(self) -> None:
         """Load what earlier runs on this spill directory acknowledged but did not commit."""
