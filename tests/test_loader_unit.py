@@ -196,11 +196,75 @@ def test_spill_log_replays_unfinished_batches_across_segments(tmp_path: Path) ->
         fh.write(b"1:20\thalf a rec")  # the process died in the middle of this write
     again = SpillLog(str(tmp_path), run_id="r2")
     try:
-        (found,) = again.read_leftovers()
+        (found,) = again.replay(1 << 20)
         assert (found.table, found.batch_id, found.columns) == ("t1", "id1", ("x",))
         assert bytes(found.data) == b"a\n" + b"aa\n" * 10 and len(found.ends) == 11
         assert again.torn_bytes == len(b"1:20\thalf a rec")
         again.done("id1")
+        assert not list(tmp_path.glob("*.spill"))
+    finally:
+        again.close()
+
+
+def test_spill_log_marks_done_batches_so_replay_skips_them(tmp_path: Path) -> None:
+    # One segment (never rotated) shared by a committed batch and a live one: the segment
+    # must stay, and its D line tells a replay that id1 is done.
+    log = SpillLog(str(tmp_path), run_id="r1")
+    log.append("id1", 1, b"one", _hdr(1, "t1"))
+    log.append("id2", 2, b"two", _hdr(2, "t2"))
+    log.done("id1")
+    log.close()  # id2 is live: the segment stays, as after a kill
+    again = SpillLog(str(tmp_path), run_id="r2")
+    try:
+        assert [b.batch_id for b in again.replay(1 << 20)] == ["id2"]
+        again.done("id2")  # a replayed batch, forgotten by its batch id
+        assert not list(tmp_path.glob("*.spill"))
+        assert again.stats()["spill_batches_live"] == 0
+    finally:
+        again.close()
+
+
+def test_spill_log_deletes_the_active_segment_once_nothing_in_it_is_live(
+        tmp_path: Path) -> None:
+    from poolkeeper.loader.spill import _TRIM_BYTES
+
+    log = SpillLog(str(tmp_path), run_id="r1")
+    try:
+        record = b"x" * 1000
+        for i in range(_TRIM_BYTES // 1000 + 1):
+            log.append("id1", 1, record, _hdr(1, "t1") if i == 0 else None)
+        log.done("id1")
+        assert not list(tmp_path.glob("*.spill"))  # trimmed, not kept for a replay to read
+        log.append("id2", 2, b"two", _hdr(2, "t2"))
+        assert len(list(tmp_path.glob("*.spill"))) == 1
+    finally:
+        log.close()
+
+
+def test_spill_replay_holds_at_most_the_budget(tmp_path: Path) -> None:
+    # 40 batches of 50 rows of 100 bytes, interleaved row by row (as many tables are),
+    # across many segments; replayed with a budget of a few batches.
+    log = SpillLog(str(tmp_path), run_id="r1", segment_bytes=32 << 10)
+    for row in range(50):
+        for seq in range(1, 41):
+            log.append(f"id{seq}", seq, b"%03d-%03d" % (seq, row) + b"." * 93,
+                       _hdr(seq, f"t{seq}") if row == 0 else None)
+    for seq in range(1, 41, 4):
+        log.done(f"id{seq}")  # a quarter are committed
+    log.close()
+    budget = 6 * (50 * (100 + 12 + 8) + 512)  # about six batches
+    again = SpillLog(str(tmp_path), run_id="r2")
+    try:
+        got = []
+        for batch in again.replay(budget):
+            assert bytes(batch.data[:7]) == b"%03d-000" % batch.seq
+            assert len(batch.ends) == 50 and batch.ends[-1] == 5000
+            got.append(batch.seq)
+            again.done(batch.batch_id)
+        assert got == [s for s in range(1, 41) if s % 4 != 1]
+        stats = again.stats()
+        assert stats["replay_sweeps"] >= 5
+        assert 0 < stats["replay_peak_bytes"] <= budget
         assert not list(tmp_path.glob("*.spill"))
     finally:
         again.close()

@@ -304,7 +304,9 @@ class _Engine:
         """Load what earlier runs on this spill directory acknowledged but did not commit."""
         spill = self.spill
         assert spill is not None
-        for found in spill.read_leftovers():
+        # Streamed (see SpillLog.replay): the rows held at any time cost at most the budget,
+        # and are counted in it (bytes_peak) while they are.
+        for found in spill.replay(self.budget.hard):
             if found.codec != self.codec.name:
                 self._record(LoaderError(
                     f"loader {self.name!r}: batch {found.batch_id} in {spill.directory} was "
@@ -312,7 +314,6 @@ class _Engine:
                     f"needs {self.codec.name}); it was left in place: replay it with a loader "
                     "on the right database"))
                 continue
-            # Replayed one at a time, before any write: not counted in the budget.
             batch = Batch(found.table, found.batch_id, found.seq, found.columns, found.data,
                           found.ends, 0, FlushReason.REPLAY, spilled=True)
             logger.info("loader %r: replaying batch %s (%d rows of table %r)", self.name,
@@ -327,6 +328,8 @@ class _Engine:
                 elif outcome.status == Outcome.COMMITTED:
                     self.replayed_batches += 1
                     self.replayed_rows += outcome.loaded
+            del batch, found  # before the replay reads on: its rows are loaded
+        self.budget.peak = max(self.budget.peak, spill.replay_peak_bytes)
 
     # ================================================================== writing
     def write(self, table: str, row: Sequence[Any] | Mapping[str, Any]) -> None:

@@ -7,14 +7,23 @@ tables that is what exhausted the StarRocks connector.) Lines::
 
     H\\t{"seq":..,"table":..,"batch_id":..,"codec":..,"columns":..}\\n   a region opens
     <seq>:<length>\\t<encoded record>\\n                                 one row of it
+    D\\t<run>:<seq>\\n                                                 that batch is done
 
 Records are framed by their length (SQLite's are binary); a line cut short by a kill (the
 last one written) is recognised by its length and ignored: its ``write()`` never returned.
 
 A segment is closed when it reaches ``segment_bytes`` and deleted once every batch with rows
-in it is committed (or its rows handed to the rejects sink). A segment left by a killed
-process is replayed by the next loader on the same directory, batch by batch under the
-original batch ids, so the ledger tells which ones were committed already.
+in it is committed (or its rows handed to the rejects sink). A segment that must stay (it
+holds rows of batches still live, or it is the one being written) gets a ``D`` line for each
+of its batches as it is done, so a replay never attempts a committed batch again; the
+segment being written is deleted and started afresh once nothing in it is live and it holds
+at least ``_TRIM_BYTES``. A segment left by a killed process is replayed by the next loader
+on the same directory under the original batch ids: only the batches without a ``D`` line
+(at most the ones in flight at the kill are committed already, and the ledger skips those).
+
+Replay streams: a first pass over the segments notes where each batch ends (a few integers
+per batch, no rows); then the batches are read back in sweeps, each holding at most the
+loader's budget of rows, and each batch is handed over as soon as its last row is read.
 
 Writes go straight to the kernel (``os.write``, no user-space buffer): that is what survives
 SIGKILL. ``fsync=True`` also survives power loss, at the price of a disk flush per row. A
@@ -29,16 +38,25 @@ import fcntl
 import json
 import os
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from ..errors import LoaderError
+from .budget import REGION_OVERHEAD, record_cost
 
 __all__ = ["SpillLog", "SpilledBatch"]
 
 _SUFFIX = ".spill"
 _HEADER = b"H\t"
+_DONE = b"D\t"
+#: the segment being written is deleted (and a new one started) once nothing in it is
+#: live and it is at least this large; smaller, it keeps its D lines instead
+_TRIM_BYTES = 1 << 20
+#: replay reads segments in chunks of this size (plus one record when a record is larger)
+_CHUNK = 256 << 10
+#: a record frame's "<seq>:<length>\t" fits in this many bytes
+_FRAME_MAX = 48
 
 
 @dataclass(slots=True)
@@ -52,6 +70,55 @@ class SpilledBatch:
     columns: tuple[str, ...] | None
     data: bytearray = field(default_factory=bytearray)
     ends: array[int] = field(default_factory=lambda: array("q"))
+    #: budget bytes its rows cost once all are read (what a replay sweep reserves for it)
+    cost: int = 0
+
+
+class _RunIndex:
+    """What replay's first pass keeps of one run's batches: 24 bytes each, no rows.
+
+    A run's batch seqs are consecutive from the first one still in a segment (``base``);
+    per seq: the segment of its header (+1; 0: none seen), the end of its last row
+    (segment << 40 | offset; 0: no row), and the budget cost of its rows.
+    """
+
+    __slots__ = ("base", "cost", "head", "last")
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.head = array("q")
+        self.last = array("q")
+        self.cost = array("q")
+
+    def header(self, seq: int, segment: int) -> None:
+        i = seq - self.base
+        if i < 0:  # not expected (headers come in seq order): make room in front
+            pad = bytes(8 * -i)
+            for arr in (self.head, self.last, self.cost):
+                arr[0:0] = array("q", pad)
+            self.base, i = seq, 0
+        if i >= len(self.head):
+            pad = bytes(8 * (i + 1 - len(self.head)))
+            for arr in (self.head, self.last, self.cost):
+                arr.frombytes(pad)
+        if not self.head[i]:
+            self.head[i] = segment + 1
+
+    def row(self, seq: int, segment: int, end: int, cost: int) -> bool:
+        """Note a row; False when its batch has no header."""
+        i = seq - self.base
+        if not 0 <= i < len(self.head) or not self.head[i]:
+            return False
+        self.last[i] = (segment << 40) | end
+        self.cost[i] += cost
+        return True
+
+    def batches(self) -> Iterator[tuple[int, int, int, int, int]]:
+        """(seq, first segment, last segment, end of last row, cost) of batches with rows."""
+        for i, head in enumerate(self.head):
+            last = self.last[i]
+            if head and last:
+                yield self.base + i, head - 1, last >> 40, last & ((1 << 40) - 1), self.cost[i]
 
 
 class SpillLog:
@@ -73,8 +140,17 @@ class SpillLog:
         self._next_segment = 1
         #: segment path -> batch ids with rows in it not yet done
         self._live: dict[str, set[str]] = {}
-        #: batch id -> segments holding its rows
+        #: batch key (this run's: its batch id; a replayed one's: "<run>:<seq>") -> segments
+        #: holding its rows
         self._where: dict[str, list[str]] = {}
+        #: batch key -> its D line, written where it must stay when the batch is done
+        self._mark: dict[str, bytes] = {}
+        #: batch id of a batch being replayed -> its key
+        self._alias: dict[str, str] = {}
+        self.marks_written = 0
+        self.replay_sweeps = 0
+        self.replay_peak_bytes = 0
+        self.replay_batches_done = 0
         self.segments_created = 0
         self.segments_removed = 0
         self.bytes_written = 0
@@ -130,6 +206,7 @@ class SpillLog:
         if where is None:
             self._where[batch_id] = [active]
             self._live[active].add(batch_id)
+            self._mark[batch_id] = b"%s%s:%d\n" % (_DONE, self.run_id.encode(), seq)
         elif where[-1] != active:
             where.append(active)
             self._live[active].add(batch_id)
@@ -151,15 +228,42 @@ class SpillLog:
         self.segments_created += 1
 
     def done(self, batch_id: str) -> None:
-        """The batch is committed (or its rows are in the rejects sink): forget its rows;
-        segments left with nothing live are deleted (not the one being written)."""
-        for path in self._where.pop(batch_id, ()):
+        """The batch is committed (or its rows are in the rejects sink): forget its rows.
+
+        Segments left with nothing live are deleted (the one being written once it holds
+        _TRIM_BYTES); every other segment with rows of the batch gets its D line, so a
+        replay after a kill does not attempt the batch again.
+        """
+        key = self._alias.pop(batch_id, batch_id)
+        mark = self._mark.pop(key, None)
+        for path in self._where.pop(key, ()):
             live = self._live.get(path)
             if live is None:
                 continue
-            live.discard(batch_id)
-            if not live and path != self._active:
+            live.discard(key)
+            if path == self._active:
+                if not live and self._active_size >= min(_TRIM_BYTES, self.segment_bytes):
+                    self._close_fd()
+                    self._active = None
+                    self._unlink(path)
+                elif mark is not None:
+                    self._write_mark(self._fd, mark)
+                    self._active_size += len(mark)
+            elif not live:
                 self._unlink(path)
+            elif mark is not None:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                try:
+                    self._write_mark(fd, mark)
+                finally:
+                    os.close(fd)
+
+    def _write_mark(self, fd: int, mark: bytes) -> None:
+        # One short write of a whole line; a kill cutting it leaves a torn last line, which
+        # a replay ignores (the batch is then attempted, and the ledger skips it).
+        os.write(fd, mark)
+        self.bytes_written += len(mark)
+        self.marks_written += 1
 
     def _unlink(self, path: str) -> None:
         self._live.pop(path, None)
@@ -176,70 +280,175 @@ class SpillLog:
                        if n.endswith(_SUFFIX) and not n.startswith(self.run_id))
         return [os.path.join(self.directory, n) for n in names]
 
-    def read_leftovers(self) -> list[SpilledBatch]:
-        """Every batch with rows in the leftover segments, in the order they were opened.
+    def replay(self, budget_bytes: int) -> Iterator[SpilledBatch]:
+        """The batches of the leftover segments not marked done, in the order they were
+        opened, each as soon as its last row is read.
 
-        The segments stay registered: each is deleted once all its batches are done.
+        Memory: a first pass keeps a few integers per batch; then sweeps over the segments
+        each hold rows of batches whose total cost is at most ``budget_bytes`` (a batch
+        larger than that alone gets a sweep of its own). A batch handed over is dropped
+        when the next is asked for. The segments stay registered: each is deleted once all
+        its batches are done; those with nothing to replay are deleted at once.
         """
-        batches: dict[tuple[str, int], SpilledBatch] = {}
-        order: list[tuple[str, int]] = []
-        for path in self.leftovers():
-            run = os.path.basename(path).rsplit("-", 1)[0]
-            with open(path, "rb") as fh:
-                content = fh.read()
-            self._live.setdefault(path, set())
-            pos = 0
-            size = len(content)
-            while pos < size:
-                if content.startswith(_HEADER, pos):
-                    nl = content.find(b"\n", pos)
-                    if nl < 0:
-                        break  # torn header: its first row was never acknowledged
-                    meta = self._meta(path, content[pos + 2:nl])
-                    key = (run, int(meta["seq"]))
-                    if key not in batches:
-                        cols = meta["columns"]
-                        batches[key] = SpilledBatch(
-                            str(meta["table"]), str(meta["batch_id"]), int(meta["seq"]),
-                            str(meta["codec"]), tuple(cols) if cols is not None else None)
-                        order.append(key)
-                    pos = nl + 1
-                    continue
-                tab = content.find(b"\t", pos, pos + 48)
-                if tab < 0:
-                    break  # torn frame
-                seq_text, _, length_text = content[pos:tab].partition(b":")
-                if not (seq_text.isdigit() and length_text.isdigit()):
-                    raise LoaderError(f"spill segment {path} is damaged at byte {pos} (not a "
-                                      "record frame); move the directory away to start, and "
-                                      "inspect it")
-                start = tab + 1
-                stop = start + int(length_text)
-                if stop + 1 > size:
-                    break  # torn record
-                if content[stop] != 0x0A:
-                    raise LoaderError(f"spill segment {path} is damaged at byte {pos} (a record "
-                                      "does not end where its length says); move the directory "
-                                      "away to start, and inspect it")
-                key = (run, int(seq_text))
-                found = batches.get(key)
-                if found is None:
+        paths = self.leftovers()
+        pending = self._plan(paths)
+        keys = list(pending)  # (run, seq), in order of opening
+        i = 0
+        while i < len(keys):
+            sweep: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+            total = 0
+            while i < len(keys):
+                info = pending[keys[i]]
+                if sweep and total + info[3] > budget_bytes:
+                    break
+                sweep[keys[i]] = info
+                total += info[3]
+                i += 1
+            self.replay_sweeps += 1
+            yield from self._sweep(paths, sweep)
+
+    def _plan(self, paths: list[str]) -> dict[tuple[str, int], tuple[int, int, int, int]]:
+        """First pass: (first segment, last segment, end of last row, cost) of every batch
+        with rows and no D line; registers them as live in their segments."""
+        runs: dict[str, _RunIndex] = {}
+        done: set[tuple[str, int]] = set()
+        for index, path in enumerate(paths):
+            run = self._run_of(path)
+            for kind, seq, buf, lo, hi, end in self._frames(path):
+                if kind == "H":
+                    meta = self._meta(path, bytes(buf[lo:hi]))
+                    found = runs.get(run)
+                    if found is None:
+                        found = runs[run] = _RunIndex(int(meta["seq"]))
+                    found.header(int(meta["seq"]), index)
+                elif kind == "D":
+                    mrun, _, mseq = bytes(buf[lo:hi]).decode("ascii", "replace").rpartition(":")
+                    if mseq.isdigit():
+                        done.add((mrun, int(mseq)))
+                elif not (run in runs and runs[run].row(seq, index, end, record_cost(hi - lo))):
                     raise LoaderError(
-                        f"spill segment {path} holds rows of batch {key[1]} of run {run} "
+                        f"spill segment {path} holds rows of batch {seq} of run {run} "
                         "whose header is missing (a segment was deleted by hand?); move "
                         "the directory away to start, and inspect it")
-                found.data += content[start:stop]
-                found.ends.append(len(found.data))
-                where = self._where.setdefault(found.batch_id, [])
-                if not where or where[-1] != path:
-                    where.append(path)
-                    self._live[path].add(found.batch_id)
-                pos = stop + 1
-            self.torn_bytes += size - pos
-        for path in self.leftovers():
+        pending: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+        for run in sorted(runs):
+            for seq, first, last, end, cost in runs[run].batches():
+                if (run, seq) in done:
+                    continue
+                pending[(run, seq)] = (first, last, end, cost + REGION_OVERHEAD)
+                key = f"{run}:{seq}"
+                where = paths[first:last + 1]
+                self._where[key] = where
+                self._mark[key] = b"%s%s\n" % (_DONE, key.encode())
+                for path in where:
+                    self._live.setdefault(path, set()).add(key)
+        for path in paths:
             if not self._live.get(path):
-                self._unlink(path)  # only headers, or nothing complete: nothing to replay
-        return [b for b in (batches[k] for k in order) if b.ends]
+                self._unlink(path)  # nothing to replay: done batches, headers, torn lines
+        return pending
+
+    def _sweep(self, paths: list[str],
+               sweep: dict[tuple[str, int], tuple[int, int, int, int]]) -> Iterator[SpilledBatch]:
+        first = min(info[0] for info in sweep.values())
+        last = max(info[1] for info in sweep.values())
+        reading: dict[tuple[str, int], SpilledBatch] = {}
+        held = 0
+        for index in range(first, last + 1):
+            path = paths[index]
+            run = self._run_of(path)
+            for kind, seq, buf, lo, hi, end in self._frames(path, count_torn=False):
+                if kind == "H":
+                    meta = self._meta(path, bytes(buf[lo:hi]))
+                    key = (run, int(meta["seq"]))
+                    if key in sweep:
+                        cols = meta["columns"]
+                        reading[key] = SpilledBatch(
+                            str(meta["table"]), str(meta["batch_id"]), key[1],
+                            str(meta["codec"]), tuple(cols) if cols is not None else None,
+                            cost=sweep[key][3])
+                        held += REGION_OVERHEAD
+                    continue
+                if kind != "R":
+                    continue
+                key = (run, seq)
+                found = reading.get(key)
+                if found is None:
+                    continue
+                found.data += buf[lo:hi]
+                found.ends.append(len(found.data))
+                held += record_cost(hi - lo)
+                self.replay_peak_bytes = max(self.replay_peak_bytes, held)
+                info = sweep[key]
+                if index == info[1] and end == info[2]:
+                    del reading[key]
+                    self._alias[found.batch_id] = f"{run}:{seq}"
+                    held -= found.cost
+                    yield found
+                    del found
+
+    @staticmethod
+    def _run_of(path: str) -> str:
+        return os.path.basename(path).rsplit("-", 1)[0]
+
+    def _frames(self, path: str, *, count_torn: bool = True
+                ) -> Iterator[tuple[str, int, bytes, int, int, int]]:
+        """Every complete line of a segment, read in chunks: ``(kind, seq, buf, lo, hi,
+        end)`` with the line's body in ``buf[lo:hi]`` (valid until the next line) and
+        ``end`` its end in the file; kind "H" (header), "D" (done mark) or "R" (a row of
+        batch ``seq``). Stops at a torn last line (its bytes are counted in torn_bytes)."""
+        with open(path, "rb") as fh:
+            buf = b""
+            base = 0  # file offset of buf[0]
+            pos = 0
+            eof = False
+            while True:
+                avail = len(buf) - pos
+                if avail < _FRAME_MAX and not eof:
+                    buf, base, pos, eof = self._refill(fh, buf, base, pos, _CHUNK)
+                    continue
+                if avail <= 0:
+                    break
+                if buf.startswith(_HEADER, pos) or buf.startswith(_DONE, pos):
+                    nl = buf.find(b"\n", pos)
+                    if nl < 0:
+                        if eof:
+                            break  # torn header or mark
+                        buf, base, pos, eof = self._refill(fh, buf, base, pos, _CHUNK)
+                        continue
+                    kind = "H" if buf.startswith(_HEADER, pos) else "D"
+                    yield kind, 0, buf, pos + 2, nl, base + nl + 1
+                    pos = nl + 1
+                    continue
+                tab = buf.find(b"\t", pos, pos + _FRAME_MAX)
+                if tab < 0:
+                    break  # torn frame
+                seq_text, _, length_text = buf[pos:tab].partition(b":")
+                if not (seq_text.isdigit() and length_text.isdigit()):
+                    raise LoaderError(f"spill segment {path} is damaged at byte {base + pos} "
+                                      "(not a record frame); move the directory away to "
+                                      "start, and inspect it")
+                start = tab + 1
+                stop = start + int(length_text)
+                if stop + 1 > len(buf):
+                    if eof:
+                        break  # torn record
+                    buf, base, pos, eof = self._refill(fh, buf, base, pos,
+                                                       max(_CHUNK, stop + 1 - len(buf)))
+                    continue
+                if buf[stop] != 0x0A:
+                    raise LoaderError(f"spill segment {path} is damaged at byte {base + pos} "
+                                      "(a record does not end where its length says); move "
+                                      "the directory away to start, and inspect it")
+                yield "R", int(seq_text), buf, start, stop, base + stop + 1
+                pos = stop + 1
+            if count_torn:
+                self.torn_bytes += len(buf) - pos
+
+    @staticmethod
+    def _refill(fh: IO[bytes], buf: bytes, base: int, pos: int,
+                want: int) -> tuple[bytes, int, int, bool]:
+        data = fh.read(want)
+        return buf[pos:] + data, base + pos, 0, len(data) < want
 
     @staticmethod
     def _meta(path: str, raw: bytes) -> dict[str, Any]:
@@ -283,4 +492,7 @@ class SpillLog:
                 "spill_segments_removed": self.segments_removed,
                 "spill_segments_live": len(self._live), "spill_open_files": self.open_files,
                 "spill_bytes_written": self.bytes_written,
-                "spill_batches_live": len(self._where)}
+                "spill_batches_live": len(self._where),
+                "spill_done_marks": self.marks_written,
+                "replay_sweeps": self.replay_sweeps,
+                "replay_peak_bytes": self.replay_peak_bytes}

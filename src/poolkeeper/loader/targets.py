@@ -614,8 +614,11 @@ def _send_file(conn: Any, result: Any, path: str, packet_bytes: int) -> None:
 
     try:
         try:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(packet_bytes):
+            with open(path, "rb", buffering=0) as fh:
+                # read(n) allocates n bytes before it reads: never more than the file holds
+                # (a 4 KiB batch must not cost an 8 MiB buffer)
+                step = max(1, min(packet_bytes, os.fstat(fh.fileno()).st_size))
+                while chunk := fh.read(step):
                     conn.write_packet(chunk)
         except OSError as exc:
             raise err.OperationalError(ER.FILE_NOT_FOUND,
