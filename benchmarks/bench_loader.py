@@ -16,7 +16,12 @@ committed:
   is the ceiling of any loader built on LOAD DATA);
 - ``sqlite``: ``Loader.write()`` vs sqlite3 ``executemany`` (for reference; no target);
 - ``rss``: a child process writes to 10,000 SQLite tables through a small budget; its peak RSS
-  growth must stay within the budget plus a fixed overhead, or this script exits 1.
+  growth must stay within the budget plus a fixed overhead, or this script exits 1;
+- ``soak``: the StarRocks loader's case with a crash: a child writes 10,000 SQLite tables in
+  durable mode (``spill_dir``) and is SIGKILLed mid-load; a fresh process replays the log
+  (``MALLOC_ARENA_MAX=2``, ``MALLOC_MMAP_THRESHOLD_=65536``), once watched by RSS, once by
+  tracemalloc; replay must stay within the budget (RSS: plus the fixed overhead), load
+  every acknowledged row once, or this script exits 1 (``--quick``: 2,000 tables).
 
 Method: contenders alternate inside every round, in an order rotated round by round, and
 ratios are computed per round (median and range reported): the 2-core machine is shared, and
@@ -403,9 +408,198 @@ def section_rss(tables: int, per_table: int, budget: int, overhead: int) -> list
     return [] if ok else [f"RSS grew {growth / mib:.1f} MiB > {limit / mib:.1f} MiB allowed"]
 
 
+# ---------------------------------------------------------------------------- soak
+#: glibc settings of the soak's children: few arenas and a low mmap threshold, so freed
+#: memory goes back to the system and RSS shows what is really held
+SOAK_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def _soak_connect(path: str) -> Callable[[], sqlite3.Connection]:
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=60)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        return conn
+    return connect
+
+
+def soak_writer(path: str, spill: str, tables: int, budget: int) -> None:
+    """Runs in a child that the parent SIGKILLs: durable writes round-robin over the tables,
+    printing ``ack <rows acknowledged> <rss>`` every 2,000 rows (never returns)."""
+    with Pool(connect=_soak_connect(path), driver="sqlite", max_size=2) as pool:
+        loader = Loader(pool, budget_bytes=budget, spill_dir=spill, max_age_s=None,
+                        write_timeout_s=300, columns={f"t{i}": COLUMNS for i in range(tables)})
+        base = rss_bytes()
+        print(f"ready {base}", flush=True)
+        for n, row in enumerate(rows(1 << 40), 1):
+            loader.write(f"t{n % tables}", row)
+            if n % 2000 == 0:
+                print(f"ack {n} {rss_bytes()}", flush=True)
+
+
+def soak_replay(path: str, spill: str, budget: int, trace: bool) -> None:
+    """Runs in a fresh child: replays the spill log of the killed writer and prints its
+    figures as JSON (RSS sampled every 2 ms; tracemalloc only when ``trace``)."""
+    import tracemalloc
+
+    with Pool(connect=_soak_connect(path), driver="sqlite", max_size=2) as pool:
+        with pool.connection() as conn:  # warm the pool and the driver
+            conn.execute("SELECT 1").fetchall()
+        baseline = rss_bytes()
+        peak = baseline
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.wait(0.002):
+                peak = max(peak, rss_bytes())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        if trace:
+            tracemalloc.start()
+        start = time.perf_counter()
+        loader = Loader(pool, budget_bytes=budget, spill_dir=spill)  # replays here
+        seconds = time.perf_counter() - start
+        traced = tracemalloc.get_traced_memory()[1] if trace else 0
+        if trace:
+            tracemalloc.stop()
+        stats = loader.stats()
+        loader.close()
+        stop.set()
+        sampler.join()
+    print(json.dumps({"baseline": baseline, "peak": max(peak, rss_bytes()), "traced": traced,
+                      "seconds": seconds, **{k: stats.get(k, 0) for k in (
+                          "replayed_batches", "replayed_rows", "replay_skipped_batches",
+                          "replay_sweeps", "replay_peak_bytes", "spill_torn_bytes")}}))
+
+
+def _soak_tables(path: str, tables: int) -> tuple[int, int]:
+    """(rows, distinct (table, id) pairs) over every table."""
+    conn = sqlite3.connect(path)
+    total = distinct = 0
+    for i in range(tables):
+        a, b = conn.execute(f"SELECT COUNT(*), COUNT(DISTINCT id) FROM t{i}").fetchone()
+        total += a
+        distinct += b
+    conn.close()
+    return total, distinct
+
+
+def section_soak(tables: int, kill_rows: int, budget: int, overhead: int,
+                 limit_s: float) -> list[str]:
+    """The StarRocks loader's case with a crash: 10,000 tables, durable mode, SIGKILL in
+    the middle of the load, then replay in a fresh process (once watched by RSS alone,
+    once by tracemalloc, each on its own copy of the database and the spill log)."""
+    import shutil
+    import signal
+
+    env = {**os.environ, **SOAK_ENV}
+    work = tempfile.mkdtemp(prefix="bench-loader-soak-")
+    failures: list[str] = []
+    try:
+        path, spill = os.path.join(work, "many.db"), os.path.join(work, "spill")
+        setup = sqlite3.connect(path)
+        setup.execute("PRAGMA journal_mode=WAL")
+        for i in range(tables):
+            setup.execute(ddl("sqlite", f"t{i}"))
+        setup.commit()
+        setup.close()
+        writer = subprocess.Popen([sys.executable, __file__, "--soak-writer", path, spill,
+                                   str(tables), str(budget)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+        assert writer.stdout is not None
+        deadline = time.monotonic() + limit_s
+        acked, writer_base, writer_peak = 0, 0, 0
+        while time.monotonic() < deadline:
+            line = writer.stdout.readline()
+            if not line:
+                break
+            parts = line.split()
+            if parts[0] == "ready":
+                writer_base = writer_peak = int(parts[1])
+            elif parts[0] == "ack":
+                acked, writer_peak = int(parts[1]), max(writer_peak, int(parts[2]))
+                if acked >= kill_rows:
+                    break
+        writer.send_signal(signal.SIGKILL)
+        _out, err = writer.communicate(timeout=60)
+        if not acked:
+            return [f"soak writer acknowledged nothing: {err[-2000:]}"]
+        spill_bytes = sum(os.path.getsize(os.path.join(spill, n)) for n in os.listdir(spill)
+                          if n.endswith(".spill"))
+        committed_at_kill = _soak_tables(path, tables)[0]
+        results = {}
+        for mode in ("rss", "trace"):
+            copy = os.path.join(work, mode)
+            os.makedirs(copy)
+            for name in os.listdir(work):
+                if name.startswith("many.db"):
+                    shutil.copy(os.path.join(work, name), copy)
+            shutil.copytree(spill, os.path.join(copy, "spill"))
+            out = subprocess.run([sys.executable, __file__, "--soak-replay",
+                                  os.path.join(copy, "many.db"), os.path.join(copy, "spill"),
+                                  str(budget), "1" if mode == "trace" else "0"],
+                                 capture_output=True, text=True, timeout=limit_s + 600,
+                                 check=False, env=env)
+            if out.returncode != 0:
+                return [f"soak replay ({mode}) failed: {out.stderr[-2000:]}"]
+            results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[mode]["rows"] = _soak_tables(os.path.join(copy, "many.db"), tables)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    r, t = results["rss"], results["trace"]
+    mib = 1 << 20
+    growth = r["peak"] - r["baseline"]
+    total, distinct = r["rows"]
+    ok_rss = growth <= budget + overhead
+    # Besides the loader's budget, the replay allocates the pool's SQL statistics (bounded
+    # by stats_max_bytes, 4 MiB by default: 10,000 tables are 10,000 distinct INSERTs) and
+    # the replay's plan (24 bytes per batch in the log, plus its registration)
+    traced_limit = budget + (4 << 20) + (1 << 20)
+    ok_traced = t["traced"] <= traced_limit
+    ok_rows = total == distinct and total >= acked
+    print_table(f"Soak: {tables:,} SQLite tables, durable, SIGKILL after {acked:,} rows, "
+                f"replay ({', '.join(f'{k}={v}' for k, v in SOAK_ENV.items())})",
+                ["figure", "value"], [
+        ("budget_bytes", f"{budget / mib:.1f} MiB"),
+        ("writer RSS growth until the kill", f"{(writer_peak - writer_base) / mib:.1f} MiB"),
+        ("rows committed at the kill / acknowledged", f"{committed_at_kill:,} / {acked:,}"),
+        ("spill log left by the kill", f"{spill_bytes / mib:.1f} MiB"),
+        ("replayed batches (rows)", f"{r['replayed_batches']:,} ({r['replayed_rows']:,})"),
+        ("committed batches attempted again", f"{r['replay_skipped_batches']}"),
+        ("replay sweeps, replay_peak_bytes",
+         f"{r['replay_sweeps']}, {r['replay_peak_bytes'] / mib:.2f} MiB"),
+        ("replay RSS before / peak / growth", f"{r['baseline'] / mib:.1f} / "
+         f"{r['peak'] / mib:.1f} / {growth / mib:.1f} MiB"),
+        ("replay tracemalloc peak (its own run)", f"{t['traced'] / mib:.2f} MiB"),
+        ("allowed: budget + stats_max_bytes + 1 MiB", f"{traced_limit / mib:.1f} MiB"),
+        ("replay seconds (RSS run, tracemalloc run)",
+         f"{r['seconds']:.1f} s, {t['seconds']:.1f} s"),
+        ("rows after replay (distinct)", f"{total:,} ({distinct:,})"),
+        ("verdict", "ok" if ok_rss and ok_traced and ok_rows else "EXCEEDED"),
+    ])
+    if not ok_rss:
+        failures.append(f"RSS of the replay grew {growth / mib:.1f} MiB > "
+                        f"{(budget + overhead) / mib:.1f} MiB allowed")
+    if not ok_traced:
+        failures.append(f"RSS check: replay traced {t['traced'] / mib:.1f} MiB > "
+                        f"{traced_limit / mib:.1f} MiB (budget + stats_max_bytes + 1 MiB)")
+    if not ok_rows:
+        failures.append(f"rss soak rows: {total:,} loaded, {distinct:,} distinct, "
+                        f"{acked:,} acknowledged")
+    return failures
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--rss-child":
         rss_child(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--soak-writer":
+        soak_writer(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--soak-replay":
+        soak_replay(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1")
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100,000 rows, 1 round (< 60 s)")
@@ -413,8 +607,8 @@ def main() -> int:
     parser.add_argument("--slow-rows", type=int, help="rows for executemany contenders")
     parser.add_argument("--rounds", type=int, help="rounds (default 3)")
     parser.add_argument("--budget-mib", type=int, default=64, help="loader budget (64 MiB)")
-    parser.add_argument("--sections", default="pg,mysql,sqlite,rss",
-                        help="comma-separated: pg, mysql, sqlite, rss")
+    parser.add_argument("--sections", default="pg,mysql,sqlite,rss,soak",
+                        help="comma-separated: pg, mysql, sqlite, rss, soak")
     args = parser.parse_args()
     n = args.rows or (100_000 if args.quick else 1_000_000)
     slow = args.slow_rows or (min(n, 20_000) if args.quick else min(n, 200_000))
@@ -434,6 +628,10 @@ def main() -> int:
     if "rss" in sections:
         tables = 2_000 if args.quick else 10_000
         failures += section_rss(tables, 20, 8 << 20, 24 << 20)
+    if "soak" in sections:
+        tables = 2_000 if args.quick else 10_000
+        failures += section_soak(tables, 40_000 if args.quick else 200_000, 8 << 20,
+                                 24 << 20, 60 if args.quick else 180)
     for line in failures:
         print(f"NOTE: {line}")
     # Only the memory bound fails the run: speed ratios depend on a shared machine.

@@ -37,13 +37,14 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ..errors import LoaderError
-from .budget import REGION_OVERHEAD, record_cost
+from .budget import record_cost
 
 __all__ = ["SpillLog", "SpilledBatch"]
 
@@ -57,6 +58,10 @@ _TRIM_BYTES = 1 << 20
 _CHUNK = 256 << 10
 #: a record frame's "<seq>:<length>\t" fits in this many bytes
 _FRAME_MAX = 48
+#: what one batch being read back costs besides its rows (its objects, strings, D line,
+#: registration), counted in the budget of a replay sweep: measured ~0.9 KiB with 10,000
+#: tables (benchmarks/bench_loader.py --sections soak)
+REPLAY_BATCH_OVERHEAD = 1024
 
 
 @dataclass(slots=True)
@@ -109,16 +114,29 @@ class _RunIndex:
         i = seq - self.base
         if not 0 <= i < len(self.head) or not self.head[i]:
             return False
-        self.last[i] = (segment << 40) | end
-        self.cost[i] += cost
+        if self.last[i] >= 0:
+            self.last[i] = (segment << 40) | end
+            self.cost[i] += cost
         return True
 
-    def batches(self) -> Iterator[tuple[int, int, int, int, int]]:
-        """(seq, first segment, last segment, end of last row, cost) of batches with rows."""
+    def done(self, seq: int) -> None:
+        i = seq - self.base
+        if 0 <= i < len(self.last):
+            self.last[i] = -1
+
+    def pending(self) -> Iterator[int]:
+        """Seqs of the batches with a header, rows, and no D line, in order."""
+        last = self.last
         for i, head in enumerate(self.head):
-            last = self.last[i]
-            if head and last:
-                yield self.base + i, head - 1, last >> 40, last & ((1 << 40) - 1), self.cost[i]
+            if head and last[i] > 0:
+                yield self.base + i
+
+    def info(self, seq: int) -> tuple[int, int, int, int]:
+        """(first segment, last segment, end of its last row, cost of replaying it)."""
+        i = seq - self.base
+        last = self.last[i]
+        return (self.head[i] - 1, last >> 40, last & ((1 << 40) - 1),
+                self.cost[i] + REPLAY_BATCH_OVERHEAD)
 
 
 class SpillLog:
@@ -234,8 +252,12 @@ class SpillLog:
         _TRIM_BYTES); every other segment with rows of the batch gets its D line, so a
         replay after a kill does not attempt the batch again.
         """
-        key = self._alias.pop(batch_id, batch_id)
-        mark = self._mark.pop(key, None)
+        key = self._alias.pop(batch_id, None)
+        if key is None:  # a batch of this run
+            key = batch_id
+            mark = self._mark.pop(key, None)
+        else:  # a replayed batch: its key is "<run>:<seq>"
+            mark = b"%s%s\n" % (_DONE, key.encode())
         for path in self._where.pop(key, ()):
             live = self._live.get(path)
             if live is None:
@@ -291,27 +313,27 @@ class SpillLog:
         its batches are done; those with nothing to replay are deleted at once.
         """
         paths = self.leftovers()
-        pending = self._plan(paths)
-        keys = list(pending)  # (run, seq), in order of opening
+        runs = self._plan(paths)
+        order = [(run, seq) for run in sorted(runs) for seq in runs[run].pending()]
         i = 0
-        while i < len(keys):
+        while i < len(order):
             sweep: dict[tuple[str, int], tuple[int, int, int, int]] = {}
             total = 0
-            while i < len(keys):
-                info = pending[keys[i]]
+            while i < len(order):
+                run, seq = order[i]
+                info = runs[run].info(seq)
                 if sweep and total + info[3] > budget_bytes:
                     break
-                sweep[keys[i]] = info
+                sweep[(run, seq)] = info
                 total += info[3]
                 i += 1
             self.replay_sweeps += 1
             yield from self._sweep(paths, sweep)
 
-    def _plan(self, paths: list[str]) -> dict[tuple[str, int], tuple[int, int, int, int]]:
-        """First pass: (first segment, last segment, end of last row, cost) of every batch
-        with rows and no D line; registers them as live in their segments."""
+    def _plan(self, paths: list[str]) -> dict[str, _RunIndex]:
+        """First pass: where each batch with rows and no D line starts and ends, and what
+        its rows cost; registers them as live in their segments."""
         runs: dict[str, _RunIndex] = {}
-        done: set[tuple[str, int]] = set()
         for index, path in enumerate(paths):
             run = self._run_of(path)
             for kind, seq, buf, lo, hi, end in self._frames(path):
@@ -322,36 +344,39 @@ class SpillLog:
                         found = runs[run] = _RunIndex(int(meta["seq"]))
                     found.header(int(meta["seq"]), index)
                 elif kind == "D":
+                    # a D line follows its batch's header in the log (same or later segment)
                     mrun, _, mseq = bytes(buf[lo:hi]).decode("ascii", "replace").rpartition(":")
-                    if mseq.isdigit():
-                        done.add((mrun, int(mseq)))
+                    if mseq.isdigit() and mrun in runs:
+                        runs[mrun].done(int(mseq))
                 elif not (run in runs and runs[run].row(seq, index, end, record_cost(hi - lo))):
                     raise LoaderError(
                         f"spill segment {path} holds rows of batch {seq} of run {run} "
                         "whose header is missing (a segment was deleted by hand?); move "
                         "the directory away to start, and inspect it")
-        pending: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+        spans: dict[tuple[int, int], list[str]] = {}  # shared: most batches have one segment
         for run in sorted(runs):
-            for seq, first, last, end, cost in runs[run].batches():
-                if (run, seq) in done:
-                    continue
-                pending[(run, seq)] = (first, last, end, cost + REGION_OVERHEAD)
+            batches = runs[run]
+            for seq in batches.pending():
+                first, last, _end, _cost = batches.info(seq)
                 key = f"{run}:{seq}"
-                where = paths[first:last + 1]
-                self._where[key] = where
-                self._mark[key] = b"%s%s\n" % (_DONE, key.encode())
+                where = spans.get((first, last))
+                if where is None:
+                    where = spans[(first, last)] = paths[first:last + 1]
+                self._where[key] = where  # never appended to (only this run's batches are)
                 for path in where:
                     self._live.setdefault(path, set()).add(key)
         for path in paths:
             if not self._live.get(path):
                 self._unlink(path)  # nothing to replay: done batches, headers, torn lines
-        return pending
+        return runs
 
     def _sweep(self, paths: list[str],
                sweep: dict[tuple[str, int], tuple[int, int, int, int]]) -> Iterator[SpilledBatch]:
         first = min(info[0] for info in sweep.values())
         last = max(info[1] for info in sweep.values())
         reading: dict[tuple[str, int], SpilledBatch] = {}
+        #: one tuple of column names per distinct list, not one per batch
+        shared: dict[tuple[str, ...], tuple[str, ...]] = {}
         held = 0
         for index in range(first, last + 1):
             path = paths[index]
@@ -362,11 +387,13 @@ class SpillLog:
                     key = (run, int(meta["seq"]))
                     if key in sweep:
                         cols = meta["columns"]
+                        columns = None
+                        if cols is not None:
+                            columns = shared.setdefault(tuple(cols), tuple(cols))
                         reading[key] = SpilledBatch(
                             str(meta["table"]), str(meta["batch_id"]), key[1],
-                            str(meta["codec"]), tuple(cols) if cols is not None else None,
-                            cost=sweep[key][3])
-                        held += REGION_OVERHEAD
+                            sys.intern(str(meta["codec"])), columns, cost=sweep[key][3])
+                        held += REPLAY_BATCH_OVERHEAD
                     continue
                 if kind != "R":
                     continue
