@@ -14,6 +14,7 @@ The child prints one line ``SOAK-RESULT {json}`` with the figures; the parent tu
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -58,10 +59,8 @@ def vm_rss() -> int:
 
 
 def _trim() -> None:
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: RSS is read as it is
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: RSS is read as it is
-        pass
 
 
 def format_bytes(n: float | None) -> str:
