@@ -141,7 +141,7 @@ def bonecp_churn(c: Ctx) -> Outcome:
     (no lifetime retirements: max_lifetime is off)."""
     min_idle, max_size, idle_timeout = 2, 6, 0.1
     bursts = c.n(5, 2)
-    trickle_s = idle_timeout * c.n(50, 20)
+    trickle_s = idle_timeout * c.n(50, 10)
     with c.pool(min_idle=min_idle, max_size=max_size, idle_timeout=idle_timeout,
                 max_lifetime=None, housekeeping_interval=0.02, keepalive_interval=None,
                 lease_ms=0) as pool:
