@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -44,6 +44,7 @@ from _soak import MB, Meter, Outcome, Result, child_main, describe, run_child, v
 __all__ = ["SOAKS", "main"]
 
 KB = 1 << 10
+N = TypeVar("N", int, float)
 BACKENDS = ("sqlite", "postgresql", "mysql")
 HERE = Path(__file__).resolve()
 #: a loop stops once its process grew by this much: the leak is shown, the machine is shared
@@ -69,7 +70,7 @@ class Ctx:
         options.setdefault("name", f"soak-{uuid.uuid4().hex[:6]}")
         return Pool(self.dsn, monitor=self.monitor, **options)
 
-    def n(self, full: int, quick: int) -> int:
+    def n(self, full: N, quick: N) -> N:
         return quick if self.quick else full
 
     def time_left(self) -> bool:
@@ -504,10 +505,11 @@ _LOADER_CHILD = textwrap.dedent("""
     from poolkeeper import Pool
     from poolkeeper.loader import Loader
     dsn, spill, tables = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
-    budget, rows = int(sys.argv[4]), int(sys.argv[5])
+    budget, rows, segment = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     kw = {"connect_kwargs": {"client_flag": 128}} if dsn.startswith("mysql") else {}
     with Pool(dsn, max_size=3, **kw) as pool:
         loader = Loader(pool, budget_bytes=budget, spill_dir=spill, batch_rows=200,
+                        spill_segment_bytes=segment,
                         max_age_s=0.2, write_timeout_s=120,
                         columns={t: ("id", "v") for t in tables})
         print("ready", flush=True)
@@ -528,10 +530,19 @@ def starrocks_replay(c: Ctx) -> Outcome:
     SIGKILLed mid-load; the replay under a 1 MB budget must stay within it, load every
     acknowledged row exactly once, and not go through the batches committed before the kill
     again (the ledger skips them, but reading and re-sending them is the redo)."""
-    from poolkeeper import Pool
+    return _replay_soak(c, 64 * MB, c.n(10_000, 40) if c.backend != "mysql" else c.n(2_000, 40))
+
+
+def starrocks_segments(c: Ctx) -> Outcome:
+    """The same with 256 KB spill segments, so that batches span segments and segments are
+    deleted as their batches commit: the replay after the SIGKILL must start at all."""
+    return _replay_soak(c, 256 * KB, 40)
+
+
+def _replay_soak(c: Ctx, segment_bytes: int, ntables: int) -> Outcome:
+    from poolkeeper import LoaderError, Pool
     from poolkeeper.loader import Loader
 
-    ntables = c.n(10_000, 40) if c.backend != "mysql" else c.n(2_000, 40)
     tag = uuid.uuid4().hex[:6]
     tables = [f"soak_rp_{tag}_{k}" for k in range(ntables)]
     spill = c.tmp / "spill"
@@ -547,7 +558,8 @@ def starrocks_replay(c: Ctx) -> Outcome:
                 conn.execute(f"CREATE TABLE {t} (id INTEGER NOT NULL, v TEXT)")
         env = dict(os.environ)
         proc = subprocess.Popen([sys.executable, "-c", _LOADER_CHILD, c.dsn, str(spill),
-                                 ",".join(tables), str(child_budget), str(rows_per_table)],
+                                 ",".join(tables), str(child_budget), str(rows_per_table),
+                                 str(segment_bytes)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env)
         assert proc.stdout is not None
@@ -575,9 +587,13 @@ def starrocks_replay(c: Ctx) -> Outcome:
         committed = _count_all(pool, tables)
         spilled = sum(p.stat().st_size for p in spill.glob("*.spill"))
         c.meter.start()
-        with Loader(pool, budget_bytes=replay_budget, spill_dir=spill,
-                    columns=dict.fromkeys(tables, ("id", "v"))) as loader:
-            stats = loader.stats()
+        refused = None
+        try:
+            with Loader(pool, budget_bytes=replay_budget, spill_dir=spill,
+                        columns=dict.fromkeys(tables, ("id", "v"))) as loader:
+                stats = loader.stats()
+        except LoaderError as exc:
+            refused = str(exc)
         peak = c.meter.peak_since_start()
         c.meter.stop()
         rows, distinct = _count_all(pool, tables, distinct=True)
@@ -586,6 +602,12 @@ def starrocks_replay(c: Ctx) -> Outcome:
                 conn.execute(f"DROP TABLE IF EXISTS {t}")
     expected_min = (acked + 1) * ntables
     out = Outcome(replay_budget + 4 * MB, "the replay's budget_bytes + 4 MB")
+    if refused is not None:
+        out.notes.append(f"{ntables:,} tables, acked rows {expected_min:,}, committed before "
+                         f"the kill {committed:,}, spill {spilled / MB:.1f} MB in "
+                         f"{segment_bytes // KB:,} KB segments; the replay refused to start")
+        out.check(f"the replay starts (it raised LoaderError: {refused})", False)
+        return out
     out.notes.append(
         f"{ntables:,} tables, acked rows {expected_min:,}, committed before the kill "
         f"{committed:,}, spill {spilled / MB:.1f} MB; after replay {rows:,} rows "
@@ -638,6 +660,8 @@ SOAKS: dict[str, Soak] = {s.name: s for s in [
          BACKENDS, starrocks_abort, 60),
     Soak("starrocks_replay", "the StarRocks loader: SIGKILL mid-load, durable replay", "10",
          BACKENDS, starrocks_replay, 420),
+    Soak("starrocks_segments", "the StarRocks loader: replay of a spill in small segments",
+         "new", BACKENDS, starrocks_segments, 120),
 ]}
 
 

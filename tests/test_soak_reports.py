@@ -44,6 +44,12 @@ ITEM8 = _xfail(8, "MONITOR._dialects grows by one entry per pool ever created")
 ITEM9 = _xfail(9, "the loader's abort() never cancels a running statement")
 ITEM10 = _xfail(10, "replay reads every spill segment into memory, ignoring the budget, "
                     "and goes through the batches committed before the kill again")
+# Found by the soaks, not among the issue's ten: after a SIGKILL, a spill whose older segment
+# was deleted (its batches committed) while a batch's rows continue in a newer one is refused.
+SEGMENTS = pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="found by starrocks_segments: replay after SIGKILL raises 'holds rows of batch N "
+           "whose header is missing' when a batch spans a deleted spill segment")
 
 CASES = [
     # (soak, backend, monitor, marks)
@@ -75,6 +81,8 @@ CASES = [
     ("starrocks_replay", "sqlite", "off", [ITEM10]),
     ("starrocks_replay", "postgresql", "on", [ITEM10]),
     ("starrocks_replay", "mysql", "off", [ITEM10]),
+    ("starrocks_segments", "sqlite", "off", [SEGMENTS]),
+    ("starrocks_segments", "postgresql", "on", [SEGMENTS]),
 ]
 
 
