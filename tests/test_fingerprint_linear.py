@@ -181,9 +181,19 @@ def test_the_timeout_message_reads_a_bounded_prefix_of_the_statement() -> None:
 
     assert "secret" not in _describe(text(100_000), "postgresql")
     assert "cut" in _describe(text(100_000), "postgresql")
-    # the same work for 30 kB and 300 kB: only the first 8 kB are fingerprinted
-    assert line_events(_describe, text(100_000), None) == \
-        line_events(_describe, text(10_000), None)
+    # the same work for 300 kB and 3 MB: only the first 64 KiB are fingerprinted
+    assert line_events(_describe, text(1_000_000), None) == \
+        line_events(_describe, text(100_000), None)
+
+
+def test_connection_views_read_a_bounded_prefix_of_the_statement(sqlite_dsn: str) -> None:
+    # connections_info() (the console's connections page) folds each held connection's SQL
+    big = "SELECT 'secret' AS a /* " + "x" * 300_000 + " */"
+    with Pool(sqlite_dsn, max_size=1) as pool, pool.connection() as conn:
+        conn.execute(big).fetchall()
+        info = pool.connections_info()
+        shown = info[0]["sql"]
+        assert "secret" not in shown and "cut" in shown and len(shown) < 300
 
 
 def test_a_statement_with_a_long_operator_run_times_out_on_time(any_dsn: str) -> None:

@@ -49,7 +49,7 @@ import sys
 import threading
 from collections import OrderedDict
 
-__all__ = ["DIALECTS", "FingerprintCache", "fingerprint", "redact"]
+__all__ = ["DIALECTS", "MESSAGE_READ_CHARS", "FingerprintCache", "fingerprint", "redact"]
 
 #: dialect names accepted by :func:`fingerprint` (None or "" means generic)
 DIALECTS = frozenset({"generic", "postgresql", "mysql", "sqlite"})
@@ -778,6 +778,10 @@ def redact(sql: str | bytes, limit: int = 200, *, dialect: str | None = None,
 
 
 _REDACT_READ_CHARS = 1 << 20
+#: how much of a statement an error message or a live view reads (``redact(read_chars=)``):
+#: they show 200 characters, and fingerprinting 64 KiB costs at most ~40 ms (1 MB: ~0.7 s),
+#: so a timed-out or stuck 10 MB batch is never fingerprinted whole again to be described
+MESSAGE_READ_CHARS = 64 << 10
 
 
 class FingerprintCache:
