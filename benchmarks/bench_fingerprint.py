@@ -6,14 +6,15 @@ mean time per statement.
 
 Section 2 feeds the scanner ``select 1 <run> 1`` where the run repeats one unit: every
 operator character, the pairs that open or close comments (``*/``, ``/*``, ``--``), every quote
-and comment opener left unfinished or repeated, and group openers. A linear scanner shows the
+and comment opener left unfinished or repeated, and group openers; and ("nested ...") groups
+nested k deep and closed, which the folder compares on closing. A linear scanner shows the
 same us/char at 1k, 10k and 100k characters; a quadratic one multiplies it by 10 per step.
 Before issue #15 item 7 a run of 1,000 ``+`` took ~5 s (the strip loop rescanned the run for
 every character) and a run of ``*/`` grew quadratically. A family whose last size took over
 ``--budget`` seconds is not run at the next size (printed as "skipped").
 
     python benchmarks/bench_fingerprint.py [--rounds 7] [--sizes 1000,10000,100000]
-                                           [--budget 5] [--families plus,star_slash]
+                                           [--budget 5] [--families "op +;*/;nested IN ("]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from poolkeeper import fingerprint
 # The adversarial families are the unit test's (tests/test_fingerprint_linear.py), so the
 # runs counted there are the runs timed here.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from tests.test_fingerprint_linear import FAMILIES, adversarial
+from tests.test_fingerprint_linear import FAMILIES, NESTED, adversarial, nested
 
 ORDINARY = [
     ("select", "SELECT id, name, email FROM users WHERE id = %s AND active = true"),
@@ -79,7 +80,6 @@ def adversarial_table(families: list[str], sizes: list[int], rounds: int,
     rows = []
     worst_ratio = 0.0
     for name in families:
-        unit = FAMILIES[name]
         for dialect in DIALECTS:
             cells = []
             per_char = []
@@ -88,7 +88,8 @@ def adversarial_table(families: list[str], sizes: list[int], rounds: int,
                 if skip:
                     cells.append("skipped")
                     continue
-                sql = adversarial(unit, size)
+                sql = (adversarial(FAMILIES[name], size) if name in FAMILIES
+                       else nested(name[len("nested "):], NESTED[name[len("nested "):]], size))
                 seconds = one(sql, dialect, rounds if size <= 10_000 else max(1, rounds // 3))
                 us = seconds / len(sql) * 1e6
                 per_char.append(us)
@@ -112,11 +113,12 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=5.0,
                         help="skip a family's next size once one took longer (seconds)")
     parser.add_argument("--families", default="",
-                        help="comma-separated family names (default: all)")
+                        help="family names separated by ; (default: all)")
     parser.add_argument("--skip-ordinary", action="store_true")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    families = [f for f in args.families.split(",") if f] or list(FAMILIES)
+    families = [f for f in args.families.split(";") if f] or \
+        [*FAMILIES, *(f"nested {opener}" for opener in NESTED)]
     print(machine_summary())
     before = loadavg()
     if not args.skip_ordinary:

@@ -40,6 +40,17 @@ FAMILIES: dict[str, str] = {
 }
 
 
+#: nested groups, closed: opener -> closer (folding compares a group's tokens on close)
+NESTED: dict[str, str] = {"IN (": ")", "VALUES (": ")", "ARRAY[": "]", "(": ")",
+                          "/* ": "*/ ", "IN ((1), ": ")"}
+
+
+def nested(opener: str, closer: str, size: int) -> str:
+    """``select 1 <opener * k> 1 <closer * k>``, about ``size`` characters long."""
+    k = max(1, size // (len(opener) + len(closer)))
+    return "select 1 " + opener * k + "1" + closer * k
+
+
 def adversarial(unit: str, size: int) -> str:
     """``select 1 <unit repeated> 1``, about ``size`` characters long."""
     return "select 1 " + unit * max(1, size // len(unit)) + " 1"
@@ -107,6 +118,27 @@ _PIECES = [*"+-*/<>=~!^&|@#%?:$()[],;.'\"`\\ \n1aE",
 def test_work_is_linear_for_any_repeated_unit(unit: str, dialect: str) -> None:
     ratio = _ratio(unit, dialect)
     assert ratio <= 12, f"{unit!r} ({dialect}): 10x the text took {ratio:.1f}x the work"
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+@pytest.mark.parametrize("opener", list(NESTED))
+def test_work_per_character_is_flat_for_nested_groups(opener: str, dialect: str) -> None:
+    # 1,000 and 10,000 characters: 250 to 2,500 levels. This counts the Python work; the
+    # copies a folded group's close makes of its content are C work, timed by the benchmark
+    # (quadratic up to the 500 levels once allowed, flat with at most 32 folded groups open).
+    small = line_events(fingerprint, nested(opener, NESTED[opener], 1_000), dialect)
+    large = line_events(fingerprint, nested(opener, NESTED[opener], 10_000), dialect)
+    assert large / small <= 12, f"{opener!r} ({dialect}): {large / small:.1f}x the work"
+
+
+def test_nested_lists_fold_up_to_32_levels_and_are_kept_as_written_beyond() -> None:
+    sql = "SELECT 1 WHERE a IN (" * 3 + "1, 2, 3" + ")" * 3
+    assert fingerprint(sql) == \
+        "SELECT ? WHERE a IN (SELECT ? WHERE a IN (SELECT ? WHERE a IN (?)))"
+    folded = fingerprint("SELECT x WHERE a IN (" + "IN (" * 31 + "1, 2, 3" + ")" * 32)
+    assert folded.endswith("IN (?" + ")" * 32)
+    kept = fingerprint("SELECT x WHERE a IN (" + "IN (" * 40 + "1, 2, 3" + ")" * 41)
+    assert kept.endswith("IN (?, ?, ?" + ")" * 41)  # literals folded, the list kept whole
 
 
 def test_nested_block_comments_are_read_once() -> None:
