@@ -103,7 +103,7 @@ def test_doctor_exits_nonzero_on_a_dangerous_config(tmp_path: Path,
     assert main(["doctor", path, "--memory-limit", "8GB"]) == 1
     out = capsys.readouterr().out
     assert "statement caches" in out and "200.0 GB" in out
-    assert "DANGER" in out and "seed 002" in out
+    assert "DANGER" in out and "Druid's SQL statistics" in out
     assert "hunter2" not in out and "app:***@" in out
 
 
@@ -115,15 +115,15 @@ def test_doctor_exits_zero_on_a_sane_config(tmp_path: Path,
     assert "nothing dangerous" in capsys.readouterr().out
 
 
-def test_doctor_json_lists_structures_and_findings_with_seeds(
+def test_doctor_json_lists_structures_and_findings_with_incidents(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _toml(tmp_path, "max_lifetime = 10\nidle_timeout = 2\nlifetime_jitter = 0\n"
                            "max_size = 40\n")
     assert main(["doctor", path, "--json", "--memory-limit", "4GB"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["dangerous"] is True
-    seeds = {f["seed"] for f in report["findings"]}
-    assert "003" in seeds
+    incidents = {f["incident"] for f in report["findings"]}
+    assert "bonecp" in incidents
     assert any(f["setting"] == "lifetime_jitter" for f in report["findings"])
     assert {s["name"] for s in report["structures"]} >= {"SQL statistics", "waiting callers"}
 
@@ -185,7 +185,9 @@ def test_console_command_refuses_a_public_address_without_token(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["console", "--dsn", "sqlite://:memory:", "--host", "0.0.0.0",
                  "--seconds", "0.1"]) == 2
-    assert "needs token" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "$POOLKEEPER_CONSOLE_TOKEN" in err and "--token" in err  # the flags, not token=...
+    assert "token=" not in err
     assert main(["console"]) == 2
 
 

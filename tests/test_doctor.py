@@ -1,4 +1,4 @@
-"""``doctor``: worst-case memory per structure, and each risky setting with its seed."""
+"""``doctor``: worst-case memory per structure; each risky setting and the incident it repeats."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ GB = 1024**3
 def _finding(report: Report, setting: str) -> tuple[str, str, str]:
     for f in report.findings:
         if f.setting == setting:
-            return f.severity, f.seed, f.reason
+            return f.severity, f.incident, f.reason
     raise AssertionError(f"no finding for {setting}: {[f.setting for f in report.findings]}")
 
 
@@ -44,12 +44,12 @@ def test_worst_case_statement_cache_is_its_byte_bound_times_max_size() -> None:
     assert report.worst_total_bytes == sum(s.worst_bytes or 0 for s in report.structures)
 
 
-def test_statement_cache_over_a_quarter_of_memory_is_dangerous_seed_002() -> None:
+def test_statement_cache_over_a_quarter_of_memory_is_dangerous_druid() -> None:
     config = PoolConfig(dsn="postgresql://app@127.0.0.1/db", max_size=100,
                         statement_cache_bytes=1 * GB)
     report = diagnose(config, memory_limit=16 * GB)
-    severity, seed, reason = _finding(report, "statement caches")
-    assert severity == "danger" and seed == "002" and "100.0 GB" in reason
+    severity, incident, reason = _finding(report, "statement caches")
+    assert severity == "danger" and incident == "druid" and "100.0 GB" in reason
     assert report.dangerous and report.exit_code == 1
 
 
@@ -61,21 +61,21 @@ def test_mysql_has_no_statement_cache_to_size() -> None:
     assert not report.dangerous
 
 
-def test_statistics_without_a_real_byte_bound_are_dangerous_seed_002() -> None:
+def test_statistics_without_a_real_byte_bound_are_dangerous_druid() -> None:
     report = diagnose(PoolConfig(stats_max_bytes=2 * GB), memory_limit=1 << 50)
-    severity, seed, _ = _finding(report, "stats_max_bytes")
-    assert severity == "danger" and seed == "002"
+    severity, incident, _ = _finding(report, "stats_max_bytes")
+    assert severity == "danger" and incident == "druid"
 
 
-def test_churn_from_short_lifetimes_and_idle_timeouts_is_flagged_seed_003() -> None:
+def test_churn_from_short_lifetimes_and_idle_timeouts_is_flagged_bonecp() -> None:
     churn = PoolConfig(max_size=50, min_idle=0, max_lifetime=5, idle_timeout=2,
                        keepalive_interval=1)
-    severity, seed, reason = _finding(diagnose(churn, memory_limit=64 * GB),
+    severity, incident, reason = _finding(diagnose(churn, memory_limit=64 * GB),
                                       "max_lifetime / idle_timeout")
-    assert severity == "danger" and seed == "003" and "opened per hour" in reason
+    assert severity == "danger" and incident == "bonecp" and "opened per hour" in reason
     mild = PoolConfig(max_size=10, max_lifetime=600, idle_timeout=20)
     report = diagnose(mild, memory_limit=64 * GB)
-    assert _finding(report, "idle_timeout")[:2] == ("warning", "003")
+    assert _finding(report, "idle_timeout")[:2] == ("warning", "bonecp")
     assert not report.dangerous
 
 
@@ -85,20 +85,20 @@ def test_defaults_are_not_dangerous() -> None:
     assert _finding(report, "query_timeout")[0] == "info"
 
 
-def test_huge_query_timeout_estimates_what_a_timer_per_statement_would_hold_seed_004() -> None:
+def test_huge_query_timeout_estimates_what_a_timer_per_statement_would_hold_connector_j() -> None:
     config = PoolConfig(query_timeout=3600)
     report = diagnose(config, memory_limit=64 * GB, statements_per_second=80)
-    severity, seed, reason = _finding(report, "query_timeout")
-    assert severity == "warning" and seed == "004"
+    severity, incident, reason = _finding(report, "query_timeout")
+    assert severity == "warning" and incident == "connector-j"
     assert "288,000 entries" in reason  # 80/s x 3600 s
     assert _structure(report, "timeout scheduler") == config.max_size * DEADLINE_BYTES
 
 
-def test_monitor_and_deep_leak_stacks_cite_the_cost_of_seed_001() -> None:
+def test_monitor_and_deep_leak_stacks_cite_the_cost_of_dble() -> None:
     report = diagnose(PoolConfig(monitor=True, leak_threshold=10, leak_stack_depth=64),
                       memory_limit=64 * GB)
-    assert _finding(report, "monitor")[:2] == ("warning", "001")
-    assert _finding(report, "leak_stack_depth")[:2] == ("warning", "001")
+    assert _finding(report, "monitor")[:2] == ("warning", "dble")
+    assert _finding(report, "leak_stack_depth")[:2] == ("warning", "dble")
 
 
 def test_lifetimes_without_jitter_and_no_validation_are_warned() -> None:
@@ -116,7 +116,7 @@ def test_a_file_with_conflicting_options_is_read_and_the_conflict_reported(
     path.write_text('[pool]\ndsn = "mysql://app:s3cret@127.0.0.1/shop"\n'
                     "max_lifetime = 600\nidle_timeout = 900\n", encoding="utf-8")
     report = diagnose_file(path, memory_limit=8 * GB)  # no ConfigWarning escapes
-    severity, _seed, reason = _finding(report, "config")
+    severity, _incident, reason = _finding(report, "config")
     assert severity == "warning" and "idle expiry is disabled" in reason
     text = format_report(report)
     assert "s3cret" not in text and "app:***@" in text

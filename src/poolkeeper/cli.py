@@ -85,11 +85,62 @@ def _mb(n: Any) -> str:
     return f"{n / 1024 / 1024:,.2f} MB" if n >= 1024 * 1024 else f"{n / 1024:,.1f} KB"
 
 
+# ----------------------------------------------------------------------------- errors
+def _connect_failed(command: str, exc: BaseException, dsn: str | None) -> str:
+    """A failed first connection, with advice in the command line's terms (the pool's own
+    message suggests ``fail_fast=False``, a Python option the command line does not have)."""
+    cause = exc.__cause__ or exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    password = _password(dsn)
+    if password:
+        first = first.replace(password, "***")
+    where = mask_dsn(dsn) if dsn else "the database"
+    return (f"poolkeeper {command}: could not connect to {where}: {type(cause).__name__}: "
+            f"{first}. Check that the server is up and that --dsn names the right host, port, "
+            "database, user and password")
+
+
+def _password(dsn: str | None) -> str | None:
+    if not dsn:
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def _token_refused(command: str, host: str, token: str | None) -> str | None:
+    """The command line's wording of the console's token rule, or None when it is met."""
+    from .console.server import MIN_TOKEN_CHARS, token_problem
+
+    problem = token_problem(host, token)
+    make = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+    if problem == "invalid":
+        return (f"poolkeeper {command}: the console token (--token or ${_TOKEN_ENV}) must be at "
+                f"least {MIN_TOKEN_CHARS} characters of letters, digits and -._~+/=; make one "
+                f"with: {make}")
+    if problem == "missing":
+        return (f"poolkeeper {command}: --host {host} is not a loopback address, so the console "
+                f"would show pool state to other machines: set ${_TOKEN_ENV} (or --token; the "
+                f"environment keeps it out of ps), made with: {make}; or keep --host 127.0.0.1 "
+                "and reach it through an SSH tunnel")
+    return None
+
+
 # ----------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoResult, run_demo
+    from .errors import ConnectError
 
     dsn = args.dsn or "sqlite://:memory:"
+    token = args.token or os.environ.get(_TOKEN_ENV)
+    refused = _token_refused("demo", args.host, token) if args.console else None
+    if refused:
+        print(refused, file=sys.stderr)
+        return 2
     print(f"poolkeeper demo: {args.threads} threads, {args.operations} operations, "
           f"max_size={args.max_size}, on {mask_dsn(dsn)}")
     progress_cb: Callable[[int], None] | None = None
@@ -114,14 +165,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if args.console:
             from .console import serve
 
-            handle = serve([pool], host=args.host, port=args.port,
-                           token=args.token or os.environ.get(_TOKEN_ENV))
+            handle = serve([pool], host=args.host, port=args.port, token=token)
             print(f"console: {handle.url}  (JSON under /api/, Prometheus at /metrics)")
 
     def after(pool: Any, result: DemoResult) -> None:
         if progress is not None:
             progress.stop()
-        _demo_report(result)
+        _demo_report(result, pool.driver.name)
         if handle is not None:
             _serve_until_interrupt(pool, handle, args.console_seconds, result.prefix)
 
@@ -129,15 +179,66 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         result = run_demo(dsn, threads=args.threads, operations=args.operations,
                           max_size=args.max_size, progress=progress_cb,
                           faults=not args.no_faults, on_pool=on_pool, after=after)
+    except ConnectError as exc:
+        print(_connect_failed("demo", exc, dsn), file=sys.stderr)
+        return 2
     finally:
         if progress is not None:
             progress.stop()
         if handle is not None:
             handle.stop()
+    _demo_next_steps(dsn, args.console)
     return 0 if result.errors == 0 else 1
 
 
-def _demo_report(result: Any) -> None:
+def _demo_next_steps(dsn: str, console: bool) -> None:
+    on_sqlite = dsn.split("://", 1)[0].lower().startswith("sqlite")
+    steps = []
+    if not console:
+        steps.append(("poolkeeper demo --console",
+                      "the same workload, serving the web console (pages, JSON, /metrics)"))
+    if on_sqlite:
+        steps.append(("poolkeeper demo --dsn postgresql://postgres@127.0.0.1:5432/test",
+                      "on a server (or mysql://root@127.0.0.1:3306/test): cancels on the "
+                      "server, a counted statement cache"))
+    else:
+        steps.append(("poolkeeper demo", "the same on in-memory SQLite, no server needed"))
+    steps.append(("poolkeeper doctor pool.toml",
+                  "your own [pool] settings: worst-case memory and risky settings"))
+    steps.append(("poolkeeper --help", "every command (README.md: the Python API)"))
+    print("\nnext steps:")
+    for command, what in steps:
+        print(f"  {command}\n      {what}")
+
+
+_DRIVER_NAMES = {"sqlite": "sqlite3", "mysql": "PyMySQL", "postgresql": "psycopg"}
+
+
+def _cache_rows(caches: dict[str, Any], driver: str) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The cache figures and notes: what is not counted is said, not shown as zeros."""
+    rows = list(caches.items())
+    name = _DRIVER_NAMES.get(driver, driver)
+    if "stmt_cache_supported" not in caches:
+        return rows, []
+    if not caches["stmt_cache_supported"]:
+        rows = [(k, v) for k, v in rows if not k.startswith("stmt_cache_")]
+        return rows, [f"statement cache: none; {name} sends every statement as text, so there "
+                      "is nothing to cache or count"]
+    if caches.get("stmt_cache_accesses"):
+        return rows, []
+    # The workload ran statements, but none reached the counters: this driver's cache keeps
+    # none (sqlite3's compiled-statement cache has no counters). Only its bounds are figures.
+    counted = ("stmt_cache_statements", "stmt_cache_bytes", "stmt_cache_hits",
+               "stmt_cache_misses", "stmt_cache_accesses", "stmt_cache_evictions",
+               "stmt_cache_discarded", "stmt_cache_bypassed")
+    rows = [(k, v) for k, v in rows if k not in counted]
+    return rows, [f"statement cache: {name} caches compiled statements itself and keeps no "
+                  "counters, so its use (statements, bytes, hits, misses, evictions) is not "
+                  "counted; stmt_cache_max_statements and stmt_cache_budget_bytes are the "
+                  "bounds it is given"]
+
+
+def _demo_report(result: Any, driver: str = "the driver") -> None:
     stats = result.stats
     rate = result.operations / result.seconds if result.seconds else 0.0
     _print_table("workload", [
@@ -181,12 +282,23 @@ def _demo_report(result: Any) -> None:
         _print_grid("top SQL fingerprints (by total time)",
                     ("runs", "errors", "total ms", "mean ms", "max ms", "fingerprint"),
                     rows, wide=5)
+    uncounted = False
     if result.caches:
-        _print_table("caches", list(result.caches.items()))
+        cache_rows, notes = _cache_rows(result.caches, driver)
+        uncounted = bool(notes) and bool(result.caches.get("stmt_cache_supported"))
+        _print_table("caches", cache_rows)
+        for note in notes:
+            print(note)
     if result.ledger:
-        ledger = [(e["name"], e["category"], _mb(e["bytes"]), _mb(e["budget_bytes"]),
-                   f"{e['fraction'] * 100:.1f}%" if e["fraction"] is not None else "–")
-                  for e in result.ledger]
+        ledger = []
+        for e in result.ledger:
+            if uncounted and e["category"] == "statement caches":
+                # the same cache: its bytes are not counted, so 0.0 KB would mislead
+                ledger.append((e["name"], e["category"], "not counted", _mb(e["budget_bytes"]),
+                               "–"))
+                continue
+            ledger.append((e["name"], e["category"], _mb(e["bytes"]), _mb(e["budget_bytes"]),
+                           f"{e['fraction'] * 100:.1f}%" if e["fraction"] is not None else "–"))
         _print_grid("memory ledger", ("structure", "category", "bytes", "budget", "used"),
                     ledger)
     if result.not_enabled:
@@ -302,7 +414,8 @@ def _doctor_rich(report: Any) -> None:
             console.print(f"[{style.get(f.severity, '')}]{f.severity.upper():<8}[/] "
                           f"[cyan]{escape(f.setting)}{value}[/cyan]")
             console.print(Padding(Text(f.reason), (0, 0, 0, 9)))
-            console.print(Padding(Text(f"source: {f.source}", style="dim"), (0, 0, 0, 9)))
+            if f.source:
+                console.print(Padding(Text(f"repeats: {f.source}", style="dim"), (0, 0, 0, 9)))
     else:
         console.print("no risky settings found")
     if report.dangerous:
@@ -325,7 +438,7 @@ def _doctor_args(p: argparse.ArgumentParser) -> None:
 def _cmd_console(args: argparse.Namespace) -> int:
     from .config import PoolConfig
     from .console import serve
-    from .errors import PoolError
+    from .errors import ConnectError, PoolError
     from .pool import Pool
 
     options: dict[str, Any] = {}
@@ -340,14 +453,23 @@ def _cmd_console(args: argparse.Namespace) -> int:
         if config is None and "dsn" not in options:
             print("poolkeeper console: give --dsn URL or --config FILE", file=sys.stderr)
             return 2
+        token = args.token or os.environ.get(_TOKEN_ENV)
+        refused = _token_refused("console", args.host, token)
+        if refused:
+            print(refused, file=sys.stderr)
+            return 2
         pool = Pool(config=config, **options) if config is not None else Pool(**options)
+    except ConnectError as exc:
+        dsn = options.get("dsn") or (config.dsn if config is not None else None)
+        print(_connect_failed("console", exc, dsn), file=sys.stderr)
+        return 2
     except (OSError, ValueError, PoolError) as exc:
         print(f"poolkeeper console: cannot open the pool: {exc}", file=sys.stderr)
         return 2
     try:
         try:
-            handle = serve([pool], host=args.host, port=args.port,
-                           token=args.token or os.environ.get(_TOKEN_ENV))
+            handle = serve([pool], host=args.host, port=args.port, token=token,
+                           protect_reads=True if args.protect_reads else None)
         except ValueError as exc:
             print(f"poolkeeper console: {exc}", file=sys.stderr)
             return 2
@@ -375,6 +497,9 @@ def _console_args(p: argparse.ArgumentParser) -> None:
                    help="address to bind (default 127.0.0.1; others need a token)")
     p.add_argument("--port", type=int, default=8187, help="port (default 8187; 0: a free one)")
     p.add_argument("--token", help=f"access token (better: ${_TOKEN_ENV}, kept out of ps)")
+    p.add_argument("--protect-reads", action="store_true",
+                   help="require the token for reading pages on loopback too (on a machine "
+                        "shared with other users)")
     p.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
 
 
@@ -404,7 +529,7 @@ def _top_args(p: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- load
 def _cmd_load(args: argparse.Namespace) -> int:
     from .doctor import parse_size
-    from .errors import PoolError
+    from .errors import ConnectError, PoolError
     from .loader import load_files
     from .pool import Pool
 
@@ -445,6 +570,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
                     progress.stop()
     except (OSError, ValueError) as exc:
         print(f"poolkeeper load: {exc}", file=sys.stderr)
+        return 2
+    except ConnectError as exc:
+        print(_connect_failed("load", exc, args.dsn), file=sys.stderr)
         return 2
     except PoolError as exc:
         print(f"poolkeeper load: {exc}", file=sys.stderr)
@@ -494,10 +622,30 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
 }
 
 
+_DESCRIPTION = """\
+A database connection pool for sqlite3, PostgreSQL and MariaDB/MySQL that shows where
+every connection, statement and byte goes. Try:
+
+  poolkeeper demo                      a short workload on in-memory SQLite, then its report
+  poolkeeper demo --console            the same, serving the web console while it runs
+  poolkeeper demo --dsn postgresql://postgres@127.0.0.1:5432/test
+  poolkeeper doctor pool.toml          worst-case memory and risky settings of a [pool] table
+  poolkeeper console --dsn URL         serve a pool's web console until Ctrl-C
+  poolkeeper top URL                   a live terminal view of a running console
+  poolkeeper load --dsn URL TABLE FILE...   bulk-load CSV / JSON-lines files
+
+URLs: sqlite:///file.db, sqlite://:memory:, postgresql://user@host:5432/db,
+mysql://user@host:3306/db. Console token: --token or $POOLKEEPER_CONSOLE_TOKEN.
+"poolkeeper COMMAND --help" shows a command's options."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="poolkeeper", description=__doc__,
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="poolkeeper", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"poolkeeper {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_args, _run) in _COMMANDS.items():
         add_args(sub.add_parser(name, help=help_text, description=help_text))
     return parser

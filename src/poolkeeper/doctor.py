@@ -2,14 +2,18 @@
 
 For each structure that grows with the workload it prints the worst case the configuration
 allows (e.g. statement cache bytes x max_size connections), and for each risky setting the
-reason and the outage it comes from: the seeds summarised in the project's field notes.
+reason and the public incident it repeats:
 
-    000  StarRocks loader: per-table buffers, files and clients with no shared byte budget
-    001  dble: every buffer allocation recorded with a full stack walk, ~20 % slower
-    002  Druid: SQL statistics keyed by raw SQL (a count bound, not bytes); PSCache row buffers
-    003  BoneCP: idle connections closed and reopened; the MySQL driver kept one reference per
-         connection ever opened (churn became a leak)
-    004  Connector/J: one timer task per statement with a query timeout, kept until its deadline
+    Druid's SQL statistics       statistics keyed by raw SQL, bounded by a count, not bytes
+                                 (1,000 multi-MB keys: 2 GB); PSCache row buffers
+    BoneCP's idle churn          idle connections closed and reopened below the minimum; the
+                                 MySQL driver kept one reference per connection ever opened
+    Connector/J's cancelled      one timer task per statement with a query timeout, kept
+      timer tasks                queued until its deadline (290,000 tasks, 2 GB)
+    dble's leaked buffers        the buffer monitor built to find them walked the full stack
+                                 on every allocation, ~20 % slower
+    the StarRocks loader         per-table buffers, files and clients with no shared byte
+                                 budget; its "fix" dropped unflushed data
 
 Findings are ``danger`` (the exit code is 1), ``warning`` or ``info``. A configuration that
 cannot be read exits with 2. Example::
@@ -28,22 +32,28 @@ from typing import Any
 
 from .config import ConfigWarning, PoolConfig, mask_dsn
 
-__all__ = ["SEEDS", "Finding", "Report", "Structure", "diagnose", "diagnose_file", "format_bytes",
-           "format_report", "parse_size"]
+__all__ = ["INCIDENTS", "Finding", "Report", "Structure", "diagnose", "diagnose_file",
+           "format_bytes", "format_report", "parse_size"]
 
-#: the seed outages findings refer to (number -> one line)
-SEEDS: dict[str, str] = {
-    "000": "StarRocks loader: per-table buffers with no shared byte budget",
-    "001": "dble buffer monitor: full stack walk per allocation, ~20% slower",
-    "002": "Druid: SQL stats keyed by raw SQL, bounded by count not bytes; PSCache buffers",
-    "003": "BoneCP: idle connections closed and reopened; driver kept one ref per connection",
-    "004": "Connector/J: a timer task per statement, kept until its deadline",
+#: the public incidents findings refer to (key -> the incident, named, in one line)
+INCIDENTS: dict[str, str] = {
+    "druid": "Druid's SQL statistics: keyed by raw SQL, bounded by count not bytes; "
+             "PSCache row buffers",
+    "bonecp": "BoneCP's idle churn: idle connections closed and reopened below the minimum",
+    "connector-j": "Connector/J's cancelled timer tasks: one per statement, kept until its "
+                   "deadline",
+    "dble": "dble's leaked buffers: its monitor walked the full stack per allocation, "
+            "~20% slower",
+    "starrocks": "the StarRocks loader: per-table buffers with no shared byte budget",
 }
+# The numbers the project's notes once used for them, still accepted as Finding keys.
+_NUMBERED = {"000": "starrocks", "001": "dble", "002": "druid", "003": "bonecp",
+             "004": "connector-j"}
 
 # Estimates (bytes) of what one element costs in CPython; stated in the report.
 WAITER_BYTES = 400  # a Waiter (lock, slot, times) plus its deque cell
 DEADLINE_BYTES = 200  # a scheduler heap entry: tuple + Deadline object
-CONNECTOR_J_TASK_BYTES = 7 * 1024  # one CancelTask as measured in seed 004
+CONNECTOR_J_TASK_BYTES = 7 * 1024  # one CancelTask, as measured in Connector/J's leak
 FRAME_BYTES = 100  # one (file, line, function) tuple of a leak stack
 SQLITE_PAGE_CACHE_BYTES = 2 * 1024 * 1024  # sqlite3's default cache_size=-2000 (KiB)
 DEFAULT_ROW_BYTES = 1024
@@ -68,19 +78,22 @@ class Structure:
 
 @dataclass(frozen=True)
 class Finding:
-    """A risky setting: how bad, which setting, why, and the seed it comes from."""
+    """A risky setting: how bad, which setting, why, and the incident it repeats."""
 
     severity: str  #: "danger" | "warning" | "info"
     setting: str
     value: str
     reason: str
-    seed: str = ""  #: "002", or "" when the reason comes from the field notes
+    incident: str = ""  #: a key of INCIDENTS ("druid"), or "" when the reason says it all
+
+    def __post_init__(self) -> None:
+        if self.incident in _NUMBERED:
+            object.__setattr__(self, "incident", _NUMBERED[self.incident])
 
     @property
     def source(self) -> str:
-        if self.seed:
-            return f"seed {self.seed}: {SEEDS.get(self.seed, '')}"
-        return "field notes"
+        """The incident in words, or "" (then the reason names its source, if any)."""
+        return INCIDENTS.get(self.incident, "")
 
 
 @dataclass
@@ -140,6 +153,19 @@ def _driver(config: PoolConfig) -> str | None:
     return None
 
 
+def _churn_cost(driver: str | None) -> str:
+    """What each reopened connection costs on this driver (BoneCP's churn was a leak)."""
+    if driver == "mysql":
+        return ("the MySQL driver BoneCP used kept a reference per connection ever opened, "
+                "so BoneCP's churn became a leak; every open also costs a handshake and an "
+                "authentication")
+    if driver == "sqlite":
+        return ("every open reopens the database file and starts with a cold page cache "
+                "and an empty statement cache")
+    return ("every open costs a TCP and TLS handshake, an authentication and a server "
+            "process or thread, and starts with an empty statement cache")
+
+
 def _monitor_budget() -> int | None:
     try:
         from .observe.monitor import MONITOR
@@ -183,7 +209,8 @@ def _structures(c: PoolConfig, row_bytes: int) -> list[Structure]:
     if c.query_timeout is not None or c.transaction_timeout is not None:
         out.append(Structure("timeout scheduler", f"statements in flight (<= max_size "
                              f"{c.max_size}) x ~{DEADLINE_BYTES} B", c.max_size * DEADLINE_BYTES,
-                             "entries leave when their statement ends (seed 004's fix)"))
+                             "entries leave when their statement ends (the fix for "
+                             "Connector/J's cancelled timer tasks)"))
     if c.leak_threshold is not None:
         out.append(Structure("leak stacks", f"max_size ({c.max_size}) x leak_stack_depth "
                              f"({c.leak_stack_depth}) frames",
@@ -205,7 +232,7 @@ def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
              conflicts: list[str] | None = None) -> Report:
     """Check ``config``; ``memory_limit`` defaults to the cgroup limit or physical memory.
 
-    ``statements_per_second`` sizes what a per-statement timer design would hold (seed 004);
+    ``statements_per_second`` sizes what a per-statement timer design would hold (Connector/J);
     ``row_bytes`` sizes fetch buffers; ``conflicts`` are the config's own warnings.
     """
     if memory_limit is None:
@@ -230,46 +257,47 @@ def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
             if s.worst_bytes is None:
                 continue
             share = s.worst_bytes / memory_limit
-            seed = {"statement caches": "002", "SQL statistics": "002", "fetch buffers": "002",
-                    "resource monitor": "001"}.get(s.name, "")
+            incident = {"statement caches": "druid", "SQL statistics": "druid",
+                        "fetch buffers": "druid", "resource monitor": "dble"}.get(s.name, "")
             if share >= _DANGER_SHARE:
                 add(Finding("danger", s.name, format_bytes(s.worst_bytes),
                             f"worst case {format_bytes(s.worst_bytes)} is {share:.0%} of the "
                             f"{format_bytes(memory_limit)} memory limit ({report.limit_source}); "
-                            f"bound: {s.bound}", seed))
+                            f"bound: {s.bound}", incident))
             elif share >= _WARN_SHARE:
                 add(Finding("warning", s.name, format_bytes(s.worst_bytes),
                             f"worst case {format_bytes(s.worst_bytes)} is {share:.0%} of the "
-                            f"{format_bytes(memory_limit)} memory limit; bound: {s.bound}", seed))
+                            f"{format_bytes(memory_limit)} memory limit; bound: {s.bound}",
+                            incident))
         total = report.worst_total_bytes
         if total >= memory_limit * 0.5 and not report.dangerous:
             add(Finding("danger", "all structures", format_bytes(total),
                         f"together the structures can reach {format_bytes(total)}, "
                         f"{total / memory_limit:.0%} of the memory limit"))
 
-    # SQL statistics (seed 002).
+    # SQL statistics (Druid's).
     if c.stats and c.stats_max_bytes >= 1 << 30:
         add(Finding("danger", "stats_max_bytes", format_bytes(c.stats_max_bytes),
                     "a statistics budget this large is no bound at all: Druid's sqlStatMap "
-                    "held 1,000 multi-MB SQL keys (2 GB); keep it to a few MB", "002"))
+                    "held 1,000 multi-MB SQL keys (2 GB); keep it to a few MB", "druid"))
     if c.log_params:
         add(Finding("warning", "log_params", "true", "statement parameters (customer data, "
                     "secrets) are written to the logs with slow statements"))
 
-    # Statement caches (seed 002).
+    # Statement caches (Druid's PSCache).
     if c.statement_cache_size > 1000 and _driver(c) != "mysql":
         add(Finding("warning", "statement_cache_size", str(c.statement_cache_size),
                     f"{c.statement_cache_size} statements x {c.max_size} connections = "
                     f"{c.statement_cache_size * c.max_size:,} server-side plans; HikariCP "
                     "leaves caching out for this reason (250 queries x 20 connections = "
-                    "5,000 plans)", "002"))
+                    "5,000 plans)", "druid"))
     if c.fetch_size > 10_000:
         add(Finding("warning", "fetch_size", f"{c.fetch_size:,}",
                     f"each open result may buffer {c.fetch_size:,} rows client-side per "
                     "connection; Druid's PSCache pinned row size x prefetch per statement",
-                    "002"))
+                    "druid"))
 
-    # Churn (seed 003).
+    # Churn (BoneCP's).
     opens_per_hour = 0.0
     if c.max_lifetime is not None:
         opens_per_hour += c.max_size * 3600.0 / c.max_lifetime
@@ -278,19 +306,19 @@ def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
     if opens_per_hour >= 36_000:
         add(Finding("danger", "max_lifetime / idle_timeout",
                     f"{c.max_lifetime} / {c.idle_timeout}",
-                    f"up to {opens_per_hour:,.0f} connections opened per hour: the MySQL "
-                    "driver BoneCP used kept a reference per connection ever opened, so "
-                    "churn became a leak; keep connections for minutes, not seconds", "003"))
+                    f"up to {opens_per_hour:,.0f} connections opened per hour: "
+                    f"{_churn_cost(_driver(c))}; keep connections for minutes, not seconds",
+                    "bonecp"))
     elif opens_per_hour >= 1_000:
         add(Finding("warning", "max_lifetime / idle_timeout",
                     f"{c.max_lifetime} / {c.idle_timeout}",
                     f"up to {opens_per_hour:,.0f} connections opened per hour (churn); every "
-                    "open costs a handshake and driver state", "003"))
+                    "open costs a handshake and driver state", "bonecp"))
     if c.idle_timeout is not None and c.idle_timeout < 30 and c.max_size > c.min_idle:
         add(Finding("warning", "idle_timeout", f"{c.idle_timeout:g} s",
                     f"connections above min_idle={c.min_idle} close after {c.idle_timeout:g} s "
                     "idle and are reopened by the next burst; BoneCP's idleMaxAge churn is "
-                    "the outage this repeats (poolkeeper never evicts below min_idle)", "003"))
+                    "the outage this repeats (poolkeeper never evicts below min_idle)", "bonecp"))
     if (c.max_lifetime is not None and c.lifetime_jitter == 0 and c.max_size > 1):
         add(Finding("warning", "lifetime_jitter", "0",
                     f"connections opened together all expire together: {c.max_size} "
@@ -300,16 +328,16 @@ def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
         add(Finding("warning", "validate_on_borrow / keepalive_interval", "false / none",
                     "a connection the server closed (restart, MySQL wait_timeout of 8 h) is "
                     "handed out and fails on first use; BoneCP relied on idle tests alone",
-                    "003"))
+                    "bonecp"))
     elif (_driver(c) == "mysql" and c.keepalive_interval is None
           and (c.idle_timeout is None or c.idle_timeout >= MYSQL_WAIT_TIMEOUT_S)
           and (c.max_lifetime is None or c.max_lifetime >= MYSQL_WAIT_TIMEOUT_S)):
         add(Finding("warning", "keepalive_interval", "none",
                     "MySQL closes connections idle past wait_timeout (8 h by default); "
                     "without keepalive or a shorter lifetime, idle ones die on the server",
-                    "003"))
+                    "bonecp"))
 
-    # Timeouts (seed 004).
+    # Timeouts (Connector/J's).
     for name in ("query_timeout", "transaction_timeout"):
         value = getattr(c, name)
         if value is not None and value > 600:
@@ -321,7 +349,7 @@ def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
                         f"{statements_per_second:,.0f} statements/s = "
                         f"{format_bytes(naive * CONNECTOR_J_TASK_BYTES)}; poolkeeper removes "
                         "entries when statements end, but a timeout this long protects nothing",
-                        "004"))
+                        "connector-j"))
     if c.query_timeout is None:
         add(Finding("info", "query_timeout", "none",
                     "no query timeout: a runaway statement holds its connection until it "
@@ -335,7 +363,7 @@ def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
                     f"{c.max_waiting:,} callers may queue, each holding a thread, before "
                     "TooManyWaiting turns newcomers away"))
 
-    # Leaks and monitoring (seed 001).
+    # Leaks and monitoring (dble's).
     if c.leak_threshold is None and c.abandoned_timeout is None:
         add(Finding("info", "leak_threshold", "none",
                     "a connection never returned is noticed only when the pool runs dry; "
@@ -344,12 +372,12 @@ def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
         add(Finding("warning", "leak_stack_depth", str(c.leak_stack_depth),
                     f"{c.leak_stack_depth} frames are walked on every borrow; dble's full "
                     "stack walk per allocation cost ~20% (8 frames are enough to find a "
-                    "leak)", "001"))
+                    "leak)", "dble"))
     if c.monitor:
         add(Finding("warning", "monitor", "true",
                     "the resource monitor records every checkout, cursor and buffer with its "
                     "call site: turn it on to find a leak, not permanently (dble's equivalent "
-                    "cost ~20%)", "001"))
+                    "cost ~20%)", "dble"))
     if not c.reset_on_return:
         add(Finding("warning", "reset_on_return", "false",
                     "a transaction left open by one caller (locks, uncommitted writes) is "
@@ -402,7 +430,8 @@ def format_report(report: Report) -> str:
         value = f" = {f.value}" if f.value else ""
         lines.append(f"{f.severity.upper():<8} {f.setting}{value}")
         lines.append(f"         {f.reason}")
-        lines.append(f"         source: {f.source}")
+        if f.source:
+            lines.append(f"         repeats: {f.source}")
     lines.append("")
     lines.append("verdict: " + ("DANGEROUS (exit 1)" if report.dangerous else "ok (exit 0)"))
     return "\n".join(lines)

@@ -40,7 +40,7 @@ from .proxy import (
     format_site,
     proxy_class,
 )
-from .sql.fingerprint import redact
+from .sql.fingerprint import MESSAGE_READ_CHARS, redact
 from .sql.hook import StatsHook
 from .sql.stmtcache import AdaptiveFetchSize, StatementCacheHook, sqlite_cached_statements
 from .timeouts import TimeoutHook
@@ -1024,6 +1024,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _safe_sql(sql: Any, dialect: str | None = None) -> str:
-    """The statement with literals folded, so errors and logs never show data or secrets."""
-    return redact(sql if isinstance(sql, str | bytes) else str(sql), dialect=dialect)
+    """The statement with literals folded, so errors and logs never show data or secrets.
+
+    Only its first MESSAGE_READ_CHARS are read: connections_info() (the console's connections
+    page) and PoolTimeout describe every held connection, each possibly running a 10 MB batch.
+    """
+    return redact(sql if isinstance(sql, str | bytes) else str(sql), dialect=dialect,
+                  read_chars=MESSAGE_READ_CHARS)
 

@@ -657,9 +657,10 @@ def _describe(query: Any, dialect: str | None) -> str:
     """The statement without literals (fingerprint), cut to 200 characters."""
     text = query.decode("utf-8", "replace") if isinstance(query, bytes) else str(query)
     try:
-        from .sql.fingerprint import redact
+        from .sql.fingerprint import MESSAGE_READ_CHARS, redact
 
-        return redact(text, 200, dialect=dialect)
+        # not the whole text: a timed-out statement must not cost a second full fingerprint
+        return redact(text, 200, dialect=dialect, read_chars=MESSAGE_READ_CHARS)
     except Exception:  # noqa: BLE001 - an error message must not fail on its own formatting
         text = _LITERALS.sub("?", text[:4096])
         return text[:200] + ("..." if len(text) > 200 else "")

@@ -9,12 +9,20 @@ is added here in a few lines: named daemon threads, a bound on concurrent reques
 timeouts, a stop that joins everything, security headers and the token rule.
 
 Security: loopback by default. Any other address needs a token, or :func:`serve` refuses to
-start; with a token every request must carry it (``Authorization: Bearer``, the
-``X-Poolkeeper-Token`` header, or ``?token=`` once, which sets an HttpOnly cookie). Reset
-actions always need the token, sent in a header or the form, never taken from the cookie (a
-cross-site form cannot forge it). On loopback without a token the ``Host`` header must name
-a loopback host, which defeats DNS rebinding. Query strings (which may hold the token or an
-admin query) are never logged.
+start. Who must show the token:
+
+- **reads** (pages, ``/api/...``, ``/metrics``): off loopback, always; on loopback, only with
+  ``protect_reads=True`` (set it on a machine shared with other users, who can reach loopback
+  too). A read shows it as ``Authorization: Bearer``, the ``X-Poolkeeper-Token`` header, the
+  cookie, or ``?token=`` once, which sets an HttpOnly cookie and redirects to the same page
+  without it;
+- **resets** (``POST /reset``, ``POST /api/reset``): always, and only in a header or the form
+  field ``token``: never from the cookie (a cross-site form could send it) nor from the query
+  string (addresses end up in proxy logs and browser history). A reset with no token
+  configured is refused.
+
+On loopback the ``Host`` header must name a loopback host, which defeats DNS rebinding. Query
+strings (which may hold the token or an admin query) are never logged.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from ..errors import ConfigError
 from . import render, views
 from .history import History
 
-__all__ = ["ConsoleHandle", "is_loopback", "serve"]
+__all__ = ["ConsoleHandle", "is_loopback", "serve", "token_problem"]
 
 logger = logging.getLogger("poolkeeper.console")
 
@@ -232,9 +240,17 @@ class _App:
                              "text/plain")
         if self.token is None:
             return _json({"error": "reset actions need a token: start the console with "
-                                   "token=... (poolkeeper console --token ...)"},
+                                   "serve(..., token=...) in Python, or poolkeeper console "
+                                   "--token ... (or $POOLKEEPER_CONSOLE_TOKEN)"},
                          HTTPStatus.FORBIDDEN)
-        if not self._token_ok(self._given_tokens(h, query, form, cookie=False)):
+        if query.get("token"):
+            self.unauthorized_total += 1
+            return _json({"error": "reset refused: the token was sent in the address "
+                                   "(?token=...), which proxies and browser history keep; "
+                                   "send it in the form field 'token' or an "
+                                   "'Authorization: Bearer <token>' header"},
+                         HTTPStatus.BAD_REQUEST)
+        if not self._token_ok(self._given_tokens(h, {}, form, cookie=False)):
             self.unauthorized_total += 1
             return _json({"error": "reset refused: wrong or missing token (send it in the form "
                                    "field 'token' or an Authorization: Bearer header)"},
@@ -462,6 +478,21 @@ class ConsoleHandle:
         return f"<poolkeeper console {self.url} {'stopped' if self._stopped else 'running'}>"
 
 
+def token_problem(host: str, token: object) -> str | None:
+    """Why :func:`serve` would refuse ``host`` and ``token``, or None when it would not.
+
+    ``"invalid"``: the token is not at least ``MIN_TOKEN_CHARS`` characters of letters, digits
+    and ``-._~+/=``; ``"missing"``: ``host`` is not a loopback address and there is no token.
+    (The command line checks this first, to word its error with its own flags.)
+    """
+    if token is not None and (not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS
+                              or not _TOKEN_CHARS.fullmatch(token)):
+        return "invalid"
+    if token is None and not is_loopback(host):
+        return "missing"
+    return None
+
+
 def serve(pools: Any = None, host: str = "127.0.0.1", port: int = 0, *,
           token: str | None = None, history_seconds: float = 600.0,
           sample_interval: float = 1.0, watchdog: Any = None, monitor: Any = None,
@@ -486,11 +517,11 @@ def serve(pools: Any = None, host: str = "127.0.0.1", port: int = 0, *,
         handle.stop()
     """
     loopback = is_loopback(host)
-    if token is not None and (not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS
-                              or not _TOKEN_CHARS.fullmatch(token)):
+    problem = token_problem(host, token)
+    if problem == "invalid":
         raise ConfigError(f"console token must be at least {MIN_TOKEN_CHARS} characters of "
                           "letters, digits and -._~+/= (e.g. secrets.token_urlsafe(24))")
-    if not loopback and token is None:
+    if problem == "missing":
         raise ConfigError(
             f"console host={host!r} is not a loopback address: it would show pool state to "
             "other machines, so it needs token=... (e.g. secrets.token_urlsafe(24)); or bind "

@@ -35,8 +35,13 @@ Cost: one left-to-right pass. The scanner is hand-written: it dispatches on the 
 character and uses only ``str.find`` and anchored single-class runs (``[\\w$]*``, ``\\s+``,
 digit runs) to jump over tokens, so no input can make it backtrack. Long literal lists take a
 fast path: a possessive (non-backtracking) matcher skips a run of plain ``, literal`` elements in
-one call. Everything after scanning (list collapsing, joining) works on the folded tokens, so a
-10 MB statement costs time proportional to 10 MB, and memory proportional to its fingerprint.
+one call. A position searched for once (the end of an operator run, the first ``--`` or ``/*``
+in it, the first ``*/`` of nested comments, the ``)`` after ``%(``) is reused while it still
+lies ahead, so no run of any character is rescanned from each of its positions. Everything
+after scanning (list collapsing, joining) works on the folded tokens, with at most 32 folded
+groups open at once, so a 10 MB statement costs time proportional to 10 MB (0.05-1 us per
+character for every adversarial run in ``benchmarks/bench_fingerprint.py``), and memory
+proportional to its fingerprint.
 A repeated text is not parsed again: :class:`FingerprintCache` keeps recent texts, bounded in
 entries and bytes.
 """
@@ -49,7 +54,7 @@ import sys
 import threading
 from collections import OrderedDict
 
-__all__ = ["DIALECTS", "FingerprintCache", "fingerprint", "redact"]
+__all__ = ["DIALECTS", "MESSAGE_READ_CHARS", "FingerprintCache", "fingerprint", "redact"]
 
 #: dialect names accepted by :func:`fingerprint` (None or "" means generic)
 DIALECTS = frozenset({"generic", "postgresql", "mysql", "sqlite"})
@@ -65,8 +70,8 @@ _DIALECT_ALIASES = {
 class _Dialect:
     """The lexical rules on which the three dialects disagree."""
 
-    __slots__ = ("backslash", "dollar_quotes", "dq_string", "hash_comment", "name",
-                 "nested_comments", "op_chars", "sq_brackets", "value_keyword")
+    __slots__ = ("backslash", "dollar_quotes", "dq_string", "hash_comment", "keeper", "name",
+                 "nested_comments", "op_chars", "op_run", "sq_brackets", "value_keyword")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -84,9 +89,12 @@ class _Dialect:
         # '%' and '?' are never part of an operator run: they start placeholders. MySQL has
         # no '@' or '#' operators ('@var' is a user variable, '#' a comment).
         self.op_chars = frozenset("+-*/<>=~!^&|" + ("" if name == "mysql" else "@#"))
+        #: a run of operator characters, and a sign keeper among them
+        self.op_run = re.compile("[" + re.escape("".join(sorted(self.op_chars))) + "]+")
+        self.keeper = re.compile(
+            "[" + re.escape("".join(sorted(self.op_chars & _SIGN_KEEPERS))) + "]")
 
 
-_DIALECT_RULES = {name: _Dialect(name) for name in DIALECTS}
 
 
 def _words(text: str) -> frozenset[str]:
@@ -131,10 +139,13 @@ _OPERAND_KEYWORDS = frozenset({
     "LOCALTIME", "LOCALTIMESTAMP", "SESSION_USER", "NOW",
 })
 _UNARY_AFTER = frozenset({"(", ",", "[", ";", "::"})
+#: a keyword right after these is a type or column name, an operand
+_NAME_AFTER = frozenset({"::", "."})
 _ALL_OP_CHARS = frozenset("+-*/<>=~!@#%^&|")
 # Operator characters that let a multi-character operator end in + or - (PostgreSQL's rule,
 # which is also what makes "x=-5" read as "x = -5" in every dialect).
 _SIGN_KEEPERS = frozenset("~!@#%^&|`?")
+_DIALECT_RULES = {name: _Dialect(name) for name in DIALECTS}
 _NO_SPACE_BEFORE = frozenset({",", ")", "]", ";", ".", "::"})
 _NO_SPACE_AFTER = frozenset({"(", "[", ".", "::"})
 
@@ -144,7 +155,6 @@ _NUMBER = re.compile(r"(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?")
 _RADIX_NUMBER = re.compile(r"0(?:[xX][0-9a-fA-F_]+|[bB][01_]+|[oO][0-7_]+)(?![\w$])")
 _DIGITS = re.compile(r"\d+")
 _DOLLAR_TAG = re.compile(r"\$(?:[^\W\d]\w*)?\$")
-_PYFORMAT_NAMED = re.compile(r"%\([^)]*\)[sbt]")
 _BACKSLASH_OR_SQ = re.compile(r"[\\']")
 _BACKSLASH_OR_DQ = re.compile(r'[\\"]')
 
@@ -196,6 +206,11 @@ _LIST, _PLAIN = 1, 0
 # Nesting deeper than this is not folded further: it bounds the scanner's stack (a 10 MB
 # run of "(" would otherwise hold ten million frames). Real statements stay far below it.
 _MAX_DEPTH = 500
+# Closing a folded group (an IN list, a VALUES row) compares the tokens inside it, nested
+# groups included, so k nested folded groups cost k passes over their text: past this many
+# open at once, inner groups are kept as written (500 nested "IN (" made a 100 kB text cost
+# 3.7 us/char instead of 1.9; no real statement nests lists this deep).
+_MAX_FOLD_DEPTH = 32
 
 
 class _Frame:
@@ -217,13 +232,15 @@ class _Frame:
 class _Folder:
     """Receives tokens from the scanner; folds literal lists and VALUES rows as they close."""
 
-    __slots__ = ("frames", "out", "overflow")
+    __slots__ = ("folding", "frames", "out", "overflow")
 
     def __init__(self) -> None:
         self.out: list[str] = []
         self.frames = [_Frame(_PLAIN, -1, False)]
         #: groups opened beyond _MAX_DEPTH: kept as plain tokens, never folded
         self.overflow = 0
+        #: open groups that fold (IN lists, ARRAY[...], VALUES rows), at most _MAX_FOLD_DEPTH
+        self.folding = 0
 
     def token(self, tok: str) -> None:
         frame = self.frames[-1]
@@ -233,11 +250,17 @@ class _Folder:
 
     def literal(self) -> None:
         out = self.out
-        if out and (out[-1] == "-" or out[-1] == "+"):
+        # Signs are part of the value: "x = -5" and "x = - -5" read as "x = ?". After a
+        # keyword a sign is unary ("SELECT -1"), unless the keyword is a name there: a type
+        # after "::" ("%s::int + 1") or a column after "." ("t.value - 1").
+        while out and (out[-1] == "-" or out[-1] == "+"):
             before = out[-2] if len(out) > 1 else None
             if (before is None or before in _UNARY_AFTER or _is_operator(before)
-                    or (before in _KEYWORDS and before not in _OPERAND_KEYWORDS)):
-                out.pop()  # a sign is part of the value: "x = -5" reads as "x = ?"
+                    or (before in _KEYWORDS and before not in _OPERAND_KEYWORDS
+                        and not (len(out) > 2 and out[-3] in _NAME_AFTER))):
+                out.pop()
+            else:
+                break
         self.token("?")
 
     def open(self, tok: str) -> None:
@@ -254,6 +277,11 @@ class _Folder:
         prev = out[-1] if out else None
         kind = _LIST if (prev == "IN" and tok == "(") or (prev == "ARRAY" and tok == "[") \
             else _PLAIN
+        if kind == _LIST or row:
+            if self.folding >= _MAX_FOLD_DEPTH:
+                kind, row = _PLAIN, False
+            else:
+                self.folding += 1
         out.append(tok)
         self.frames.append(_Frame(kind, len(out) - 1, row))
 
@@ -279,6 +307,8 @@ class _Folder:
             self.token(tok)
             return 0
         frame = frames.pop()
+        if frame.kind == _LIST or frame.row:
+            self.folding -= 1
         if frame.kind == _LIST:
             self._finish_element(frame)
         out.append(tok)
@@ -408,10 +438,14 @@ def _skip_block_comment(sql: str, start: int, nested: bool) -> int:
     depth = 1
     i = start + 2
     find = sql.find
+    close = -1
     while depth:
-        close = find("*/", i)
-        if close < 0:
-            return n
+        # The first "*/" ahead stays the first until the scan passes it: finding it again
+        # after every "/*" made "/*" * k + "*/" * k quadratic.
+        if close < i:
+            close = find("*/", i)
+            if close < 0:
+                return n
         opening = find("/*", i, close)
         if opening >= 0:
             depth += 1
@@ -460,6 +494,13 @@ def _scan(sql: str, d: _Dialect, f: _Folder) -> None:
     word_match = _WORD.match
     number_match = _NUMBER.match
     fast_list = _FAST_LIST[d.backslash].match
+    find = sql.find
+    op_run = d.op_run.match
+    keeper_search = d.keeper.search
+    # Positions found once and reused while they still lie ahead (see the operator branch):
+    # the end of the current operator run, the first "--" / "/*" / sign keeper inside it, and
+    # the first ")" after a "%(".
+    run_end = dash = slash = keep = paren = -1
     while pos < n:
         c = sql[pos]
         nxt = sql[pos + 1] if pos + 1 < n else ""
@@ -600,9 +641,15 @@ def _scan(sql: str, d: _Dialect, f: _Folder) -> None:
                     pos = fast_list(sql, pos).end()  # type: ignore[union-attr]
                 continue
             if nxt == "(":
-                m = _PYFORMAT_NAMED.match(sql, pos)
-                if m is not None:
-                    pos = m.end()
+                # %(name)s: the first ")" after "%(" must be followed by s, b or t. That ")"
+                # is found once for a run of "%(" (matching "%\([^)]*\)" from each one
+                # rescanned the rest of the text every time).
+                if paren < pos + 2:
+                    paren = find(")", pos + 2)
+                    if paren < 0:
+                        paren = n
+                if paren + 1 < n and sql[paren + 1] in "sbt":
+                    pos = paren + 2
                     f.literal()
                     continue
             # "%%" is a literal percent sign in the format paramstyles; "%" alone is modulo
@@ -665,19 +712,42 @@ def _scan(sql: str, d: _Dialect, f: _Folder) -> None:
                 continue
         # ---------------------------------------------------------------- operators
         if c in op_chars:
-            end = pos + 1
-            while end < n and sql[end] in op_chars:
-                end += 1
-            run = sql[pos:end]
+            if pos + 1 >= n or sql[pos + 1] not in op_chars:  # the common case: "=", "<"
+                f.token(c)
+                pos += 1
+                continue
+            # A run of operator characters. Its end, and where in it a comment starts or a
+            # sign keeper sits, are found once and reused while the scan is still inside the
+            # run (a comment can end inside it: "*/*/*/"), so a run costs one pass however it
+            # splits into tokens. Re-finding them from every position made a run of "+"
+            # cubic and a run of "*/" quadratic.
+            if pos >= run_end:
+                run_end = op_run(sql, pos).end()  # type: ignore[union-attr]
+                dash = slash = keep = -1
+            if dash <= pos:
+                dash = find("--", pos + 1, run_end)
+                if dash < 0:
+                    dash = run_end
+            if slash <= pos:
+                slash = find("/*", pos + 1, run_end)
+                if slash < 0:
+                    slash = run_end
+            if keep < pos:
+                m = keeper_search(sql, pos, run_end)
+                keep = run_end if m is None else m.start()
             # An operator never swallows the start of a comment.
-            cut = min((k for k in (run.find("--", 1), run.find("/*", 1)) if k > 0),
-                      default=len(run))
-            run = run[:cut]
-            while len(run) > 1 and run[-1] in "+-" and not any(ch in _SIGN_KEEPERS
-                                                              for ch in run):
-                run = run[:-1]
-            f.token(run)
-            pos += len(run)
+            cut = dash if dash < slash else slash
+            if keep < cut:
+                f.token(sql[pos:cut])
+            else:
+                # No sign keeper: trailing + and - are signs of what follows ("x=-5" reads
+                # as "x = -5"); each is a token of its own, the rest is one operator.
+                seg = sql[pos:cut]
+                head = seg.rstrip("+-") or seg[0]
+                f.token(head)
+                for ch in seg[len(head):]:
+                    f.token(ch)
+            pos = cut
             continue
         if c == ";":
             frame = f.frames[-1]
@@ -694,12 +764,14 @@ def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch in {"_", "$"}
 
 
-def redact(sql: str | bytes, limit: int = 200, *, dialect: str | None = None) -> str:
+def redact(sql: str | bytes, limit: int = 200, *, dialect: str | None = None,
+           read_chars: int | None = None) -> str:
     """A short, literal-free rendering of a statement for error messages and logs.
 
     The fingerprint, cut to ``limit`` characters with the number of characters left out.
-    Statements over 1 MB are read only up to their first megabyte (an unfinished literal at the
-    cut is folded like any other), so an error path never spends seconds on a giant batch.
+    Statements over ``read_chars`` (default 1 MB) are read only up to that point (an
+    unfinished literal at the cut is folded like any other), so an error path never spends
+    seconds on a giant batch.
 
     Example::
 
@@ -708,20 +780,27 @@ def redact(sql: str | bytes, limit: int = 200, *, dialect: str | None = None) ->
     """
     if limit < 1:
         raise ValueError(f"limit={limit!r} must be at least 1 character")
+    read = _REDACT_READ_CHARS if read_chars is None else read_chars
+    if read < 1:
+        raise ValueError(f"read_chars={read_chars!r} must be at least 1 character")
     text = sql.decode("utf-8", "replace") if isinstance(sql, bytes) else str(sql)
-    clipped = len(text) > _REDACT_READ_CHARS
+    clipped = len(text) > read
     if clipped:
-        text = text[:_REDACT_READ_CHARS]
+        text = text[:read]
     folded = fingerprint(text, dialect)
     if len(folded) <= limit and not clipped:
         return folded
     shown = folded[:limit]
     if clipped:
-        return f"{shown}... (statement over {_REDACT_READ_CHARS:,} chars, cut)"
+        return f"{shown}... (statement over {read:,} chars, cut)"
     return f"{shown}... (+{len(folded) - limit} chars)"
 
 
 _REDACT_READ_CHARS = 1 << 20
+#: how much of a statement an error message or a live view reads (``redact(read_chars=)``):
+#: they show 200 characters, and fingerprinting 64 KiB costs at most ~40 ms (1 MB: ~0.7 s),
+#: so a timed-out or stuck 10 MB batch is never fingerprinted whole again to be described
+MESSAGE_READ_CHARS = 64 << 10
 
 
 class FingerprintCache:
