@@ -47,6 +47,7 @@ class MysqlDriver(Driver):
         import pymysql  # imported here so that `import poolkeeper` needs no driver
 
         self._pymysql = pymysql
+        self.error_types = (pymysql.err.MySQLError,)
 
     def _connect(self) -> Any:
         kwargs = dict(self.params)
@@ -76,7 +77,7 @@ class MysqlDriver(Driver):
             return True
         if exc is None:
             return False
-        if isinstance(exc, self._pymysql.err.InterfaceError):
+        if isinstance(exc, self._pymysql.err.InterfaceError) or self.left_mid_call(exc):
             return True
         return self._code(exc) in _BROKEN_CODES
 
