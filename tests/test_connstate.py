@@ -79,3 +79,39 @@ def test_driver_errors_keep_the_connection(any_dsn: str) -> None:
         with pool.connection() as conn:
             assert conn.slot.id == first
         assert pool.stats()["connections_closed_broken"] == 0
+
+
+def test_sqlite_row_factory_error_in_fetch_discards(sqlite_dsn: str) -> None:
+    def bad_row(cursor: object, row: tuple[object, ...]) -> object:
+        raise ZeroDivisionError("row factory failed")
+
+    with Pool(sqlite_dsn, min_idle=0, max_size=1) as pool:
+        with pool.connection() as conn:
+            first = conn.slot.id
+            cur = conn.cursor()
+            cur.execute("SELECT 1")
+            cur.row_factory = bad_row
+            with pytest.raises(ZeroDivisionError):
+                cur.fetchall()
+        with pool.connection() as conn:
+            assert conn.slot.id != first
+        assert pool.stats()["connections_closed_broken"] == 1
+
+
+def test_postgres_row_factory_error_in_fetch_discards(pg_dsn: str) -> None:
+    def bad_factory(cursor: object) -> object:
+        def make_row(values: object) -> object:
+            raise ZeroDivisionError("row factory failed")
+        return make_row
+
+    with Pool(pg_dsn, min_idle=0, max_size=1) as pool:
+        with pool.connection() as conn:
+            first = conn.slot.session_id
+            cur = conn.cursor()
+            cur.row_factory = bad_factory
+            cur.execute("SELECT 1")
+            with pytest.raises(ZeroDivisionError):
+                cur.fetchone()
+        with pool.connection() as conn:
+            assert conn.slot.session_id != first
+        assert pool.stats()["connections_closed_broken"] == 1
