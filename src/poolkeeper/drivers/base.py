@@ -89,6 +89,12 @@ class Driver:
         """Whether the connection is unusable, judged from local state and the error seen."""
         return exc is not None and self.left_mid_call(exc)
 
+    #: ``release_results(raw) -> bool`` for a driver whose *connection* keeps the last result
+    #: (PyMySQL's ``Connection._result``): called on every return, drops it without a round
+    #: trip and returns False when the result is still being read (the connection is in
+    #: doubt). None (the default) when results belong to cursors only: nothing to pay per return.
+    release_results: Callable[[Any], bool] | None = None
+
     #: the driver's DB-API ``Error`` base class(es); subclasses set it when they import the driver
     error_types: tuple[type[BaseException], ...] = ()
 
