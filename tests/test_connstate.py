@@ -144,3 +144,18 @@ def test_mysql_idle_connection_does_not_pin_last_result(mysql_dsn: str) -> None:
             cur.execute("SELECT 2")
             assert list(cur.fetchall()) == [(2,)]
         assert pool.stats()["connections_closed_broken"] == 0
+
+
+class _Interrupting:
+    def __conform__(self, protocol: object) -> None:
+        raise KeyboardInterrupt  # a BaseException arriving in the middle of a driver call
+
+
+def test_base_exception_during_a_call_discards(sqlite_dsn: str) -> None:
+    with Pool(sqlite_dsn, min_idle=0, max_size=1) as pool:
+        with pytest.raises(KeyboardInterrupt), pool.connection() as conn:
+            first = conn.slot.id
+            conn.cursor().execute("SELECT ?", (_Interrupting(),))
+        with pool.connection() as conn:
+            assert conn.slot.id != first
+        assert pool.stats()["connections_closed_broken"] == 1
