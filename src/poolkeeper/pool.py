@@ -202,6 +202,7 @@ class Pool:
         self._worker = Worker(self.name)
         self._thread_records = [self.monitor.track("thread", t) for t in self._worker.threads]
         self._tx_state, self._tx_idle = self.driver.transaction_probe()
+        self._release_results = self.driver.release_results  # None: results live in cursors
         # Execute hooks, innermost first: the statement cache governs what the driver
         # prepares; statistics time everything inside them.
         self._stmt_cache = StatementCacheHook.from_config(config, self.driver.name)
@@ -366,6 +367,10 @@ class Pool:
             proxy._close_cursors()
         proxy.__class__ = ReturnedConnection  # type: ignore[assignment]
         failure: BaseException | None = None
+        release = self._release_results
+        if release is not None and not slot.broken and not release(raw):
+            slot.broken = True
+            slot.close_reason = CloseReason.UNKNOWN_STATE
         if slot.broken or self._tx_state(raw) != self._tx_idle or slot.autocommit_was is not None:
             failure = self._slow_reset(slot, raw, commit)
         now = _monotonic()

@@ -501,18 +501,32 @@ class CursorProxy(_CursorState):
 
     # A fetch counts as use for abandoned_timeout: +2 keeps the count even (no statement
     # running) but changed, so the housekeeper sees the checkout in use (policy.abandoned).
+    # A row factory's / converter's exception mid-fetch may leave an unbuffered result half
+    # read: _failed() lets the driver judge (a try block costs nothing until it raises).
     def fetchone(self) -> Any:
         self._slot.statements += 2
-        return self._raw.fetchone()
+        try:
+            return self._raw.fetchone()
+        except BaseException as exc:
+            self._conn._failed(exc)
+            raise
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
         self._slot.statements += 2
         raw = self._raw
-        return list(raw.fetchmany() if size is None else raw.fetchmany(size))
+        try:
+            return list(raw.fetchmany() if size is None else raw.fetchmany(size))
+        except BaseException as exc:
+            self._conn._failed(exc)
+            raise
 
     def fetchall(self) -> list[Any]:
         self._slot.statements += 2
-        return list(self._raw.fetchall())
+        try:
+            return list(self._raw.fetchall())
+        except BaseException as exc:
+            self._conn._failed(exc)
+            raise
 
     def __iter__(self) -> Iterator[Any]:
         self._slot.statements += 2

@@ -12,6 +12,7 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..errors import PoolError
 from .cancel import Canceller, make_canceller
 
 __all__ = ["Driver", "ErrorKind"]
@@ -86,7 +87,25 @@ class Driver:
 
     def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
         """Whether the connection is unusable, judged from local state and the error seen."""
-        return False
+        return exc is not None and self.left_mid_call(exc)
+
+    #: ``release_results(raw) -> bool`` for a driver whose *connection* keeps the last result
+    #: (PyMySQL's ``Connection._result``): called on every return, drops it without a round
+    #: trip and returns False when the result is still being read (the connection is in
+    #: doubt). None (the default) when results belong to cursors only: nothing to pay per return.
+    release_results: Callable[[Any], bool] | None = None
+
+    #: the driver's DB-API ``Error`` base class(es); subclasses set it when they import the driver
+    error_types: tuple[type[BaseException], ...] = ()
+
+    def left_mid_call(self, exc: BaseException) -> bool:
+        """Whether ``exc`` may have left the connection mid-protocol: anything raised inside a
+        driver call that is neither the driver's own DB-API error nor poolkeeper's (a
+        ``RuntimeError`` from PyMySQL's local-infile guard, a ``UnicodeDecodeError`` or a row
+        factory's / converter's exception mid-result, ``KeyboardInterrupt``). Such a connection
+        is discarded, never lent again: the next borrower would read the rest of the old reply.
+        """
+        return not isinstance(exc, self.error_types) and not isinstance(exc, PoolError)
 
     def classify_error(self, exc: BaseException) -> ErrorKind:
         """Sort a driver error into broken / transient / data / other."""

@@ -47,6 +47,8 @@ class MysqlDriver(Driver):
         import pymysql  # imported here so that `import poolkeeper` needs no driver
 
         self._pymysql = pymysql
+        self.error_types = (pymysql.err.MySQLError,)
+        self.release_results = self._release_results
 
     def _connect(self) -> Any:
         kwargs = dict(self.params)
@@ -76,7 +78,7 @@ class MysqlDriver(Driver):
             return True
         if exc is None:
             return False
-        if isinstance(exc, self._pymysql.err.InterfaceError):
+        if isinstance(exc, self._pymysql.err.InterfaceError) or self.left_mid_call(exc):
             return True
         return self._code(exc) in _BROKEN_CODES
 
@@ -90,6 +92,17 @@ class MysqlDriver(Driver):
                 exc, self._pymysql.err.DataError | self._pymysql.err.IntegrityError):
             return ErrorKind.DATA
         return ErrorKind.OTHER
+
+    def _release_results(self, raw: Any) -> bool:
+        # PyMySQL keeps the last result set on the connection (Connection._result) until the
+        # next statement: a 12 MB SELECT stayed pinned by an idle connection in autocommit.
+        result = raw._result
+        if result is None:
+            return True
+        if result.unbuffered_active:  # an SSCursor's rows still on the wire: mid-protocol
+            return False
+        raw._result = None
+        return True
 
     def session_id(self, raw: Any) -> Any:
         return raw.thread_id()

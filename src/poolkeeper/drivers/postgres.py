@@ -43,6 +43,7 @@ class PostgresDriver(Driver):
         import psycopg  # imported here so that `import poolkeeper` needs no driver
 
         self._psycopg = psycopg
+        self.error_types = (psycopg.Error,)
 
     def _connect(self) -> Any:
         kwargs = dict(self.params)
@@ -70,6 +71,8 @@ class PostgresDriver(Driver):
         if raw.closed or raw.broken:
             return True
         if exc is not None:
+            if self.left_mid_call(exc):
+                return True
             sqlstate = getattr(exc, "sqlstate", None) or ""
             return sqlstate.startswith(_BROKEN_SQLSTATE_PREFIXES)
         return False

@@ -26,6 +26,7 @@ class SqliteDriver(Driver):
 
     name = "sqlite"
     knows_transaction_state = True
+    error_types = (sqlite3.Error,)
 
     def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
                  autocommit: bool | None = None, connect_timeout: float = 10.0,
@@ -80,6 +81,8 @@ class SqliteDriver(Driver):
 
     def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
         if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            return True
+        if exc is not None and self.left_mid_call(exc):
             return True
         try:
             raw.total_changes  # noqa: B018 - raises ProgrammingError once closed
