@@ -827,8 +827,18 @@ class Monitor:
         p = Probe(self, name, enabled)
         self._probes.add(p)
         if dialect is not None and name is not None:
-            self._dialects[name] = dialect
+            with self._lock:
+                self._prune_dialects()
+                self._dialects[name] = dialect
         return p
+
+    def _prune_dialects(self) -> None:
+        """Forget the dialects of owners gone: no live probe and no collected record names
+        them (issue #14 item 8: one entry was kept per pool ever created). Bounded by the live
+        probes plus ``max_collected``."""
+        keep = self.probe_names() | {r.pool for r in self._collected if r.pool is not None}
+        for name in [n for n in self._dialects if n not in keep]:
+            del self._dialects[name]
 
     def _probes_of(self, pool: Any) -> list[Probe]:
         name = pool if isinstance(pool, str) else getattr(pool, "name", None)
