@@ -287,6 +287,7 @@ POOL_CATEGORIES = {
     "sql_stats": "stats",
     "sql_fingerprint_cache": "stats",
     "stmt_cache": "statement caches",
+    "stmt_cache_conn": "statement caches",
 }
 
 

@@ -38,7 +38,9 @@ keeps its creation site (two ``(code, offset)`` pairs) and time on the cursor it
 statements show on its checkout's record (the connection's slot holds the SQL). The views find
 the open cursors of each live checkout through the slot (``slot.mon_cursors``) when they are
 read, and a cursor's record is made then, or when it is garbage-collected without ``close()``
-(it goes to the collected list with its site), and kept on the cursor (stable ids).
+after its checkout was itself collected unreturned (it goes to the collected list with its
+site), and kept on the cursor (stable ids). A cursor freed while its checkout is held is no
+leak and is not listed.
 
 Example::
 
@@ -825,8 +827,18 @@ class Monitor:
         p = Probe(self, name, enabled)
         self._probes.add(p)
         if dialect is not None and name is not None:
-            self._dialects[name] = dialect
+            with self._lock:
+                self._prune_dialects()
+                self._dialects[name] = dialect
         return p
+
+    def _prune_dialects(self) -> None:
+        """Forget the dialects of owners gone: no live probe and no collected record names
+        them (issue #14 item 8: one entry was kept per pool ever created). Bounded by the live
+        probes plus ``max_collected``."""
+        keep = self.probe_names() | {r.pool for r in self._collected if r.pool is not None}
+        for name in [n for n in self._dialects if n not in keep]:
+            del self._dialects[name]
 
     def _probes_of(self, pool: Any) -> list[Probe]:
         name = pool if isinstance(pool, str) else getattr(pool, "name", None)
@@ -1007,9 +1019,11 @@ class Monitor:
         if parent is None:
             return
         if getattr(parent, "collected_at", None) is None:
-            slot = parent.slot
-            if slot is None or slot.mon_frames is not parent.frames:
-                return  # its checkout's record was cleared: so would the cursor's be
+            # Its checkout is live (or its record was cleared): a cursor freed by reference
+            # counting while its checkout is held (`conn.execute(...)`, the README's idiom)
+            # is no leak. Recording it filled the collected list with non-leaks and its
+            # parent link kept the checkout's slot, hence the raw connection, alive.
+            return
         _set_sql(rec, cur._slot.sql)
         self._add_collected(rec)
 

@@ -519,11 +519,12 @@ class StatementCacheHook:
         with self._lock:
             states = list(self._states.values())
             totals = dict(self._retired)
-        size = nbytes = 0
+        size = nbytes = fullest = 0
         for state in states:
             c = state.cache
             size += len(c)
             nbytes += c.nbytes
+            fullest = max(fullest, c.nbytes)
             totals["hits"] += c.hits
             totals["misses"] += c.misses
             totals["evictions"] += c.evictions
@@ -533,9 +534,14 @@ class StatementCacheHook:
         return {
             "stmt_cache_supported": int(p.supported),
             "stmt_cache_max_statements": p.max_statements,
-            "stmt_cache_budget_bytes": p.max_bytes,
+            # The budget is per connection: the sum of the caches is compared with the sum
+            # of their budgets, and the fullest connection with its own (issue #14 item 6:
+            # 4 connections at 43 % each read 172 % of one connection's budget).
+            "stmt_cache_budget_bytes": p.max_bytes * max(1, len(states)),
             "stmt_cache_statements": size,
             "stmt_cache_bytes": nbytes,
+            "stmt_cache_conn_budget_bytes": p.max_bytes,
+            "stmt_cache_conn_bytes": fullest,
             "stmt_cache_hits": totals["hits"],
             "stmt_cache_misses": totals["misses"],
             "stmt_cache_accesses": totals["hits"] + totals["misses"],
