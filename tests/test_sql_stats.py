@@ -729,16 +729,23 @@ def test_every_execution_is_counted_once_under_threads_evictions_and_pops() -> N
     per_thread, threads_n = 3_000, 6
     popped: list[dict[str, Any]] = []
     done = threading.Event()
+    # Halfway, each worker waits for the popper's sixth pop: the pops then fall inside the
+    # run however fast it is (a faster fingerprinter made the run end after 5 pops).
+    midway = threading.Event()
 
     def worker(n: int) -> None:
         cursor = _Cursor(_Slot())
         for i in range(per_thread):
+            if i == per_thread // 2:
+                midway.wait(10)
             # long runs of one text (the memo path) with a switch now and then
             run(cursor, cursor, texts[(n + i // 97) % 3], None, False)
 
     def popper() -> None:
         while not done.wait(0.002):
             popped.append(reg.pop())
+            if len(popped) > 5:
+                midway.set()
 
     pop_thread = threading.Thread(target=popper)
     pop_thread.start()
