@@ -17,10 +17,18 @@
 
 Errors raised by the driver (psycopg, PyMySQL, sqlite3) pass through unchanged, so code
 written against the driver keeps catching what it caught; poolkeeper chains them as the
-cause (``__cause__``) where it wraps one.
+cause (``__cause__``) where it wraps one. Where poolkeeper itself raises in the middle of a
+DB-API call (a returned connection or closed cursor used again, a statement timed out), the
+error is also an instance of the class the driver raises in that case (PEP 249 requires an
+``Error`` of the driver's module after ``close()``): ``ConnectionReturned`` is then also a
+``sqlite3.ProgrammingError``, ``psycopg.OperationalError`` / ``InterfaceError`` or
+``pymysql.err.InterfaceError`` / ``ProgrammingError``, and ``QueryTimeout`` also the driver's
+``OperationalError`` (psycopg's ``QueryCanceled``). See :func:`as_driver_error`.
 """
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 __all__ = [
     "AdminQueryError",
@@ -35,7 +43,32 @@ __all__ = [
     "PoolTimeout",
     "QueryTimeout",
     "TooManyWaiting",
+    "as_driver_error",
 ]
+
+_E = TypeVar("_E", bound=BaseException)
+
+# (poolkeeper class, driver class) -> their common subclass. Bounded: both halves are classes
+# named in poolkeeper's and the drivers' source (a few per driver), never built from data.
+_DUAL_CLASSES: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
+
+
+def as_driver_error(base: type[_E], driver_class: type[BaseException] | None) -> type[_E]:
+    """A subclass of poolkeeper's ``base`` that is also the driver's ``driver_class``.
+
+    ``except ConnectionReturned`` and ``except psycopg.OperationalError`` (or the driver's
+    ``Error``) both catch it. Made once per pair and cached; with no driver class (a generic
+    driver) the poolkeeper class itself.
+    """
+    if driver_class is None or issubclass(base, driver_class):
+        return base
+    key = (base, driver_class)
+    dual = _DUAL_CLASSES.get(key)
+    if dual is None:
+        name = f"{base.__name__}[{driver_class.__module__}.{driver_class.__qualname__}]"
+        dual = type(name, (base, driver_class), {"__module__": base.__module__})
+        _DUAL_CLASSES[key] = dual
+    return dual  # type: ignore[return-value]
 
 
 class PoolError(Exception):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .core.slot import Frame, Slot, line_of
 from .delegate import delegating_class
 from .delegate import table as delegate_table
-from .errors import ConnectionReclaimed, ConnectionReturned
+from .errors import ConnectionReclaimed, ConnectionReturned, as_driver_error
 from .observe.monitor import MONITOR
 from .timeouts import statement_timeout
 
@@ -109,13 +109,14 @@ class _ConnectionState:
             reclaimed = _ConnectionState._reclaimed.__get__(self)  # type: ignore[attr-defined]
         except AttributeError:  # never set: returned normally
             reclaimed = False
+        driver_class = self._pool.driver.closed_connection_error
         if reclaimed:
-            return ConnectionReclaimed(
+            return as_driver_error(ConnectionReclaimed, driver_class)(
                 f"pool {self._pool.name!r}: this connection (borrowed at {where}) was reclaimed "
                 f"as abandoned after abandoned_timeout={self._pool.config.abandoned_timeout:g} s; "
                 "borrow a new one, and return connections sooner"
             )
-        return ConnectionReturned(
+        return as_driver_error(ConnectionReturned, driver_class)(
             f"pool {self._pool.name!r}: this connection (borrowed at {where}) has been returned "
             "to the pool; borrow a new one instead of keeping a reference"
         )
@@ -604,7 +605,9 @@ class ClosedCursor(_CursorState):
         conn: _ConnectionState = self._conn  # switched to ReturnedConnection on return
         if conn.__class__ is ReturnedConnection:  # closed with its connection
             return conn._returned()
-        return ConnectionReturned("this cursor is closed")
+        closed = as_driver_error(ConnectionReturned, self._pool.driver.closed_cursor_error)
+        return closed(f"pool {self._pool.name!r}: this cursor is closed; open a new one with "
+                      "connection.cursor()")
 
     def _raise(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise self._gone()

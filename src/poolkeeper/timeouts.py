@@ -54,7 +54,7 @@ from types import TracebackType
 from typing import Any
 
 from .drivers.cancel import Canceller
-from .errors import ConfigError, PoolError, QueryTimeout
+from .errors import ConfigError, PoolError, QueryTimeout, as_driver_error
 from .scheduler import SchedulerLease, acquire_scheduler, scheduler_stats
 
 __all__ = ["TimeoutHook", "statement_timeout"]
@@ -451,7 +451,7 @@ class TimeoutHook:
             self._raised += 1
             if stmt.txn:
                 self._txn_expired += 1
-        return QueryTimeout(
+        return as_driver_error(QueryTimeout, getattr(self._driver, "cancelled_error", None))(
             f"pool {self.name!r}: statement cancelled on the server after {elapsed:.3f} s "
             f"({limit}){returned}: {sql}; {outcome}. If it needs longer, raise the timeout "
             "for this statement (statement_timeout / timeout=) or the pool's query_timeout; "
@@ -568,7 +568,7 @@ class TimeoutHook:
         else:
             sql = _describe(query, getattr(self._driver, "name", None))
             what = f"the statement was not run: {sql}"
-        return QueryTimeout(
+        return as_driver_error(QueryTimeout, getattr(self._driver, "cancelled_error", None))(
             f"pool {self.name!r}: the transaction has been open {age:.3f} s, past "
             f"transaction_timeout={self._transaction_timeout:g} s; {what}; {outcome}. Commit "
             "sooner, split the work into shorter transactions, or raise transaction_timeout",

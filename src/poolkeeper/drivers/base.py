@@ -97,6 +97,12 @@ class Driver:
 
     #: the driver's DB-API ``Error`` base class(es); subclasses set it when they import the driver
     error_types: tuple[type[BaseException], ...] = ()
+    #: what the raw driver raises when a closed connection / closed cursor is used, and when
+    #: a statement is cancelled: poolkeeper's own errors in those places are also of these
+    #: classes (errors.as_driver_error), so DB-API code that catches the driver's keeps working
+    closed_connection_error: type[BaseException] | None = None
+    closed_cursor_error: type[BaseException] | None = None
+    cancelled_error: type[BaseException] | None = None
 
     def left_mid_call(self, exc: BaseException) -> bool:
         """Whether ``exc`` may have left the connection mid-protocol: anything raised inside a

@@ -48,6 +48,9 @@ class MysqlDriver(Driver):
 
         self._pymysql = pymysql
         self.error_types = (pymysql.err.MySQLError,)
+        self.closed_connection_error = pymysql.err.InterfaceError  # (0, '')
+        self.closed_cursor_error = pymysql.err.ProgrammingError  # "Cursor closed"
+        self.cancelled_error = pymysql.err.OperationalError  # 1317 / 3024
         self.release_results = self._release_results
 
     def _connect(self) -> Any:

@@ -44,6 +44,9 @@ class PostgresDriver(Driver):
 
         self._psycopg = psycopg
         self.error_types = (psycopg.Error,)
+        self.closed_connection_error = psycopg.OperationalError  # "the connection is closed"
+        self.closed_cursor_error = psycopg.InterfaceError  # "the cursor is closed"
+        self.cancelled_error = psycopg.errors.QueryCanceled  # an OperationalError
 
     def _connect(self) -> Any:
         kwargs = dict(self.params)

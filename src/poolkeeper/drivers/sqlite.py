@@ -27,6 +27,9 @@ class SqliteDriver(Driver):
     name = "sqlite"
     knows_transaction_state = True
     error_types = (sqlite3.Error,)
+    closed_connection_error = sqlite3.ProgrammingError  # "Cannot operate on a closed database."
+    closed_cursor_error = sqlite3.ProgrammingError  # "Cannot operate on a closed cursor."
+    cancelled_error = sqlite3.OperationalError  # "interrupted"
 
     def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
                  autocommit: bool | None = None, connect_timeout: float = 10.0,
