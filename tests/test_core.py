@@ -118,8 +118,8 @@ def test_idle_evictions_stop_at_min_idle() -> None:
     slots = [_slot(i, now=0.0) for i in range(5)]
     for s in slots:
         s.idle_timeout = 10.0
-    assert policy.idle_evictions(slots, now=100.0, idle_count=5, min_idle=3) == slots[:2]
-    assert policy.idle_evictions(slots, now=5.0, idle_count=5, min_idle=0) == []
+    assert policy.idle_evictions(slots, now=100.0, open_count=5, min_idle=3) == slots[:2]
+    assert policy.idle_evictions(slots, now=5.0, open_count=5, min_idle=0) == []
 
 
 def test_lifetime_jitter_spreads_expiry_within_bounds() -> None:

@@ -3,7 +3,8 @@
 Tasks are small callables that hold the pool by weakref, so a queued task never keeps a pool
 alive; a pool that is garbage-collected without close() stops its workers through a finalizer.
 Both queues are bounded by construction: at most one open or close task per connection
-(``max_size``), and exactly one periodic housekeeping entry re-armed after each run.
+(``max_size``), exactly one periodic housekeeping entry re-armed after each run, and at most
+one timed reconnect attempt while connecting fails (the pool's backoff).
 """
 
 from __future__ import annotations
@@ -47,13 +48,35 @@ class Worker:
             self._ready.append(task)
             self._cond.notify()
 
-    def call_later(self, delay: float, task: Callable[[], None]) -> None:
-        """Run ``task`` after ``delay`` seconds."""
+    def call_later(self, delay: float, task: Callable[[], None]) -> int:
+        """Run ``task`` after ``delay`` seconds; returns a handle for :meth:`cancel`."""
         with self._cond:
+            handle = next(self._seq)
             if self._stopping:
-                return
-            heapq.heappush(self._timed, (_monotonic() + delay, next(self._seq), task))
+                return handle
+            heapq.heappush(self._timed, (_monotonic() + delay, handle, task))
             self._cond.notify()
+            return handle
+
+    def cancel(self, handle: int) -> bool:
+        """Remove a task queued by :meth:`call_later`; False if it already ran (or is running).
+
+        The entry leaves the queue at once (the queue holds a few entries: the housekeeping
+        pass and at most one reconnect attempt), so a cancelled task is never left behind.
+        """
+        with self._cond:
+            for i, entry in enumerate(self._timed):
+                if entry[1] == handle:
+                    self._timed[i] = self._timed[-1]
+                    self._timed.pop()
+                    heapq.heapify(self._timed)
+                    return True
+            return False
+
+    def pending(self) -> dict[str, int]:
+        """How many tasks are queued: ``ready`` (to run now) and ``timed`` (due later)."""
+        with self._cond:
+            return {"ready": len(self._ready), "timed": len(self._timed)}
 
     def stop(self, timeout: float = 5.0) -> list[str]:
         """Stop every thread; returns the names of any that did not stop within ``timeout``."""

@@ -136,8 +136,17 @@ class Pool:
         self._opened = 0
         self._open_failures = 0
         self._open_ms = 0.0
-        self._consecutive_failures = 0
+        # Backoff state (under _open_lock). While connecting fails, one attempt runs at a
+        # time (a timed retry); the other opens wanted meanwhile wait as _deferred (still
+        # counted as opening) and all start at once after the first success.
+        self._open_lock = threading.Lock()
+        self._consecutive_failures = 0  #: backoff steps of the current outage
+        self._outage_since = 0.0
+        self._connect_events = 0  #: failures counted + successes: tells overlapping attempts
         self._next_open_at = 0.0
+        self._deferred = 0
+        self._retry: int | None = None  #: the Worker handle of the timed retry, while queued
+        self._retry_busy = False  #: a retry is queued or running
         self._last_connect_error: BaseException | None = None
         self._closed_by: dict[str, int] = dict.fromkeys(CloseReason.ALL, 0)
         self._leaks_detected = 0
@@ -539,44 +548,99 @@ class Pool:
             self._submit_opens(opens)
 
     def _submit_opens(self, count: int) -> None:
+        """Start ``count`` reserved opens: now, or after the backoff while connecting fails."""
+        with self._open_lock:
+            if self._consecutive_failures:
+                self._deferred += count
+                self._arm_retry()
+                return
         pool_ref = weakref.ref(self)
-        delay = self._next_open_at - _monotonic()
         for _ in range(count):
-            if delay > 0:
-                self._worker.call_later(delay, lambda: _open_one(pool_ref))
-            else:
-                self._worker.submit(lambda: _open_one(pool_ref))
+            self._worker.submit(lambda: _open_one(pool_ref, False))
 
-    def _open(self) -> None:
-        """Open one connection (worker thread); on failure back off and try again if needed."""
+    def _arm_retry(self) -> None:
+        """Queue the one timed attempt of the backoff, if opens wait for it (under _open_lock)."""
+        if self._retry_busy or not self._deferred or self._closed:
+            return
+        self._retry_busy = True
+        self._deferred -= 1
+        pool_ref = weakref.ref(self)
+        self._retry = self._worker.call_later(max(0.0, self._next_open_at - _monotonic()),
+                                              lambda: _open_one(pool_ref, True))
+
+    def _open(self, retry: bool = False) -> None:
+        """Open one connection (worker thread); on failure back off and try again if needed.
+
+        ``retry``: this is the backoff's timed attempt. Its success (or any success) starts
+        every deferred open at once, so the pool is back to min_idle as soon as the server is.
+        """
         if self._closed:
             self._bag.open_failed()
             return
+        with self._open_lock:
+            if not retry and self._consecutive_failures:
+                # queued before an attempt failed: wait for the backoff's retry like the rest
+                self._deferred += 1
+                self._arm_retry()
+                return
+            seen = self._connect_events
+            if retry:
+                self._retry = None
         start = _monotonic()
         try:
             raw = self.driver.connect()
         except Exception as exc:  # noqa: BLE001 - any connect failure is recorded and retried
-            with self._stats_lock:
-                self._open_failures += 1
-                self._consecutive_failures += 1
-                failures = self._consecutive_failures
-                self._last_connect_error = exc
-            delay = policy.backoff_delay(failures, self.config.reconnect_backoff_max, self._rand)
-            self._next_open_at = _monotonic() + delay
-            self._bag.open_failed()
-            log = logger.warning if failures == 1 or failures % 10 == 0 else logger.debug
-            log("pool %r: connecting to %s failed (%d in a row), next try in %.2f s: %s: %s",
-                self.name, self.driver.describe(), failures, delay, type(exc).__name__,
-                _first_line(exc))
-            self._request_opens()
+            self._open_failed(exc, start, seen, retry)
             return
         with self._stats_lock:
-            self._consecutive_failures = 0
             self._open_ms += (_monotonic() - start) * 1000.0
-        self._next_open_at = 0.0
+        release = 0
+        with self._open_lock:
+            self._connect_events += 1
+            self._consecutive_failures = 0
+            self._next_open_at = 0.0
+            release, self._deferred = self._deferred, 0
+            if retry:
+                self._retry_busy = False
+            elif self._retry is not None and self._worker.cancel(self._retry):
+                release += 1  # the queued retry's own reservation
+                self._retry = None
+                self._retry_busy = False
         slot = self._new_slot(raw)
         if not self._bag.add_new(slot):
             self._close_raw(slot, CloseReason.POOL_CLOSED)
+        if release:
+            self._submit_opens(release)
+
+    def _open_failed(self, exc: Exception, start: float, seen: int, retry: bool) -> None:
+        now = _monotonic()
+        with self._stats_lock:
+            self._open_failures += 1
+            self._last_connect_error = exc
+        with self._open_lock:
+            # Attempts that overlap fail together in one outage: only the first failure
+            # reported since this attempt began is a step of the backoff (8 parallel opens
+            # failing in a 3 s outage must not push it to its cap).
+            if self._connect_events == seen:
+                self._connect_events += 1
+                if not self._consecutive_failures:
+                    self._outage_since = start
+                self._consecutive_failures += 1
+                self._next_open_at = now + policy.backoff_delay(
+                    self._consecutive_failures, self.config.reconnect_backoff_max, self._rand,
+                    outage_s=now - self._outage_since)
+            failures = self._consecutive_failures
+            delay = max(0.0, self._next_open_at - now)
+            if retry:
+                self._retry_busy = False
+        self._bag.open_failed()
+        log = logger.warning if failures <= 1 or failures % 10 == 0 else logger.debug
+        log("pool %r: connecting to %s failed (%d in a row), next try in %.2f s: %s: %s",
+            self.name, self.driver.describe(), failures, delay, type(exc).__name__,
+            _first_line(exc))
+        self._request_opens()
+        with self._open_lock:
+            self._arm_retry()
 
     def _retire(self, slot: Slot, reason: str, usage: float | None = None) -> None:
         """Take a slot out of the pool and close its connection off the caller's path."""
@@ -642,10 +706,11 @@ class Pool:
                                    if s.expires_at <= now or s.generation != generation]):
             self._retire(slot, CloseReason.LIFETIME if slot.generation == generation
                          else CloseReason.EXPIRED)
-        # Idle expiry, never below min_idle.
+        # Idle expiry, never below min_idle open connections (the count the top-up keeps).
         if cfg.idle_timeout is not None:
+            bag = self._bag  # pick() runs under the bag's lock: total is consistent there
             for slot in self._bag.take_idle(
-                    lambda idle, now: policy.idle_evictions(idle, now, len(idle), cfg.min_idle)):
+                    lambda idle, now: policy.idle_evictions(idle, now, bag.total, cfg.min_idle)):
                 self._retire(slot, CloseReason.IDLE)
         # Keepalive: ping idle connections instead of replacing them.
         for slot in self._bag.take_idle(
@@ -792,7 +857,7 @@ class Pool:
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until min_idle connections are open (raises PoolTimeout after ``timeout``)."""
         deadline = _monotonic() + timeout
-        while self._bag.counts()["idle"] < self.config.min_idle:
+        while self._bag.counts()["total"] < self.config.min_idle:
             if self._closed:
                 raise PoolClosed(f"pool {self.name!r} is closed")
             if _monotonic() >= deadline:
@@ -978,10 +1043,10 @@ def _monitor_changed(pool_ref: weakref.ref[Pool], on: bool) -> None:
         pool._monitoring = on
 
 
-def _open_one(pool_ref: weakref.ref[Pool]) -> None:
+def _open_one(pool_ref: weakref.ref[Pool], retry: bool) -> None:
     pool = pool_ref()
     if pool is not None:
-        pool._open()
+        pool._open(retry)
 
 
 def _housekeep(pool_ref: weakref.ref[Pool]) -> None:

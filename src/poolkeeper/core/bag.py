@@ -46,6 +46,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import PoolClosed, TooManyWaiting
+from .policy import opens_for_min_idle
 from .slot import Slot, SlotState
 from .tally import BOUNDS_S as _BOUNDS_S
 from .tally import BUCKETS as _BUCKETS
@@ -303,12 +304,16 @@ class Bag:
                 self.total -= 1
 
     def reserve_opens(self, min_idle: int, max_size: int) -> int:
-        """How many connections to open now (for waiters and min_idle), reserved as opening."""
+        """How many connections to open now (for waiters and min_idle), reserved as opening.
+
+        ``min_idle`` counts open connections, idle or lent, like the idle expiry
+        (``policy.idle_evictions``): so a light load never opens what the expiry closes.
+        """
         with self.lock:
             if self.closed:
                 return 0
             for_waiters = len(self.waiters) - self.opening
-            for_min_idle = min_idle - len(self.idle) - len(self.parked) - self.opening
+            for_min_idle = opens_for_min_idle(self.total, self.opening, min_idle)
             room = max_size - self.total - self.opening
             n = min(max(for_waiters, for_min_idle, 0), room)
             if n > 0:

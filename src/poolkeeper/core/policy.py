@@ -21,6 +21,7 @@ __all__ = [
     "keepalive_due",
     "leaked",
     "needs_validation",
+    "opens_for_min_idle",
 ]
 
 
@@ -50,14 +51,18 @@ def needs_validation(slot: Slot, now: float, validate_on_borrow: bool, bypass: f
     return validate_on_borrow and now - slot.last_alive > bypass
 
 
-def idle_evictions(idle_oldest_first: Iterable[Slot], now: float, idle_count: int,
+def idle_evictions(idle_oldest_first: Iterable[Slot], now: float, open_count: int,
                    min_idle: int) -> list[Slot]:
-    """Idle connections past their idle limit, never taking the idle count below ``min_idle``.
+    """Idle connections past their idle limit, never taking the open count below ``min_idle``.
 
-    (BoneCP evicted below its minimum and re-opened at once: churn, and a driver that kept a
-    record of every connection ever opened ran out of memory.)
+    ``min_idle`` counts open connections, idle or lent (see :func:`opens_for_min_idle`): the
+    top-up and this expiry count the same thing, so one never undoes the other. Counting only
+    the idle ones on either side churns under a light steady load: with one connection lent,
+    an idle-counting top-up opens one more, and the next expiry closes it again. (BoneCP
+    evicted below its minimum and re-opened at once: churn, and a driver that kept a record of
+    every connection ever opened ran out of memory.)
     """
-    spare = idle_count - min_idle
+    spare = open_count - min_idle
     out: list[Slot] = []
     for slot in idle_oldest_first:
         if spare <= 0:
@@ -66,6 +71,14 @@ def idle_evictions(idle_oldest_first: Iterable[Slot], now: float, idle_count: in
             out.append(slot)
             spare -= 1
     return out
+
+
+def opens_for_min_idle(open_count: int, opening: int, min_idle: int) -> int:
+    """Connections to open so that ``min_idle`` are open (idle or lent), counting those opening.
+
+    The same count as :func:`idle_evictions`, which never closes below it.
+    """
+    return max(min_idle - open_count - opening, 0)
 
 
 def keepalive_due(idle: Iterable[Slot], now: float, interval: float | None) -> list[Slot]:
@@ -116,13 +129,19 @@ def reclaimable(in_use: Iterable[Slot], now: float, grace: float) -> list[Slot]:
             if s.reclaim_at and now - s.reclaim_at >= grace and not s.statements & 1]
 
 
-def backoff_delay(failures: int, cap: float, rand: random.Random | None = None) -> float:
+def backoff_delay(failures: int, cap: float, rand: random.Random | None = None,
+                  outage_s: float | None = None) -> float:
     """Delay before the next connection attempt after ``failures`` failures in a row.
 
     Exponential from 0.1 s, capped, with full jitter so that many pools restarting together
-    do not reconnect in lockstep.
+    do not reconnect in lockstep. ``outage_s`` (how long the failures have lasted) caps the
+    delay at half of it: a server that was down for 3 s is tried again within 1.5 s of its
+    return, not after a 3.2 s doubling step. ``failures`` counts steps, not attempts: the
+    pool counts concurrent failed attempts of one outage as one step.
     """
     if failures <= 0:
         return 0.0
     ceiling = min(cap, 0.1 * 2.0 ** min(failures - 1, 30))
+    if outage_s is not None:
+        ceiling = min(ceiling, max(0.1, outage_s / 2.0))
     return ceiling * (0.5 + 0.5 * (rand or random).random())
