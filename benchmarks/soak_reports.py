@@ -504,7 +504,8 @@ _LOADER_CHILD = textwrap.dedent("""
     import sys, time
     from poolkeeper import Pool
     from poolkeeper.loader import Loader
-    dsn, spill, tables = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+    dsn, spill, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
+    tables = [prefix + str(k) for k in range(int(sys.argv[7]))]
     budget, rows, segment = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     kw = {"connect_kwargs": {"client_flag": 128}} if dsn.startswith("mysql") else {}
     with Pool(dsn, max_size=3, **kw) as pool:
@@ -530,36 +531,36 @@ def starrocks_replay(c: Ctx) -> Outcome:
     SIGKILLed mid-load; the replay under a 1 MB budget must stay within it, load every
     acknowledged row exactly once, and not go through the batches committed before the kill
     again (the ledger skips them, but reading and re-sending them is the redo)."""
-    return _replay_soak(c, 64 * MB, c.n(10_000, 40) if c.backend != "mysql" else c.n(2_000, 40))
+    # x 2 KB per row: 60 MB in the full run (within one 64 MB spill segment), 8 MB in the quick
+    return _replay_soak(c, 64 * MB, c.n(10_000, 40) if c.backend != "mysql" else c.n(2_000, 40),
+                        c.n(3, 100))
 
 
 def starrocks_segments(c: Ctx) -> Outcome:
     """The same with 256 KB spill segments, so that batches span segments and segments are
     deleted as their batches commit: the replay after the SIGKILL must start at all."""
-    return _replay_soak(c, 256 * KB, 40)
+    return _replay_soak(c, 256 * KB, 40, 100)
 
 
-def _replay_soak(c: Ctx, segment_bytes: int, ntables: int) -> Outcome:
+def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int) -> Outcome:
     from poolkeeper import LoaderError, Pool
     from poolkeeper.loader import Loader
 
     tag = uuid.uuid4().hex[:6]
-    tables = [f"soak_rp_{tag}_{k}" for k in range(ntables)]
+    prefix = f"soak_rp_{tag}_"
+    tables = [f"{prefix}{k}" for k in range(ntables)]
     spill = c.tmp / "spill"
     child_budget = 16 * MB
-    # x 2 KB: 60 MB in the full run (within one 64 MB spill segment), 8 MB in the quick one
-    rows_per_table = c.n(3, 100)
     replay_budget = MB
     kw: dict[str, Any] = {"connect_kwargs": {"client_flag": 128}} if c.backend == "mysql" else {}
     with Pool(c.dsn, min_idle=1, max_size=3, monitor=c.monitor, name=f"soak-rp-{tag}",
-              **kw) as pool:
-        with pool.connection() as conn:
-            for t in tables:
-                conn.execute(f"CREATE TABLE {t} (id INTEGER NOT NULL, v TEXT)")
+              **kw) as pool, contextlib.ExitStack() as cleanup:
+        cleanup.callback(_each_table, pool, tables, "DROP TABLE IF EXISTS {}")
+        _each_table(pool, tables, "CREATE TABLE {} (id INTEGER NOT NULL, v TEXT)")
         env = dict(os.environ)
         proc = subprocess.Popen([sys.executable, "-c", _LOADER_CHILD, c.dsn, str(spill),
-                                 ",".join(tables), str(child_budget), str(rows_per_table),
-                                 str(segment_bytes)],
+                                 prefix, str(child_budget), str(rows_per_table),
+                                 str(segment_bytes), str(ntables)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env)
         assert proc.stdout is not None
@@ -597,9 +598,6 @@ def _replay_soak(c: Ctx, segment_bytes: int, ntables: int) -> Outcome:
         peak = c.meter.peak_since_start()
         c.meter.stop()
         rows, distinct = _count_all(pool, tables, distinct=True)
-        with pool.connection() as conn:
-            for t in tables:
-                conn.execute(f"DROP TABLE IF EXISTS {t}")
     expected_min = (acked + 1) * ntables
     out = Outcome(replay_budget + 4 * MB, "the replay's budget_bytes + 4 MB")
     if refused is not None:
@@ -626,13 +624,23 @@ def _replay_soak(c: Ctx, segment_bytes: int, ntables: int) -> Outcome:
     return out
 
 
+def _each_table(pool: Any, tables: list[str], sql: str) -> None:
+    """Run ``sql`` for each table, 200 to a transaction (PostgreSQL's lock table holds
+    max_locks_per_transaction x connections: 10,000 tables in one transaction overflow it)."""
+    for i in range(0, len(tables), 200):
+        with pool.connection() as conn:
+            for t in tables[i:i + 200]:
+                conn.execute(sql.format(t))
+
+
 def _count_all(pool: Any, tables: list[str], distinct: bool = False) -> Any:
     total = uniq = 0
-    with pool.connection() as conn:
-        for t in tables:
-            row = conn.execute(f"SELECT COUNT(*), COUNT(DISTINCT id) FROM {t}").fetchone()
-            total += int(row[0])
-            uniq += int(row[1])
+    for i in range(0, len(tables), 200):  # 200 to a transaction, as _each_table
+        with pool.connection() as conn:
+            for t in tables[i:i + 200]:
+                row = conn.execute(f"SELECT COUNT(*), COUNT(DISTINCT id) FROM {t}").fetchone()
+                total += int(row[0])
+                uniq += int(row[1])
     return (total, uniq) if distinct else total
 
 
