@@ -247,3 +247,58 @@ def test_registered_pools_are_the_default_source(sqlite_dsn: str) -> None:
     finally:
         pool.close()
     assert query("select name from pools where name = 'registered-pool'").rows == []
+
+
+# --------------------------------------------------------------------------- functions, bounds
+@pytest.mark.parametrize(("sql", "function"), [
+    ("select hex(fts3_tokenizer('simple'))", "fts3_tokenizer"),  # reads a native pointer
+    ("select fts3_tokenizer('simple', x'0000000000000000')", "fts3_tokenizer"),  # writes one
+    ("select length(randomblob(200000000))", "randomblob"),  # ~190 MB per request
+    ("select length(zeroblob(200000000))", "zeroblob"),
+    ("select load_extension('/tmp/x.so')", "load_extension"),
+    ("select name from pools where sqlite_log(1, name) is null", "sqlite_log"),
+    ("with x(a) as (select 1) select count(*), RANDOMBLOB(4) from x", "randomblob"),
+])
+def test_functions_outside_the_allow_list_are_refused_by_name(mon: Monitor, sql: str,
+                                                              function: str) -> None:
+    with pytest.raises(AdminQueryError) as info:
+        query(sql, pools=[], monitor=mon)
+    text = str(info.value)
+    assert f"function {function}() is not allowed" in text.replace(function.upper(), function)
+    assert "aggregate: avg, count" in text and "date:" in text  # says what is allowed
+
+
+def test_allowed_functions_of_every_kind_run(mon: Monitor, pool: Pool) -> None:
+    from poolkeeper.observe.admin import ALLOWED_FUNCTIONS, FUNCTION_GROUPS
+
+    assert {"count", "upper", "round", "datetime", "json_extract"} <= ALLOWED_FUNCTIONS
+    assert set(FUNCTION_GROUPS) >= {"aggregate", "string", "math", "date"}
+    row = query("select count(*), upper(name), round(max_size * 1.5), "
+                "datetime(0, 'unixepoch'), json_extract('{\"a\": 2}', '$.a'), "
+                "row_number() over (), name like 'ord%', coalesce(null, 1) from pools",
+                pools=[pool], monitor=mon).rows[0]
+    assert row == (1, "ORDERS", 5.0, "1970-01-01 00:00:00", 2, 1, 1, 1)
+
+
+def test_a_value_over_the_length_limit_is_refused(mon: Monitor) -> None:
+    from poolkeeper.observe.admin import MAX_VALUE_BYTES
+
+    with pytest.raises(AdminQueryError, match=rf"would exceed {MAX_VALUE_BYTES} bytes"):
+        query("with recursive n(i) as (select 1 union all select i + 1 from n where i < 5000) "
+              "select length(group_concat(printf('%.300c', 'x'), '')) from n",
+              pools=[], monitor=mon)
+
+
+def test_max_bytes_truncates_a_wide_result_and_says_so(mon: Monitor) -> None:
+    sql = ("with recursive n(i) as (select 1 union all select i + 1 from n where i < 2000) "
+           "select i, printf('%.1000c', 'x') from n")
+    result = query(sql, pools=[], monitor=mon, max_bytes=100_000)
+    assert result.truncated and result.truncated_by == "bytes"
+    assert 0 < len(result) < 100 and result.nbytes <= 100_000
+    assert "would exceed max_bytes=100000" in result.format()
+    rows_cut = query(sql, pools=[], monitor=mon, max_rows=5)
+    assert rows_cut.truncated_by == "rows" and len(rows_cut) == 5
+    whole = query("select 1", pools=[], monitor=mon)
+    assert not whole.truncated and whole.truncated_by is None
+    with pytest.raises(ValueError, match=r"max_bytes=10 is out of range"):
+        query("select 1", pools=[], monitor=mon, max_bytes=10)

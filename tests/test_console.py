@@ -383,3 +383,14 @@ def test_malformed_requests_get_400_and_logins_never_redirect_off_site(pool: Poo
         assert get(handle.url + "?" + many, {"X-Poolkeeper-Token": TOKEN})[0] == 400
     with pytest.raises(ConfigError, match="letters, digits"):
         serve([pool], token="0123456789abcdef; Path=/evil")
+
+
+def test_admin_query_box_refuses_native_and_unbounded_functions(console: ConsoleHandle) -> None:
+    q = urllib.parse.quote
+    for sql, name in (("select hex(fts3_tokenizer('simple'))", "fts3_tokenizer"),
+                      ("select length(randomblob(200000000))", "randomblob")):
+        data = json.loads(get(console.url + "api/query?sql=" + q(sql))[1])
+        assert f"function {name}() is not allowed" in data["error"]
+        assert "rows" not in data
+        html = get(console.url + "query?sql=" + q(sql))[1]
+        assert f"function {name}() is not allowed" in html

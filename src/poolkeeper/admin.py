@@ -12,6 +12,7 @@ documented in :mod:`poolkeeper.observe.admin`)::
 from __future__ import annotations
 
 from .observe.admin import (
+    ALLOWED_FUNCTIONS,
     TABLES,
     AdminQueryError,
     AdminSnapshot,
@@ -21,5 +22,5 @@ from .observe.admin import (
     snapshot,
 )
 
-__all__ = ["TABLES", "AdminQueryError", "AdminSnapshot", "QueryResult", "format_table", "query",
-           "snapshot"]
+__all__ = ["ALLOWED_FUNCTIONS", "TABLES", "AdminQueryError", "AdminSnapshot", "QueryResult",
+           "format_table", "query", "snapshot"]

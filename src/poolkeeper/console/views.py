@@ -533,5 +533,6 @@ def query_view(src: Sources, sql: str | None, max_rows: int = MAX_ROWS,
         out["error"] = str(exc)
         return out
     out.update(columns=list(result.columns), rows=jsonable([list(r) for r in result.rows]),
-               truncated=bool(result.truncated), elapsed_ms=result.elapsed_ms)
+               truncated=bool(result.truncated), truncated_by=result.truncated_by,
+               elapsed_ms=result.elapsed_ms)
     return out

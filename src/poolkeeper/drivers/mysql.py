@@ -12,9 +12,11 @@ socket's timeout set to validation_timeout for its duration. Cancelling a statem
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..config import ConfigWarning
 from .base import Driver, ErrorKind
 
 __all__ = ["MysqlDriver"]
@@ -47,11 +49,24 @@ class MysqlDriver(Driver):
         import pymysql  # imported here so that `import poolkeeper` needs no driver
 
         self._pymysql = pymysql
+<<<<<<< HEAD
         self.error_types = (pymysql.err.MySQLError,)
         self.closed_connection_error = pymysql.err.InterfaceError  # (0, '')
         self.closed_cursor_error = pymysql.err.ProgrammingError  # "Cursor closed"
         self.cancelled_error = pymysql.err.OperationalError  # 1317 / 3024
         self.release_results = self._release_results
+=======
+        if _truthy(self.params.get("local_infile")):
+            # Said once, at construction (user -> Pool -> create_driver -> here).
+            warnings.warn(
+                "local_infile=True (in connect_kwargs or ?local_infile=true in the DSN) lets "
+                "any SQL run through this pool read any file this process can read: a "
+                "LOAD DATA LOCAL INFILE '/path' statement makes PyMySQL send the file the "
+                "server names, whoever wrote the statement. poolkeeper's loader does not need "
+                "it (it sends only its own temp file); drop local_infile unless your own SQL "
+                "must load local files, and then never run untrusted SQL on this pool",
+                ConfigWarning, stacklevel=4)
+>>>>>>> secrets
 
     def _connect(self) -> Any:
         kwargs = dict(self.params)
@@ -124,3 +139,8 @@ class MysqlDriver(Driver):
     def describe(self) -> str:
         p = self.params
         return f"mysql {p.get('user')}@{p.get('host')}:{p.get('port')}/{p.get('database') or ''}"
+
+
+def _truthy(value: Any) -> bool:
+    """PyMySQL's own reading of local_infile: any true value, so even the text "no" turns it on."""
+    return bool(value)

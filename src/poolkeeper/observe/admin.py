@@ -4,8 +4,12 @@
 into tables of a private in-memory SQLite database, all read at one instant, and runs one
 ``SELECT`` (or ``WITH ... SELECT``) over them. Anything else (INSERT, UPDATE, DELETE, DDL,
 PRAGMA, ATTACH, a second statement) is refused with :class:`AdminQueryError`: an authorizer
-allows only reads and the database is ``query_only``. A query runs at most ``timeout``
-seconds and returns at most ``max_rows`` rows. Example::
+allows only reads and the database is ``query_only``. SQL functions are an allow-list
+(:data:`ALLOWED_FUNCTIONS`: aggregates, window, string, math, date and JSON functions); the
+rest (``fts3_tokenizer``, which reads and overwrites a native pointer, ``randomblob``,
+``zeroblob``, ``load_extension``, ...) is refused by name. A query runs at most ``timeout``
+seconds, builds no string or blob over 1 MiB, and returns at most ``max_rows`` rows and about
+``max_bytes`` bytes (a truncated result says which bound cut it). Example::
 
     from poolkeeper.admin import query
 
@@ -60,6 +64,7 @@ import dataclasses
 import json
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,8 +75,9 @@ from ..errors import AdminQueryError
 from .memory import LEDGER, MemoryLedger, MemoryWatchdog, read_memory_limit, read_rss
 from .monitor import MONITOR, Monitor, Resource, fold_sql, registered_pools
 
-__all__ = ["TABLES", "AdminQueryError", "AdminSnapshot", "QueryResult", "format_table",
-           "query", "snapshot"]
+__all__ = ["ALLOWED_FUNCTIONS", "DEFAULT_MAX_BYTES", "FUNCTION_GROUPS", "MAX_VALUE_BYTES",
+           "TABLES", "AdminQueryError", "AdminSnapshot", "QueryResult", "format_table", "query",
+           "snapshot"]
 
 
 #: the fixed columns of each table: (name, SQLite type)
@@ -120,8 +126,39 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 # the way in, so a component that forgot to fold cannot leak literals through here.
 _SQL_COLUMNS = frozenset({"sql", "query", "statement", "fingerprint", "text"})
 _LEADING = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
-_READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-                           sqlite3.SQLITE_RECURSIVE})
+_READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE})
+
+#: the SQL functions an admin query may call, by kind. Anything else is refused by name: the
+#: SQLite build may carry functions that read or overwrite native pointers
+#: (``fts3_tokenizer``), allocate without bound (``randomblob``, ``zeroblob``), load code
+#: (``load_extension``) or write to the engine's log (``sqlite_log``).
+FUNCTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "aggregate": ("avg", "count", "group_concat", "max", "min", "sum", "total"),
+    "window": ("cume_dist", "dense_rank", "first_value", "lag", "last_value", "lead",
+               "nth_value", "ntile", "percent_rank", "rank", "row_number"),
+    "string": ("char", "coalesce", "format", "glob", "hex", "ifnull", "iif", "instr", "length",
+               "like", "likelihood", "likely", "lower", "ltrim", "nullif", "printf", "quote",
+               "replace", "rtrim", "substr", "substring", "trim", "typeof", "unicode",
+               "unlikely", "upper"),
+    "math": ("abs", "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "ceil",
+             "ceiling", "cos", "cosh", "degrees", "exp", "floor", "ln", "log", "log10", "log2",
+             "mod", "pi", "pow", "power", "radians", "round", "sign", "sin", "sinh", "sqrt",
+             "tan", "tanh", "trunc"),
+    "date": ("current_date", "current_time", "current_timestamp", "date", "datetime",
+             "julianday", "strftime", "time", "unixepoch"),
+    "json": ("->", "->>", "json", "json_array", "json_array_length", "json_extract",
+             "json_group_array", "json_group_object", "json_object", "json_quote", "json_type",
+             "json_valid"),
+}
+ALLOWED_FUNCTIONS: frozenset[str] = frozenset(
+    name for names in FUNCTION_GROUPS.values() for name in names)
+#: SQLITE_LIMIT_LENGTH of the admin database: no string or blob a query builds may be larger
+#: (``length(randomblob(200000000))`` cost ~190 MB per request before). The tables' own
+#: values are far smaller (SQL text is cut at 1 KB, stacks at a few KB).
+MAX_VALUE_BYTES = 1 << 20
+_MAX_SQL_BYTES = 1 << 20
+#: the default bound on one result's rows, in bytes (text and blobs by length)
+DEFAULT_MAX_BYTES = 8 << 20
 
 
 # ----------------------------------------------------------------------------- results
@@ -131,8 +168,11 @@ class QueryResult:
 
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
-    truncated: bool = False  #: more rows matched than max_rows
+    truncated: bool = False  #: more rows matched than max_rows or max_bytes let through
     elapsed_ms: float = 0.0
+    truncated_by: str | None = None  #: "rows" or "bytes": which bound cut the result
+    nbytes: int = 0  #: the rows' estimated size
+    max_bytes: int = 0  #: the byte bound the query ran with
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return iter(self.rows)
@@ -147,7 +187,11 @@ class QueryResult:
     def format(self, max_width: int = 60) -> str:
         """A text table; cells wider than ``max_width`` are cut with an ellipsis."""
         text = format_table(self.columns, self.rows, max_width=max_width)
-        if self.truncated:
+        if self.truncated_by == "bytes":
+            text += (f"\n(truncated at {len(self.rows)} rows, {self.nbytes} bytes: the result "
+                     f"would exceed max_bytes={self.max_bytes}; select fewer or narrower "
+                     "columns, or add a LIMIT or a WHERE)")
+        elif self.truncated:
             text += f"\n(truncated at {len(self.rows)} rows: add a LIMIT or a WHERE)"
         return text
 
@@ -226,7 +270,13 @@ class AdminSnapshot:
             self._db.close()
             raise
         self._db.execute("PRAGMA query_only = ON")
-        self._db.set_authorizer(_authorize)
+        self._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+        self._db.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, _MAX_SQL_BYTES)
+        self._authorize = _Authorizer()
+        self._db.set_authorizer(self._authorize)
+        # One query at a time: the authorizer's record and the progress handler are the
+        # connection's, so two threads querying one snapshot would mix them up.
+        self._lock = threading.Lock()
 
     def tables(self) -> dict[str, list[str]]:
         """Every table and its columns (dynamic tables included)."""
@@ -236,31 +286,37 @@ class AdminSnapshot:
             for name in TABLES:
                 out[name] = [r[1] for r in self._db.execute(f'PRAGMA table_info("{name}")')]
         finally:
-            self._db.set_authorizer(_authorize)
+            self._db.set_authorizer(self._authorize)
         return out
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *,
-              max_rows: int = 10_000, timeout: float = 5.0) -> QueryResult:
+              max_rows: int = 10_000, timeout: float = 5.0,
+              max_bytes: int = DEFAULT_MAX_BYTES) -> QueryResult:
         """Run one read-only SELECT; see :func:`query`."""
         _check_select(sql)
         if not 1 <= max_rows <= 10_000_000:
             raise ValueError(f"max_rows={max_rows!r} is out of range: allowed 1..10000000")
         if not 0 < timeout <= 3_600:
             raise ValueError(f"timeout={timeout!r} is out of range: allowed 0..3600 s")
-        start = time.monotonic()
-        deadline = start + timeout
-        self._db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-        try:
-            cur = self._db.execute(sql, params)
-            rows = cur.fetchmany(max_rows + 1)
-        except (sqlite3.DatabaseError, sqlite3.Warning) as exc:
-            raise _explain(exc, timeout) from exc
-        finally:
-            self._db.set_progress_handler(None, 0)
-        columns = tuple(d[0] for d in cur.description or ())
-        truncated = len(rows) > max_rows
-        return QueryResult(columns, rows[:max_rows], truncated,
-                           round((time.monotonic() - start) * 1000.0, 3))
+        if not 1024 <= max_bytes <= 1 << 32:
+            raise ValueError(f"max_bytes={max_bytes!r} is out of range: allowed 1024..{1 << 32}")
+        with self._lock:
+            start = time.monotonic()
+            deadline = start + timeout
+            self._authorize.denied = None
+            self._db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+            try:
+                cur = self._db.execute(sql, params)
+                rows, size, cut_by = _fetch(cur, max_rows, max_bytes)
+            except (sqlite3.DatabaseError, sqlite3.Warning) as exc:
+                raise _explain(exc, timeout, self._authorize.denied) from exc
+            finally:
+                self._db.set_progress_handler(None, 0)
+            columns = tuple(d[0] for d in cur.description or ())
+            cur.close()
+        return QueryResult(columns, rows, cut_by is not None,
+                           round((time.monotonic() - start) * 1000.0, 3), truncated_by=cut_by,
+                           nbytes=size, max_bytes=max_bytes)
 
     def close(self) -> None:
         self._db.close()
@@ -270,6 +326,30 @@ class AdminSnapshot:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _fetch(cur: sqlite3.Cursor, max_rows: int,
+           max_bytes: int) -> tuple[list[tuple[Any, ...]], int, str | None]:
+    """Rows in batches up to ``max_rows`` rows and about ``max_bytes`` bytes; what cut them."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    while True:
+        batch = cur.fetchmany(min(256, max_rows + 1 - len(rows)))
+        if not batch:
+            return rows, size, None
+        for row in batch:
+            if len(rows) == max_rows:
+                return rows, size, "rows"
+            row_size = _row_bytes(row)
+            if size + row_size > max_bytes:
+                return rows, size, "bytes"
+            rows.append(row)
+            size += row_size
+
+
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    """What a row costs as Python objects, roughly: text and blobs by length, 8 per number."""
+    return 56 + sum(len(v) if isinstance(v, str | bytes) else 8 for v in row)
 
 
 def snapshot(pools: Any = None, *, monitor: Monitor | None = None,
@@ -288,7 +368,7 @@ def snapshot(pools: Any = None, *, monitor: Monitor | None = None,
 def query(sql: str, pools: Any = None, *, params: Sequence[Any] | Mapping[str, Any] = (),
           monitor: Monitor | None = None, ledger: MemoryLedger | None = None,
           watchdog: MemoryWatchdog | None = None, max_rows: int = 10_000,
-          timeout: float = 5.0) -> QueryResult:
+          timeout: float = 5.0, max_bytes: int = DEFAULT_MAX_BYTES) -> QueryResult:
     """Run one read-only SELECT over a snapshot of poolkeeper's state.
 
     Example::
@@ -298,11 +378,15 @@ def query(sql: str, pools: Any = None, *, params: Sequence[Any] | Mapping[str, A
         print(result.format())
 
     Raises :class:`AdminQueryError` (a ``ValueError``) when the statement is not a single
-    SELECT/WITH, names an unknown table or column, or runs past ``timeout`` seconds.
+    SELECT/WITH, calls a function outside :data:`ALLOWED_FUNCTIONS`, names an unknown table
+    or column, builds a value over :data:`MAX_VALUE_BYTES`, or runs past ``timeout`` seconds.
+    The result stops at ``max_rows`` rows or about ``max_bytes`` bytes, whichever comes
+    first (``truncated`` and ``truncated_by`` say so).
     """
     _check_select(sql)
     with snapshot(pools, monitor=monitor, ledger=ledger, watchdog=watchdog) as snap:
-        return snap.query(sql, params, max_rows=max_rows, timeout=timeout)
+        return snap.query(sql, params, max_rows=max_rows, timeout=timeout,
+                          max_bytes=max_bytes)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -318,13 +402,38 @@ def _check_select(sql: object) -> None:
             "only a single SELECT (or WITH ... SELECT) runs")
 
 
-def _authorize(action: int, arg1: str | None, arg2: str | None, dbname: str | None,
-               source: str | None) -> int:
-    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+class _Authorizer:
+    """Reads only, functions from the allow-list only; remembers the function it refused."""
+
+    __slots__ = ("denied",)
+
+    def __init__(self) -> None:
+        self.denied: str | None = None
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, dbname: str | None,
+                 source: str | None) -> int:
+        if action == sqlite3.SQLITE_FUNCTION:  # arg2 is the function's name
+            if (arg2 or "").lower() in ALLOWED_FUNCTIONS:
+                return sqlite3.SQLITE_OK
+            self.denied = arg2 or "?"
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
 
 
-def _explain(exc: Exception, timeout: float) -> AdminQueryError:
+def _explain(exc: Exception, timeout: float, denied_function: str | None = None) -> AdminQueryError:
     text = str(exc)
+    if denied_function is not None and "not authorized" in text:
+        allowed = "; ".join(f"{kind}: {', '.join(names)}"
+                            for kind, names in FUNCTION_GROUPS.items())
+        return AdminQueryError(
+            f"admin query refused: function {denied_function}() is not allowed in the admin "
+            f"views ({len(ALLOWED_FUNCTIONS)} functions are; use one of them). Allowed - "
+            f"{allowed}")
+    if "too big" in text:
+        return AdminQueryError(
+            f"admin query refused: a string or blob it builds would exceed "
+            f"{MAX_VALUE_BYTES} bytes, the admin views' limit per value; select less "
+            "(substr(), a WHERE) instead")
     if "one statement at a time" in text:
         return AdminQueryError(
             "admin query refused: the admin views are read-only and run one statement per "
