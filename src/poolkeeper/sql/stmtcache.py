@@ -493,10 +493,23 @@ class StatementCacheHook:
         states = self._states
 
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+            # The text run last on this slot (Slot.stmt_memo: [this hook's states, the
+            # connection's state, that text]) is still the newest entry of sqlite3's LRU:
+            # a hit that moves nothing.
+            try:
+                slot = cursor._slot
+                memo = slot.stmt_memo
+            except AttributeError:  # not one of the pool's cursors
+                slot = memo = None
+            if memo is not None and memo[2] is query and memo[0] is states:
+                next(memo[1].cache._hits)
+                return inner(cursor, raw, query, params, many)
             conn = raw.connection
             state = states.get(id(conn))
             if state is None or state.ref() is not conn:
                 state = state_of(conn)
+            if slot is not None:
+                slot.stmt_memo = [states, state, query]
             cache = state.cache
             key = hash(query)
             m = cache._map
@@ -519,6 +532,8 @@ class StatementCacheHook:
                 return inner(cursor, raw, query, params, many)
             finally:
                 if cache.nbytes > budget:
+                    if slot is not None:
+                        slot.stmt_memo = None  # the text may be pushed out now
                     self._shrink(conn, state, low)
 
         return execute
