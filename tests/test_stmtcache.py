@@ -119,9 +119,48 @@ def test_sqlite_policy_sizes_cached_statements_from_both_bounds() -> None:
     assert sqlite_cached_statements(100, 10 * SQLITE_STATEMENT_BYTES) == 10
     assert sqlite_cached_statements(0, 1 << 20) == 0
     p = statement_cache_policy("sqlite", 100, 40 * SQLITE_STATEMENT_BYTES)
-    assert p.max_statements == 40 and p.bounded_by == "count"
+    assert p.max_statements == 40 and p.bounded_by == "count and bytes"
+    assert p.max_bytes == 40 * SQLITE_STATEMENT_BYTES
     conn = sqlite3.connect(":memory:", cached_statements=p.max_statements)
     conn.close()
+
+
+def test_sqlite_cache_is_bounded_in_bytes_and_counted(tmp_path: Any) -> None:
+    """Issue #14 item 2: 100 distinct ~1 MB statements on one pooled sqlite connection stay
+    within the byte budget (Python's side, tracemalloc) and the counters say what sqlite3's
+    LRU did. ~1 s."""
+    import tracemalloc
+
+    with Pool(f"sqlite:///{tmp_path / 'c.db'}", min_idle=1, max_size=1) as pool:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1").fetchall()
+            conn.execute("SELECT 1").fetchall()
+        info = pool.statement_cache_info()
+        assert (info["stmt_cache_hits"], info["stmt_cache_misses"]) == (1, 1)
+        budget = pool.config.statement_cache_bytes
+        slots = pool.config.statement_cache_size
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            with pool.connection() as conn:
+                for i in range(100):
+                    sql = f"SELECT length('{'x' * (1 << 20)}'), {i}"
+                    assert conn.execute(sql).fetchall() == [(1 << 20, i)]
+                    del sql
+            grown = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        assert grown < budget + (1 << 20), f"traced +{grown:,} B"
+        info = pool.statement_cache_info()
+        assert info["stmt_cache_misses"] == 101
+        assert 0 < info["stmt_cache_bytes"] <= budget
+        assert info["stmt_cache_statements"] <= slots
+        # every 1 MB text alone is over the 1 MiB budget (it counts twice: the key and
+        # SQLite's copy): each one is pushed out with all the entries older than it
+        assert info["stmt_cache_evictions"] >= 100 * slots
+        with pool.connection() as conn:  # the short statement is gone too, and works
+            assert conn.execute("SELECT 1").fetchall() == [(1,)]
+        assert pool.statement_cache_info()["stmt_cache_misses"] == 102
 
 
 def test_pymysql_policy_says_it_is_not_supported() -> None:

@@ -163,7 +163,8 @@ def _install_hooks(pool: Pool, result: DemoResult) -> list[Any]:
     if not any(k.startswith("stmt_cache_") for k in stats):
         try:
             from .sql.stmtcache import StatementCacheHook
-            hook = StatementCacheHook.from_config(pool.config, pool.driver.name)
+            hook = StatementCacheHook.from_config(
+                pool.config, pool.driver.name, getattr(pool.driver, "push_statements", None))
         except Exception as exc:  # noqa: BLE001 - a part of this build is missing or broken
             result.not_enabled["statement cache"] = f"{type(exc).__name__}: {exc}"
         else:

@@ -214,7 +214,8 @@ class Pool:
         self._release_results = self.driver.release_results  # None: results live in cursors
         # Execute hooks, innermost first: the statement cache governs what the driver
         # prepares; statistics time everything inside them.
-        self._stmt_cache = StatementCacheHook.from_config(config, self.driver.name)
+        self._stmt_cache = StatementCacheHook.from_config(
+            config, self.driver.name, getattr(self.driver, "push_statements", None))
         self._sql_stats = StatsHook.from_config(config, self.driver.name,
                                                 fetch=AdaptiveFetchSize(config.fetch_size))
         self.add_hook(self._stmt_cache)

@@ -109,5 +109,16 @@ class SqliteDriver(Driver):
         raw.total_changes  # noqa: B018
 
 
+    def push_statements(self, raw: Any, texts: list[str]) -> None:
+        """Run ``texts`` on a cursor of their own: each enters sqlite3's statement cache (an
+        LRU of ``cached_statements`` entries) and pushes its oldest entry out. sqlite3 has no
+        public flush; this is how the pool keeps the cache within its byte budget."""
+        cur = raw.cursor()
+        try:
+            for text in texts:
+                cur.execute(text)
+        finally:
+            cur.close()
+
     def describe(self) -> str:
         return f"sqlite {self.params.get('database')}"

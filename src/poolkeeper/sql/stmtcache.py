@@ -91,6 +91,9 @@ PSYCOPG_PREPARE_THRESHOLD = 5
 #: assumed memory of one cached sqlite3 statement (compiled program + key), to turn the byte
 #: budget into a count
 SQLITE_STATEMENT_BYTES = 4096
+#: what the sqlite3 mirror counts per entry besides twice its text (the key and SQLite's
+#: compiled copy): the statement objects and the LRU's node
+SQLITE_ENTRY_BYTES = 512
 
 
 class StatementCache(Generic[K, V]):
@@ -287,11 +290,14 @@ def statement_cache_policy(driver: str, statement_cache_size: int,
              "or remembered") if on else "server-side prepared statements are off")
     if driver == "sqlite":
         count = sqlite_cached_statements(size, nbytes)
+        on = count > 0
         return StatementCachePolicy(
-            driver, True, "sqlite3 cached_statements", count, count * SQLITE_STATEMENT_BYTES,
-            0, None, "count",
-            f"sqlite3 caches up to {count} compiled statements per connection (any size: the "
-            "module offers no byte bound and no counters)")
+            driver, True, "sqlite3 cached_statements", count, nbytes if on else 0,
+            0, None, "count and bytes" if on else "none",
+            (f"sqlite3 caches up to {count} compiled statements per connection; poolkeeper "
+             f"mirrors their texts and, past {nbytes:,} bytes, pushes the oldest out of "
+             "sqlite3's LRU with tiny statements of its own") if on
+            else "sqlite3's statement cache is off")
     if driver == "mysql":
         return StatementCachePolicy(
             driver, False, "none", 0, 0, 0, None, "none",
@@ -318,13 +324,28 @@ def apply_psycopg_policy(conn: Any, policy: StatementCachePolicy) -> None:
         conn.prepare_threshold = None
 
 
-class _ConnState:
-    __slots__ = ("bypassed", "cache", "ref")
+class _Strong:
+    """A strong reference with weakref.ref's call interface (for unweakrefable handles)."""
 
-    def __init__(self, cache: StatementCache[int, bool], ref: weakref.ref[Any]) -> None:
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __call__(self) -> Any:
+        return self.obj
+
+
+class _ConnState:
+    __slots__ = ("bypassed", "cache", "fillers", "flushed", "ref")
+
+    def __init__(self, cache: StatementCache[int, bool], ref: Callable[[], Any]) -> None:
         self.cache = cache
         self.ref = ref
         self.bypassed = 0
+        #: sqlite3: filler statements run, and the entries pushed out for the byte bound
+        self.fillers = 0
+        self.flushed = 0
 
 
 class StatementCacheHook:
@@ -337,8 +358,12 @@ class StatementCacheHook:
     :meth:`stats` says so.
     """
 
-    def __init__(self, policy: StatementCachePolicy) -> None:
+    def __init__(self, policy: StatementCachePolicy,
+                 push: Callable[[Any, list[str]], None] | None = None) -> None:
         self.policy = policy
+        #: runs statements on a raw connection without the hooks (the driver's
+        #: ``push_statements``): how the sqlite3 mirror pushes entries out of its LRU
+        self.push = push
         self._states: dict[int, _ConnState] = {}
         self._lock = threading.Lock()
         # Keys of connections that died. A weakref callback can fire during garbage
@@ -348,13 +373,18 @@ class StatementCacheHook:
         self._retired = {"hits": 0, "misses": 0, "evictions": 0, "bypassed": 0, "discarded": 0}
 
     @classmethod
-    def from_config(cls, config: Any, driver: str) -> StatementCacheHook:
+    def from_config(cls, config: Any, driver: str,
+                    push: Callable[[Any, list[str]], None] | None = None
+                    ) -> StatementCacheHook:
         """A hook for the pool's ``statement_cache_size`` / ``statement_cache_bytes``."""
         return cls(statement_cache_policy(driver, config.statement_cache_size,
-                                          config.statement_cache_bytes))
+                                          config.statement_cache_bytes), push)
 
     def wrap(self, inner: Execute) -> Execute:
         policy = self.policy
+        if policy.mechanism == "sqlite3 cached_statements" and self.push is not None \
+                and policy.max_statements > 0:
+            return self._wrap_sqlite(inner)
         if policy.mechanism != "psycopg prepared statements":
             return inner
         cap = policy.max_statement_bytes
@@ -449,21 +479,105 @@ class StatementCacheHook:
 
         return execute
 
+    def _wrap_sqlite(self, inner: Execute) -> Execute:
+        """sqlite3: mirror its LRU (keyed by text, ``cached_statements`` entries, a hit moves
+        to the end, a miss inserts and drops the oldest) with each text's bytes; past the
+        byte budget, push the oldest entries out with tiny statements of poolkeeper's own
+        until the mirror holds at most half the budget (issue #14 item 2)."""
+        policy = self.policy
+        budget = policy.max_bytes
+        low = budget // 2
+        push = self.push
+        assert push is not None
+        state_of = self._state
+        states = self._states
+
+        def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
+            # The text run last on this slot (Slot.stmt_memo: [this hook's states, the
+            # connection's state, that text]) is still the newest entry of sqlite3's LRU:
+            # a hit that moves nothing.
+            try:
+                slot = cursor._slot
+                memo = slot.stmt_memo
+            except AttributeError:  # not one of the pool's cursors
+                slot = memo = None
+            if memo is not None and memo[2] is query and memo[0] is states:
+                next(memo[1].cache._hits)
+                return inner(cursor, raw, query, params, many)
+            conn = raw.connection
+            state = states.get(id(conn))
+            if state is None or state.ref() is not conn:
+                state = state_of(conn)
+            if slot is not None:
+                slot.stmt_memo = [states, state, query]
+            cache = state.cache
+            key = hash(query)
+            m = cache._map
+            if m.get(key) is not None:
+                try:  # noqa: SIM105 - contextlib.suppress costs a `with` per hit
+                    m.move_to_end(key)
+                except KeyError:
+                    pass
+                next(cache._hits)
+                return inner(cursor, raw, query, params, many)
+            text = query if type(query) is str else str(query)
+            size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+            # sqlite3 keeps the text (its cache key) and SQLite a compiled copy of it.
+            with self._lock:
+                cache.misses += 1
+            cache.put(key, True, SQLITE_ENTRY_BYTES + 2 * size)
+            try:
+                # A statement that fails to compile is not cached by sqlite3, one that fails
+                # while running is: the mirror keeps it either way (it may over-count).
+                return inner(cursor, raw, query, params, many)
+            finally:
+                if cache.nbytes > budget:
+                    if slot is not None:
+                        slot.stmt_memo = None  # the text may be pushed out now
+                    self._shrink(conn, state, low)
+
+        return execute
+
+    def _shrink(self, conn: Any, state: _ConnState, low: int) -> None:
+        """Run fresh filler statements until the mirror holds at most ``low`` bytes (at most
+        ``max_statements`` of them: by then every older entry is out)."""
+        cache = state.cache
+        texts: list[str] = []
+        with self._lock:
+            n = 0
+            while cache.nbytes > low and n < self.policy.max_statements:
+                state.fillers += 1
+                text = f"SELECT {state.fillers} -- poolkeeper: statement cache bound"
+                before = cache.evictions
+                cache.put(hash(text), True, SQLITE_ENTRY_BYTES + 2 * len(text))
+                state.flushed += cache.evictions - before
+                texts.append(text)
+                n += 1
+        assert self.push is not None
+        self.push(conn, texts)
+
     def _state(self, conn: Any) -> _ConnState:
         key = id(conn)
         state = self._states.get(key)
         if state is not None and state.ref() is conn:
             return state
         self._reap()
-        apply_psycopg_policy(conn, self.policy)
-        cache: StatementCache[int, bool] = StatementCache(
-            max(self.policy.max_statements, 0), self.policy.max_bytes)
+        if self.policy.mechanism == "psycopg prepared statements":
+            apply_psycopg_policy(conn, self.policy)
+            cache: StatementCache[int, bool] = StatementCache(
+                max(self.policy.max_statements, 0), self.policy.max_bytes)
+        else:  # sqlite3's LRU bounds by count only; the bytes are bounded by _shrink()
+            cache = StatementCache(max(self.policy.max_statements, 0), 1 << 62)
         dead = self._dead
 
         def gone(_ref: weakref.ref[Any], key: int = key) -> None:
             dead.append(key)
 
-        state = _ConnState(cache, weakref.ref(conn, gone))
+        try:
+            ref: Callable[[], Any] = weakref.ref(conn, gone)
+        except TypeError:  # sqlite3.Connection: held until forget(), which the pool calls
+            ref = _Strong(conn)                # when it closes the connection
+        state = _ConnState(cache, ref)
         with self._lock:
             old = self._states.get(key)
             if old is not None:  # a dead connection's id, reused before it was reaped
