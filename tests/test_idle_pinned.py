@@ -62,3 +62,16 @@ def test_other_drivers_measure_nothing(any_dsn: str) -> None:
 def test_option_validated() -> None:
     with pytest.raises(ConfigError, match="max_idle_result_bytes"):
         Pool("sqlite://:memory:", max_idle_result_bytes=-1)
+
+
+def test_doctor_flags_bound_off_or_high() -> None:
+    from poolkeeper.config import PoolConfig
+    from poolkeeper.doctor import diagnose
+
+    dsn = "postgresql://app@127.0.0.1/test"
+    for bound in (0, 1 << 30):
+        found = [f for f in diagnose(PoolConfig(dsn=dsn, max_idle_result_bytes=bound)).findings
+                 if f.setting == "max_idle_result_bytes"]
+        assert found and found[0].incident == "dble"
+    ok = diagnose(PoolConfig(dsn=dsn)).findings
+    assert not [f for f in ok if f.setting == "max_idle_result_bytes"]
