@@ -75,3 +75,14 @@ def test_doctor_flags_bound_off_or_high() -> None:
         assert found and found[0].incident == "dble"
     ok = diagnose(PoolConfig(dsn=dsn)).findings
     assert not [f for f in ok if f.setting == "max_idle_result_bytes"]
+
+
+def test_memory_ledger_shows_idle_pinned_bytes(pg_dsn: str) -> None:
+    from poolkeeper.observe.memory import pool_entries
+
+    with Pool(pg_dsn, min_idle=0, max_size=1, max_idle_result_bytes=0) as pool:
+        with pool.connection() as conn:
+            conn.execute(_BIG).fetchall()
+        [entry] = [e for e in pool_entries(pool) if e.name.startswith("idle_pinned:")]
+        assert entry.bytes > 8 * 1024 * 1024
+        assert entry.category == "connections"

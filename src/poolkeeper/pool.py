@@ -910,6 +910,12 @@ class Pool:
             out["leaks_returned"] = self._leaks_returned
             out["abandoned_reclaimed"] = self._closed_by[CloseReason.ABANDONED]
             out["orphans_returned"] = self._orphans_returned
+            # the bytes idle connections pin in their driver's buffers (memory ledger)
+            out["idle_pinned_bytes"] = sum(s.largest_result_bytes for s in self._slots.values()
+                                           if s.state is _IDLE)
+            if self.config.max_idle_result_bytes:
+                out["idle_pinned_budget_bytes"] = (self.config.max_idle_result_bytes
+                                                   * self.config.max_size)
             if reset:
                 self._opened = self._open_failures = 0
                 self._open_ms = 0.0
