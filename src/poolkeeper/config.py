@@ -63,6 +63,7 @@ _RANGES: dict[str, tuple[str, float, float, bool]] = {
     "statement_cache_size": ("int", 0, 100_000, False),
     "statement_cache_bytes": ("int", 0, 1 << 40, False),
     "fetch_size": ("int", 1, 10_000_000, False),
+    "max_idle_result_bytes": ("int", 0, 1 << 40, False),
     "monitor": ("bool", 0, 1, False),
 }
 
@@ -111,6 +112,9 @@ class PoolConfig:
     statement_cache_size: int = 100
     statement_cache_bytes: int = 1 << 20
     fetch_size: int = 1_000
+    #: retire a connection at return once it received a result above this many bytes: libpq
+    #: keeps its input buffer at the largest message until the connection closes (0: off)
+    max_idle_result_bytes: int = 16 << 20
     monitor: bool = False
     connect_kwargs: Mapping[str, Any] = field(default_factory=dict)
 

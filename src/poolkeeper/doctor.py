@@ -297,6 +297,19 @@ def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
                     "connection; Druid's PSCache pinned row size x prefetch per statement",
                     "druid"))
 
+    # What idle PostgreSQL connections pin: libpq's input buffer stays at the largest message.
+    if _driver(c) in ("postgresql", None) and (
+            c.max_idle_result_bytes == 0 or c.max_idle_result_bytes > 64 << 20):
+        worst = ("unbounded" if c.max_idle_result_bytes == 0
+                 else format_bytes(c.max_idle_result_bytes * c.max_size))
+        add(Finding("warning", "max_idle_result_bytes",
+                    "0 (off)" if c.max_idle_result_bytes == 0
+                    else format_bytes(c.max_idle_result_bytes),
+                    "libpq keeps each connection's input buffer at the largest result it "
+                    f"received until it closes: idle connections may pin {worst} "
+                    f"(x max_size {c.max_size}); set max_idle_result_bytes to 16 MiB or less",
+                    "dble"))
+
     # Churn (BoneCP's).
     opens_per_hour = 0.0
     if c.max_lifetime is not None:

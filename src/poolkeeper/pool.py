@@ -72,8 +72,10 @@ class CloseReason:
     EXPIRED = "expired"  #: retired by expire_all()
     ABANDONED = "abandoned"  #: reclaimed after abandoned_timeout
     POOL_CLOSED = "pool_closed"  #: the pool was closed
+    #: received a result above max_idle_result_bytes (libpq keeps its buffer that large)
+    LARGE_RESULT = "large_result"
     ALL = (LIFETIME, IDLE, BROKEN, VALIDATION, RESET_FAILED, UNKNOWN_STATE, EXPIRED, ABANDONED,
-           POOL_CLOSED)
+           POOL_CLOSED, LARGE_RESULT)
 
 
 class _Churn:
@@ -212,6 +214,9 @@ class Pool:
         self._thread_records = [self.monitor.track("thread", t) for t in self._worker.threads]
         self._tx_state, self._tx_idle = self.driver.transaction_probe()
         self._release_results = self.driver.release_results  # None: results live in cursors
+        #: None: the driver's buffers go with their results (see Driver.result_bytes)
+        self._result_bytes = self.driver.result_bytes
+        self._max_result = config.max_idle_result_bytes or math.inf
         # Execute hooks, innermost first: the statement cache governs what the driver
         # prepares; statistics time everything inside them.
         self._stmt_cache = StatementCacheHook.from_config(
@@ -388,7 +393,8 @@ class Pool:
         # (One `if`, not a `rare = (...)` variable: CPython 3.11 specialises a comparison only
         # when a jump follows it, which an `or` chain assigned to a name does not give.)
         if (slot.broken or slot.expires_at <= now or slot.generation != self._bag.generation
-                or slot.leak_reported or self._capture_stack or self._track_proxy) \
+                or slot.leak_reported or self._capture_stack or self._track_proxy
+                or slot.largest_result_bytes > self._max_result) \
                 and not self._slow_return(slot, now):  # retired instead of kept
             if failure is not None:
                 raise failure
@@ -469,6 +475,13 @@ class Pool:
             reason = CloseReason.LIFETIME
         elif slot.generation != self._bag.generation:
             reason = CloseReason.EXPIRED
+        elif slot.largest_result_bytes > self._max_result:
+            reason = CloseReason.LARGE_RESULT
+            logger.info("pool %r: retiring connection %d: it received a result of %d bytes, "
+                        "above max_idle_result_bytes=%d; its driver keeps a buffer that large "
+                        "while idle (raise the option, or 0 to keep such connections)",
+                        self.name, slot.id, slot.largest_result_bytes,
+                        self.config.max_idle_result_bytes)
         if reason is None:
             return True
         self._retire(slot, reason, usage)
@@ -963,6 +976,12 @@ class Pool:
             out["leaks_returned"] = self._leaks_returned
             out["abandoned_reclaimed"] = self._closed_by[CloseReason.ABANDONED]
             out["orphans_returned"] = self._orphans_returned
+            # the bytes idle connections pin in their driver's buffers (memory ledger)
+            out["idle_pinned_bytes"] = sum(s.largest_result_bytes for s in self._slots.values()
+                                           if s.state is _IDLE)
+            if self.config.max_idle_result_bytes:
+                out["idle_pinned_budget_bytes"] = (self.config.max_idle_result_bytes
+                                                   * self.config.max_size)
             if reset:
                 self._opened = self._open_failures = 0
                 self._open_ms = 0.0
@@ -990,6 +1009,7 @@ class Pool:
                 "expires_in_s": (None if math.isinf(slot.expires_at)
                                  else round(slot.expires_at - now, 3)),
                 "uses": slot.uses,
+                "largest_result_bytes": slot.largest_result_bytes,
                 "generation": slot.generation,
                 "sql": _safe_sql(slot.sql, self.driver.name) if slot.sql else None,
                 "executing": in_use and slot.executing,

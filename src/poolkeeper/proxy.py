@@ -475,6 +475,10 @@ class CursorProxy(_CursorState):
             raise
         finally:
             slot.statements += 1
+        # What an idle connection pins (PostgreSQL: libpq's input buffer), see max_idle_result_bytes
+        measure = self._pool._result_bytes
+        if measure is not None and (n := measure(raw)) > slot.largest_result_bytes:
+            slot.largest_result_bytes = n
         # sqlite3 and psycopg return the cursor (for chaining); PyMySQL returns a row count.
         return self if result is raw else result
 

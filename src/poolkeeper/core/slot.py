@@ -61,6 +61,7 @@ class Slot:
         "generation",
         "id",
         "idle_timeout",
+        "largest_result_bytes",
         "last_alive",
         "last_used",
         "leak_reported",
@@ -101,6 +102,9 @@ class Slot:
         self.last_used = now  #: when a caller last returned it
         self.last_alive = now  #: when it was last known to work (use or ping)
         self.uses = 0
+        #: the largest result this connection received, in bytes, as the driver measures it
+        #: (0: none measured); libpq's input buffer stays that large while the connection idles
+        self.largest_result_bytes = 0
         # the current checkout
         self.borrowed_at = 0.0
         self.borrow_code: Any = None  #: code object of the borrowing frame (formatted lazily)

@@ -95,6 +95,16 @@ class Driver:
     #: doubt). None (the default) when results belong to cursors only: nothing to pay per return.
     release_results: Callable[[Any], bool] | None = None
 
+    #: ``result_bytes(cursor) -> int``, the memory of the result a driver cursor holds (0:
+    #: none or tiny), for a driver whose *connection* keeps a buffer as large as the largest
+    #: message it received (libpq's input buffer: PostgreSQL). The proxies call it when a
+    #: result is dropped (the cursor executes again, closes, or goes back with its connection)
+    #: and the pool retires a connection above ``max_idle_result_bytes`` at return. None (the
+    #: default) when the buffer goes with the result: sqlite3 steps rows out of the database
+    #: file page by page, PyMySQL reads every packet into a fresh bytes object and its
+    #: connection-held result is dropped on return (``release_results``).
+    result_bytes: Callable[[Any], int] | None = None
+
     #: the driver's DB-API ``Error`` base class(es); subclasses set it when they import the driver
     error_types: tuple[type[BaseException], ...] = ()
     #: what the raw driver raises when a closed connection / closed cursor is used, and when

@@ -7,8 +7,13 @@ on the socket with a deadline, so a validation can never hang longer than valida
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import glob
+import logging
 import math
 import operator
+import os
 import select
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +22,8 @@ from ..config import mask_dsn
 from .base import Driver, ErrorKind
 
 __all__ = ["PostgresDriver"]
+
+logger = logging.getLogger("poolkeeper.drivers.postgres")
 
 # libpq PGTransactionStatusType
 _IDLE, _ACTIVE, _INTRANS, _INERROR, _UNKNOWN = range(5)
@@ -44,9 +51,15 @@ class PostgresDriver(Driver):
 
         self._psycopg = psycopg
         self.error_types = (psycopg.Error,)
+<<<<<<< HEAD
         self.closed_connection_error = psycopg.OperationalError  # "the connection is closed"
         self.closed_cursor_error = psycopg.InterfaceError  # "the cursor is closed"
         self.cancelled_error = psycopg.errors.QueryCanceled  # an OperationalError
+=======
+        self._memory_size = _result_memory_size(psycopg)
+        if self._memory_size is not None:
+            self.result_bytes = self._result_bytes
+>>>>>>> pinned
 
     def _connect(self) -> Any:
         kwargs = dict(self.params)
@@ -96,6 +109,17 @@ class PostgresDriver(Driver):
     def session_id(self, raw: Any) -> Any:
         return raw.pgconn.backend_pid
 
+    def _result_bytes(self, cursor: Any) -> int:
+        # libpq keeps the connection's input buffer at its largest message (a row) until the
+        # connection closes; the result's memory bounds that message from above. psycopg 3.3
+        # has no accessor, so libpq's PQresultMemorySize is called through ctypes: ~210 ns,
+        # paid only when a result with rows is dropped (not per fetch). A result without
+        # rows (a command, an error, an empty SELECT) is a few hundred bytes: no call (~35 ns).
+        result = cursor.pgresult
+        if result is None or not result.ntuples:
+            return 0
+        return int(self._memory_size(result.pgresult_ptr))  # type: ignore[misc]
+
     def ping(self, raw: Any, timeout: float) -> None:
         if raw.closed or raw.broken:
             raise self._psycopg.OperationalError("the connection is closed")
@@ -124,3 +148,38 @@ class PostgresDriver(Driver):
 
     def describe(self) -> str:
         return f"postgresql {mask_dsn(str(self.params.get('conninfo', '')))}"
+
+
+def _result_memory_size(psycopg: Any) -> Callable[[int], int] | None:
+    """libpq's ``PQresultMemorySize`` from the libpq psycopg itself uses, or None.
+
+    The binary wheel bundles its own libpq (``psycopg_binary.libs``); the C and the Python
+    implementations use the system's (the Python one has it loaded already).
+    """
+    impl = psycopg.pq.__impl__
+    lib: Any = None
+    try:
+        if impl == "python":
+            from psycopg.pq import _pq_ctypes
+
+            lib = getattr(_pq_ctypes, "pq")  # noqa: B009 - private, untyped
+        else:
+            path = None
+            if impl == "binary":
+                import psycopg_binary
+
+                found = glob.glob(os.path.join(os.path.dirname(psycopg_binary.__file__), "..",
+                                               "psycopg_binary.libs", "libpq*"))
+                path = found[0] if found else None
+            path = path or ctypes.util.find_library("pq")
+            lib = ctypes.CDLL(path) if path else None
+        func = lib.PQresultMemorySize if lib is not None else None
+    except (ImportError, OSError, AttributeError) as exc:  # libpq < 12, or not found
+        logger.info("libpq's PQresultMemorySize is not available (%s): result sizes of "
+                    "PostgreSQL connections are not tracked (max_idle_result_bytes)", exc)
+        return None
+    if func is None:
+        return None
+    func.argtypes = [ctypes.c_void_p]
+    func.restype = ctypes.c_size_t
+    return func  # type: ignore[no-any-return]

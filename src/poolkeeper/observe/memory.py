@@ -285,6 +285,8 @@ class MemoryLedger:
 #: categories of the byte counters pools report (others use the counter's own name)
 POOL_CATEGORIES = {
     "sql_stats": "stats",
+    # what idle connections pin in their driver's buffers (libpq's input buffer)
+    "idle_pinned": "connections",
     "sql_fingerprint_cache": "stats",
     "stmt_cache": "statement caches",
     "stmt_cache_conn": "statement caches",
