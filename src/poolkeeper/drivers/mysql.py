@@ -49,13 +49,11 @@ class MysqlDriver(Driver):
         import pymysql  # imported here so that `import poolkeeper` needs no driver
 
         self._pymysql = pymysql
-<<<<<<< HEAD
         self.error_types = (pymysql.err.MySQLError,)
         self.closed_connection_error = pymysql.err.InterfaceError  # (0, '')
         self.closed_cursor_error = pymysql.err.ProgrammingError  # "Cursor closed"
         self.cancelled_error = pymysql.err.OperationalError  # 1317 / 3024
         self.release_results = self._release_results
-=======
         if _truthy(self.params.get("local_infile")):
             # Said once, at construction (user -> Pool -> create_driver -> here).
             warnings.warn(
@@ -66,7 +64,6 @@ class MysqlDriver(Driver):
                 "it (it sends only its own temp file); drop local_infile unless your own SQL "
                 "must load local files, and then never run untrusted SQL on this pool",
                 ConfigWarning, stacklevel=4)
->>>>>>> secrets
 
     def _connect(self) -> Any:
         kwargs = dict(self.params)

@@ -51,15 +51,12 @@ class PostgresDriver(Driver):
 
         self._psycopg = psycopg
         self.error_types = (psycopg.Error,)
-<<<<<<< HEAD
         self.closed_connection_error = psycopg.OperationalError  # "the connection is closed"
         self.closed_cursor_error = psycopg.InterfaceError  # "the cursor is closed"
         self.cancelled_error = psycopg.errors.QueryCanceled  # an OperationalError
-=======
         self._memory_size = _result_memory_size(psycopg)
         if self._memory_size is not None:
             self.result_bytes = self._result_bytes
->>>>>>> pinned
 
     def _connect(self) -> Any:
         kwargs = dict(self.params)
