@@ -215,13 +215,15 @@ class PoolCollector:
                 name = f"{name}-{seen[name]}"
             self._collect_pool(name, stats, family)
         if self._ledger is not None:
+            from .observe.memory import counted_bytes
+
             try:
                 entries = list(self._ledger.entries())
             except Exception:  # noqa: BLE001 - a broken ledger provider is reported there
                 entries = []
             used = family("gauge", "ledger_bytes",
                           "Bytes held by poolkeeper's bounded structures (memory ledger).", ())
-            used.add_metric([], float(sum(e.bytes for e in entries)))
+            used.add_metric([], float(counted_bytes(entries)))
             budget = family("gauge", "ledger_budget_bytes",
                             "Sum of the byte budgets of the memory ledger's structures.", ())
             budget.add_metric([], float(sum(e.budget_bytes or 0 for e in entries)))

@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..errors import ConfigError
+from ..observe.memory import counted_bytes
 from . import render, views
 from .history import History
 
@@ -128,7 +129,7 @@ class _App:
             rss = memory.read_rss()
         ledger = self.sources.get_ledger()
         if ledger is not None:
-            ledger_bytes = sum(e.bytes for e in ledger.entries())
+            ledger_bytes = counted_bytes(ledger.entries())
         history.sample(views.named_pools(self.sources.pool_list()), rss=rss,
                        ledger_bytes=ledger_bytes)
 

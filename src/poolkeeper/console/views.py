@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import mask_dsn
+from ..observe.memory import counted_bytes
 from .history import History
 
 __all__ = [
@@ -486,7 +487,7 @@ def memory_view(src: Sources) -> dict[str, Any]:
         entries = ledger.entries()
         out["ledger"] = {"enabled": True, "entries": jsonable(entries),
                          "by_category": ledger.by_category(entries),
-                         "total_bytes": sum(e.bytes for e in entries),
+                         "total_bytes": counted_bytes(entries),
                          "stats": jsonable(ledger.stats())}
     process: dict[str, Any] = {"rss_bytes": None, "limit_bytes": None, "limit_source": None,
                                "percent": None}

@@ -72,7 +72,14 @@ from typing import Any
 
 from ..config import mask_dsn
 from ..errors import AdminQueryError
-from .memory import LEDGER, MemoryLedger, MemoryWatchdog, read_memory_limit, read_rss
+from .memory import (
+    LEDGER,
+    MemoryLedger,
+    MemoryWatchdog,
+    counted_bytes,
+    read_memory_limit,
+    read_rss,
+)
 from .monitor import MONITOR, Monitor, Resource, fold_sql, registered_pools
 
 __all__ = ["ALLOWED_FUNCTIONS", "DEFAULT_MAX_BYTES", "FUNCTION_GROUPS", "MAX_VALUE_BYTES",
@@ -517,7 +524,7 @@ def _read_state(pools: Any, monitor: Monitor, ledger: MemoryLedger,
         limit, source = read_memory_limit()
         percent = round(rss / limit * 100.0, 3) if rss is not None and limit else None
         state.memory_samples = [(now, rss, limit, source, percent,
-                                 sum(e.bytes for e in entries), len(pool_objs), checkouts)]
+                                 counted_bytes(entries), len(pool_objs), checkouts)]
     return state
 
 

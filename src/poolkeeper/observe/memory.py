@@ -57,6 +57,7 @@ __all__ = [
     "MemoryLedger",
     "MemorySample",
     "MemoryWatchdog",
+    "counted_bytes",
     "pool_entries",
     "read_memory_limit",
     "read_rss",
@@ -162,6 +163,14 @@ class LedgerEntry:
     budget_bytes: int | None  #: None: the structure has no byte budget of its own
     fraction: float | None  #: bytes / budget_bytes
     error: str | None = None  #: the provider failed; bytes is 0
+    #: False for a part of another entry (one connection's share of a sum over connections):
+    #: shown for its fraction, left out of every total so no byte is counted twice
+    summed: bool = True
+
+
+def counted_bytes(entries: Iterable[LedgerEntry]) -> int:
+    """The bytes of ``entries`` added up, each byte once (parts of other entries left out)."""
+    return sum(e.bytes for e in entries if e.summed)
 
 
 class LedgerRegistration:
@@ -255,11 +264,12 @@ class MemoryLedger:
         """Bytes summed per category, largest first."""
         totals: dict[str, int] = {}
         for e in self.entries() if entries is None else entries:
-            totals[e.category] = totals.get(e.category, 0) + e.bytes
+            if e.summed:
+                totals[e.category] = totals.get(e.category, 0) + e.bytes
         return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
     def total(self) -> int:
-        return sum(e.bytes for e in self.entries())
+        return counted_bytes(self.entries())
 
     def format(self) -> str:
         """A text table: name, category, size, budget, percent of budget, largest first."""
@@ -271,7 +281,7 @@ class MemoryLedger:
             note = f"  ({e.error})" if e.error else ""
             lines.append(f"{e.name[:36]:<36} {e.category[:18]:<18} {_human(e.bytes):>10} "
                          f"{budget:>10} {used:>6}{note}")
-        lines.append(f"{'total':<36} {'':<18} {_human(sum(e.bytes for e in rows)):>10}")
+        lines.append(f"{'total':<36} {'':<18} {_human(counted_bytes(rows)):>10}")
         return "\n".join(lines)
 
     def stats(self) -> dict[str, int]:
@@ -291,6 +301,8 @@ POOL_CATEGORIES = {
     "stmt_cache": "statement caches",
     "stmt_cache_conn": "statement caches",
 }
+#: counters that are a part of another counter (the fullest connection's share of the sum)
+POOL_PARTS = frozenset({"stmt_cache_conn"})
 
 
 def pool_entries(pool: Any) -> list[LedgerEntry]:
@@ -316,7 +328,7 @@ def pool_entries(pool: Any) -> list[LedgerEntry]:
         budget = budget if isinstance(budget, int) and not isinstance(budget, bool) else None
         out.append(LedgerEntry(
             f"{prefix}:{name}", POOL_CATEGORIES.get(prefix, prefix.replace("_", " ")), value,
-            budget, value / budget if budget else None))
+            budget, value / budget if budget else None, summed=prefix not in POOL_PARTS))
     return out
 
 
@@ -490,7 +502,7 @@ class MemoryWatchdog:
         s = MemorySample(
             time=time.time(), rss_bytes=rss, limit_bytes=limit, limit_source=source,
             percent=percent,
-            ledger_bytes=sum(e.bytes for e in entries), pools=pools, checkouts=checkouts,
+            ledger_bytes=counted_bytes(entries), pools=pools, checkouts=checkouts,
             categories=tuple(categories.items()),
         )
         self._history.append(s)
