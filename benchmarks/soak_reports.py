@@ -258,18 +258,23 @@ def dble_idle_result(c: Ctx) -> Outcome:
             pool.putconn(conn)
         del held, conn
         c.meter.start()
-        held = [pool.getconn() for _ in range(conns)]
-        for conn in held:
-            rows = conn.execute(_repeat(c.backend, 12 * MB, "z")).fetchall()
-            assert len(rows[0][0]) == 12 * MB
-            del rows
-        for conn in held:
-            pool.putconn(conn)
-        del held, conn
+        _one_big_result_each(pool, conns, _repeat(c.backend, 12 * MB, "z"), 12 * MB)
         c.meter.stop()
     out = Outcome(4 * MB, "no budget for results at rest: 4 MB constant")
     out.notes.append(f"{conns} idle connections after a 12 MB result each")
     return out
+
+
+def _one_big_result_each(pool: Any, conns: int, sql: str, size: int) -> None:
+    """Borrow ``conns`` connections at once, fetch one ``size``-character value on each, return
+    them all: each connection has received one large result and now sits idle."""
+    held = [pool.getconn() for _ in range(conns)]
+    for conn in held:
+        rows = conn.execute(sql).fetchall()
+        assert len(rows[0][0]) == size
+        del rows
+    for conn in held:
+        pool.putconn(conn)
 
 
 def dble_libpq_buffer(c: Ctx) -> Outcome:
@@ -279,14 +284,7 @@ def dble_libpq_buffer(c: Ctx) -> Outcome:
     with c.pool(min_idle=conns, max_size=conns) as pool:
         pool.wait_ready(30)
         c.meter.start()
-        held = [pool.getconn() for _ in range(conns)]
-        for conn in held:
-            rows = conn.execute(_repeat(c.backend, size)).fetchall()
-            assert len(rows[0][0]) == size
-            del rows
-        for conn in held:
-            pool.putconn(conn)
-        del held, conn
+        _one_big_result_each(pool, conns, _repeat(c.backend, size), size)
         c.meter.stop()
     out = Outcome(8 * MB, "no budget for results at rest: 8 MB constant")
     out.notes.append(f"{conns} idle connections after one {size // MB} MB row each")
