@@ -67,3 +67,141 @@ def test_without_local_infile_there_is_no_warning_and_no_file_is_sent(
                 assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchall() == [(0,)]
         finally:
             drop_table(pool, table)
+
+
+# --------------------------------------------------------------------------- passwords
+# What a user can read of a pool: every text below must be free of the secret.
+def _everything_shown(pool: Pool) -> str:
+    from poolkeeper import admin
+    from poolkeeper.console.views import Sources, connections_view, overview_view
+
+    shown = [repr(pool), repr(pool.config), repr(pool.config.masked()), pool.driver.describe(),
+             str(admin.query("select * from pools", [pool]).rows),
+             str(overview_view(Sources([pool]))), str(connections_view(Sources([pool]))),
+             str(pool.connections_info())]
+    return "\n".join(shown)
+
+
+def _chain(exc: BaseException | None) -> str:
+    texts: list[str] = []
+    while exc is not None and len(texts) < 10:
+        texts.append(f"{type(exc).__name__}: {exc} {exc.args!r}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(texts)
+
+
+PG_SPELLINGS = ["postgresql://postgres:{pw}@127.0.0.1:5432/test",
+                "postgres://postgres:{pw}@127.0.0.1:5432/test",
+                "postgresql+psycopg://postgres:{pw}@127.0.0.1:5432/test",
+                "POSTGRESQL://postgres:{pw}@127.0.0.1:5432/test",
+                "postgresql://postgres@127.0.0.1:5432/test?password={pw}"]
+
+
+@pytest.mark.parametrize("spelling", PG_SPELLINGS)
+def test_postgresql_passwords_with_url_characters_connect_and_never_show(
+        pg_dsn: str, spelling: str, caplog: pytest.LogCaptureFixture) -> None:
+    # '#' and '?' end a password under urlsplit's rules, not libpq's; the server's trust
+    # authentication ignores the password, so connecting proves libpq read the same user/db
+    password = "s3cret#x?y:z" if "?password" not in spelling else "s3cret%23x"
+    dsn = spelling.format(pw=password)
+    caplog.set_level("DEBUG", logger="poolkeeper")
+    with Pool(dsn, max_size=2, name="pw") as pool:
+        with pool.connection() as conn:
+            row = conn.execute("select current_user, current_database()").fetchone()
+        assert tuple(row) == ("postgres", "test")
+        shown = _everything_shown(pool)
+    shown += "\n" + caplog.text
+    assert "s3cret" not in shown
+    assert "***" in shown
+
+
+@pytest.fixture
+def mysql_secret_user(mysql_dsn: str) -> Iterator[tuple[str, str]]:
+    user, password = "pk_secret_user", "p#ss?w:rd-9"
+    with Pool(mysql_dsn, max_size=1) as admin_pool, admin_pool.connection() as conn:
+        conn.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        conn.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+        conn.execute(f"GRANT SELECT ON test.* TO '{user}'@'%'")
+    try:
+        yield user, password
+    finally:
+        with Pool(mysql_dsn, max_size=1) as admin_pool, admin_pool.connection() as conn:
+            conn.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+def test_a_mysql_password_with_url_characters_connects_and_never_shows(
+        mysql_secret_user: tuple[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    user, password = mysql_secret_user
+    caplog.set_level("DEBUG", logger="poolkeeper")
+    # written as is: '#' and '?' are ordinary characters in the user info, as libpq reads it
+    with Pool(f"mysql://{user}:{password}@127.0.0.1:3306/test", max_size=1) as pool:
+        with pool.connection() as conn:
+            assert conn.execute("select current_user()").fetchone()[0].startswith(user)
+        shown = _everything_shown(pool)
+    assert "p#ss" not in shown + caplog.text and "***" in shown
+
+
+def test_a_server_message_quoting_the_password_is_scrubbed_everywhere(
+        mysql_secret_user: tuple[str, str], caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from poolkeeper.cli import main
+    from poolkeeper.errors import ConnectError, PoolTimeout
+
+    user, password = mysql_secret_user
+    # a database named like the password: MariaDB's "Access denied ... to database '<name>'"
+    # quotes it back (a real server message, percent-decoded as the driver received it)
+    dsn = f"mysql://{user}:{password}@127.0.0.1:3306/p%23ss%3Fw%3Ard-9"
+    caplog.set_level("DEBUG", logger="poolkeeper")
+    with pytest.raises(ConnectError) as first:
+        Pool(dsn, max_size=1)
+    pymysql = pytest.importorskip("pymysql")
+    assert isinstance(first.value.__cause__, pymysql.err.OperationalError)  # its class kept
+    assert first.value.__cause__.args[0] == 1044  # and its error code
+    assert "to database '***'" in str(first.value)
+    with Pool(dsn, max_size=1, fail_fast=False, max_wait=0.5) as pool:
+        with pytest.raises(PoolTimeout) as timeout:
+            pool.getconn()
+        shown = _everything_shown(pool)
+    assert main(["console", "--dsn", dsn, "--seconds", "0"]) == 2
+    err = capsys.readouterr().err
+    texts = "\n".join([_chain(first.value), _chain(timeout.value), shown, caplog.text, err])
+    assert "p#ss" not in texts and "rd-9" not in texts, texts
+
+
+def test_libpq_messages_quoting_the_password_are_scrubbed(
+        pg_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    from poolkeeper.errors import ConnectError
+
+    psycopg = pytest.importorskip("psycopg")
+    # libpq quotes an invalid option value back: make that value the password
+    dsn = "postgresql://postgres:s3cret-mode@127.0.0.1:5432/test?sslmode=s3cret-mode"
+    caplog.set_level("DEBUG", logger="poolkeeper")
+    with pytest.raises(ConnectError) as info:
+        Pool(dsn, max_size=1)
+    assert isinstance(info.value.__cause__, psycopg.Error)
+    assert "sslmode" in str(info.value)  # the message still says what is wrong
+    with Pool(dsn, max_size=1, fail_fast=False, max_wait=0.3) as pool, \
+            pytest.raises(Exception) as timeout:
+        pool.getconn()
+    texts = "\n".join([_chain(info.value), _chain(timeout.value), caplog.text])
+    assert "s3cret" not in texts, texts
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://postgres:s3cret%zz@127.0.0.1:5432/test",
+    "postgresql://postgres:s3cret@[::1:5432/test",
+    "postgresql://postgres:s3cret@127.0.0.1:5432/test?password=s3cret=x",
+    "postgresql://postgres:s3 cret@127.0.0.1:5432/test",
+    "mysql://root:s3cret%zz@127.0.0.1:3306/test",
+])
+def test_dsns_libpq_would_quote_back_are_refused_first(
+        dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from poolkeeper import ConfigError
+    from poolkeeper.cli import main
+
+    with pytest.raises(ConfigError) as info:
+        Pool(dsn, max_size=1)
+    assert "s3cret" not in str(info.value) and "dsn '" in str(info.value)
+    assert main(["console", "--dsn", dsn, "--seconds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and err, err

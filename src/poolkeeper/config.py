@@ -10,15 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import tomllib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .dsn import DRIVER_NAMES, Dsn, is_secret_key, mask_dsn, parse_dsn
 from .errors import ConfigError
 
 __all__ = ["ConfigWarning", "Dsn", "PoolConfig", "mask_dsn", "parse_dsn"]
@@ -199,13 +198,18 @@ class PoolConfig:
         """A copy with some options changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def __repr__(self) -> str:
+        # the dataclass's own repr would show the DSN's password and secret connect_kwargs
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.masked().items())
+        return f"PoolConfig({shown})"
+
     def masked(self) -> dict[str, Any]:
         """All options as a dict with secrets masked: safe to log or show."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self.dsn is not None:
             out["dsn"] = mask_dsn(self.dsn)
         out["connect_kwargs"] = {
-            k: ("***" if _is_secret_key(k) else v) for k, v in self.connect_kwargs.items()
+            k: ("***" if is_secret_key(k) else v) for k, v in self.connect_kwargs.items()
         }
         return out
 
@@ -263,105 +267,3 @@ def _from_text(name: str, raw: str) -> Any:
     except ValueError:
         raise ConfigError(f"{name}={raw!r} (from the environment) is not a valid {kind}") from None
     return text
-
-
-# ----------------------------------------------------------------------------- DSNs
-DRIVER_NAMES = frozenset({"sqlite", "postgresql", "mysql"})
-_SCHEMES = {
-    "sqlite": "sqlite",
-    "sqlite3": "sqlite",
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-}
-_SECRET_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
-
-
-def _is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEYS.search(key))
-
-
-@dataclass(frozen=True, slots=True)
-class Dsn:
-    """A parsed DSN: which driver, and the keyword arguments its connect() takes."""
-
-    driver: str
-    params: Mapping[str, Any]
-    masked: str
-
-
-def parse_dsn(dsn: str) -> Dsn:
-    """Parse ``sqlite:///file.db``, ``postgresql://user@host/db``, ``mysql://root@host/db``.
-
-    ``sqlite://:memory:`` gives one in-memory database shared by all of the pool's connections.
-    """
-    if not isinstance(dsn, str) or "://" not in dsn:
-        raise ConfigError(
-            f"dsn={mask_dsn(str(dsn))!r} is not a URL: expected e.g. sqlite:///app.db, "
-            "postgresql://user@127.0.0.1:5432/db or mysql://root@127.0.0.1:3306/db"
-        )
-    scheme = dsn.split("://", 1)[0].lower().split("+", 1)[0]
-    driver = _SCHEMES.get(scheme)
-    if driver is None:
-        raise ConfigError(
-            f"dsn scheme {scheme!r} is not supported: use sqlite://, postgresql:// or mysql://"
-        )
-    masked = mask_dsn(dsn)
-    if driver == "sqlite":
-        rest = dsn.split("://", 1)[1]
-        path, _, query = rest.partition("?")
-        if path in (":memory:", "/:memory:", ""):
-            database = ":memory:"
-        else:
-            # sqlite:///rel.db -> "rel.db"; sqlite:////abs/x.db -> "/abs/x.db"
-            database = path[1:] if path.startswith("/") else path
-        params: dict[str, Any] = {"database": unquote(database)}
-        params.update(_query_params(query))
-        return Dsn("sqlite", params, masked)
-    if driver == "postgresql":
-        # psycopg understands the URI itself, including every libpq parameter.
-        return Dsn("postgresql", {"conninfo": dsn}, masked)
-    parts = urlsplit(dsn)
-    try:
-        port = parts.port or 3306
-    except ValueError:
-        raise ConfigError(f"dsn {masked!r} has an invalid port") from None
-    mysql_params: dict[str, Any] = {
-        "host": parts.hostname or "127.0.0.1",
-        "port": port,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-        "database": unquote(parts.path.lstrip("/")) or None,
-    }
-    mysql_params.update(_query_params(parts.query))
-    return Dsn("mysql", mysql_params, masked)
-
-
-def _query_params(query: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if value.isdigit():
-            out[key] = int(value)
-        elif value.lower() in ("true", "false"):
-            out[key] = value.lower() == "true"
-        else:
-            out[key] = value
-    return out
-
-
-_PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/@?#]*:)(?P<pw>[^@/?#]*)(?P<tail>@)")
-_PASSWORD_IN_QUERY = re.compile(r"(?P<head>[?&](?:password|pass|passwd|sslpassword)=)[^&#]*",
-                                re.IGNORECASE)
-_PASSWORD_IN_CONNINFO = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)",
-                                   re.IGNORECASE)
-
-
-def mask_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ``***``: safe for logs, errors and the console."""
-    masked = _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", dsn)
-    masked = _PASSWORD_IN_QUERY.sub(r"\g<head>***", masked)
-    if "://" in dsn:
-        return masked
-    return _PASSWORD_IN_CONNINFO.sub(r"\g<head>***", masked)
-

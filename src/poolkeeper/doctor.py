@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ConfigWarning, PoolConfig, mask_dsn
+from .dsn import driver_of
 
 __all__ = ["INCIDENTS", "Finding", "Report", "Structure", "diagnose", "diagnose_file",
            "format_bytes", "format_report", "parse_size"]
@@ -147,9 +148,7 @@ def _driver(config: PoolConfig) -> str | None:
     if config.driver:
         return config.driver
     if config.dsn:
-        scheme = config.dsn.split("://", 1)[0].lower().split("+", 1)[0]
-        return {"sqlite": "sqlite", "sqlite3": "sqlite", "postgresql": "postgresql",
-                "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql"}.get(scheme)
+        return driver_of(config.dsn)
     return None
 
 

@@ -12,6 +12,7 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..dsn import secrets_of
 from ..errors import PoolError
 from .cancel import Canceller, make_canceller
 
@@ -46,11 +47,22 @@ class Driver:
         self.autocommit = autocommit
         self.connect_timeout = connect_timeout
         self.statement_cache_size = statement_cache_size
+        #: the password and DSN in ``params``, masked in every driver message poolkeeper repeats
+        self.secrets = secrets_of(self.params)
 
     # ---------------------------------------------------------------- life cycle
     def connect(self) -> Any:
-        """Open one physical connection (blocking I/O; never called under the pool lock)."""
-        raw = self._connect_fn() if self._connect_fn is not None else self._connect()
+        """Open one physical connection (blocking I/O; never called under the pool lock).
+
+        A failure is the driver's own exception, its message scrubbed of the password and the
+        DSN (libpq quotes either in some messages), so every log and error that repeats it is
+        safe.
+        """
+        try:
+            raw = self._connect_fn() if self._connect_fn is not None else self._connect()
+        except BaseException as exc:
+            self.secrets.scrub_exception(exc)
+            raise
         if self.autocommit is not None:
             self.set_autocommit(raw, self.autocommit)
         return raw

@@ -135,7 +135,8 @@ class MysqlDriver(Driver):
 
     def describe(self) -> str:
         p = self.params
-        return f"mysql {p.get('user')}@{p.get('host')}:{p.get('port')}/{p.get('database') or ''}"
+        text = f"mysql {p.get('user')}@{p.get('host')}:{p.get('port')}/{p.get('database') or ''}"
+        return self.secrets.scrub(text)
 
 
 def _truthy(value: Any) -> bool:

@@ -18,7 +18,7 @@ import select
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..config import mask_dsn
+from ..dsn import mask_dsn
 from .base import Driver, ErrorKind
 
 __all__ = ["PostgresDriver"]
