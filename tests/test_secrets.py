@@ -179,6 +179,7 @@ def test_libpq_messages_quoting_the_password_are_scrubbed(
     with pytest.raises(ConnectError) as info:
         Pool(dsn, max_size=1)
     assert isinstance(info.value.__cause__, psycopg.Error)
+    assert info.value.__cause__.pgconn is None  # its repr would list the password
     assert "sslmode" in str(info.value)  # the message still says what is wrong
     with Pool(dsn, max_size=1, fail_fast=False, max_wait=0.3) as pool, \
             pytest.raises(Exception) as timeout:
@@ -205,3 +206,16 @@ def test_dsns_libpq_would_quote_back_are_refused_first(
     assert main(["console", "--dsn", dsn, "--seconds", "0"]) == 2
     err = capsys.readouterr().err
     assert "s3cret" not in err and err, err
+
+
+def test_a_refused_postgresql_connect_keeps_no_password_in_its_error(pg_dsn: str) -> None:
+    from poolkeeper.errors import ConnectError
+
+    pytest.importorskip("psycopg")
+    # nothing listens on port 1; psycopg's error would keep the PGconn whose repr lists
+    # password=b's3cret'
+    with pytest.raises(ConnectError) as info:
+        Pool("postgresql://postgres:s3cret-x@127.0.0.1:1/test", max_size=1, connect_timeout=2)
+    cause = info.value.__cause__
+    assert cause is not None and getattr(cause, "pgconn", None) is None
+    assert "s3cret" not in _chain(info.value) + repr(cause)

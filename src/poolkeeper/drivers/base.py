@@ -62,10 +62,14 @@ class Driver:
             raw = self._connect_fn() if self._connect_fn is not None else self._connect()
         except BaseException as exc:
             self.secrets.scrub_exception(exc)
+            self.forget_connection_of(exc)
             raise
         if self.autocommit is not None:
             self.set_autocommit(raw, self.autocommit)
         return raw
+
+    def forget_connection_of(self, exc: BaseException) -> None:
+        """Drop what a connect error keeps of the failed connection (it may hold the password)."""
 
     def _connect(self) -> Any:
         raise NotImplementedError(f"{self.name}: pass connect= to the pool")

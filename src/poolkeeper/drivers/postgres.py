@@ -64,6 +64,17 @@ class PostgresDriver(Driver):
         kwargs.setdefault("connect_timeout", max(1, math.ceil(self.connect_timeout)))
         return self._psycopg.connect(conninfo, **kwargs)
 
+    def forget_connection_of(self, exc: BaseException) -> None:
+        # psycopg's error keeps the failed PGconn, whose repr lists every conninfo option,
+        # the password included (and its error_message, unscrubbed). psycopg clears the same
+        # field when it pickles an error, so None is a state it supports.
+        seen = 0
+        e: BaseException | None = exc
+        while e is not None and seen < 16:
+            if isinstance(e, self._psycopg.Error) and getattr(e, "_pgconn", None) is not None:
+                e._pgconn = None
+            e, seen = e.__cause__ or e.__context__, seen + 1
+
     def set_autocommit(self, raw: Any, on: bool) -> None:
         raw.autocommit = on
 
