@@ -444,6 +444,10 @@ def _lock_table(c: Ctx, table: str) -> tuple[Any, Callable[[], None]]:
 def _running_loads(c: Ctx, conn: Any, table: str) -> int:
     """Statements of other sessions still running against ``table`` (server's view)."""
     if c.backend == "postgresql":
+        # ``conn`` holds the lock, so it is inside a transaction, and PostgreSQL keeps one
+        # snapshot of pg_stat_activity per transaction: clear it, or a first look taken
+        # before the COPY arrived is all every later look sees (the setup race it had)
+        conn.execute("SELECT pg_stat_clear_snapshot()")
         # our own sessions only (tagged with this process's application_name)
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
                            " AND application_name = %s AND state = 'active'"
@@ -510,6 +514,7 @@ _LOADER_CHILD = textwrap.dedent("""
     dsn, spill, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
     tables = [prefix + str(k) for k in range(int(sys.argv[7]))]
     budget, rows, segment = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+    pace = float(sys.argv[8])  # seconds between rows: a load that lasts, to be killed within
     kw = {"connect_kwargs": {"client_flag": 128}} if dsn.startswith("mysql") else {}
     with Pool(dsn, max_size=3, **kw) as pool:
         loader = Loader(pool, budget_bytes=budget, spill_dir=spill, batch_rows=200,
@@ -524,6 +529,7 @@ _LOADER_CHILD = textwrap.dedent("""
             for t in tables:
                 loader.write(t, (i, "payload %d %s" % (i, "p" * 2000)))
             print("ack", i, flush=True)   # write() returned for row i of every table
+            time.sleep(pace)
         print("done", flush=True)
         time.sleep(600)  # the parent kills us (SIGKILL) while the workers commit
 """)
@@ -534,18 +540,22 @@ def starrocks_replay(c: Ctx) -> Outcome:
     SIGKILLed mid-load; the replay under a 1 MB budget must stay within it, load every
     acknowledged row exactly once, and not go through the batches committed before the kill
     again (the ledger skips them, but reading and re-sending them is the redo)."""
-    # x 2 KB per row: 60 MB in the full run (within one 64 MB spill segment), 8 MB in the quick
+    # x 2 KB per row: 60 MB in the full run (within one 64 MB spill segment), 8 MB in the quick;
+    # killed once half the rows are acknowledged, while its workers still commit batches
+    rows = c.n(4, 100)
     return _replay_soak(c, 64 * MB, c.n(10_000, 40) if c.backend != "mysql" else c.n(2_000, 40),
-                        c.n(3, 100))
+                        rows, kill_at=rows // 2)
 
 
 def starrocks_segments(c: Ctx) -> Outcome:
     """The same with 256 KB spill segments, so that batches span segments and segments are
-    deleted as their batches commit: the replay after the SIGKILL must start at all."""
+    deleted as their batches commit: the replay after the SIGKILL must start at all. Killed
+    once everything is written and the workers had time to commit most of it."""
     return _replay_soak(c, 256 * KB, 40, 100)
 
 
-def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int) -> Outcome:
+def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int,
+                 kill_at: int | None = None) -> Outcome:
     from poolkeeper import LoaderError, Pool
     from poolkeeper.loader import Loader
 
@@ -563,7 +573,8 @@ def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int) 
         env = dict(os.environ)
         proc = subprocess.Popen([sys.executable, "-c", _LOADER_CHILD, c.dsn, str(spill),
                                  prefix, str(child_budget), str(rows_per_table),
-                                 str(segment_bytes), str(ntables)],
+                                 str(segment_bytes), str(ntables),
+                                 str(0.02 if kill_at is not None else 0.0)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env)
         assert proc.stdout is not None
@@ -577,9 +588,15 @@ def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int) 
                     break
                 if line.startswith("ack"):
                     acked = int(line.split()[1])
-            # The child wrote everything and sleeps; its workers commit what it wrote
-            # (max_age_s=0.2), so the kill finds committed batches still in the spill.
-            time.sleep(c.n(5.0, 1.5))
+                    # mid-load: half the rows written, and the workers committing (a first
+                    # table's batch is in; one COUNT per row written, not per table)
+                    if (kill_at is not None and acked >= kill_at
+                            and _count_all(pool, tables[:1]) > 0):
+                        break
+            if kill_at is None:
+                # The child wrote everything and sleeps; its workers commit what it wrote
+                # (max_age_s=0.2), so the kill finds committed batches still in the spill.
+                time.sleep(c.n(5.0, 1.5))
             os.kill(proc.pid, signal.SIGKILL)
             rest, _err = proc.communicate(timeout=30)
             acked = max([acked] + [int(x.split()[1]) for x in rest.splitlines()
@@ -616,6 +633,11 @@ def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int) 
         f"{stats['replayed_rows']:,} rows, skipped {stats['replay_skipped_batches']}; "
         f"traced peak of the replay {peak / MB:.1f} MB")
     out.check("the kill left something to replay", spilled > 0)
+    if kill_at is not None:
+        out.check(f"the kill came mid-load ({committed:,} rows committed before it, of "
+                  f"{rows_per_table * ntables:,})", 0 < committed < rows_per_table * ntables)
+        out.check(f"the replay had batches to load ({stats['replayed_batches']})",
+                  stats["replayed_batches"] > 0)
     out.check(f"traced peak of the replay {peak / MB:.1f} MB <= budget 1 MB + 4 MB",
               peak <= replay_budget + 4 * MB)
     out.check(f"no row twice ({rows:,} rows, {distinct:,} distinct)", rows == distinct)

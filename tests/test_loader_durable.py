@@ -285,3 +285,85 @@ def test_replay_after_sigkill_skips_committed_batches_and_stays_under_the_budget
             assert not list(spill.glob("*.spill"))
         finally:
             drop(pool, table)
+
+
+# --------------------------------------------------------------------------- spill segments
+def _write_batch(log: object, seq: int, batch_id: str, rows: int, size: int = 100) -> None:
+    from poolkeeper.loader.spill import SpillLog
+
+    assert isinstance(log, SpillLog)
+    header = SpillLog.header(seq, "t", batch_id, "csv", ("id", "v"))
+    for i in range(rows):
+        log.append(batch_id, seq, b"%d,%s" % (i, b"x" * size), header if i == 0 else None)
+
+
+def test_replay_takes_a_spill_whose_done_batch_lost_its_header_segment(tmp_path: Path) -> None:
+    """Batch 1 starts in segment 1 and continues in segment 2; once it is done, segment 1 (with
+    nothing else live) is deleted and segment 2 keeps its rows followed by its D line. A
+    replay after a kill must skip those rows, not refuse the spill (found by the
+    starrocks_segments soak)."""
+    from poolkeeper.loader.spill import SpillLog
+
+    spill = str(tmp_path / "spill")
+    log = SpillLog(spill, run_id="run-a", segment_bytes=4096)
+    _write_batch(log, 1, "b1", 60)  # ~6 KB: spans segments 1 and 2
+    _write_batch(log, 2, "b2", 10)  # in segment 2, never committed
+    log.done("b1")
+    assert log.segments_removed == 1  # segment 1: only batch 1 lived there
+    log.close()  # what a kill leaves: the files as they are
+
+    again = SpillLog(spill, run_id="run-b", segment_bytes=4096)
+    try:
+        replayed = list(again.replay(1 << 20))
+    finally:
+        again.close()
+    assert [(b.batch_id, len(b.ends)) for b in replayed] == [("b2", 10)]
+
+
+def test_a_kill_while_marking_a_batch_done_leaves_a_spill_replay_takes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """done() writes the D lines before it deletes a segment: killed in between, the spill
+    still has the header of every batch whose rows are left (it is then replayed, and the
+    ledger skips it), never rows without a header and without a D line."""
+    from poolkeeper.loader.spill import SpillLog
+
+    class Killed(BaseException):
+        pass
+
+    spill = str(tmp_path / "spill")
+    log = SpillLog(spill, run_id="run-a", segment_bytes=4096)
+    _write_batch(log, 1, "b1", 60)
+    _write_batch(log, 2, "b2", 10)
+
+    def killed(*_args: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(log, "_write_mark", killed)
+    with pytest.raises(Killed):
+        log.done("b1")
+    monkeypatch.undo()
+    log.close()
+
+    again = SpillLog(spill, run_id="run-b", segment_bytes=4096)
+    try:
+        replayed = list(again.replay(1 << 20))
+    finally:
+        again.close()
+    assert [(b.batch_id, len(b.ends)) for b in replayed] == [("b1", 60), ("b2", 10)]
+
+
+def test_rows_with_no_header_and_no_done_mark_are_refused(tmp_path: Path) -> None:
+    from poolkeeper.loader.spill import SpillLog
+
+    spill = tmp_path / "spill"
+    log = SpillLog(str(spill), run_id="run-a", segment_bytes=4096)
+    _write_batch(log, 1, "b1", 60)
+    log.close()
+    first = sorted(spill.glob("*.spill"))[0]
+    first.unlink()  # deleted by hand
+    again = SpillLog(str(spill), run_id="run-b", segment_bytes=4096)
+    try:
+        with pytest.raises(LoaderError, match=r"header is missing and that is not marked done"):
+            list(again.replay(1 << 20))
+    finally:
+        again.close()

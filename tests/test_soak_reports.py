@@ -36,22 +36,6 @@ def _xfail(item: int, why: str) -> pytest.MarkDecorator:
 ITEM5 = _xfail(5, "the psycopg statement-cache mirror under-reports what psycopg holds")
 ITEM8 = _xfail(8, "process-wide state keyed by a pool still grows per pool ever created "
                "(MONITOR._dialects is fixed; other registries are not audited yet)")
-ITEM10 = _xfail(10, "the soak kills after every batch committed, so the fixed replay finds "
-                    "nothing to replay; the soak must kill mid-load (not yet rewritten)")
-# Found by the soaks, not among the issue's ten: after a SIGKILL, a spill whose older segment
-# was deleted (its batches committed) while a batch's rows continue in a newer one is refused.
-SEGMENTS = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="found by starrocks_segments: replay after SIGKILL raises 'holds rows of batch N "
-           "whose header is missing' when a batch spans a deleted spill segment")
-
-# The abort soak's setup can call abort() before the COPY reaches the other session's lock, and
-# then fails its own "running on the server when abort() came" check (a race in the soak, to be
-# fixed by waiting for the server to show the statement waiting). The loader's cancel itself is
-# tested deterministically in tests/test_loader_cancel.py.
-ABORT_SETUP_RACE = pytest.mark.xfail(
-    strict=False, reason="starrocks_abort: the soak's setup may abort before the load is blocked")
-
 CASES = [
     # (soak, backend, monitor, marks)
     ("bonecp_records", "postgresql", "on", []),
@@ -77,13 +61,13 @@ CASES = [
     ("many_pools", "postgresql", "off", [ITEM8]),
     ("connectorj_timers", "sqlite", "on", []),
     ("connectorj_timers", "postgresql", "off", []),
-    ("starrocks_abort", "postgresql", "off", [ABORT_SETUP_RACE]),
-    ("starrocks_abort", "mysql", "on", [ABORT_SETUP_RACE]),
-    ("starrocks_replay", "sqlite", "off", [ITEM10]),
-    ("starrocks_replay", "postgresql", "on", [ITEM10]),
-    ("starrocks_replay", "mysql", "off", [ITEM10]),
-    ("starrocks_segments", "sqlite", "off", [SEGMENTS]),
-    ("starrocks_segments", "postgresql", "on", [SEGMENTS]),
+    ("starrocks_abort", "postgresql", "off", []),
+    ("starrocks_abort", "mysql", "on", []),
+    ("starrocks_replay", "sqlite", "off", []),
+    ("starrocks_replay", "postgresql", "on", []),
+    ("starrocks_replay", "mysql", "off", []),
+    ("starrocks_segments", "sqlite", "off", []),
+    ("starrocks_segments", "postgresql", "on", []),
 ]
 
 

@@ -258,6 +258,9 @@ class SpillLog:
             mark = self._mark.pop(key, None)
         else:  # a replayed batch: its key is "<run>:<seq>"
             mark = b"%s%s\n" % (_DONE, key.encode())
+        # Marks first, deletions after: a kill between the two then leaves rows that a D line
+        # covers, never rows whose header segment is gone and that nothing marks done.
+        emptied = []
         for path in self._where.pop(key, ()):
             live = self._live.get(path)
             if live is None:
@@ -265,20 +268,23 @@ class SpillLog:
             live.discard(key)
             if path == self._active:
                 if not live and self._active_size >= min(_TRIM_BYTES, self.segment_bytes):
-                    self._close_fd()
-                    self._active = None
-                    self._unlink(path)
+                    emptied.append(path)
                 elif mark is not None:
                     self._write_mark(self._fd, mark)
                     self._active_size += len(mark)
             elif not live:
-                self._unlink(path)
+                emptied.append(path)
             elif mark is not None:
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND)
                 try:
                     self._write_mark(fd, mark)
                 finally:
                     os.close(fd)
+        for path in emptied:
+            if path == self._active:
+                self._close_fd()
+                self._active = None
+            self._unlink(path)
 
     def _write_mark(self, fd: int, mark: bytes) -> None:
         # One short write of a whole line; a kill cutting it leaves a torn last line, which
@@ -334,6 +340,11 @@ class SpillLog:
         """First pass: where each batch with rows and no D line starts and ends, and what
         its rows cost; registers them as live in their segments."""
         runs: dict[str, _RunIndex] = {}
+        # Rows whose batch has no header in any segment left: the header's segment was
+        # deleted because the batch was done, and its D line follows those rows here or in a
+        # later segment (done() writes it before it deletes anything). Rows still without a
+        # D line at the end have lost their header: that is refused.
+        headless: dict[tuple[str, int], str] = {}
         for index, path in enumerate(paths):
             run = self._run_of(path)
             for kind, seq, buf, lo, hi, end in self._frames(path):
@@ -346,13 +357,19 @@ class SpillLog:
                 elif kind == "D":
                     # a D line follows its batch's header in the log (same or later segment)
                     mrun, _, mseq = bytes(buf[lo:hi]).decode("ascii", "replace").rpartition(":")
-                    if mseq.isdigit() and mrun in runs:
-                        runs[mrun].done(int(mseq))
+                    if mseq.isdigit():
+                        headless.pop((mrun, int(mseq)), None)
+                        if mrun in runs:
+                            runs[mrun].done(int(mseq))
                 elif not (run in runs and runs[run].row(seq, index, end, record_cost(hi - lo))):
-                    raise LoaderError(
-                        f"spill segment {path} holds rows of batch {seq} of run {run} "
-                        "whose header is missing (a segment was deleted by hand?); move "
-                        "the directory away to start, and inspect it")
+                    headless.setdefault((run, seq), path)
+        if headless:
+            (run, seq), path = next(iter(headless.items()))
+            raise LoaderError(
+                f"spill segment {path} holds rows of batch {seq} of run {run} whose header is "
+                f"missing and that is not marked done ({len(headless)} such batch(es); a "
+                "segment was deleted by hand?); move the directory away to start, and inspect "
+                "it")
         spans: dict[tuple[int, int], list[str]] = {}  # shared: most batches have one segment
         for run in sorted(runs):
             batches = runs[run]
