@@ -420,6 +420,23 @@ class Pool:
         if failure is not None:
             raise failure
 
+    def _give_back_after(self, proxy: ConnectionProxy, error: BaseException) -> None:
+        """Return a checkout whose ``with`` block is raising ``error`` (rollback, then return).
+
+        A rollback that fails too (the server went away, the session was killed) must not
+        replace the caller's exception: the caller's is raised, the rollback's is logged and
+        noted on it, and the connection is discarded (``_slow_reset`` marked it) and counted.
+        """
+        try:
+            self._give_back(proxy, False)
+        except Exception as failure:  # noqa: BLE001 - logged, and noted on the caller's error
+            text = f"{type(failure).__name__}: {_first_line(failure)}"
+            logger.warning("pool %r: rollback on return failed after %s was raised in the "
+                           "`with` block (%s); the connection was discarded", self.name,
+                           type(error).__name__, text)
+            error.add_note(f"poolkeeper: the rollback on return failed as well ({text}); "
+                           f"the connection was discarded (pool {self.name!r})")
+
     def _slow_reset(self, slot: Slot, raw: Any, commit: bool | None) -> BaseException | None:
         """End an open transaction, restore autocommit; mark the slot broken if that fails.
 

@@ -254,13 +254,16 @@ class ConnectionProxy(_ConnectionState):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         pool = self._pool
-        if exc_type is None and pool._timeouts is not None:
+        if exc is not None:
+            pool._give_back_after(self, exc)
+            return
+        if pool._timeouts is not None:
             try:
                 pool._timeouts.check_transaction(self)
-            except BaseException:
-                pool._give_back(self, False)
+            except BaseException as refused:
+                pool._give_back_after(self, refused)
                 raise
-        pool._give_back(self, exc_type is None)
+        pool._give_back(self, True)
 
     # No __getattr__ at run time: the driver's attributes are properties of the subclass the
     # pool builds per driver class (see poolkeeper.delegate, and proxy_class()). Type checkers
