@@ -40,6 +40,7 @@ from .proxy import (
     format_site,
     proxy_class,
 )
+from .sql.errortext import error_text
 from .sql.fingerprint import MESSAGE_READ_CHARS, redact
 from .sql.hook import StatsHook
 from .sql.stmtcache import AdaptiveFetchSize, StatementCacheHook, sqlite_cached_statements
@@ -437,7 +438,7 @@ class Pool:
         try:
             self._give_back(proxy, False)
         except Exception as failure:  # noqa: BLE001 - logged, and noted on the caller's error
-            text = f"{type(failure).__name__}: {_first_line(failure)}"
+            text = error_text(failure)
             logger.warning("pool %r: rollback on return failed after %s was raised in the "
                            "`with` block (%s); the connection was discarded", self.name,
                            type(error).__name__, text)
