@@ -23,9 +23,10 @@ are counted in :func:`stats`.
 from __future__ import annotations
 
 import threading
+import types
 from typing import Any, TypeVar
 
-__all__ = ["MAX_CLASSES", "delegating_class", "generic_class", "stats", "table"]
+__all__ = ["MAX_CLASSES", "delegating_class", "generic_class", "is_method", "stats", "table"]
 
 T = TypeVar("T")
 
@@ -78,8 +79,13 @@ def generic_class(base: type[T]) -> type[T]:
     """``base`` with a ``__getattr__`` that forwards to ``self._raw`` (the bounded fallback)."""
     cls = _generic.get(base)
     if cls is None:
+        watch = hasattr(base, "_driver_call")
+
         def __getattr__(self: Any, name: str) -> Any:
-            return getattr(self._raw, name)
+            raw = self._raw
+            if watch and not name.startswith("_") and is_method(raw, name):
+                return _watching_call(self, getattr(raw, name), name)
+            return getattr(raw, name)
 
         cls = _generic[base] = type(base.__name__, (base,), {
             "__slots__": (), "__getattr__": __getattr__, "__module__": base.__module__,
@@ -100,11 +106,56 @@ def _build(base: type[T], raw: Any) -> type[T]:
     namespace: dict[str, Any] = {
         "__slots__": (), "__module__": base.__module__, "__qualname__": base.__qualname__,
         "__doc__": base.__doc__}
+    # A base with a ``_driver_call(method, args, kwargs)`` watches the driver's methods: each
+    # public method of the driver's class becomes a property giving a callable that goes
+    # through it (so a proxy sees an exception escape any driver call: cur.scroll(),
+    # cur.copy(), cur.nextset(), conn.query(), ...). Everything else is forwarded plainly.
+    watch = hasattr(base, "_driver_call")
     for name in names:
         if name.startswith("__") or hasattr(base, name):
             continue
-        namespace[name] = _forwarding(name)
+        if watch and not name.startswith("_") and is_method(raw, name):
+            namespace[name] = _watched(name)
+        else:
+            namespace[name] = _forwarding(name)
     return type(base.__name__, (base,), namespace)
+
+
+_METHOD_TYPES = (types.FunctionType, types.MethodDescriptorType, types.BuiltinFunctionType,
+                 types.WrapperDescriptorType, classmethod, staticmethod)
+
+
+def is_method(raw: Any, name: str) -> bool:
+    """Whether ``name`` is a method of ``raw``'s class (not a property, not instance data)."""
+    for klass in type(raw).__mro__:
+        if name in klass.__dict__:
+            return isinstance(klass.__dict__[name], _METHOD_TYPES)
+    return False
+
+
+def _watching_call(proxy: Any, method: Any, name: str) -> Any:
+    """``method`` (the driver's, bound) called through ``proxy._driver_call``."""
+    driver_call = proxy._driver_call
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return driver_call(method, args, kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = method.__doc__
+    return call
+
+
+def _watched(name: str) -> property:
+    def get(self: Any) -> Any:
+        return _watching_call(self, getattr(self._raw, name), name)
+
+    def set_(self: Any, value: Any) -> None:
+        setattr(self._raw, name, value)
+
+    def delete(self: Any) -> None:
+        delattr(self._raw, name)
+
+    return property(get, set_, delete, f"The driver object's ``{name}()``, watched.")
 
 
 def _forwarding(name: str) -> property:

@@ -40,6 +40,7 @@ from .proxy import (
     format_site,
     proxy_class,
 )
+from .sql.errortext import error_text
 from .sql.fingerprint import MESSAGE_READ_CHARS, redact
 from .sql.hook import StatsHook
 from .sql.stmtcache import AdaptiveFetchSize, StatementCacheHook, sqlite_cached_statements
@@ -159,6 +160,13 @@ class Pool:
         self._keepalives = 0
         self._churn = _Churn()
         self._orphans: queue.SimpleQueue[tuple[Slot, int]] = queue.SimpleQueue()
+        # Retired connections whose close is queued on a worker thread, by slot id (at most
+        # max_size): close() and the finalizer close what the stopped workers never ran, so
+        # no socket is left to the garbage collector.
+        self._closing: dict[int, Any] = {}
+        # Checkouts dropped after the pool closed: their connection was closed at once (in
+        # __del__, no lock); their close is counted by the next stats() (see _orphaned).
+        self._late_closes: queue.SimpleQueue[Slot] = queue.SimpleQueue()
         self._hooks: list[Any] = []
         self._closers: list[Callable[[], object]] = []  # run at close() and by the finalizer
         self._execute: Execute | None = None
@@ -233,7 +241,7 @@ class Pool:
             self._timeout_hook()
         self._stats_logged_at = _monotonic()
         self._finalizer = weakref.finalize(self, _finalize, self._bag, self._worker, self.driver,
-                                           self._closers)
+                                           self._closers, self._closing, self._stats_lock)
         self._tick_s = self._housekeeping_period()
         pool_ref = weakref.ref(self)
         self._worker.call_later(self._tick_s, lambda: _housekeep(pool_ref))
@@ -420,6 +428,23 @@ class Pool:
         if failure is not None:
             raise failure
 
+    def _give_back_after(self, proxy: ConnectionProxy, error: BaseException) -> None:
+        """Return a checkout whose ``with`` block is raising ``error`` (rollback, then return).
+
+        A rollback that fails too (the server went away, the session was killed) must not
+        replace the caller's exception: the caller's is raised, the rollback's is logged and
+        noted on it, and the connection is discarded (``_slow_reset`` marked it) and counted.
+        """
+        try:
+            self._give_back(proxy, False)
+        except Exception as failure:  # noqa: BLE001 - logged, and noted on the caller's error
+            text = error_text(failure)
+            logger.warning("pool %r: rollback on return failed after %s was raised in the "
+                           "`with` block (%s); the connection was discarded", self.name,
+                           type(error).__name__, text)
+            error.add_note(f"poolkeeper: the rollback on return failed as well ({text}); "
+                           f"the connection was discarded (pool {self.name!r})")
+
     def _slow_reset(self, slot: Slot, raw: Any, commit: bool | None) -> BaseException | None:
         """End an open transaction, restore autocommit; mark the slot broken if that fails.
 
@@ -495,9 +520,15 @@ class Pool:
         housekeeping run.
         """
         slot = proxy._slot
-        if slot is None or self._closed:
+        if slot is None:
             return
         proxy._slot = None
+        if self._closed:
+            # Nobody drains the queue of a closed pool: close the connection now (the driver's
+            # close takes no pool lock) and leave the counting, which does, to stats().
+            self.driver.close(slot.raw)
+            self._late_closes.put(slot)
+            return
         if isinstance(proxy, MonitoredConnection):  # shown among the resources collected
             MONITOR._checkout_dropped(proxy, slot, self.name)
         self._orphans.put((slot, slot.uses))
@@ -662,12 +693,24 @@ class Pool:
             count_usage(slot, usage)
         self._bag.forget(slot)
         self._count_close(slot, reason)
-        if self._closed:
-            self.driver.close(slot.raw)
-            return
-        driver = self.driver
-        self._worker.submit(lambda: driver.close(slot.raw))
-        self._request_opens()
+        sid = slot.id
+        with self._stats_lock:
+            self._closing[sid] = slot.raw
+        if not self._closed:
+            pool_ref = weakref.ref(self)
+            self._worker.submit(lambda: _close_retired(pool_ref, sid))
+            if not self._closed:
+                self._request_opens()
+                return
+        # The pool is closed (or closing): its workers may never run the task, close now.
+        self._close_retired(sid)
+
+    def _close_retired(self, sid: int) -> None:
+        """Close a retired connection once, whichever of the worker and close() comes first."""
+        with self._stats_lock:
+            raw = self._closing.pop(sid, None)
+        if raw is not None:
+            self.driver.close(raw)
 
     def _close_raw(self, slot: Slot, reason: str) -> None:
         """Close a slot's connection now, in this thread (the pool is closing)."""
@@ -886,6 +929,8 @@ class Pool:
         for slot in self._bag.close():
             self._close_raw(slot, CloseReason.POOL_CLOSED)
         stuck = self._worker.stop(timeout)
+        for sid in list(self._closing):  # closes the stopped workers dropped
+            self._close_retired(sid)
         self._close_revoked(timeout)
         self._finalizer.detach()
         for close in self._closers:
@@ -946,6 +991,13 @@ class Pool:
         return self._stats(reset=True)
 
     def _stats(self, reset: bool) -> dict[str, Any]:
+        while True:  # checkouts dropped after close(), their connection closed (_orphaned)
+            try:
+                late = self._late_closes.get_nowait()
+            except queue.Empty:
+                break
+            self._bag.forget(late)
+            self._count_close(late, CloseReason.POOL_CLOSED)
         counts = self._bag.counts()
         out: dict[str, Any] = {
             "pool_min": self.config.min_idle,
@@ -1080,12 +1132,24 @@ def _housekeep(pool_ref: weakref.ref[Pool]) -> None:
         pool._worker.call_later(pool._tick_s, lambda: _housekeep(pool_ref))
 
 
-def _finalize(bag: Bag, worker: Worker, driver: Driver,
-              closers: list[Callable[[], object]]) -> None:
-    """Last net for a pool dropped without close(): stop threads, close idle connections."""
+def _close_retired(pool_ref: weakref.ref[Pool], sid: int) -> None:
+    pool = pool_ref()
+    if pool is not None:
+        pool._close_retired(sid)
+
+
+def _finalize(bag: Bag, worker: Worker, driver: Driver, closers: list[Callable[[], object]],
+              closing: dict[int, Any], lock: threading.Lock) -> None:
+    """Last net for a pool dropped without close(): stop threads, close idle connections and
+    the retired ones whose close was still queued."""
     for slot in bag.close():
         driver.close(slot.raw)
     worker.stop(0.0)
+    with lock:
+        pending = list(closing.values())
+        closing.clear()
+    for raw in pending:
+        driver.close(raw)
     for close in closers:
         close()
 

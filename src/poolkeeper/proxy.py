@@ -25,11 +25,11 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
+from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .core.slot import Frame, Slot, line_of
-from .delegate import delegating_class
+from .delegate import delegating_class, is_method
 from .delegate import table as delegate_table
 from .errors import ConnectionReclaimed, ConnectionReturned, as_driver_error
 from .observe.monitor import MONITOR
@@ -254,13 +254,16 @@ class ConnectionProxy(_ConnectionState):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         pool = self._pool
-        if exc_type is None and pool._timeouts is not None:
+        if exc is not None:
+            pool._give_back_after(self, exc)
+            return
+        if pool._timeouts is not None:
             try:
                 pool._timeouts.check_transaction(self)
-            except BaseException:
-                pool._give_back(self, False)
+            except BaseException as refused:
+                pool._give_back_after(self, refused)
                 raise
-        pool._give_back(self, exc_type is None)
+        pool._give_back(self, True)
 
     # No __getattr__ at run time: the driver's attributes are properties of the subclass the
     # pool builds per driver class (see poolkeeper.delegate, and proxy_class()). Type checkers
@@ -279,6 +282,20 @@ class ConnectionProxy(_ConnectionState):
         return f"<poolkeeper.ConnectionProxy {self._pool.name!r} slot {slot.id if slot else '?'}>"
 
     # ------------------------------------------------------------------ internals
+    def _driver_call(self, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call a method of the driver's connection the proxy does not define (delegate.py):
+        an exception escaping it may have left the connection mid-protocol (conn.query(),
+        conn.next_result(), conn.executescript(), conn.pipeline(), ...)."""
+        slot = self._slot
+        if slot is not None:
+            slot.statements += 2  # use, for abandoned_timeout (see CursorProxy.fetchone)
+        try:
+            result = method(*args, **kwargs)
+        except BaseException as exc:
+            ConnectionProxy._failed(self, exc)
+            raise
+        return _watch_result(self, result)
+
     def _failed(self, exc: BaseException) -> None:
         slot = self._slot
         if slot is not None and self._pool.driver.is_broken(slot.raw, exc):
@@ -534,8 +551,30 @@ class CursorProxy(_CursorState):
             raise
 
     def __iter__(self) -> Iterator[Any]:
+        # The rows are pulled by the driver as the caller iterates: a row factory's or a
+        # decoder's exception escapes from inside a driver call, as in fetchone().
         self._slot.statements += 2
-        return iter(self._raw)
+        return _watch_rows(self._conn, iter(self._raw))
+
+    def __next__(self) -> Any:
+        """DB-API's optional ``next()``: :meth:`fetchone`, StopIteration at the end."""
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+    def _driver_call(self, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call a method of the driver's cursor the proxy does not define (delegate.py):
+        ``scroll``, ``nextset``, ``callproc``, ``copy``, ``stream``, ``executescript``..."""
+        self._slot.statements += 2
+        try:
+            result = method(*args, **kwargs)
+        except BaseException as exc:
+            ConnectionProxy._failed(self._conn, exc)
+            raise
+        if result is self._raw and result is not None:  # chaining (sqlite's executescript)
+            return self
+        return _watch_result(self._conn, result)
 
     @property
     def description(self) -> Sequence[Any] | None:
@@ -616,7 +655,7 @@ class ClosedCursor(_CursorState):
     def _raise(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise self._gone()
 
-    execute = executemany = fetchone = fetchmany = fetchall = __iter__ = _raise
+    execute = executemany = fetchone = fetchmany = fetchall = __iter__ = __next__ = _raise
 
     @property
     def raw(self) -> NoReturn:
@@ -651,6 +690,97 @@ class ClosedCursor(_CursorState):
 
     def __repr__(self) -> str:
         return "<poolkeeper.CursorProxy closed>"
+
+
+def _watch_rows(conn: _ConnectionState, rows: Iterator[Any]) -> Iterator[Any]:
+    """``rows`` (pulled from the driver) with an escaping exception judged by the pool: a
+    non-driver one (a row factory's, a decoder's, KeyboardInterrupt) discards the connection.
+    """
+    try:
+        yield from rows
+    except GeneratorExit:  # the caller stopped iterating: nothing went wrong
+        raise
+    except BaseException as exc:
+        ConnectionProxy._failed(conn, exc)  # type: ignore[arg-type]
+        raise
+
+
+def _watch_result(conn: _ConnectionState, result: Any) -> Any:
+    """What a watched driver method returned, watched in turn where it calls the driver
+    again later: a generator of rows (psycopg's ``stream()``, sqlite's ``iterdump()``), or a
+    ``with`` block whose object talks to the server (psycopg's ``copy()``, ``pipeline()``)."""
+    cls = result.__class__
+    if cls is GeneratorType:
+        return _watch_rows(conn, result)
+    if cls is contextlib._GeneratorContextManager:
+        return _WatchedContext(conn, result)
+    return result
+
+
+class _WatchedContext:
+    """A driver's ``with`` block (psycopg's ``cursor.copy()``) whose object is watched."""
+
+    __slots__ = ("_cm", "_conn")
+
+    def __init__(self, conn: _ConnectionState, cm: Any) -> None:
+        self._conn = conn
+        self._cm = cm
+
+    def __enter__(self) -> Any:
+        try:
+            entered = self._cm.__enter__()
+        except BaseException as exc:
+            ConnectionProxy._failed(self._conn, exc)  # type: ignore[arg-type]
+            raise
+        return entered if entered is None else _Watched(self._conn, entered)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        try:
+            return bool(self._cm.__exit__(exc_type, exc, tb))
+        except BaseException as failure:
+            # The body's own exception coming back through the driver's block is the body's;
+            # only a new one came from inside the driver (finishing the COPY, say).
+            if failure is not exc:
+                ConnectionProxy._failed(self._conn, failure)  # type: ignore[arg-type]
+            raise
+
+
+class _Watched:
+    """The object of a watched ``with`` block (psycopg's ``Copy``): its methods watched."""
+
+    __slots__ = ("_conn", "_obj")
+
+    def __init__(self, conn: _ConnectionState, obj: Any) -> None:
+        self._conn = conn
+        self._obj = obj
+
+    def _driver_call(self, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            result = method(*args, **kwargs)
+        except BaseException as exc:
+            ConnectionProxy._failed(self._conn, exc)  # type: ignore[arg-type]
+            raise
+        return _watch_result(self._conn, result)
+
+    def __getattr__(self, name: str) -> Any:
+        obj = self._obj
+        value = getattr(obj, name)
+        if name.startswith("_") or not is_method(obj, name):
+            return value
+        driver_call = self._driver_call
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return driver_call(value, args, kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        return call
+
+    def __iter__(self) -> Iterator[Any]:
+        return _watch_rows(self._conn, iter(self._obj))
+
+    def __repr__(self) -> str:
+        return repr(self._obj)
 
 
 # The per-driver-class subclasses (poolkeeper.delegate), looked up by a C dict read on every

@@ -56,6 +56,7 @@ from typing import Any
 from .drivers.cancel import Canceller
 from .errors import ConfigError, PoolError, QueryTimeout, as_driver_error
 from .scheduler import SchedulerLease, acquire_scheduler, scheduler_stats
+from .sql.errortext import error_text
 
 __all__ = ["TimeoutHook", "statement_timeout"]
 
@@ -497,8 +498,8 @@ class TimeoutHook:
             self._last_log = now
             unlogged, self._unlogged = self._unlogged, 0
         logger.warning(
-            "pool %r: could not cancel a statement past its %g s timeout, it runs on: %s: %s "
-            "(statement: %s)%s", self.name, stmt.timeout, type(exc).__name__, exc,
+            "pool %r: could not cancel a statement past its %g s timeout, it runs on: %s "
+            "(statement: %s)%s", self.name, stmt.timeout, error_text(exc),
             _describe(stmt.query, getattr(self._driver, "name", None)),
             f"; {unlogged} more failures since the last message" if unlogged else "")
 

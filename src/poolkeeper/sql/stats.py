@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ from time import perf_counter
 from typing import Any
 
 from ..errors import ConfigError
+from .errortext import error_text
 
 __all__ = ["HISTOGRAM_BOUNDS_MS", "SqlStatsRegistry", "StatementStats", "describe_params",
            "error_text", "returns_rows"]
@@ -58,8 +58,6 @@ _BOUNDS_S = tuple(b / 1000.0 for b in HISTOGRAM_BOUNDS_MS)
 _BUCKETS = len(HISTOGRAM_BOUNDS_MS) + 1
 _INF = float("inf")  # one object for every entry's first minimum
 
-_ERROR_TEXT_CHARS = 200
-_QUOTED_IN_ERROR = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"|`[^`\n]*`")
 _LOG_FINGERPRINT_CHARS = 1_000
 _LOG_PARAMS_CHARS = 1_000
 
@@ -692,21 +690,6 @@ def returns_rows(fingerprint: str) -> bool:
 def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name}={value!r} must be a whole number >= {minimum}")
-
-
-def error_text(exc: BaseException) -> str:
-    """``Class: first line`` of an error with quoted text folded, at most 200 characters.
-
-    Drivers put values in messages (MySQL: ``Duplicate entry 'alice' for key ...``; PostgreSQL:
-    ``invalid input syntax for type integer: "abc"``, and the row in its DETAIL line). Only
-    the first line is kept, and anything quoted in it becomes ``'?'``, so statistics and logs
-    never carry a parameter value.
-    """
-    text = str(exc).strip()
-    line = text.split("\n", 1)[0][:_ERROR_TEXT_CHARS * 4]
-    line = _QUOTED_IN_ERROR.sub(lambda m: m.group()[0] + "?" + m.group()[0], line)
-    out = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-    return out if len(out) <= _ERROR_TEXT_CHARS else out[:_ERROR_TEXT_CHARS - 3] + "..."
 
 
 def describe_params(params: Any, many: bool = False) -> str:
