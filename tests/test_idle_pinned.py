@@ -86,3 +86,12 @@ def test_memory_ledger_shows_idle_pinned_bytes(pg_dsn: str) -> None:
         [entry] = [e for e in pool_entries(pool) if e.name.startswith("idle_pinned:")]
         assert entry.bytes > 8 * 1024 * 1024
         assert entry.category == "connections"
+
+
+def test_libpq_is_looked_up_once_per_process_not_per_pool(pg_dsn: str) -> None:
+    # before: each pool's driver loaded libpq with ctypes again, and a ctypes library object
+    # (its function-pointer class and symbols) stayed behind per pool ever created
+    from poolkeeper import Pool
+
+    with Pool(pg_dsn, max_size=1) as a, Pool(pg_dsn, max_size=1) as b:
+        assert a.driver._memory_size is b.driver._memory_size

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import glob
 import logging
 import math
@@ -158,6 +159,7 @@ class PostgresDriver(Driver):
         return f"postgresql {mask_dsn(str(self.params.get('conninfo', '')))}"
 
 
+@functools.cache  # one libpq per process: its symbol is looked up once, not per pool
 def _result_memory_size(psycopg: Any) -> Callable[[int], int] | None:
     """libpq's ``PQresultMemorySize`` from the libpq psycopg itself uses, or None.
 
