@@ -34,9 +34,6 @@ def _xfail(item: int, why: str) -> pytest.MarkDecorator:
 
 
 ITEM5 = _xfail(5, "the psycopg statement-cache mirror under-reports what psycopg holds")
-ITEM8 = _xfail(8, "after MONITOR._dialects and the per-pool ctypes libpq load, PostgreSQL "
-               "still shows ~20 KB traced (psycopg's make_conninfo strings, held outside any "
-               "gc container) and SQLite with the monitor ~36 KB RSS: not yet explained")
 CASES = [
     # (soak, backend, monitor, marks)
     ("bonecp_records", "postgresql", "on", []),
@@ -58,8 +55,8 @@ CASES = [
     ("dble_libpq_buffer", "postgresql", "off", []),
     ("dble_libpq_buffer", "postgresql", "on", []),
     ("many_pools", "sqlite", "off", []),
-    ("many_pools", "sqlite", "on", [ITEM8]),
-    ("many_pools", "postgresql", "off", [ITEM8]),
+    ("many_pools", "sqlite", "on", []),
+    ("many_pools", "postgresql", "off", []),
     ("connectorj_timers", "sqlite", "on", []),
     ("connectorj_timers", "postgresql", "off", []),
     ("starrocks_abort", "postgresql", "off", []),
