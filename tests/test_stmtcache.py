@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from poolkeeper import Pool
+from poolkeeper.drivers.postgres import PostgresDriver
 from poolkeeper.errors import ConfigError
 from poolkeeper.sql.stmtcache import (
     SQLITE_STATEMENT_BYTES,
@@ -248,13 +249,15 @@ def test_psycopg_keeps_at_most_statement_cache_size_prepared(pg_conn: Any) -> No
         for _ in range(10):
             run(None, cur, f"SELECT {i} + %s", (1,), False)
     run(None, cur, "SELECT 1", None, False)  # psycopg deallocates on the next execute
+    held = PostgresDriver.prepared_statements(pg_conn)  # before psycopg counts the next one
     prepared = _server_prepared(pg_conn)
     assert 1 <= len(prepared) <= 3, prepared
     assert pg_conn.prepared_max == 3
     stats = hook.connection_stats(pg_conn)
     assert stats is not None
-    assert stats["size"] <= 3 and stats["evictions"] >= 5 and stats["hits"] >= 8 * 9
-    assert stats["prepared"] == len(prepared)
+    assert stats["prepared"] == len(held["prepared"]) == len(prepared)
+    assert stats["counted"] == len(held["counted"]) and stats["bytes"] == held["bytes"]
+    assert stats["deallocated"] == 5 and stats["hits"] == 8 * 9
 
 
 def test_oversize_statements_are_never_prepared_nor_remembered(pg_conn: Any) -> None:
@@ -339,7 +342,10 @@ def test_governance_through_a_real_pool(pg_dsn: str) -> None:
             assert raw.execute(count, prepare=False).fetchone()[0] <= 2
             assert raw.prepared_max == 2
         stats = pool.stats()
-        assert stats["stmt_cache_hits"] == 5 * 7 and stats["stmt_cache_evictions"] == 3
+        # psycopg prepares a counted text without rotating; the next new text deallocates
+        # the oldest prepared one: 3 held after text 2, one deallocated by texts 3 and 4
+        assert stats["stmt_cache_hits"] == 5 * 7 and stats["stmt_cache_evictions"] == 2
+        assert stats["stmt_cache_deallocated"] == 2
         assert hook.describe()["mechanism"] == "psycopg prepared statements"
 
 
@@ -359,13 +365,27 @@ def test_repeated_statement_counts_through_the_connection_memo(pg_dsn: str) -> N
         assert after["stmt_cache_hits"] - before["stmt_cache_hits"] == 11
         with pool.connection() as conn:
             conn.execute("SELECT 1 / %s", (1,)).fetchone()
+            conn.commit()
             with pytest.raises(psycopg.errors.DivisionByZero):
-                conn.execute("SELECT 1 / %s", (0,))  # a memo hit that fails
+                conn.execute("SELECT 1 / %s", (0,))  # a memo hit that fails: psycopg keeps it
+            conn.rollback()
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 2 / %s", (0,))  # a new text that fails: dropped
+            conn.rollback()  # psycopg forgets every statement: so does the mirror
+            held = PostgresDriver.prepared_statements(conn.raw)
+            conn.execute("SELECT 1").fetchone()
         failed = pool.stats()
         assert failed["stmt_cache_discarded"] - after["stmt_cache_discarded"] == 1
+        assert held["counted"] == held["prepared"] == []
+        assert failed["stmt_cache_statements"] == 1  # SELECT 1
         with pool.connection() as conn:
-            conn.execute("SELECT 1 / %s", (2,)).fetchone()  # dropped: a miss again
+            conn.execute("SELECT 2 / %s", (2,)).fetchone()  # dropped: a miss again
         assert pool.stats()["stmt_cache_misses"] - failed["stmt_cache_misses"] == 1
+
+
+def _mirror_order(hook: StatementCacheHook, conn: Any) -> list[Any]:
+    mirror = hook._states[id(conn)].cache
+    return [*mirror.counts, "|", *mirror.names]
 
 
 class _MemoSlot:
@@ -400,17 +420,16 @@ def test_the_connection_memo_counts_and_orders_as_the_full_path(pg_dsn: str) -> 
             for i in sequence:
                 run(cursor, cur, texts[i], (1,), False)
                 assert cur.fetchone() == (i + 1,)
-                orders.append(list(hook._states[id(conn)].cache._map))
-            with pytest.raises(psycopg.errors.DivisionByZero):  # fails: dropped either way
+                orders.append(_mirror_order(hook, conn))
+            with pytest.raises(psycopg.errors.DivisionByZero):  # a new text that fails: dropped
                 run(cursor, cur, "SELECT 1 / %s", (0,), False)
             run(cursor, cur, texts[2], (1,), False)
-            state = hook._states[id(conn)]
-            order = list(state.cache._map)
+            order = _mirror_order(hook, conn)
             stats = hook.connection_stats(conn)
         assert stats is not None
         results.append((orders, order,
                         {k: stats[k] for k in ("hits", "misses", "evictions", "size")}))
         if with_memo:
-            assert cursor is not None and len(cursor._slot.stmt_memo[1]) == 5
+            assert cursor is not None and len(cursor._slot.stmt_memo[1]) == 6  # and 1 / %s
     assert results[0] == results[1]
     assert results[0][2]["evictions"] > 0 and results[0][2]["hits"] > 0
