@@ -433,3 +433,77 @@ def test_the_connection_memo_counts_and_orders_as_the_full_path(pg_dsn: str) -> 
             assert cursor is not None and len(cursor._slot.stmt_memo[1]) == 6  # and 1 / %s
     assert results[0] == results[1]
     assert results[0][2]["evictions"] > 0 and results[0][2]["hits"] > 0
+
+
+def _held(pool: Pool) -> tuple[Any, ...]:
+    """(counted, prepared, bytes) as poolkeeper reports them and as psycopg holds them."""
+    hook = pool._stmt_cache
+    with pool.connection() as conn:
+        raw = conn.raw
+        mine = hook.connection_stats(raw)
+        held = PostgresDriver.prepared_statements(raw)
+    assert mine is not None and held["counted"] is not None
+    # texts held, their bytes first (what the ledger reads), then how they split
+    return ((mine["size"], mine["bytes"], mine.get("counted"), mine.get("prepared")),
+            (len(held["counted"]) + len(held["prepared"]), held["bytes"],
+             len(held["counted"]), len(held["prepared"])))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_mirror_reports_what_psycopg_holds_after_every_step(pg_dsn: str, seed: int) -> None:
+    # Issue #14 item 5: random sequences over a few texts (repeats that reach psycopg's
+    # threshold, executemany, known and new texts that fail, ROLLBACK / DISCARD ALL / DROP,
+    # rollbacks after an error, oversize texts), compared with psycopg's own maps each step.
+    import random
+
+    import psycopg
+
+    rng = random.Random(seed)
+    texts = [f"SELECT {i} + %s" for i in range(7)] + [f"SELECT {i} -- {'x' * 300}"
+                                                      for i in range(3)]
+    autocommit = seed % 2 == 1  # DISCARD ALL runs only outside a transaction
+    with Pool(pg_dsn, max_size=1, min_idle=0, statement_cache_size=3, autocommit=autocommit,
+              statement_cache_bytes=20_000, name=f"mirror-{seed}") as pool:
+        with pool.connection() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS pk_mirror (a int)")
+        steps = []
+        for _ in range(150):
+            kind = rng.choices(["text", "many", "fail", "clear", "big"],
+                               [70, 8, 8, 4, 2])[0]
+            with pool.connection() as conn:
+                if kind == "text":
+                    text = rng.choice(texts)
+                    conn.execute(text, (1,) if "%s" in text else None).fetchone()
+                elif kind == "many":
+                    with conn.cursor() as cur:
+                        cur.executemany(f"INSERT INTO pk_mirror VALUES (%s + {rng.randrange(3)})",
+                                        [(1,), (2,)])
+                elif kind == "fail":
+                    text = rng.choice(["SELECT 1 / %s", "SELECT 2 / %s", "SELECT * FROM pk_none"])
+                    with pytest.raises(psycopg.Error):
+                        conn.execute(text, (0,) if "%s" in text else None)
+                    if rng.random() < 0.5:
+                        conn.rollback()
+                elif kind == "clear":
+                    conn.execute(rng.choice(["ROLLBACK", "DROP TABLE IF EXISTS pk_mirror_none"]
+                                            + ["DISCARD ALL"] * autocommit))
+                else:
+                    conn.execute("SELECT 1 WHERE 1 IN (" + ", ".join(["2"] * 4_000) + ")")
+            steps.append(kind)
+            mine, held = _held(pool)
+            assert mine[:2] == held[:2], (seed, " ".join(steps), mine, held)
+            assert mine == held, (seed, " ".join(steps), mine, held)
+        stats = pool.statement_cache_info()
+    assert stats["stmt_cache_hits"] > 0 and stats["stmt_cache_evictions"] > 0, stats
+
+
+def test_prepared_statements_falls_back_to_the_public_settings() -> None:
+    # A psycopg keeping its maps elsewhere (no PrepareManager at conn._prepared): only what
+    # the public API says, and the maps as unknown, never an AttributeError.
+    class _OtherPsycopg:
+        prepare_threshold = 5
+        prepared_max = 3
+
+    held = PostgresDriver.prepared_statements(_OtherPsycopg())
+    assert held == {"prepare_threshold": 5, "prepared_max": 3, "counted": None,
+                    "prepared": None, "bytes": None}

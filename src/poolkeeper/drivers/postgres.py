@@ -67,6 +67,15 @@ class PostgresDriver(Driver):
     def set_autocommit(self, raw: Any, on: bool) -> None:
         raw.autocommit = on
 
+    def commit(self, raw: Any) -> None:
+        # The server ends a failed transaction with a rollback whatever it is sent. Saying so
+        # makes psycopg forget its statements as on every rollback, which is what the
+        # statement cache mirror assumes after a failed transaction (issue #14 item 5).
+        if raw.pgconn.transaction_status == _INERROR:
+            raw.rollback()
+        else:
+            raw.commit()
+
     def in_transaction(self, raw: Any) -> bool | None:
         status = raw.pgconn.transaction_status
         if status == _IDLE:

@@ -488,6 +488,21 @@ class _ConnState:
         self.flushed = 0
 
 
+def _settle(state: _ConnState, conn: Any) -> None:
+    """psycopg: a failed transaction since ended was rolled back, which cleared psycopg's
+    maps (the PostgreSQL driver commits a failed transaction as a rollback): clear the
+    mirror now rather than at the connection's next statement. Reads libpq's status only."""
+    if not state.in_error or conn is None:
+        return
+    try:
+        idle = conn.pgconn.transaction_status == _PQ_IDLE
+    except Exception:  # noqa: BLE001 - a closed connection: its mirror goes with it
+        return
+    if idle:
+        state.in_error = False
+        state.cache.clear()
+
+
 class StatementCacheHook:
     """Execute hook governing the driver's statement cache (psycopg), with counters.
 
@@ -579,7 +594,7 @@ class StatementCacheHook:
             mirror = state.cache
             pgconn = conn.pgconn
             if state.in_error and pgconn.transaction_status == _PQ_IDLE:
-                mirror.clear()  # psycopg clears its maps when it rolls back (an error first)
+                mirror.clear()  # psycopg cleared its maps when the failed transaction ended
             # psycopg's execute() passes prepare=None, executemany() prepare=True
             prepare = True if many else None
             try:
@@ -735,6 +750,7 @@ class StatementCacheHook:
         state = self._states.get(id(conn))
         if state is None or state.ref() is not conn:
             return None
+        _settle(state, conn)
         out: dict[str, Any] = dict(state.cache.stats())
         out["bypassed"] = state.bypassed
         return out
@@ -751,6 +767,8 @@ class StatementCacheHook:
             totals = dict(self._retired)
         size = nbytes = fullest = 0
         for state in states:
+            if state.in_error:
+                _settle(state, state.ref())
             c = state.cache
             size += len(c)
             nbytes += c.nbytes
