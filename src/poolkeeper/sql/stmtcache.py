@@ -372,15 +372,18 @@ class PsycopgMirror:
     def __len__(self) -> int:
         return len(self.counts) + len(self.names)
 
-    def ran(self, key: int, size: int, threshold: int | None, prepare: bool | None,
-            prepared_max: int, status: str | None) -> None:
-        """A run of the text that succeeded; ``status`` is its command tag."""
+    def ran(self, key: int, size: int, conn: Any, prepare: bool | None, cursor: Any) -> None:
+        """A run of the text on psycopg connection ``conn`` and cursor ``cursor`` that
+        succeeded (their public settings and command tag are read only when needed)."""
+        threshold = conn.prepare_threshold
         if threshold is None:
             return  # psycopg's get() says NO and maybe_add_to_cache() returns at once
         new, should = self._add(key, size, threshold, prepare)
         if not new:
             return
-        if (self.names or should) and status and _PSYCOPG_CLEARS(status):
+        prepared_max = conn.prepared_max
+        if (self.names or should) and (status := cursor.statusmessage) \
+                and _PSYCOPG_CLEARS(status):
             self.clear()
             return
         counts, names = self.counts, self.names
@@ -605,8 +608,7 @@ class StatementCacheHook:
                               getattr(exc, "sqlstate", None))
                 raise
             state.in_error = False
-            mirror.ran(key, size, conn.prepare_threshold, prepare, conn.prepared_max,
-                       raw.statusmessage)
+            mirror.ran(key, size, conn, prepare, raw)
             return result
 
         return execute
