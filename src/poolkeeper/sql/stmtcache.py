@@ -31,11 +31,14 @@ PostgreSQL / psycopg 3
       after), which makes psycopg neither prepare nor remember it (``executemany`` included).
       psycopg's two maps hold at most ``2 * prepared_max + 1`` texts, each under that cap, so
       their text stays within ``statement_cache_bytes`` per connection by construction.
-    * Counters come from a per-connection mirror LRU keyed by a hash of the text (a few bytes
-      per entry; it does not copy the text): ``hits`` are executions of a text this connection
-      ran recently, which psycopg prepares once reused ``prepare_threshold`` times;
-      ``evictions`` follow the same bounds psycopg applies. A statement that raises is dropped
-      from the mirror (psycopg drops it too).
+    * Counters and bytes come from a per-connection :class:`PsycopgMirror` keyed by a hash
+      of the text (it does not copy the text), which replays psycopg's own steps on both of
+      its maps, counted texts and prepared ones (issue #14 item 5): ``stmt_cache_bytes`` is
+      the text psycopg holds, ``evictions`` the counted texts it dropped plus the prepared
+      statements it deallocated (``deallocated``), ``hits`` runs of a text it still held. A
+      failed transaction that ended is taken as rolled back (psycopg then forgets all; the
+      PostgreSQL driver commits a failed transaction as a rollback); a healthy transaction
+      rolled back by the application is not seen, so the mirror may then over-report.
     * Client-side, a prepared statement holds only its name and key; result buffers belong to
       cursors, which the pool closes when the checkout ends.
 
