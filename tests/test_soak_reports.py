@@ -33,7 +33,6 @@ def _xfail(item: int, why: str) -> pytest.MarkDecorator:
                              reason=f"issue #14 item {item}: {why}")
 
 
-ITEM5 = _xfail(5, "the psycopg statement-cache mirror under-reports what psycopg holds")
 CASES = [
     # (soak, backend, monitor, marks)
     ("bonecp_records", "postgresql", "on", []),
@@ -45,8 +44,8 @@ CASES = [
     ("druid_sqlite_statements", "sqlite", "off", []),
     ("druid_sqlite_statements", "sqlite", "on", []),
     ("druid_sql_stats", "sqlite", "off", []),
-    ("druid_psycopg_mirror", "postgresql", "off", [ITEM5]),
-    ("druid_psycopg_mirror", "postgresql", "on", [ITEM5]),
+    ("druid_psycopg_mirror", "postgresql", "off", []),
+    ("druid_psycopg_mirror", "postgresql", "on", []),
     ("druid_ledger", "postgresql", "off", []),
     ("druid_ledger", "postgresql", "on", []),
     ("dble_idle_result", "mysql", "off", []),

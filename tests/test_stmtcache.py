@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from poolkeeper import Pool
+from poolkeeper.drivers.postgres import PostgresDriver
 from poolkeeper.errors import ConfigError
 from poolkeeper.sql.stmtcache import (
     SQLITE_STATEMENT_BYTES,
@@ -248,13 +249,15 @@ def test_psycopg_keeps_at_most_statement_cache_size_prepared(pg_conn: Any) -> No
         for _ in range(10):
             run(None, cur, f"SELECT {i} + %s", (1,), False)
     run(None, cur, "SELECT 1", None, False)  # psycopg deallocates on the next execute
+    held = PostgresDriver.prepared_statements(pg_conn)  # before psycopg counts the next one
     prepared = _server_prepared(pg_conn)
     assert 1 <= len(prepared) <= 3, prepared
     assert pg_conn.prepared_max == 3
     stats = hook.connection_stats(pg_conn)
     assert stats is not None
-    assert stats["size"] <= 3 and stats["evictions"] >= 5 and stats["hits"] >= 8 * 9
-    assert stats["prepared"] == len(prepared)
+    assert stats["prepared"] == len(held["prepared"]) == len(prepared)
+    assert stats["counted"] == len(held["counted"]) and stats["bytes"] == held["bytes"]
+    assert stats["deallocated"] == 5 and stats["hits"] == 8 * 9
 
 
 def test_oversize_statements_are_never_prepared_nor_remembered(pg_conn: Any) -> None:
@@ -339,7 +342,10 @@ def test_governance_through_a_real_pool(pg_dsn: str) -> None:
             assert raw.execute(count, prepare=False).fetchone()[0] <= 2
             assert raw.prepared_max == 2
         stats = pool.stats()
-        assert stats["stmt_cache_hits"] == 5 * 7 and stats["stmt_cache_evictions"] == 3
+        # psycopg prepares a counted text without rotating; the next new text deallocates
+        # the oldest prepared one: 3 held after text 2, one deallocated by texts 3 and 4
+        assert stats["stmt_cache_hits"] == 5 * 7 and stats["stmt_cache_evictions"] == 2
+        assert stats["stmt_cache_deallocated"] == 2
         assert hook.describe()["mechanism"] == "psycopg prepared statements"
 
 
@@ -359,13 +365,27 @@ def test_repeated_statement_counts_through_the_connection_memo(pg_dsn: str) -> N
         assert after["stmt_cache_hits"] - before["stmt_cache_hits"] == 11
         with pool.connection() as conn:
             conn.execute("SELECT 1 / %s", (1,)).fetchone()
+            conn.commit()
             with pytest.raises(psycopg.errors.DivisionByZero):
-                conn.execute("SELECT 1 / %s", (0,))  # a memo hit that fails
+                conn.execute("SELECT 1 / %s", (0,))  # a memo hit that fails: psycopg keeps it
+            conn.rollback()
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 2 / %s", (0,))  # a new text that fails: dropped
+            conn.rollback()  # psycopg forgets every statement: so does the mirror
+            held = PostgresDriver.prepared_statements(conn.raw)
+            conn.execute("SELECT 1").fetchone()
         failed = pool.stats()
         assert failed["stmt_cache_discarded"] - after["stmt_cache_discarded"] == 1
+        assert held["counted"] == held["prepared"] == []
+        assert failed["stmt_cache_statements"] == 1  # SELECT 1
         with pool.connection() as conn:
-            conn.execute("SELECT 1 / %s", (2,)).fetchone()  # dropped: a miss again
+            conn.execute("SELECT 2 / %s", (2,)).fetchone()  # dropped: a miss again
         assert pool.stats()["stmt_cache_misses"] - failed["stmt_cache_misses"] == 1
+
+
+def _mirror_order(hook: StatementCacheHook, conn: Any) -> list[Any]:
+    mirror = hook._states[id(conn)].cache
+    return [*mirror.counts, "|", *mirror.names]
 
 
 class _MemoSlot:
@@ -400,17 +420,90 @@ def test_the_connection_memo_counts_and_orders_as_the_full_path(pg_dsn: str) -> 
             for i in sequence:
                 run(cursor, cur, texts[i], (1,), False)
                 assert cur.fetchone() == (i + 1,)
-                orders.append(list(hook._states[id(conn)].cache._map))
-            with pytest.raises(psycopg.errors.DivisionByZero):  # fails: dropped either way
+                orders.append(_mirror_order(hook, conn))
+            with pytest.raises(psycopg.errors.DivisionByZero):  # a new text that fails: dropped
                 run(cursor, cur, "SELECT 1 / %s", (0,), False)
             run(cursor, cur, texts[2], (1,), False)
-            state = hook._states[id(conn)]
-            order = list(state.cache._map)
+            order = _mirror_order(hook, conn)
             stats = hook.connection_stats(conn)
         assert stats is not None
         results.append((orders, order,
                         {k: stats[k] for k in ("hits", "misses", "evictions", "size")}))
         if with_memo:
-            assert cursor is not None and len(cursor._slot.stmt_memo[1]) == 5
+            assert cursor is not None and len(cursor._slot.stmt_memo[1]) == 6  # and 1 / %s
     assert results[0] == results[1]
     assert results[0][2]["evictions"] > 0 and results[0][2]["hits"] > 0
+
+
+def _held(pool: Pool) -> tuple[Any, ...]:
+    """(counted, prepared, bytes) as poolkeeper reports them and as psycopg holds them."""
+    hook = pool._stmt_cache
+    with pool.connection() as conn:
+        raw = conn.raw
+        mine = hook.connection_stats(raw)
+        held = PostgresDriver.prepared_statements(raw)
+    assert mine is not None and held["counted"] is not None
+    # texts held, their bytes first (what the ledger reads), then how they split
+    return ((mine["size"], mine["bytes"], mine.get("counted"), mine.get("prepared")),
+            (len(held["counted"]) + len(held["prepared"]), held["bytes"],
+             len(held["counted"]), len(held["prepared"])))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_mirror_reports_what_psycopg_holds_after_every_step(pg_dsn: str, seed: int) -> None:
+    # Issue #14 item 5: random sequences over a few texts (repeats that reach psycopg's
+    # threshold, executemany, known and new texts that fail, ROLLBACK / DISCARD ALL / DROP,
+    # rollbacks after an error, oversize texts), compared with psycopg's own maps each step.
+    import random
+
+    import psycopg
+
+    rng = random.Random(seed)
+    texts = [f"SELECT {i} + %s" for i in range(7)] + [f"SELECT {i} -- {'x' * 300}"
+                                                      for i in range(3)]
+    autocommit = seed % 2 == 1  # DISCARD ALL runs only outside a transaction
+    with Pool(pg_dsn, max_size=1, min_idle=0, statement_cache_size=3, autocommit=autocommit,
+              statement_cache_bytes=20_000, name=f"mirror-{seed}") as pool:
+        with pool.connection() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS pk_mirror (a int)")
+        steps = []
+        for _ in range(150):
+            kind = rng.choices(["text", "many", "fail", "clear", "big"],
+                               [70, 8, 8, 4, 2])[0]
+            with pool.connection() as conn:
+                if kind == "text":
+                    text = rng.choice(texts)
+                    conn.execute(text, (1,) if "%s" in text else None).fetchone()
+                elif kind == "many":
+                    with conn.cursor() as cur:
+                        cur.executemany(f"INSERT INTO pk_mirror VALUES (%s + {rng.randrange(3)})",
+                                        [(1,), (2,)])
+                elif kind == "fail":
+                    text = rng.choice(["SELECT 1 / %s", "SELECT 2 / %s", "SELECT * FROM pk_none"])
+                    with pytest.raises(psycopg.Error):
+                        conn.execute(text, (0,) if "%s" in text else None)
+                    if rng.random() < 0.5:
+                        conn.rollback()
+                elif kind == "clear":
+                    conn.execute(rng.choice(["ROLLBACK", "DROP TABLE IF EXISTS pk_mirror_none"]
+                                            + ["DISCARD ALL"] * autocommit))
+                else:
+                    conn.execute("SELECT 1 WHERE 1 IN (" + ", ".join(["2"] * 4_000) + ")")
+            steps.append(kind)
+            mine, held = _held(pool)
+            assert mine[:2] == held[:2], (seed, " ".join(steps), mine, held)
+            assert mine == held, (seed, " ".join(steps), mine, held)
+        stats = pool.statement_cache_info()
+    assert stats["stmt_cache_hits"] > 0 and stats["stmt_cache_evictions"] > 0, stats
+
+
+def test_prepared_statements_falls_back_to_the_public_settings() -> None:
+    # A psycopg keeping its maps elsewhere (no PrepareManager at conn._prepared): only what
+    # the public API says, and the maps as unknown, never an AttributeError.
+    class _OtherPsycopg:
+        prepare_threshold = 5
+        prepared_max = 3
+
+    held = PostgresDriver.prepared_statements(_OtherPsycopg())
+    assert held == {"prepare_threshold": 5, "prepared_max": 3, "counted": None,
+                    "prepared": None, "bytes": None}

@@ -79,6 +79,15 @@ class PostgresDriver(Driver):
     def set_autocommit(self, raw: Any, on: bool) -> None:
         raw.autocommit = on
 
+    def commit(self, raw: Any) -> None:
+        # The server ends a failed transaction with a rollback whatever it is sent. Saying so
+        # makes psycopg forget its statements as on every rollback, which is what the
+        # statement cache mirror assumes after a failed transaction (issue #14 item 5).
+        if raw.pgconn.transaction_status == _INERROR:
+            raw.rollback()
+        else:
+            raw.commit()
+
     def in_transaction(self, raw: Any) -> bool | None:
         status = raw.pgconn.transaction_status
         if status == _IDLE:
@@ -154,6 +163,34 @@ class PostgresDriver(Driver):
         if failed or pgconn.status != pq.ConnStatus.OK:
             raise self._psycopg.OperationalError(failed or "the connection is bad")
 
+
+    @staticmethod
+    def prepared_statements(raw: Any) -> dict[str, Any]:
+        """What psycopg holds for its prepared statements on ``raw``, to check the statement
+        cache mirror against: ``counted`` (texts seen fewer than ``prepare_threshold``
+        times, oldest first, with their count), ``prepared`` (texts prepared, oldest first),
+        ``bytes`` (their texts' length) and the public settings.
+
+        psycopg has no public accessor for its maps, so they are read from its private
+        ``PrepareManager`` (psycopg 3.1 to 3.3), here only. A psycopg keeping them elsewhere
+        gives the public settings alone, with ``counted`` / ``prepared`` / ``bytes`` None.
+        """
+        out: dict[str, Any] = {"prepare_threshold": raw.prepare_threshold,
+                               "prepared_max": raw.prepared_max,
+                               "counted": None, "prepared": None, "bytes": None}
+        manager = getattr(raw, "_prepared", None)
+        counts = getattr(manager, "_counts", None)
+        names = getattr(manager, "_names", None)
+        if not isinstance(counts, dict) or not isinstance(names, dict):
+            return out
+        try:
+            counted = [(bytes(key[0]), int(n)) for key, n in counts.items()]
+            prepared = [bytes(key[0]) for key in names]
+        except (TypeError, IndexError, ValueError):  # keys of another shape
+            return out
+        out.update(counted=counted, prepared=prepared,
+                   bytes=sum(len(t) for t, _ in counted) + sum(len(t) for t in prepared))
+        return out
 
     def describe(self) -> str:
         return f"postgresql {mask_dsn(str(self.params.get('conninfo', '')))}"

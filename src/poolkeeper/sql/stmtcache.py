@@ -31,11 +31,14 @@ PostgreSQL / psycopg 3
       after), which makes psycopg neither prepare nor remember it (``executemany`` included).
       psycopg's two maps hold at most ``2 * prepared_max + 1`` texts, each under that cap, so
       their text stays within ``statement_cache_bytes`` per connection by construction.
-    * Counters come from a per-connection mirror LRU keyed by a hash of the text (a few bytes
-      per entry; it does not copy the text): ``hits`` are executions of a text this connection
-      ran recently, which psycopg prepares once reused ``prepare_threshold`` times;
-      ``evictions`` follow the same bounds psycopg applies. A statement that raises is dropped
-      from the mirror (psycopg drops it too).
+    * Counters and bytes come from a per-connection :class:`PsycopgMirror` keyed by a hash
+      of the text (it does not copy the text), which replays psycopg's own steps on both of
+      its maps, counted texts and prepared ones (issue #14 item 5): ``stmt_cache_bytes`` is
+      the text psycopg holds, ``evictions`` the counted texts it dropped plus the prepared
+      statements it deallocated (``deallocated``), ``hits`` runs of a text it still held. A
+      failed transaction that ended is taken as rolled back (psycopg then forgets all; the
+      PostgreSQL driver commits a failed transaction as a rollback); a healthy transaction
+      rolled back by the application is not seen, so the mirror may then over-report.
     * Client-side, a prepared statement holds only its name and key; result buffers belong to
       cursors, which the pool closes when the checkout ends.
 
@@ -60,6 +63,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import re
 import sys
 import threading
 import weakref
@@ -75,6 +79,7 @@ __all__ = [
     "PSYCOPG_PREPARE_THRESHOLD",
     "SQLITE_STATEMENT_BYTES",
     "AdaptiveFetchSize",
+    "PsycopgMirror",
     "StatementCache",
     "StatementCacheHook",
     "StatementCachePolicy",
@@ -324,6 +329,143 @@ def apply_psycopg_policy(conn: Any, policy: StatementCachePolicy) -> None:
         conn.prepare_threshold = None
 
 
+#: libpq's PQtransactionStatus values the psycopg mirror tells apart
+_PQ_IDLE = 0
+_PQ_INERROR = 3
+#: command tags after which psycopg forgets every statement (PrepareManager._should_discard)
+_PSYCOPG_CLEARS = re.compile(r"^(?:DROP|ALTER|ROLLBACK|DISCARD ALL|DEALLOCATE ALL)\b").match
+
+
+class PsycopgMirror:
+    """psycopg 3's ``PrepareManager`` replayed on hashes of the texts, with their sizes.
+
+    psycopg keeps two maps per connection, each bounded by ``prepared_max``: ``counts`` (texts
+    seen fewer than ``prepare_threshold`` times, with their count) and ``names`` (texts it
+    prepared). Both hold the full text, so both are what the connection costs (issue #14 item
+    5: with a cache of 4, texts A1-A4 six times then B1-B4 once, psycopg holds 8 texts; a
+    single LRU of 4 reported half the bytes and 4 evictions psycopg never made). The steps
+    below follow psycopg 3.3's ``get`` / ``maybe_add_to_cache`` / ``validate`` / ``_rotate``
+    so the figures equal psycopg's maps: a new text is counted (or prepared at once by
+    ``executemany``); a counted one is prepared when run with its count at the threshold
+    (without a rotation: ``names`` may exceed ``prepared_max`` until the next new text);
+    only a new text rotates, dropping the oldest counted text and deallocating the oldest
+    prepared one, one of each at most; a new text that fails, or whose tag is ``ROLLBACK`` /
+    ``DROP`` / ``ALTER`` / ``DISCARD ALL`` while something is prepared, is dropped or clears
+    everything. Not mirrored: psycopg keys by text *and* parameter types, the mirror by text;
+    a transaction committed or rolled back by the application without an error is assumed
+    committed (psycopg clears its maps on a rollback): the mirror may then over-report.
+    One connection is used by one thread at a time, so no lock.
+    """
+
+    __slots__ = ("counts", "deallocated", "discarded", "evictions", "hits", "misses",
+                 "names", "nbytes")
+
+    def __init__(self) -> None:
+        #: hash of a counted text -> [times seen, bytes]
+        self.counts: OrderedDict[int, list[int]] = OrderedDict()
+        #: hash of a prepared text -> bytes
+        self.names: OrderedDict[int, int] = OrderedDict()
+        self.nbytes = 0
+        self.hits = 0        #: runs of a text psycopg still held
+        self.misses = 0      #: runs of a text it did not
+        self.evictions = 0   #: counted texts dropped by the bound, plus deallocations
+        self.deallocated = 0  #: prepared statements psycopg closed on the server
+        self.discarded = 0   #: new texts that failed (psycopg drops them)
+
+    def __len__(self) -> int:
+        return len(self.counts) + len(self.names)
+
+    def ran(self, key: int, size: int, conn: Any, prepare: bool | None, cursor: Any) -> None:
+        """A run of the text on psycopg connection ``conn`` and cursor ``cursor`` that
+        succeeded (their public settings and command tag are read only when needed)."""
+        threshold = conn.prepare_threshold
+        if threshold is None:
+            return  # psycopg's get() says NO and maybe_add_to_cache() returns at once
+        new, should = self._add(key, size, threshold, prepare)
+        if not new:
+            return
+        prepared_max = conn.prepared_max
+        if (self.names or should) and (status := cursor.statusmessage) \
+                and _PSYCOPG_CLEARS(status):
+            self.clear()
+            return
+        counts, names = self.counts, self.names
+        if len(counts) > prepared_max:
+            self.nbytes -= counts.popitem(last=False)[1][1]
+            self.evictions += 1
+        if len(names) > prepared_max:
+            self.nbytes -= names.popitem(last=False)[1]
+            self.evictions += 1
+            self.deallocated += 1
+
+    def failed(self, key: int, size: int, threshold: int | None, prepare: bool | None,
+               sqlstate: str | None) -> None:
+        """A run that raised. Without a SQLSTATE it failed before psycopg looked at its
+        maps (a parameter that does not adapt) or the connection broke (the pool closes it);
+        a Parse refused (class 42) happens before psycopg records a statement it was about to
+        prepare; otherwise psycopg recorded the run, and drops the text if it was new."""
+        if threshold is None or sqlstate is None:
+            return
+        if key not in self.names:
+            item = self.counts.get(key)
+            if item is None:
+                self.misses += 1
+                self.discarded += 1
+                return
+            if (prepare or item[0] >= threshold) and sqlstate.startswith("42"):
+                return
+        self._add(key, size, threshold, prepare)
+
+    def _add(self, key: int, size: int, threshold: int, prepare: bool | None
+             ) -> tuple[bool, bool]:
+        """get() then maybe_add_to_cache(): (the text is new, psycopg prepared it now)."""
+        names = self.names
+        if key in names:
+            names.move_to_end(key)
+            self.hits += 1
+            return False, False
+        counts = self.counts
+        item = counts.get(key)
+        if item is not None:
+            self.hits += 1
+            if prepare or item[0] >= threshold:
+                del counts[key]
+                names[key] = item[1]
+                return False, True
+            item[0] += 1
+            counts.move_to_end(key)
+            return False, False
+        self.misses += 1
+        if prepare:
+            names[key] = size
+        else:
+            counts[key] = [1, size]
+        self.nbytes += size
+        return True, bool(prepare)
+
+    def clear(self) -> None:
+        """psycopg forgot every statement (a rollback, ``DISCARD ALL``, a ``DROP``)."""
+        self.counts.clear()
+        self.names.clear()
+        self.nbytes = 0
+
+    def stats(self) -> dict[str, int]:
+        """size, bytes, counted, prepared, hits, misses, accesses, evictions, deallocated,
+        discarded."""
+        return {
+            "size": len(self.counts) + len(self.names),
+            "bytes": self.nbytes,
+            "counted": len(self.counts),
+            "prepared": len(self.names),
+            "hits": self.hits,
+            "misses": self.misses,
+            "accesses": self.hits + self.misses,
+            "evictions": self.evictions,
+            "deallocated": self.deallocated,
+            "discarded": self.discarded,
+        }
+
+
 class _Strong:
     """A strong reference with weakref.ref's call interface (for unweakrefable handles)."""
 
@@ -337,15 +479,34 @@ class _Strong:
 
 
 class _ConnState:
-    __slots__ = ("bypassed", "cache", "fillers", "flushed", "ref")
+    __slots__ = ("bypassed", "cache", "fillers", "flushed", "in_error", "ref")
 
-    def __init__(self, cache: StatementCache[int, bool], ref: Callable[[], Any]) -> None:
+    def __init__(self, cache: Any, ref: Callable[[], Any]) -> None:
+        #: a PsycopgMirror (PostgreSQL) or a StatementCache (sqlite3)
         self.cache = cache
         self.ref = ref
         self.bypassed = 0
+        #: psycopg: the last statement left the transaction failed, so the next rollback
+        #: clears psycopg's maps
+        self.in_error = False
         #: sqlite3: filler statements run, and the entries pushed out for the byte bound
         self.fillers = 0
         self.flushed = 0
+
+
+def _settle(state: _ConnState, conn: Any) -> None:
+    """psycopg: a failed transaction since ended was rolled back, which cleared psycopg's
+    maps (the PostgreSQL driver commits a failed transaction as a rollback): clear the
+    mirror now rather than at the connection's next statement. Reads libpq's status only."""
+    if not state.in_error or conn is None:
+        return
+    try:
+        idle = conn.pgconn.transaction_status == _PQ_IDLE
+    except Exception:  # noqa: BLE001 - a closed connection: its mirror goes with it
+        return
+    if idle:
+        state.in_error = False
+        state.cache.clear()
 
 
 class StatementCacheHook:
@@ -370,7 +531,8 @@ class StatementCacheHook:
         # collection inside any code, even with self._lock held, so it only appends here
         # (atomic) and the next _state() / stats() call folds the counters.
         self._dead: collections.deque[int] = collections.deque()
-        self._retired = {"hits": 0, "misses": 0, "evictions": 0, "bypassed": 0, "discarded": 0}
+        self._retired = {"hits": 0, "misses": 0, "evictions": 0, "bypassed": 0, "discarded": 0,
+                         "deallocated": 0}
 
     @classmethod
     def from_config(cls, config: Any, driver: str,
@@ -392,90 +554,65 @@ class StatementCacheHook:
         states = self._states  # never rebound, only mutated
 
         def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
-            # The statements run last on this connection (Slot.stmt_memo: [this hook's
-            # states, {text: (mirror, key)}, the text run last]): one run again needs neither
-            # the connection's state nor the text's size and hash, only the mirror's LRU move
-            # (psycopg moves it in its own cache too), and not even that when it is the text
-            # run last, still the most recent entry.
+            # The texts run recently on this connection (Slot.stmt_memo: [this hook's states,
+            # {text: (state, key, size)}]): one run again needs neither the connection's
+            # state lookup nor the text's size and hash.
             try:
                 slot = cursor._slot
                 memo = slot.stmt_memo
             except AttributeError:  # not one of the pool's cursors (a test, a custom chain)
                 slot = memo = None
+            known = None
             if memo is not None and memo[0] is states:
-                try:
-                    cache, key = memo[1][query]
+                try:  # noqa: SIM105 - contextlib.suppress costs a `with` per statement
+                    known = memo[1][query]
                 except (KeyError, TypeError):  # not remembered; or unhashable (sql.Composed)
                     pass
-                else:
-                    m = cache._map
-                    hit = True
-                    if memo[2] is not query:
-                        memo[2] = query
-                        try:
-                            m.move_to_end(key)
-                        except KeyError:  # evicted from the mirror since: the full path
-                            hit = False
-                    if hit and key in m:
-                        next(cache._hits)
-                        try:
-                            return inner(cursor, raw, query, params, many)
-                        except BaseException:
-                            memo[1].pop(query, None)
-                            memo[2] = None
-                            cache.discard(key)
-                            raise
             conn = raw.connection
-            # _state()'s fast path inlined (a call less per statement); a miss or a reused
-            # id goes through _state(), which checks again under its rules.
-            state = states.get(id(conn))
-            if state is None or state.ref() is not conn:
-                state = state_of(conn)
-            text = query if type(query) is str else query_text(query, raw)
-            size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
-            if size > cap or policy.max_statements == 0:
-                state.bypassed += 1
-                saved = conn.prepare_threshold
-                conn.prepare_threshold = None  # psycopg neither prepares nor remembers it
-                try:
-                    return inner(cursor, raw, query, params, many)
-                finally:
-                    conn.prepare_threshold = saved
-            key = hash(text)
-            cache = state.cache
-            # StatementCache.get's lock-free hit path, inlined (a call less per statement);
-            # a miss goes through get() to be counted, then put().
-            m = cache._map
-            if m.get(key) is not None:
-                try:  # noqa: SIM105 - contextlib.suppress costs a `with` per hit
-                    m.move_to_end(key)
-                except KeyError:  # evicted meanwhile: the hit came just before
-                    pass
-                next(cache._hits)
-            elif cache.get(key) is None:
-                cache.put(key, True, size)  # accounts the text psycopg holds, not a copy
-            if slot is not None:
-                # Remembered when at most MEMO_MAX_CHARS long, as the statistics hook does
-                # (8 texts per connection); a longer one only stops being the "text run
-                # last", which it now is in the mirror.
-                if type(query) is str and len(query) <= MEMO_MAX_CHARS:
+            if known is not None:
+                state, key, size = known
+            else:
+                # _state()'s fast path inlined (a call less per statement); a miss or a reused
+                # id goes through _state(), which checks again under its rules.
+                state = states.get(id(conn))
+                if state is None or state.ref() is not conn:
+                    state = state_of(conn)
+                text = query if type(query) is str else query_text(query, raw)
+                size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+                if size > cap or policy.max_statements == 0:
+                    state.bypassed += 1
+                    saved = conn.prepare_threshold
+                    conn.prepare_threshold = None  # psycopg neither prepares nor remembers it
+                    try:
+                        return inner(cursor, raw, query, params, many)
+                    finally:
+                        conn.prepare_threshold = saved
+                key = hash(text)
+                if slot is not None and type(query) is str and len(query) <= MEMO_MAX_CHARS:
+                    # Remembered when at most MEMO_MAX_CHARS long, as the statistics hook
+                    # does (8 texts per connection).
                     if memo is None or memo[0] is not states:
-                        slot.stmt_memo = memo = [states, {}, None]
+                        slot.stmt_memo = memo = [states, {}]
                     texts = memo[1]
                     if len(texts) >= MEMO_MAX_TEXTS and query not in texts:
                         texts.pop(next(iter(texts), None), None)  # the oldest (None: raced)
-                    texts[query] = (cache, key)
-                    memo[2] = query
-                elif memo is not None and memo[0] is states:
-                    memo[2] = None
+                    texts[query] = (state, key, size)
+            mirror = state.cache
+            pgconn = conn.pgconn
+            if state.in_error and pgconn.transaction_status == _PQ_IDLE:
+                mirror.clear()  # psycopg cleared its maps when the failed transaction ended
+            # psycopg's execute() passes prepare=None, executemany() prepare=True
+            prepare = True if many else None
             try:
-                return inner(cursor, raw, query, params, many)
-            except BaseException:
-                if memo is not None:
-                    memo[1].pop(query, None)
-                    memo[2] = None
-                cache.discard(key)
+                result = inner(cursor, raw, query, params, many)
+            except BaseException as exc:
+                state.in_error = pgconn.transaction_status == _PQ_INERROR
+                mirror.failed(key, size, conn.prepare_threshold, prepare,
+                              getattr(exc, "sqlstate", None))
                 raise
+            state.in_error = False
+            mirror.ran(key, size, conn, prepare, raw)
+            return result
 
         return execute
 
@@ -564,8 +701,7 @@ class StatementCacheHook:
         self._reap()
         if self.policy.mechanism == "psycopg prepared statements":
             apply_psycopg_policy(conn, self.policy)
-            cache: StatementCache[int, bool] = StatementCache(
-                max(self.policy.max_statements, 0), self.policy.max_bytes)
+            cache: Any = PsycopgMirror()
         else:  # sqlite3's LRU bounds by count only; the bytes are bounded by _shrink()
             cache = StatementCache(max(self.policy.max_statements, 0), 1 << 62)
         dead = self._dead
@@ -603,6 +739,7 @@ class StatementCacheHook:
         r["misses"] += c.misses
         r["evictions"] += c.evictions
         r["discarded"] += c.discarded
+        r["deallocated"] += getattr(c, "deallocated", 0)
         r["bypassed"] += state.bypassed
 
     def forget(self, conn: Any) -> None:
@@ -618,9 +755,9 @@ class StatementCacheHook:
         state = self._states.get(id(conn))
         if state is None or state.ref() is not conn:
             return None
+        _settle(state, conn)
         out: dict[str, Any] = dict(state.cache.stats())
         out["bypassed"] = state.bypassed
-        out["prepared"] = _psycopg_prepared_count(conn)
         return out
 
     def stats(self, reset: bool = False) -> dict[str, Any]:
@@ -635,6 +772,8 @@ class StatementCacheHook:
             totals = dict(self._retired)
         size = nbytes = fullest = 0
         for state in states:
+            if state.in_error:
+                _settle(state, state.ref())
             c = state.cache
             size += len(c)
             nbytes += c.nbytes
@@ -643,6 +782,7 @@ class StatementCacheHook:
             totals["misses"] += c.misses
             totals["evictions"] += c.evictions
             totals["discarded"] += c.discarded
+            totals["deallocated"] += getattr(c, "deallocated", 0)
             totals["bypassed"] += state.bypassed
         p = self.policy
         return {
@@ -661,6 +801,8 @@ class StatementCacheHook:
             "stmt_cache_accesses": totals["hits"] + totals["misses"],
             "stmt_cache_evictions": totals["evictions"],
             "stmt_cache_discarded": totals["discarded"],
+            # psycopg: prepared statements it closed on the server (part of the evictions)
+            "stmt_cache_deallocated": totals["deallocated"],
             "stmt_cache_bypassed": totals["bypassed"],
         }
 
@@ -669,14 +811,6 @@ class StatementCacheHook:
         out = self.policy.as_dict()
         out.update(self.stats())
         return out
-
-
-def _psycopg_prepared_count(conn: Any) -> int | None:
-    """How many statements psycopg holds prepared on ``conn`` (its private state; None if the
-    installed psycopg keeps it elsewhere)."""
-    manager = getattr(conn, "_prepared", None)
-    names = getattr(manager, "_names", None)
-    return len(names) if names is not None else None
 
 
 # ----------------------------------------------------------------------------- fetch size
