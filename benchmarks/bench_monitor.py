@@ -271,11 +271,13 @@ def against_setup(dsn: str, per_round: int, pinned: bool, autocommit: bool
 
 
 def against(rev: str, args: argparse.Namespace, rounds: int, per_round: int) -> None:
-    passed = ["--child", "--dsn", args.dsn or pg_dsn(), "--per-round", str(per_round)]
+    # no --dsn unless given: each child tags its sessions with its own application_name
+    passed = ["--child", "--per-round", str(per_round)] + (["--dsn", args.dsn] if args.dsn else [])
     passed += ["--autocommit"] if args.autocommit else []
     passed += ["--unpinned"] if args.unpinned else []
     load0 = loadavg()
-    news, olds, _ = _against.run_pairs(rev, str(Path(__file__).resolve()), passed, rounds)
+    news, olds, _ = _against.run_pairs(rev, str(Path(__file__).resolve()), passed, rounds,
+                                         args.procs)
     mode = "autocommit" if args.autocommit else "a COMMIT per borrow"
     for metric in ("wall", "cpu"):
         notes = []
@@ -310,13 +312,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the real pools, monitor off and on, cursor and conn.execute, "
                              "with this tree and git REV in one run (new/old ratios)")
     parser.add_argument("--rounds", type=int, help="rounds (overrides the preset)")
+    parser.add_argument("--procs", type=int, default=3,
+                        help="--against: pairs of processes the rounds are spread over")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--per-round", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rounds, per_round = (15, 300) if args.quick else (80, 600)
     rounds = args.rounds or rounds
     if args.child:
-        return _against.serve(against_setup(args.dsn, args.per_round or per_round,
+        return _against.serve(against_setup(args.dsn or pg_dsn(), args.per_round or per_round,
                                             not args.unpinned, args.autocommit))
     if args.against:
         # fewer rounds than part 1's default: each round runs every mode in two processes

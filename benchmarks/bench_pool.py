@@ -654,7 +654,7 @@ def child_setup(spec: str, s: Settings) -> Callable[[contextlib.ExitStack[Any]],
     return setup
 
 
-def against(rev: str, s: Settings, sections: set[str], quick: bool,
+def against(rev: str, s: Settings, sections: set[str], quick: bool, procs: int,
             results: dict[str, Any]) -> None:
     """Sections 1 and 3 with the current tree and ``rev`` in one run (issue #16)."""
     script = str(Path(__file__).resolve())
@@ -665,7 +665,7 @@ def against(rev: str, s: Settings, sections: set[str], quick: bool,
     if "1" in sections:
         load0 = loadavg()
         news, olds, header = _against.run_pairs(rev, script, [*passed, "--child", "1"],
-                                                s.rounds1)
+                                                s.rounds1, procs)
         results["against_section1"] = {"trees": header, **{
             metric: _against.report(
                 f"1. borrow + return, no query, pinned, PostgreSQL: new tree vs {rev} "
@@ -677,7 +677,7 @@ def against(rev: str, s: Settings, sections: set[str], quick: bool,
         for server in ("PostgreSQL", "MariaDB"):
             load0 = loadavg()
             news, olds, header = _against.run_pairs(
-                rev, script, [*passed, "--child", f"3:{server}"], s.rounds3)
+                rev, script, [*passed, "--child", f"3:{server}"], s.rounds3, procs)
             ref = "raw psycopg connection" if server == "PostgreSQL" else "raw PyMySQL connection"
             results[f"against_section3_{server}"] = {"trees": header, **{
                 metric: _against.report(
@@ -708,6 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", metavar="REV",
                         help="sections 1 and 3 in two subprocesses, this tree and git REV "
                              "(exported to .bench-trees/), rounds interleaved: new/old ratios")
+    parser.add_argument("--procs", type=int, default=3,
+                        help="--against: pairs of processes the rounds are spread over "
+                             "(default 3: a process's own bias averages out)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one tree's side of --against
     args = parser.parse_args(argv)
     s = QUICK if args.quick else FULL
@@ -728,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
                                "quick": args.quick}
     started = time.monotonic()
     if args.against:
-        against(args.against, s, sections, args.quick, results)
+        against(args.against, s, sections, args.quick, args.procs, results)
         sections = set()
     if "1" in sections:
         section1(s, Budget(s.budget_s), results)
