@@ -43,11 +43,16 @@ at random, which buries a 1-2 us difference; pinned, the cycle is the shortest (
 monitor's share the largest: the worst case). ``--unpinned`` leaves placement to the OS.
 
     python benchmarks/bench_monitor.py [--quick] [--unpinned] [--dsn postgresql://...]
+
+``--against REV`` (issue #16) runs, instead, the real pools with the monitor off and on, with
+explicit cursors and with ``conn.execute``, in two subprocesses: this tree and git ``REV``
+(``_against.py``), rounds interleaved, and prints both trees' figures with new/old ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import random
@@ -55,9 +60,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from _common import pg_dsn, pin_current_thread, pin_pg_backends
+import _against
+from _common import load_note, loadavg, median, pg_dsn, pin_current_thread, pin_pg_backends
 
 from poolkeeper import Pool
 from poolkeeper.observe.monitor import MONITOR, Monitor, Probe
@@ -83,6 +90,13 @@ def cycle_plain(pool: Pool, n: int) -> None:
             cur.execute(QUERY)
             cur.fetchone()
             cur.close()
+
+
+def cycle_execute(pool: Pool, n: int) -> None:
+    """cycle_plain through ``conn.execute`` (the cursor made and closed by the proxy)."""
+    for _ in range(n):
+        with pool.connection() as conn:
+            conn.execute(QUERY).fetchone()
 
 
 def cycle_switched_on(pool: Pool, n: int) -> None:
@@ -209,6 +223,79 @@ def run_call_costs(n: int, rounds: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in results.items()}
 
 
+#: the --against modes: (name, cycle, monitored pool?)
+AGAINST_MODES: list[tuple[str, Callable[[Pool, int], None], bool]] = [
+    ("cursor, monitor off", cycle_plain, False),
+    ("cursor, monitor on", cycle_plain, True),
+    ("execute, monitor off", cycle_execute, False),
+    ("execute, monitor on", cycle_execute, True),
+]
+AGAINST_CHUNKS = 6
+
+
+def against_setup(dsn: str, per_round: int, pinned: bool, autocommit: bool
+                  ) -> Callable[[contextlib.ExitStack[Any]], _against.RoundFn]:
+    """One tree's side of --against: a monitored and an unmonitored pool, one round a call."""
+    def setup(stack: contextlib.ExitStack[Any]) -> _against.RoundFn:
+        opts: dict[str, Any] = {"max_size": 1, "min_idle": 1, "autocommit": autocommit}
+        p_off = stack.enter_context(Pool(dsn, name="bench-monitor-off", monitor=False, **opts))
+        p_on = stack.enter_context(Pool(dsn, name="bench-monitor-on", monitor=True, **opts))
+        for p in (p_off, p_on):
+            p.wait_ready(30)
+        if pinned:
+            stack.callback(pin_current_thread, pin_current_thread({0}))
+            with p_off.connection() as conn:
+                pin_pg_backends(conn.raw, {0})
+        modes = [(name, fn, p_on if on else p_off) for name, fn, on in AGAINST_MODES]
+        for _, fn, p in modes:
+            deep(STACK_DEPTH, fn, p, 200)
+        n = max(1, per_round // AGAINST_CHUNKS)
+
+        def run_round(r: int) -> dict[str, dict[str, float]]:
+            k = r % len(modes)
+            order = modes[k:] + modes[:k]
+            wall = {name: 0.0 for name, _, _ in modes}
+            cpu = dict.fromkeys(wall, 0.0)
+            # chunks in alternating direction: a burst of load spreads over every mode
+            for c in range(AGAINST_CHUNKS):
+                for name, fn, p in (order if c % 2 == 0 else order[::-1]):
+                    start, start_cpu = time.perf_counter(), time.thread_time()
+                    deep(STACK_DEPTH, fn, p, n)
+                    wall[name] += time.perf_counter() - start
+                    cpu[name] += time.thread_time() - start_cpu
+            total = AGAINST_CHUNKS * n
+            return {"wall": {k: v / total for k, v in wall.items()},
+                    "cpu": {k: v / total for k, v in cpu.items()}}
+        return run_round
+    return setup
+
+
+def against(rev: str, args: argparse.Namespace, rounds: int, per_round: int) -> None:
+    # no --dsn unless given: each child tags its sessions with its own application_name
+    passed = ["--child", "--per-round", str(per_round)] + (["--dsn", args.dsn] if args.dsn else [])
+    passed += ["--autocommit"] if args.autocommit else []
+    passed += ["--unpinned"] if args.unpinned else []
+    load0 = loadavg()
+    news, olds, _ = _against.run_pairs(rev, str(Path(__file__).resolve()), passed, rounds,
+                                         args.procs)
+    mode = "autocommit" if args.autocommit else "a COMMIT per borrow"
+    for metric in ("wall", "cpu"):
+        notes = []
+        for what in ("cursor", "execute"):
+            on, off = f"{what}, monitor on", f"{what}, monitor off"
+            cost = {side: [f[metric][on] / f[metric][off] - 1 for f in figs]
+                    for side, figs in (("new", news), ("old", olds))}
+            notes.append(f"monitor on vs off, {what}: new {median(cost['new']) * 100:+.2f}% "
+                         f"({min(cost['new']) * 100:+.1f}..{max(cost['new']) * 100:+.1f}), "
+                         f"old {median(cost['old']) * 100:+.2f}% "
+                         f"({min(cost['old']) * 100:+.1f}..{max(cost['old']) * 100:+.1f})")
+        _against.report(
+            f"PostgreSQL {QUERY!r} through the pool ({mode}, max_size 1, "
+            f"{'unpinned' if args.unpinned else 'pinned'}): new tree vs {rev} ({metric})",
+            news, olds, metric, unit="us", scale=1e6, ref=None,
+            notes=[*notes, load_note(load0)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run (< 60 s)")
@@ -221,8 +308,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unpinned", action="store_true",
                         help="leave client and server placement to the OS (noisy)")
     parser.add_argument("--skip-pool", action="store_true", help="only the per-call costs")
+    parser.add_argument("--against", metavar="REV",
+                        help="the real pools, monitor off and on, cursor and conn.execute, "
+                             "with this tree and git REV in one run (new/old ratios)")
+    parser.add_argument("--rounds", type=int, help="rounds (overrides the preset)")
+    parser.add_argument("--procs", type=int, default=3,
+                        help="--against: pairs of processes the rounds are spread over")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--per-round", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rounds, per_round = (15, 300) if args.quick else (80, 600)
+    rounds = args.rounds or rounds
+    if args.child:
+        return _against.serve(against_setup(args.dsn or pg_dsn(), args.per_round or per_round,
+                                            not args.unpinned, args.autocommit))
+    if args.against:
+        # fewer rounds than part 1's default: each round runs every mode in two processes
+        against(args.against, args, args.rounds or (8 if args.quick else 30), per_round)
+        return 0
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} CPUs); targets: enabled < 5 %, disabled < 1 %")

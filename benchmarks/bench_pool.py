@@ -41,8 +41,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import _against
 import psycopg
 import pymysql
 from _common import (
@@ -161,29 +163,37 @@ def interleave(contenders: list[tuple[str, Run]], *, rounds: int, chunks: int, n
         run(n)
     wall: dict[str, list[float]] = {name: [] for name, _ in contenders}
     cpu: dict[str, list[float]] = {name: [] for name, _ in contenders}
-    pc, tt = time.perf_counter, time.thread_time
     for r in range(rounds):
         if r >= 3 and budget.expired():
             print(f"  (time budget reached: {r} rounds instead of {rounds})")
             break
         gc.collect()
-        k = r % len(contenders)
-        order = contenders[k:] + contenders[:k]
-        w_tot = dict.fromkeys(wall, 0.0)
-        c_tot = dict.fromkeys(wall, 0.0)
-        for c in range(chunks):
-            for name, run in (order if c % 2 == 0 else order[::-1]):
-                c0 = tt()
-                t0 = pc()
-                run(n)
-                t1 = pc()
-                c1 = tt()
-                w_tot[name] += t1 - t0
-                c_tot[name] += c1 - c0
+        w_round, c_round = one_round(contenders, r, chunks=chunks, n=n)
         for name, per_round in wall.items():
-            per_round.append(w_tot[name] / (chunks * n))
-            cpu[name].append(c_tot[name] / (chunks * n))
+            per_round.append(w_round[name])
+            cpu[name].append(c_round[name])
     return Timing(wall, cpu)
+
+
+def one_round(contenders: list[tuple[str, Run]], r: int, *, chunks: int, n: int
+              ) -> tuple[dict[str, float], dict[str, float]]:
+    """Round ``r``: wall and CPU seconds per cycle of each contender (order rotated by r)."""
+    pc, tt = time.perf_counter, time.thread_time
+    k = r % len(contenders)
+    order = contenders[k:] + contenders[:k]
+    w_tot = {name: 0.0 for name, _ in contenders}
+    c_tot = dict.fromkeys(w_tot, 0.0)
+    for c in range(chunks):
+        for name, run in (order if c % 2 == 0 else order[::-1]):
+            c0 = tt()
+            t0 = pc()
+            run(n)
+            t1 = pc()
+            c1 = tt()
+            w_tot[name] += t1 - t0
+            c_tot[name] += c1 - c0
+    return ({name: w / (chunks * n) for name, w in w_tot.items()},
+            {name: c / (chunks * n) for name, c in c_tot.items()})
 
 
 def ratios(per_round: dict[str, list[float]], ref: str) -> dict[str, list[float]]:
@@ -254,63 +264,72 @@ def run_threads(make_op: Callable[[int], Op], threads: int, seconds: float) -> T
 
 
 # ============================================================================ section 1
+S1_REF = "psycopg_pool getconn/putconn"
+
+
+def setup1(stack: contextlib.ExitStack[Any]) -> list[tuple[str, Run]]:
+    """Section 1's pools (closed by ``stack``), the client pinned to CPU 0 until then."""
+    stack.callback(pin_current_thread, pin_current_thread({0}))
+    pk = open_poolkeeper(pg_dsn(), "bench-s1")
+    stack.callback(pk.close)
+    pp = open_psycopg_pool("bench-s1")
+    stack.callback(pp.close)
+    qp = open_queuepool(pg_raw)
+    stack.callback(qp.dispose)
+    db = open_pooleddb(psycopg, conninfo=pg_dsn(), autocommit=True)
+    stack.callback(db.close)
+
+    def pk_getput(n: int) -> None:
+        get, put = pk.getconn, pk.putconn
+        for _ in range(n):
+            put(get())
+
+    def pk_with(n: int) -> None:
+        connection = pk.connection
+        for _ in range(n):
+            with connection():
+                pass
+
+    def pp_getput(n: int) -> None:
+        get, put = pp.getconn, pp.putconn
+        for _ in range(n):
+            put(get())
+
+    def pp_with(n: int) -> None:
+        connection = pp.connection
+        for _ in range(n):
+            with connection():
+                pass
+
+    def qp_cycle(n: int) -> None:
+        connect = qp.connect
+        for _ in range(n):
+            connect().close()
+
+    def db_cycle(n: int) -> None:
+        connection = db.connection
+        for _ in range(n):
+            connection().close()
+
+    contenders: list[tuple[str, Run]] = [
+        ("poolkeeper getconn/putconn", pk_getput),
+        ("poolkeeper with connection()", pk_with),
+        ("psycopg_pool getconn/putconn", pp_getput),
+        ("psycopg_pool with connection()", pp_with),
+        ("SQLAlchemy QueuePool connect/close", qp_cycle),
+        ("DBUtils PooledDB connection/close", db_cycle),
+    ]
+    return contenders
+
+
 def section1(s: Settings, budget: Budget, results: dict[str, Any]) -> None:
     """Borrow + return, no query, one thread (pinned to one CPU: no migrations)."""
     load0 = loadavg()
     with contextlib.ExitStack() as stack:
-        stack.callback(pin_current_thread, pin_current_thread({0}))
-        pk = open_poolkeeper(pg_dsn(), "bench-s1")
-        stack.callback(pk.close)
-        pp = open_psycopg_pool("bench-s1")
-        stack.callback(pp.close)
-        qp = open_queuepool(pg_raw)
-        stack.callback(qp.dispose)
-        db = open_pooleddb(psycopg, conninfo=pg_dsn(), autocommit=True)
-        stack.callback(db.close)
-
-        def pk_getput(n: int) -> None:
-            get, put = pk.getconn, pk.putconn
-            for _ in range(n):
-                put(get())
-
-        def pk_with(n: int) -> None:
-            connection = pk.connection
-            for _ in range(n):
-                with connection():
-                    pass
-
-        def pp_getput(n: int) -> None:
-            get, put = pp.getconn, pp.putconn
-            for _ in range(n):
-                put(get())
-
-        def pp_with(n: int) -> None:
-            connection = pp.connection
-            for _ in range(n):
-                with connection():
-                    pass
-
-        def qp_cycle(n: int) -> None:
-            connect = qp.connect
-            for _ in range(n):
-                connect().close()
-
-        def db_cycle(n: int) -> None:
-            connection = db.connection
-            for _ in range(n):
-                connection().close()
-
-        contenders: list[tuple[str, Run]] = [
-            ("poolkeeper getconn/putconn", pk_getput),
-            ("poolkeeper with connection()", pk_with),
-            ("psycopg_pool getconn/putconn", pp_getput),
-            ("psycopg_pool with connection()", pp_with),
-            ("SQLAlchemy QueuePool connect/close", qp_cycle),
-            ("DBUtils PooledDB connection/close", db_cycle),
-        ]
+        contenders = setup1(stack)
         timing = interleave(contenders, rounds=s.rounds1, chunks=s.chunks1, n=s.cycles1,
                             budget=budget)
-    ref = "psycopg_pool getconn/putconn"
+    ref = S1_REF
     rel_cpu = ratios(timing.cpu, ref)
     rel_wall = ratios(timing.wall, ref)
     rows = [[name, f"{median(timing.cpu[name]) * 1e6:.2f}", fmt_ratio(rel_cpu[name]),
@@ -508,65 +527,73 @@ def raw_loop(conn: Any) -> Run:
 NOSTATS = "poolkeeper with connection(), stats=False"
 
 
+def setup3(stack: contextlib.ExitStack[Any], server: str, pinned: bool
+           ) -> tuple[list[tuple[str, Run]], float, str, Pool]:
+    """Section 3's connections and pools (closed by ``stack``): contenders, target, placement,
+    and the default poolkeeper pool (for its ping count)."""
+    if pinned:
+        stack.callback(pin_current_thread, pin_current_thread({0}))
+    if server == "PostgreSQL":
+        raw = pg_raw()
+        stack.callback(raw.close)
+        pk = open_poolkeeper(pg_dsn(), "bench-s3-pg")
+        stack.callback(pk.close)
+        pkn = open_poolkeeper(pg_dsn(), "bench-s3-pg-nostats", stats=False)
+        stack.callback(pkn.close)
+        pp = open_psycopg_pool("bench-s3")
+        stack.callback(pp.close)
+        qp = open_queuepool(pg_raw)
+        stack.callback(qp.dispose)
+        db = open_pooleddb(psycopg, conninfo=pg_dsn(), autocommit=True)
+        stack.callback(db.close)
+        contenders: list[tuple[str, Run]] = [
+            ("raw psycopg connection", raw_loop(raw)),
+            ("poolkeeper with connection()", pooled_query_loop(pk, QUERY)),
+            ("poolkeeper getconn/putconn", query_loop(pk.getconn, pk.putconn)),
+            (NOSTATS, pooled_query_loop(pkn, QUERY)),
+            ("psycopg_pool getconn/putconn", query_loop(pp.getconn, pp.putconn)),
+            ("SQLAlchemy QueuePool", query_loop(qp.connect, lambda c: c.close())),
+            ("DBUtils PooledDB", query_loop(db.connection, lambda c: c.close())),
+        ]
+        target = 1.03
+        if pinned:
+            n = pin_pg_backends(raw, {0})
+            where = (f"client and its {n} server processes pinned to CPU 0" if n else
+                     "client pinned to CPU 0 (server processes could not be pinned)")
+        else:
+            where = "unpinned: the OS places client and server (noisy)"
+    else:
+        params = mysql_params(MYSQL_DSN)
+        raw = mysql_raw()
+        stack.callback(raw.close)
+        pk = open_poolkeeper(MYSQL_DSN, "bench-s3-mysql")
+        stack.callback(pk.close)
+        pkn = open_poolkeeper(MYSQL_DSN, "bench-s3-mysql-nostats", stats=False)
+        stack.callback(pkn.close)
+        qp = open_queuepool(mysql_raw)
+        stack.callback(qp.dispose)
+        db = open_pooleddb(pymysql, autocommit=True, **params)
+        stack.callback(db.close)
+        contenders = [
+            ("raw PyMySQL connection", raw_loop(raw)),
+            ("poolkeeper with connection()", pooled_query_loop(pk, QUERY)),
+            ("poolkeeper getconn/putconn", query_loop(pk.getconn, pk.putconn)),
+            (NOSTATS, pooled_query_loop(pkn, QUERY)),
+            ("SQLAlchemy QueuePool", query_loop(qp.connect, lambda c: c.close())),
+            ("DBUtils PooledDB", query_loop(db.connection, lambda c: c.close())),
+        ]
+        target = 1.05
+        # The server threads are shared with other users of the server: never pinned.
+        where = "client pinned to CPU 0" if pinned else "unpinned"
+    return contenders, target, where, pk
+
+
 def section3(s: Settings, budget: Budget, results: dict[str, Any], server: str,
              pinned: bool) -> None:
     """Single-thread SELECT 1 through each pool relative to a raw connection."""
     load0 = loadavg()
     with contextlib.ExitStack() as stack:
-        if pinned:
-            stack.callback(pin_current_thread, pin_current_thread({0}))
-        if server == "PostgreSQL":
-            raw = pg_raw()
-            stack.callback(raw.close)
-            pk = open_poolkeeper(pg_dsn(), "bench-s3-pg")
-            stack.callback(pk.close)
-            pkn = open_poolkeeper(pg_dsn(), "bench-s3-pg-nostats", stats=False)
-            stack.callback(pkn.close)
-            pp = open_psycopg_pool("bench-s3")
-            stack.callback(pp.close)
-            qp = open_queuepool(pg_raw)
-            stack.callback(qp.dispose)
-            db = open_pooleddb(psycopg, conninfo=pg_dsn(), autocommit=True)
-            stack.callback(db.close)
-            contenders: list[tuple[str, Run]] = [
-                ("raw psycopg connection", raw_loop(raw)),
-                ("poolkeeper with connection()", pooled_query_loop(pk, QUERY)),
-                ("poolkeeper getconn/putconn", query_loop(pk.getconn, pk.putconn)),
-                (NOSTATS, pooled_query_loop(pkn, QUERY)),
-                ("psycopg_pool getconn/putconn", query_loop(pp.getconn, pp.putconn)),
-                ("SQLAlchemy QueuePool", query_loop(qp.connect, lambda c: c.close())),
-                ("DBUtils PooledDB", query_loop(db.connection, lambda c: c.close())),
-            ]
-            target = 1.03
-            if pinned:
-                n = pin_pg_backends(raw, {0})
-                where = (f"client and its {n} server processes pinned to CPU 0" if n else
-                         "client pinned to CPU 0 (server processes could not be pinned)")
-            else:
-                where = "unpinned: the OS places client and server (noisy)"
-        else:
-            params = mysql_params(MYSQL_DSN)
-            raw = mysql_raw()
-            stack.callback(raw.close)
-            pk = open_poolkeeper(MYSQL_DSN, "bench-s3-mysql")
-            stack.callback(pk.close)
-            pkn = open_poolkeeper(MYSQL_DSN, "bench-s3-mysql-nostats", stats=False)
-            stack.callback(pkn.close)
-            qp = open_queuepool(mysql_raw)
-            stack.callback(qp.dispose)
-            db = open_pooleddb(pymysql, autocommit=True, **params)
-            stack.callback(db.close)
-            contenders = [
-                ("raw PyMySQL connection", raw_loop(raw)),
-                ("poolkeeper with connection()", pooled_query_loop(pk, QUERY)),
-                ("poolkeeper getconn/putconn", query_loop(pk.getconn, pk.putconn)),
-                (NOSTATS, pooled_query_loop(pkn, QUERY)),
-                ("SQLAlchemy QueuePool", query_loop(qp.connect, lambda c: c.close())),
-                ("DBUtils PooledDB", query_loop(db.connection, lambda c: c.close())),
-            ]
-            target = 1.05
-            # The server threads are shared with other users of the server: never pinned.
-            where = "client pinned to CPU 0" if pinned else "unpinned"
+        contenders, target, where, pk = setup3(stack, server, pinned)
         timing = interleave(contenders, rounds=s.rounds3, chunks=s.chunks3, n=s.queries3,
                             budget=budget)
         validations = pk.stats()["validations_num"]
@@ -606,6 +633,61 @@ def section3(s: Settings, budget: Budget, results: dict[str, Any], server: str,
                     "cpu_s": timing.cpu, "ratios_wall": rel}
 
 
+# ============================================================================ --against
+def child_setup(spec: str, s: Settings) -> Callable[[contextlib.ExitStack[Any]], _against.RoundFn]:
+    """What a ``--child`` subprocess of ``--against`` runs: section 1, or 3 on one server."""
+    def setup(stack: contextlib.ExitStack[Any]) -> _against.RoundFn:
+        if spec == "1":
+            contenders, chunks, n = setup1(stack), s.chunks1, s.cycles1
+        elif spec in ("3:PostgreSQL", "3:MariaDB"):
+            contenders = setup3(stack, spec[2:], pinned=True)[0]
+            chunks, n = s.chunks3, s.queries3
+        else:
+            raise ValueError(f"--child {spec!r}: expected 1, 3:PostgreSQL or 3:MariaDB")
+        for _, run in contenders:  # warm-up, as interleave() does
+            run(n)
+
+        def run_round(r: int) -> dict[str, dict[str, float]]:
+            wall, cpu = one_round(contenders, r, chunks=chunks, n=n)
+            return {"wall": wall, "cpu": cpu}
+        return run_round
+    return setup
+
+
+def against(rev: str, s: Settings, sections: set[str], quick: bool, procs: int,
+            results: dict[str, Any]) -> None:
+    """Sections 1 and 3 with the current tree and ``rev`` in one run (issue #16)."""
+    script = str(Path(__file__).resolve())
+    passed = ["--quick"] if quick else []
+    if "2" in sections:
+        print("\n--against: section 2 is not run side by side (its rounds are timed thread "
+              "runs, not cycle loops); run it on each tree separately")
+    if "1" in sections:
+        load0 = loadavg()
+        news, olds, header = _against.run_pairs(rev, script, [*passed, "--child", "1"],
+                                                s.rounds1, procs)
+        results["against_section1"] = {"trees": header, **{
+            metric: _against.report(
+                f"1. borrow + return, no query, pinned, PostgreSQL: new tree vs {rev} "
+                f"({metric}, {s.chunks1 * s.cycles1} cycles per round)",
+                news, olds, metric, unit="us", scale=1e6, ref=S1_REF,
+                notes=[load_note(load0)] if metric == "wall" else [])
+            for metric in ("cpu", "wall")}}
+    if "3" in sections:
+        for server in ("PostgreSQL", "MariaDB"):
+            load0 = loadavg()
+            news, olds, header = _against.run_pairs(
+                rev, script, [*passed, "--child", f"3:{server}"], s.rounds3, procs)
+            ref = "raw psycopg connection" if server == "PostgreSQL" else "raw PyMySQL connection"
+            results[f"against_section3_{server}"] = {"trees": header, **{
+                metric: _against.report(
+                    f"3. single-thread SELECT 1, {server}, client pinned: new tree vs {rev} "
+                    f"({metric}, {s.chunks3 * s.queries3} queries per round)",
+                    news, olds, metric, unit="us", scale=1e6, ref=ref,
+                    notes=[load_note(load0)] if metric == "wall" else [])
+                for metric in ("wall", "cpu")}}
+
+
 # ============================================================================ main
 VERDICTS: list[str] = []
 
@@ -623,6 +705,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds per section (overrides the preset)")
     parser.add_argument("--seconds", type=float, help="seconds per contender run in section 2")
     parser.add_argument("--json", metavar="PATH", help="also write every per-round figure here")
+    parser.add_argument("--against", metavar="REV",
+                        help="sections 1 and 3 in two subprocesses, this tree and git REV "
+                             "(exported to .bench-trees/), rounds interleaved: new/old ratios")
+    parser.add_argument("--procs", type=int, default=3,
+                        help="--against: pairs of processes the rounds are spread over "
+                             "(default 3: a process's own bias averages out)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # one tree's side of --against
     args = parser.parse_args(argv)
     s = QUICK if args.quick else FULL
     if args.rounds:
@@ -631,6 +720,8 @@ def main(argv: list[str] | None = None) -> int:
         s = dataclasses.replace(s, seconds2=args.seconds)
     sections = {x.strip() for x in args.sections.split(",") if x.strip()}
     logging.basicConfig(level=logging.WARNING)
+    if args.child:
+        return _against.serve(child_setup(args.child, s))
 
     print(f"poolkeeper benchmarks ({'quick' if args.quick else 'full'}): {machine_summary()}")
     print(versions("poolkeeper", "psycopg", "psycopg-pool", "SQLAlchemy", "DBUtils", "PyMySQL"))
@@ -639,6 +730,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine_summary(), "code": code_fingerprint(),
                                "quick": args.quick}
     started = time.monotonic()
+    if args.against:
+        against(args.against, s, sections, args.quick, args.procs, results)
+        sections = set()
     if "1" in sections:
         section1(s, Budget(s.budget_s), results)
     if "2" in sections:
