@@ -369,8 +369,6 @@ KNOWN: dict[str, frozenset[str]] = {
         }),
     "hooks, sql, observe and scheduler read no driver internals": frozenset({
         "poolkeeper.sql.hook reads ._rowcount",  # psycopg's cursor
-        "poolkeeper.sql.stmtcache reads ._names",  # psycopg's prepared-statement manager
-        "poolkeeper.sql.stmtcache reads ._prepared",  # psycopg's connection
     }),
 }
 

@@ -33,7 +33,7 @@ def _xfail(item: int, why: str) -> pytest.MarkDecorator:
                              reason=f"issue #14 item {item}: {why}")
 
 
-CASES = [
+CASES: list[tuple[str, str, str, list[pytest.MarkDecorator]]] = [
     # (soak, backend, monitor, marks)
     ("bonecp_records", "postgresql", "on", []),
     ("bonecp_records", "mysql", "off", []),
