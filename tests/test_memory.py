@@ -303,3 +303,21 @@ def test_watchdog_dropped_without_stop_ends_its_thread() -> None:
     del dog  # no stop(): the thread holds it weakly, the finalizer stops it
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_full_ledger_makes_room_from_dead_providers_before_it_refuses() -> None:
+    from poolkeeper.observe.memory import MemoryLedger
+
+    class Owner:
+        def usage(self) -> tuple[int, None]:
+            return (10, None)
+
+    ledger = MemoryLedger(max_providers=3)
+    owners = [Owner() for _ in range(3)]
+    for o in owners:
+        ledger.register("cache", o.usage)
+    del owners, o  # freed by reference counting (no cycle)
+    live = Owner()
+    ledger.register("cache", live.usage)  # the three dead ones go; nobody read entries()
+    assert ledger.rejected == 0
+    assert [e.bytes for e in ledger.entries()] == [10]

@@ -191,3 +191,23 @@ def test_two_pools_with_one_name_get_distinct_series(sqlite_dsn: str) -> None:
         samples = _samples(exposition([a, b], ledger=None))
     assert _value(samples, "poolkeeper_connections_max", pool="dup") == 2
     assert _value(samples, "poolkeeper_connections_max", pool="dup-2") == 4
+
+
+def test_a_registered_collector_keeps_no_pool_alive_and_drops_closed_ones(
+        sqlite_dsn: str) -> None:
+    import gc
+    import weakref
+
+    from poolkeeper.metrics import PoolCollector
+
+    pool = Pool(sqlite_dsn, name="weakly-held")
+    collector = PoolCollector([pool], ledger=None)
+    names = {s.labels.get("pool") for fam in collector.collect() for s in fam.samples}
+    assert "weakly-held" in names
+    pool.close()
+    names = {s.labels.get("pool") for fam in collector.collect() for s in fam.samples}
+    assert "weakly-held" not in names  # a closed pool's series go
+    ref = weakref.ref(pool)
+    del pool
+    gc.collect()
+    assert ref() is None  # the collector (registered for the process's life) held it weakly

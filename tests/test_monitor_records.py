@@ -48,3 +48,18 @@ def test_records_of_every_kind_keep_no_connection_alive(any_dsn: str) -> None:
     assert any(r.kind == "checkout" and r.thread == "leaker" for r in shown), shown
     # the pool closed: the records are still on the collected list, the connections gone
     assert MONITOR.collected() and _live(cls) <= before - 1
+
+
+def test_a_pool_dropped_without_close_leaves_no_live_record(sqlite_dsn: str) -> None:
+    # sqlite3's connections take no weak reference: only the pool's finalizer can close their
+    # monitor records (and its threads'), or they stay among the live resources for good
+    MONITOR.clear()
+    before = len(MONITOR.live(0.0))
+    for _ in range(5):
+        pool = Pool(sqlite_dsn, monitor=True, min_idle=1, max_size=1, name="dropped")
+        with pool.connection() as conn:
+            conn.execute("SELECT 1").fetchall()
+        del pool, conn
+        gc.collect()
+    left = [r for r in MONITOR.live(0.0) if r.pool == "dropped"]
+    assert len(MONITOR.live(0.0)) <= before and not left, left

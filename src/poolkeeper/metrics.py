@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -99,6 +100,35 @@ _RENAMED: dict[str, str] = {
 PoolSource = Any  # a pool, an iterable of pools, or a zero-argument callable returning one
 
 
+class _Strong:
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __call__(self) -> Any:
+        return self.obj
+
+
+class _HeldWeakly:
+    """Pools given to a collector once (one, or a list): held weakly, so a registered collector
+    never keeps a pool alive, and a closed pool leaves the scrape (its series go with it)."""
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, pools: list[Any]) -> None:
+        self._refs: list[Callable[[], Any]] = []
+        for pool in pools:
+            try:
+                self._refs.append(weakref.ref(pool))
+            except TypeError:  # a stand-in without weak references: held as given
+                self._refs.append(_Strong(pool))
+
+    def __call__(self) -> list[Any]:
+        return [p for ref in self._refs
+                if (p := ref()) is not None and not getattr(p, "closed", False)]
+
+
 def _pools(source: PoolSource) -> list[Any]:
     if callable(source) and not hasattr(source, "stats"):
         source = source()
@@ -165,6 +195,10 @@ class PoolCollector:
     """
 
     def __init__(self, pools: PoolSource, *, ledger: Any = "default") -> None:
+        if hasattr(pools, "stats"):
+            pools = _HeldWeakly([pools])
+        elif isinstance(pools, list | tuple):
+            pools = _HeldWeakly(list(pools))
         self._source = pools
         if ledger == "default":
             try:

@@ -241,7 +241,8 @@ class Pool:
             self._timeout_hook()
         self._stats_logged_at = _monotonic()
         self._finalizer = weakref.finalize(self, _finalize, self._bag, self._worker, self.driver,
-                                           self._closers, self._closing, self._stats_lock)
+                                           self._closers, self._closing, self._stats_lock,
+                                           self._thread_records)
         self._tick_s = self._housekeeping_period()
         pool_ref = weakref.ref(self)
         self._worker.call_later(self._tick_s, lambda: _housekeep(pool_ref))
@@ -1143,12 +1144,18 @@ def _close_retired(pool_ref: weakref.ref[Pool], sid: int) -> None:
 
 
 def _finalize(bag: Bag, worker: Worker, driver: Driver, closers: list[Callable[[], object]],
-              closing: dict[int, Any], lock: threading.Lock) -> None:
+              closing: dict[int, Any], lock: threading.Lock, thread_records: list[Any]) -> None:
     """Last net for a pool dropped without close(): stop threads, close idle connections and
-    the retired ones whose close was still queued."""
+    the retired ones whose close was still queued, and close their monitor records (a
+    connection record of a driver without weak references, sqlite3's, would otherwise stay
+    among the monitor's live resources for good)."""
     for slot in bag.close():
         driver.close(slot.raw)
+        if slot.mon is not None:
+            slot.mon.close()
     worker.stop(0.0)
+    for record in thread_records:
+        record.close()
     with lock:
         pending = list(closing.values())
         closing.clear()

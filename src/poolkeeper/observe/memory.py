@@ -228,6 +228,12 @@ class MemoryLedger:
         rid = next(self._ids)
         reg = LedgerRegistration(self, rid, name, category or name)
         if len(self._providers) >= self.max_providers:
+            # weakly held providers whose owner is gone leave at the next entries(); a full
+            # ledger does not wait for a reader before it refuses a live registration
+            for old, (_name, _category, old_getter) in list(self._providers.items()):
+                if old_getter() is None:
+                    self._providers.pop(old, None)
+        if len(self._providers) >= self.max_providers:
             self.rejected += 1
             logger.warning("poolkeeper memory ledger is full (%d providers): %r is not "
                            "registered; something registers without unregistering",
