@@ -353,7 +353,6 @@ KNOWN: dict[str, frozenset[str]] = {
     }),
     "only drivers import a driver package": frozenset({
         "poolkeeper.loader.codec -> psycopg",  # COPY text formatting with psycopg's dumpers
-        "poolkeeper.loader.targets -> pymysql",
         "poolkeeper.observe.admin -> sqlite3",
     }),
     "hooks, sql, observe and scheduler read no private attribute of a shell or proxy":

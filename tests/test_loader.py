@@ -120,7 +120,7 @@ def test_mariadb_pool_connections_with_local_files_are_used_directly(mysql_dsn: 
 def test_load_data_refuses_any_file_but_its_own(mysql_dsn: str, tmp_path: Path) -> None:
     import pymysql
 
-    from poolkeeper.loader.targets import guarded_execute
+    from poolkeeper.drivers.mysql_infile import guarded_execute
 
     secret = tmp_path / "secret.txt"
     secret.write_text("42\n")
@@ -154,7 +154,7 @@ def test_load_data_sends_the_file_in_packets_of_any_size(mysql_dsn: str, tmp_pat
                                                          packet_bytes: int) -> None:
     import pymysql
 
-    from poolkeeper.loader.targets import guarded_execute
+    from poolkeeper.drivers.mysql_infile import guarded_execute
 
     ours = tmp_path / "ours.tsv"
     ours.write_text("".join(f"{i}\trow {i}\n" for i in range(5000)))

@@ -133,6 +133,25 @@ class MysqlDriver(Driver):
             if raw._sock is not None:
                 raw._sock.settimeout(raw._read_timeout)
 
+    def connect_for_local_files(self, connect_timeout: float) -> Any:
+        """A connection of this pool's parameters that can run LOAD DATA LOCAL INFILE through
+        :meth:`execute_sending_file` only (see :mod:`.mysql_infile`)."""
+        from .mysql_infile import connect_for_local_files
+
+        try:
+            return connect_for_local_files(self.params, connect_timeout)
+        except BaseException as exc:
+            self.secrets.scrub_exception(exc)
+            raise
+
+    def execute_sending_file(self, raw: Any, sql: str, path: str, *,
+                             on_refused: Callable[[], None] | None = None,
+                             packet_bytes: int = 16 * 1024) -> int:
+        """Run ``sql`` answering the server's LOCAL INFILE request with ``path`` only."""
+        from .mysql_infile import guarded_execute
+
+        return guarded_execute(raw, sql, path, on_refused=on_refused, packet_bytes=packet_bytes)
+
     def describe(self) -> str:
         p = self.params
         text = f"mysql {p.get('user')}@{p.get('host')}:{p.get('port')}/{p.get('database') or ''}"

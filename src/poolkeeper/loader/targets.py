@@ -48,7 +48,6 @@ __all__ = [
     "LoadDataTarget",
     "Session",
     "Target",
-    "guarded_execute",
     "make_target",
     "mysql_local_infile_ready",
     "quote_column",
@@ -442,16 +441,9 @@ class LoadDataTarget(_MysqlBase):
 
     # ---------------------------------------------------------------- own connections
     def _open(self) -> Any:
-        import pymysql
-
-        params = dict(self.pool.driver.params)
-        # The capability lets the server accept LOAD DATA LOCAL on this connection; PyMySQL's
-        # own local_infile stays off, so only _guarded_execute() below ever sends a file.
-        params["client_flag"] = int(params.get("client_flag", 0)) | _LOCAL_FILES
-        params["local_infile"] = False
-        params.setdefault("connect_timeout", self.connect_timeout)
-        params.setdefault("charset", "utf8mb4")
-        raw = pymysql.connect(**params)
+        # The driver opens it: the LOCAL INFILE capability on, PyMySQL's own local_infile
+        # off, so only execute_sending_file() ever sends a file, and only the loader's own.
+        raw = self.pool.driver.connect_for_local_files(self.connect_timeout)
         self.connections_opened += 1
         try:
             with raw.cursor() as cur:
@@ -529,12 +521,15 @@ class LoadDataTarget(_MysqlBase):
                    f"{quote_ident('mysql', batch.table)} CHARACTER SET utf8mb4 "
                    "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
                    f"{_column_list('mysql', batch.columns)}")
-            affected = guarded_execute(raw, sql, path, self,
-                                       packet_bytes=self._packet_bytes(raw))
+            affected = self.pool.driver.execute_sending_file(
+                raw, sql, path, on_refused=self._refused, packet_bytes=self._packet_bytes(raw))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         self._check_warnings(s, affected, hi - lo, "LOAD DATA")
+
+    def _refused(self) -> None:
+        self.refused_paths += 1
 
     def _packet_bytes(self, raw: Any) -> int:
         """Payload of each data packet of the file: as large as the connection allows.
@@ -553,82 +548,6 @@ class LoadDataTarget(_MysqlBase):
             known = max(_DEFAULT_FILE_PACKET, min(allowed - _PACKET_SLACK, _MAX_FILE_PACKET))
             self._packet_sizes[raw] = known
         return known
-
-
-def guarded_execute(raw: Any, sql: str, path: str, owner: Any = None, *,
-                    packet_bytes: int = 16 * 1024) -> int:
-    """Run ``sql`` on a PyMySQL connection, sending the file ``path`` and no other.
-
-    For the duration of this one statement the connection answers the server's LOCAL INFILE
-    request, but only when the server asks for exactly ``path``; any other name gets an empty
-    file and a :class:`~poolkeeper.errors.LoaderError`. The file goes in data packets of
-    ``packet_bytes`` (the server refuses packets above its max_allowed_packet). The
-    connection never sends a file otherwise (PyMySQL's ``local_infile`` stays off).
-    """
-    from pymysql.connections import MySQLResult
-
-    expected = os.fsencode(path)
-
-    class GuardedResult(MySQLResult):
-        def _read_load_local_packet(self, first_packet: Any) -> None:
-            conn: Any = self.connection
-            me: Any = self
-            requested = bytes(first_packet.get_all_data()[1:])
-            if requested != expected:
-                if owner is not None:
-                    owner.refused_paths += 1
-                # Keep the protocol in step: an empty file, then the server's answer.
-                conn.write_packet(b"")
-                with contextlib.suppress(Exception):
-                    answer = conn._read_packet()
-                    if answer.is_ok_packet():
-                        me._read_ok_packet(answer)
-                raise LoaderError(
-                    f"the server asked for the local file {requested!r} but this statement "
-                    f"sends only the loader's own {path!r}; refused")
-            _send_file(conn, me, path, packet_bytes)
-
-    def read_query_result(unbuffered: bool = False) -> Any:
-        raw._result = None
-        result = GuardedResult(raw)
-        result.read()
-        raw._result = result
-        if result.server_status is not None:
-            raw.server_status = result.server_status
-        return result.affected_rows
-
-    raw._read_query_result = read_query_result
-    try:
-        with raw.cursor() as cur:
-            return int(cur.execute(sql))
-    finally:
-        with contextlib.suppress(AttributeError):
-            del raw._read_query_result
-
-
-def _send_file(conn: Any, result: Any, path: str, packet_bytes: int) -> None:
-    """Answer a LOCAL INFILE request: the file in data packets, the empty packet that ends
-    it, then the server's OK (as PyMySQL's own sender does, with packets of our size)."""
-    from pymysql import err
-    from pymysql.constants import CR, ER
-
-    try:
-        try:
-            with open(path, "rb", buffering=0) as fh:
-                # read(n) allocates n bytes before it reads: never more than the file holds
-                # (a 4 KiB batch must not cost an 8 MiB buffer)
-                step = max(1, min(packet_bytes, os.fstat(fh.fileno()).st_size))
-                while chunk := fh.read(step):
-                    conn.write_packet(chunk)
-        except OSError as exc:
-            raise err.OperationalError(ER.FILE_NOT_FOUND,
-                                       f"Can't open file '{path}': {exc}") from exc
-    finally:
-        conn.write_packet(b"")
-        answer = conn._read_packet()  # raises the server's error, if it sent one
-    if not answer.is_ok_packet():
-        raise err.OperationalError(CR.CR_COMMANDS_OUT_OF_SYNC, "Commands Out of Sync")
-    result._read_ok_packet(answer)
 
 
 def mysql_local_infile_ready(pool: Any) -> tuple[bool, bool, str]:
