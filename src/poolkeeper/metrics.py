@@ -100,33 +100,24 @@ _RENAMED: dict[str, str] = {
 PoolSource = Any  # a pool, an iterable of pools, or a zero-argument callable returning one
 
 
-class _Strong:
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __call__(self) -> Any:
-        return self.obj
-
-
 class _HeldWeakly:
     """Pools given to a collector once (one, or a list): held weakly, so a registered collector
     never keeps a pool alive, and a closed pool leaves the scrape (its series go with it)."""
 
-    __slots__ = ("_refs",)
+    __slots__ = ("_strong", "_weak")
 
     def __init__(self, pools: list[Any]) -> None:
-        self._refs: list[Callable[[], Any]] = []
+        self._weak: list[weakref.ref[Any]] = []
+        self._strong: list[Any] = []  # stand-ins without weak references: held as given
         for pool in pools:
             try:
-                self._refs.append(weakref.ref(pool))
-            except TypeError:  # a stand-in without weak references: held as given
-                self._refs.append(_Strong(pool))
+                self._weak.append(weakref.ref(pool))
+            except TypeError:
+                self._strong.append(pool)
 
     def __call__(self) -> list[Any]:
-        return [p for ref in self._refs
-                if (p := ref()) is not None and not getattr(p, "closed", False)]
+        return [p for p in [ref() for ref in self._weak] + self._strong
+                if p is not None and not getattr(p, "closed", False)]
 
 
 def _pools(source: PoolSource) -> list[Any]:
