@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from poolkeeper.core.runtime import ASSUME_NO_GIL_ENV
+
 PG_DSN = os.environ.get("POOLKEEPER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_DSN = os.environ.get("POOLKEEPER_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
 
@@ -91,3 +93,15 @@ def no_thread_left_behind() -> Iterator[None]:
             if thread.is_alive():
                 leftover.append(thread)
     assert not leftover, f"threads still running after the test: {[t.name for t in leftover]}"
+
+
+@pytest.fixture(params=["lock-free", "locked"])
+def bag_twin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once with the pool's lock-free paths (the GIL build's default) and once with
+    the locked twins a build without the GIL takes (core/runtime.py), so the whole contract
+    holds on both. Use as ``pytestmark = pytest.mark.usefixtures("bag_twin")``."""
+    if request.param == "locked":
+        monkeypatch.setenv(ASSUME_NO_GIL_ENV, "1")
+    else:
+        monkeypatch.delenv(ASSUME_NO_GIL_ENV, raising=False)
+    return str(request.param)

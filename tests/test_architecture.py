@@ -340,10 +340,6 @@ RULES: dict[str, Callable[[], list[Edge]] | Callable[[], list[Read]]] = {
 #: what today's tree breaks, rule by rule: issue #16 removes these (one string per edge, or
 #: per module and private name read, whatever the line)
 KNOWN: dict[str, frozenset[str]] = {
-    "core uses no threads, I/O or event loop": frozenset({
-        # the bag's lock: ARCHITECTURE.md has the shells do the waiting
-        "poolkeeper.core.bag -> threading",
-    }),
     "hooks, sql, observe and scheduler know no driver and no console": frozenset({
         "poolkeeper.observe.admin -> sqlite3",  # admin SQL runs on an in-memory SQLite
         "poolkeeper.timeouts -> poolkeeper.drivers.cancel",  # the timeout hook cancels itself

@@ -1,117 +1,286 @@
-"""The I/O-free core (bag and policy), driven directly: no database, no driver."""
+"""The I/O-free core (bag and policy), driven directly: no database, no driver, no thread.
+
+The bag's tests run on both twins (the locked Bag, correct without the GIL, and LockFreeBag)
+unless they test what only the lock-free twin does; a waiter here is a plain object that
+records its wake, as the shells' lock or future would.
+"""
 
 from __future__ import annotations
 
 import math
 import random
 import threading
-import time
 from collections import deque
 
 import pytest
 
 from poolkeeper.core import policy
-from poolkeeper.core.bag import Bag, ThreadLease, Waiter
+from poolkeeper.core.bag import Bag, LockFreeBag, Waiter, WaiterState, make_bag
 from poolkeeper.core.slot import Slot, SlotState
-from poolkeeper.errors import PoolClosed
+from poolkeeper.errors import PoolClosed, TooManyWaiting
+
+
+class _Owner:
+    """A lease owner (the thread shell's is a thread-local with the same attribute)."""
+
+    def __init__(self) -> None:
+        self.parked: Slot | None = None
+
+
+class _Waiter(Waiter):
+    __slots__ = ("woken",)
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.woken = 0
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+def _state(waiter: Waiter) -> WaiterState:
+    """Read afresh (a type checker would otherwise keep the state it narrowed before a call)."""
+    return waiter.state
 
 
 def _slot(i: int, now: float = 0.0) -> Slot:
-    slot = Slot(i, object(), now=now, expires_at=math.inf, idle_timeout=math.inf, generation=0)
-    slot.borrow_thread = threading.get_ident()  # borrowed by this (the test's) thread
-    return slot
+    return Slot(i, object(), now=now, expires_at=math.inf, idle_timeout=math.inf, generation=0)
 
 
-def _bag_with(n: int, lease_s: float = 0.0) -> Bag:
-    bag = Bag(lease_s=lease_s, max_waiting=0)
+@pytest.fixture(params=[Bag, LockFreeBag], ids=["locked", "lock-free"])
+def twin(request: pytest.FixtureRequest) -> type[Bag]:
+    return request.param  # type: ignore[no-any-return]
+
+
+def _bag_with(cls: type[Bag], n: int, lease_s: float = 0.0, max_waiting: int = 0) -> Bag:
+    bag = cls(lock=threading.Lock(), lease_s=lease_s, max_waiting=max_waiting)
     for i in range(n):
-        bag.opening += 1
+        bag.reserve_one()
         bag.add_new(_slot(i))
     return bag
 
 
-def test_borrow_prefers_the_most_recently_returned_slot() -> None:
-    bag = _bag_with(2)
-    lease = ThreadLease()
-    a = bag.acquire(lease, 1.0)
-    b = bag.acquire(lease, 1.0)
-    assert isinstance(a, Slot) and isinstance(b, Slot)
-    bag.release(a, lease, 2.0, 1.0)
-    bag.release(b, lease, 3.0, 1.0)
-    assert bag.acquire(lease, 4.0) is b  # LIFO keeps the warm connection busy, the cold one ages
+def _borrow(bag: Bag, owner: object, now: float) -> Slot | _Waiter:
+    got = bag.borrow(now, owner, _Waiter)
+    assert isinstance(got, Slot | _Waiter)
+    return got
 
 
-def test_waiters_queue_only_when_nothing_is_idle_and_get_a_direct_hand_off() -> None:
-    bag = _bag_with(1)
-    lease = ThreadLease()
-    slot = bag.acquire(lease, 0.0)
-    assert isinstance(slot, Slot)
-    waiter = bag.acquire(ThreadLease(), 0.0)
-    assert isinstance(waiter, Waiter)
-    bag.release(slot, lease, 1.0, 1.0)
-    assert waiter.slot is slot and not bag.idle  # never passed through the idle stack
-    assert bag.wait(waiter, deadline=math.inf) is slot
+def _slot_of(bag: Bag, owner: object, now: float) -> Slot:
+    got = _borrow(bag, owner, now)
+    assert isinstance(got, Slot)
+    got.borrowed_at = now
+    return got
 
 
-def test_young_lease_parks_and_the_owner_takes_it_back() -> None:
-    bag = _bag_with(1, lease_s=1.0)
-    owner = ThreadLease()
-    slot = bag.acquire(owner, 10.0)
-    assert isinstance(slot, Slot)
-    waiter = bag.acquire(ThreadLease(), 10.0)
-    assert isinstance(waiter, Waiter)
-    bag.release(slot, owner, 10.2, 0.1)
+def _waiter_of(bag: Bag, owner: object, now: float) -> _Waiter:
+    got = _borrow(bag, owner, now)
+    assert isinstance(got, _Waiter)
+    return got
+
+
+def test_make_bag_takes_the_lock_free_twin_only_when_asked() -> None:
+    lock = threading.Lock()
+    assert type(make_bag(lock=lock, lease_s=0, max_waiting=0, lock_free=False)) is Bag
+    assert type(make_bag(lock=lock, lease_s=0, max_waiting=0, lock_free=True)) is LockFreeBag
+
+
+def test_borrow_prefers_the_most_recently_returned_slot(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 2)
+    owner = _Owner()
+    a, b = _slot_of(bag, owner, 1.0), _slot_of(bag, owner, 1.0)
+    assert bag.give_back(a, 2.0, owner) == ()
+    assert bag.give_back(b, 3.0, owner) == ()
+    assert _borrow(bag, owner, 4.0) is b  # LIFO keeps the warm connection busy, the cold ages
+    assert bag.pop_counters(False, {"fast_borrows": 0, "usage_s": 0.0,
+                                    "usage_hist": [0]})["requests_queued"] == 0
+
+
+def test_waiters_queue_only_when_nothing_is_idle_and_get_a_direct_hand_off(
+        twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1)
+    owner = _Owner()
+    slot = _slot_of(bag, owner, 0.0)
+    waiter = _waiter_of(bag, _Owner(), 0.0)
+    assert _state(waiter) is WaiterState.WAITING and waiter.woken == 0
+    bag.give_back(slot, 1.0, owner)
+    # never passed through the idle stack; assigned and woken in the same step
+    assert waiter.slot is slot and not bag.idle and waiter.woken == 1
+    assert _state(waiter) is WaiterState.ASSIGNED and slot.state is SlotState.IN_USE
+    waiter_owner = _Owner()
+    assert bag.end_wait(waiter, 1.5, waiter_owner) is slot
+    assert _state(waiter) is WaiterState.TAKEN and slot.lease_owner is waiter_owner
+    assert bag.handoffs == 1 and bag.requests_queued == 1
+
+
+def test_waiters_are_served_first_come_first_served(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1)
+    owner = _Owner()
+    slot = _slot_of(bag, owner, 0.0)
+    waiters = [_waiter_of(bag, _Owner(), float(i)) for i in range(4)]
+    for i, waiter in enumerate(waiters):
+        bag.give_back(slot, 10.0 + i, None)
+        assert [w.slot is slot for w in waiters] == [j == i for j in range(4)]
+        assert bag.end_wait(waiter, 10.0 + i) is slot
+        waiter.slot = None  # so the next round's check sees only the new assignment
+
+
+def test_a_timed_out_waiter_leaves_the_queue_and_is_counted(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1)
+    owner = _Owner()
+    slot = _slot_of(bag, owner, 0.0)
+    waiter = _waiter_of(bag, _Owner(), 0.0)
+    assert bag.end_wait(waiter, 2.0) is None
+    assert _state(waiter) is WaiterState.CANCELLED and not bag.waiters
+    assert bag.requests_timeouts == 1 and bag.requests_cancelled == 0
+    bag.give_back(slot, 3.0, owner)  # nobody waits any more: it goes idle
+    assert list(bag.idle) == [slot] and waiter.slot is None
+
+
+def test_a_waiter_cancelled_after_its_hand_off_gets_the_slot_to_give_back(
+        twin: type[Bag]) -> None:
+    # The race every shell must survive: a slot handed over just as the waiter gives up.
+    bag = _bag_with(twin, 1)
+    owner = _Owner()
+    slot = _slot_of(bag, owner, 0.0)
+    waiter = _waiter_of(bag, _Owner(), 0.0)
+    second = _waiter_of(bag, _Owner(), 0.5)
+    bag.give_back(slot, 1.0, owner)
+    assert waiter.slot is slot
+    got = bag.end_wait(waiter, 1.1, cancelled=True)
+    assert got is slot and bag.requests_cancelled == 0  # it did get one: not a cancel
+    got.borrowed_at = 1.1
+    bag.give_back(got, 1.1, None)  # the shell gives it back: the next waiter gets it
+    assert second.slot is slot and bag.counts()["total"] == 1
+
+
+def test_a_waiter_cancelled_while_queued_is_counted_as_cancelled(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1)
+    _slot_of(bag, _Owner(), 0.0)
+    waiter = _waiter_of(bag, _Owner(), 0.0)
+    assert bag.end_wait(waiter, 0.1, cancelled=True) is None
+    assert bag.requests_cancelled == 1 and bag.requests_timeouts == 0 and not bag.waiters
+
+
+def test_max_waiting_refuses_with_the_numbers(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 0, max_waiting=2)
+    _waiter_of(bag, None, 0.0)
+    _waiter_of(bag, None, 0.0)
+    with pytest.raises(TooManyWaiting, match="2 callers are already waiting"):
+        bag.borrow(0.0, None, _Waiter)
+    assert bag.requests_rejected == 1
+
+
+def test_young_lease_parks_and_the_owner_takes_it_back(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1, lease_s=1.0)
+    owner = _Owner()
+    slot = _slot_of(bag, owner, 10.0)
+    waiter = _waiter_of(bag, _Owner(), 10.0)
+    bag.give_back(slot, 10.2, owner)
     assert slot.state is SlotState.PARKED and waiter.slot is None
-    assert bag.acquire(owner, 10.3) is slot and bag.lease_reuses == 1
-    bag.release(slot, owner, 11.5, 0.1)  # lease over: hand off to the oldest waiter
+    assert _borrow(bag, owner, 10.3) is slot and bag.lease_reuses == 1
+    bag.give_back(slot, 11.5, owner)  # lease over: hand off to the oldest waiter
     assert waiter.slot is slot
 
 
-def test_expired_park_is_reclaimed_for_the_waiter() -> None:
-    bag = _bag_with(1, lease_s=0.5)
-    owner = ThreadLease()
-    slot = bag.acquire(owner, 10.0)
-    assert isinstance(slot, Slot)
-    waiter = bag.acquire(ThreadLease(), 10.0)
-    assert isinstance(waiter, Waiter)
-    bag.release(slot, owner, 10.1, 0.1)
+def test_the_lease_never_parks_for_another_owner_or_for_none(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1, lease_s=1.0)
+    owner = _Owner()
+    slot = _slot_of(bag, owner, 10.0)
+    waiter = _waiter_of(bag, _Owner(), 10.0)
+    bag.give_back(slot, 10.1, None)  # an orphan's return (no owner): straight to the waiter
+    assert waiter.slot is slot and bag.lease_parks == 0
+
+
+def test_a_dirty_connection_is_never_parked(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1, lease_s=1.0)
+    owner = _Owner()
+    slot = _slot_of(bag, owner, 10.0)
+    waiter = _waiter_of(bag, _Owner(), 10.0)
+    slot.dirty = True  # came back with a transaction open (reset_on_return=False)
+    bag.give_back(slot, 10.1, owner)
+    assert waiter.slot is slot and bag.lease_parks == 0
+
+
+def test_expired_park_is_reclaimed_for_the_waiter(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1, lease_s=0.5)
+    owner = _Owner()
+    slot = _slot_of(bag, owner, 10.0)
+    waiter = _waiter_of(bag, _Owner(), 10.0)
+    bag.give_back(slot, 10.1, owner)
     # any later visit to the bag after the lease end reclaims it for the waiter
-    other = bag.acquire(ThreadLease(), 11.0)
-    assert waiter.slot is slot and isinstance(other, Waiter)
+    other = _waiter_of(bag, _Owner(), 11.0)
+    assert waiter.slot is slot and other.slot is None
     # and the owner, coming back, does not get it
-    assert isinstance(bag.acquire(owner, 11.1), Waiter)
+    assert isinstance(_borrow(bag, owner, 11.1), _Waiter)
 
 
-def test_close_wakes_every_waiter_with_pool_closed() -> None:
-    bag = _bag_with(1)
-    bag.acquire(ThreadLease(), 0.0)
-    waiters = [bag.acquire(ThreadLease(), 0.0) for _ in range(3)]
-    results: list[BaseException] = []
+def test_a_waiters_recheck_reclaims_an_expired_park(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1, lease_s=0.5)
+    owner = _Owner()
+    slot = _slot_of(bag, owner, 10.0)
+    waiter = _waiter_of(bag, _Owner(), 10.0)
+    bag.give_back(slot, 10.1, owner)
+    bag.recheck(10.3)
+    assert waiter.slot is None  # still young
+    bag.recheck(10.6)
+    assert waiter.slot is slot and waiter.woken == 1
 
-    def wait(w: Waiter) -> None:
-        try:
-            bag.wait(w, deadline=math.inf)
-        except PoolClosed as exc:
-            results.append(exc)
 
-    threads = [threading.Thread(target=wait, args=(w,)) for w in waiters
-               if isinstance(w, Waiter)]
-    for t in threads:
-        t.start()
+def test_close_wakes_every_waiter_with_pool_closed(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 1)
+    _slot_of(bag, _Owner(), 0.0)
+    waiters = [_waiter_of(bag, _Owner(), 0.0) for _ in range(3)]
     bag.close()
-    for t in threads:
-        t.join(5)
-    assert len(results) == 3
+    for waiter in waiters:
+        assert waiter.woken == 1 and _state(waiter) is WaiterState.CANCELLED
+        with pytest.raises(PoolClosed, match="closed while waiting"):
+            bag.end_wait(waiter, 1.0)
+    assert bag.requests_rejected == 3
+    with pytest.raises(PoolClosed):
+        bag.borrow(1.0, None, _Waiter)
 
 
-def test_reserve_opens_counts_waiters_min_idle_and_room() -> None:
-    bag = Bag(lease_s=0.0, max_waiting=0)
+def test_a_return_to_a_closed_bag_says_close_it(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 2)
+    held = _slot_of(bag, _Owner(), 0.0)
+    assert len(bag.close()) == 1 and bag.total == 1  # the idle one; `held` is still out
+    assert list(bag.give_back(held, 1.0, None)) == [held]
+    assert held.state is SlotState.CLOSED and bag.total == 0 and not bag.idle
+
+
+def test_reserve_opens_counts_waiters_min_idle_and_room(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 0)
     assert bag.reserve_opens(min_idle=2, max_size=5) == 2
     assert bag.reserve_opens(min_idle=2, max_size=5) == 0  # already opening
     for _ in range(6):
-        bag.acquire(ThreadLease(), 0.0)  # six waiters
+        _waiter_of(bag, None, 0.0)  # six waiters
     assert bag.reserve_opens(min_idle=2, max_size=5) == 3  # capped by max_size
     assert bag.opening == 5
+
+
+def test_a_new_connection_goes_to_the_oldest_waiter(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 0)
+    first, second = _waiter_of(bag, None, 0.0), _waiter_of(bag, None, 0.1)
+    assert bag.reserve_opens(min_idle=0, max_size=5) == 2
+    new = _slot(7)
+    assert bag.add_new(new) and first.slot is new and second.slot is None
+
+
+def test_counts_add_up(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 3, lease_s=1.0)
+    owner = _Owner()
+    a = _slot_of(bag, owner, 0.0)
+    _slot_of(bag, _Owner(), 0.0)
+    assert bag.counts() == {"total": 3, "idle": 1, "active": 2, "waiting": 0, "opening": 0,
+                            "parked": 0}
+    _slot_of(bag, _Owner(), 0.0)
+    _waiter_of(bag, _Owner(), 0.0)
+    _waiter_of(bag, _Owner(), 0.0)
+    assert bag.counts()["waiting"] == 2 and bag.counts()["active"] == 3
+    bag.give_back(a, 0.1, owner)  # parked for its owner (lease young, waiters queued)
+    assert bag.counts() == {"total": 3, "idle": 1, "active": 2, "waiting": 2, "opening": 0,
+                            "parked": 1}
 
 
 def test_idle_evictions_stop_at_min_idle() -> None:
@@ -138,6 +307,9 @@ def test_backoff_grows_and_is_capped(failures: int, low: float, high: float) -> 
     assert policy.backoff_delay(0, cap=10.0) == 0.0
 
 
+
+
+# ---------------------------------------------------------------------- the lock-free twin
 class _ReturnDuringCheck(deque[Slot]):
     """An idle stack found empty the first time the bag looks, with a lock-free return landing
     just after that look (what another thread may do between two bytecodes)."""
@@ -156,43 +328,62 @@ class _ReturnDuringCheck(deque[Slot]):
 
 
 def test_a_return_racing_a_new_waiter_is_handed_to_that_waiter() -> None:
-    bag = _bag_with(1)
-    slot = bag.acquire(ThreadLease(), 0.0)
-    assert isinstance(slot, Slot)
+    bag = _bag_with(LockFreeBag, 1)
+    slot = _slot_of(bag, _Owner(), 0.0)
     bag.idle = _ReturnDuringCheck(slot)
-    waiter = bag.acquire(ThreadLease(), 0.0)
+    waiter = _waiter_of(bag, _Owner(), 0.0)
     # Queued (the stack looked empty), then served from the stack it re-checked: without the
     # re-check it would sleep until its deadline with a connection idle.
-    assert isinstance(waiter, Waiter) and waiter.slot is slot and not bag.idle
-    assert bag.wait(waiter, deadline=time.monotonic() + 1) is slot
+    assert waiter.slot is slot and not bag.idle and waiter.woken == 1
+    assert bag.end_wait(waiter, 0.5) is slot
 
 
-def test_a_lock_free_return_after_close_hands_the_slot_back_to_be_closed() -> None:
-    bag = _bag_with(2)
-    lease = ThreadLease()
-    held = bag.acquire(lease, 0.0)
-    assert isinstance(held, Slot)
-    assert len(bag.close()) == 1 and bag.total == 1  # the idle one; `held` is still out
-    held.state = SlotState.IDLE
-    bag.idle.append(held)  # the pool's lock-free return, which then sees `closed`
-    assert bag.settle() == [held]
-    assert held.state is SlotState.CLOSED and bag.total == 0 and not bag.idle
+class _CloseAfterPush(deque[Slot]):
+    """An idle stack whose next append lands just before the bag closes (another thread's
+    close between the lock-free return's push and its check)."""
+
+    def __init__(self, bag: Bag) -> None:
+        super().__init__()
+        self.bag: Bag | None = bag
+
+    def append(self, slot: Slot) -> None:
+        super().append(slot)
+        bag, self.bag = self.bag, None
+        if bag is not None:
+            assert bag.close() == [slot]  # close drained it: the returner must not close it
+            super().append(slot)  # ... unless a later push lands after the drain
 
 
-def test_settle_serves_waiters_oldest_first_from_the_idle_stack() -> None:
-    bag = _bag_with(2)
-    a, b = bag.acquire(ThreadLease(), 0.0), bag.acquire(ThreadLease(), 0.0)
-    assert isinstance(a, Slot) and isinstance(b, Slot)
-    first, second = bag.acquire(ThreadLease(), 0.0), bag.acquire(ThreadLease(), 0.0)
-    assert isinstance(first, Waiter) and isinstance(second, Waiter)
-    bag.idle.append(a)  # lock-free return; it saw the waiters, so it settles
-    assert bag.settle() == []
+def test_a_lock_free_return_that_sees_the_close_drains_the_slot() -> None:
+    bag = _bag_with(LockFreeBag, 1)
+    held = _slot_of(bag, _Owner(), 0.0)
+    bag.idle = _CloseAfterPush(bag)
+    bag.total = 2  # the drained copy and the pushed-again copy are both counted once
+    closing = bag.give_back(held, 1.0, None)
+    assert list(closing) == [held] and not bag.idle
+
+
+def test_the_lock_free_twin_counts_its_borrows_on_the_slot() -> None:
+    bag = _bag_with(LockFreeBag, 1)
+    slot = _slot_of(bag, None, 0.0)
+    assert slot.fast_borrows == 1 and bag.wait_hist[0] == 0
+    locked = _bag_with(Bag, 1)
+    other = _slot_of(locked, None, 0.0)
+    assert other.fast_borrows == 0 and locked.wait_hist[0] == 1
+
+
+def test_a_lock_free_return_with_waiters_serves_them_oldest_first() -> None:
+    bag = _bag_with(LockFreeBag, 2)
+    a, b = _slot_of(bag, _Owner(), 0.0), _slot_of(bag, _Owner(), 0.0)
+    first, second = _waiter_of(bag, _Owner(), 0.0), _waiter_of(bag, _Owner(), 0.0)
+    bag.give_back(a, 1.0, None)
     assert first.slot is a and second.slot is None and not bag.idle
-    assert bag.release(b, ThreadLease(), 1.0, 1.0) and second.slot is b
+    bag.give_back(b, 1.0, None)
+    assert second.slot is b
 
 
 def test_housekeeping_takes_idle_slots_in_place_and_skips_ones_borrowed_meanwhile() -> None:
-    bag = _bag_with(3)
+    bag = _bag_with(LockFreeBag, 3)
     idle_stack = bag.idle
     first, second, third = list(idle_stack)
 
@@ -200,6 +391,6 @@ def test_housekeeping_takes_idle_slots_in_place_and_skips_ones_borrowed_meanwhil
         idle_stack.remove(second)  # a lock-free borrower takes one while the pick is made
         return idle
 
-    assert bag.take_idle(pick) == [first, third]
+    assert bag.take_idle(pick, 0.0) == [first, third]
     assert bag.idle is idle_stack and not idle_stack  # the same deque: a lock-free push is kept
     assert first.state is third.state is SlotState.RESERVED

@@ -30,6 +30,9 @@ from ._db import (
     until,
 )
 
+# the whole module runs on both twins of the bag: lock-free and locked (no GIL)
+pytestmark = pytest.mark.usefixtures("bag_twin")
+
 
 def test_connection_commits_on_clean_exit(any_dsn: str) -> None:
     with Pool(any_dsn, max_size=2) as pool:

@@ -18,7 +18,7 @@ import pytest
 
 from poolkeeper import Pool
 from poolkeeper.core import policy
-from poolkeeper.core.bag import Bag, ThreadLease
+from poolkeeper.core.bag import Bag
 from poolkeeper.core.slot import Slot
 
 from ._db import until
@@ -176,12 +176,16 @@ def test_top_up_and_idle_expiry_count_the_same_connections() -> None:
     assert policy.opens_for_min_idle(1, 1, min_idle) == 0
 
 
+def _no_waiter(now: float) -> Any:
+    raise AssertionError("a slot was idle: nobody should wait")
+
+
 def test_reserve_opens_counts_lent_connections_toward_min_idle() -> None:
-    bag = Bag(lease_s=0.0, max_waiting=0)
+    bag = Bag(lock=threading.Lock(), lease_s=0.0, max_waiting=0)
     assert bag.reserve_opens(min_idle=2, max_size=4) == 2
     for i in range(2):
         bag.add_new(_slot(i, 0.0, 1.0))
-    got = bag.acquire(ThreadLease(), 0.0)
+    got = bag.borrow(0.0, None, _no_waiter)
     assert isinstance(got, Slot)
     assert bag.reserve_opens(min_idle=2, max_size=4) == 0  # one lent, one idle: two open
 

@@ -15,6 +15,9 @@ from poolkeeper import Pool
 
 from ._db import kill_session, until
 
+# the whole module runs on both twins of the bag: lock-free and locked (no GIL)
+pytestmark = pytest.mark.usefixtures("bag_twin")
+
 
 class _BodyFailed(Exception):
     """The caller's own error, raised inside the ``with`` block."""

@@ -45,7 +45,7 @@ _RANGES: dict[str, tuple[str, float, float, bool]] = {
     "leak_threshold": ("float", 0.001, 365 * 86_400, True),
     "leak_stack_depth": ("int", 1, 256, False),
     "abandoned_timeout": ("float", 0.001, 365 * 86_400, True),
-    "lease_ms": ("float", 0, 1_000, False),
+    "lease_ms": ("float", 0, 1_000, True),
     "connect_timeout": ("float", 0.01, 3_600, False),
     "reconnect_backoff_max": ("float", 0.01, 3_600, False),
     "housekeeping_interval": ("float", 0.01, 3_600, False),
@@ -94,7 +94,7 @@ class PoolConfig:
     leak_threshold: float | None = None
     leak_stack_depth: int = 12
     abandoned_timeout: float | None = None
-    lease_ms: float = 2.0
+    lease_ms: float | None = None
     connect_timeout: float = 10.0
     reconnect_backoff_max: float = 10.0
     housekeeping_interval: float = 1.0

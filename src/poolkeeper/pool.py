@@ -19,15 +19,15 @@ import sys
 import threading
 import time
 import weakref
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
 from .config import PoolConfig, mask_dsn, parse_dsn
 from .core import policy
-from .core.bag import HISTOGRAM_BOUNDS_MS, Bag, ThreadLease, Waiter
+from .core.bag import HISTOGRAM_BOUNDS_MS, Bag, Waiter, make_bag
+from .core.runtime import gil_enabled
 from .core.slot import Frame, Slot, SlotState
-from .core.tally import BOUNDS_S, FIRST_BOUND_S, SlotTally, count_usage
+from .core.tally import SlotTally, count_usage
 from .drivers import Driver, create_driver, detect_driver
 from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
 from .housekeeper import Worker
@@ -56,9 +56,34 @@ _new_object = object.__new__
 _IN_USE = SlotState.IN_USE
 # Seconds between revoking an abandoned checkout and closing its connection (see _reclaim).
 _RECLAIM_GRACE = 1.0
+#: how often a waiting thread wakes to reclaim a parked slot whose owner went quiet (Bag.recheck)
+_RECHECK_S = 0.05
+#: the lease when the option is not set: 2 ms with the GIL (it cures a GIL convoy), none without
+_DEFAULT_LEASE_MS = 2.0
 _IDLE = SlotState.IDLE
 _pool_ids = itertools.count(1)
 _slot_ids = itertools.count(1)
+
+
+class ThreadLease(threading.local):
+    """A thread's lease owner for one pool (see core/bag.py): the slot parked for it."""
+
+    def __init__(self) -> None:
+        self.parked: Slot | None = None
+
+
+class ThreadWaiter(Waiter):
+    """A thread queued for a slot: it sleeps on a lock the bag's hand-off releases."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+    def wake(self) -> None:
+        self.lock.release()
 
 
 class CloseReason:
@@ -179,7 +204,14 @@ class Pool:
         self._capture_stack = config.leak_threshold is not None
         self._track_proxy = config.abandoned_timeout is not None
         self._borrow_extras = self._capture_stack or self._track_proxy
-        self._bag = Bag(lease_s=config.lease_ms / 1000.0, max_waiting=config.max_waiting)
+        # Checked per pool (an extension can turn the GIL back on at import): without the GIL
+        # the bag takes its locked twin and the lease is off unless asked for.
+        self.lock_free = gil_enabled()
+        lease_ms = config.lease_ms
+        if lease_ms is None:
+            lease_ms = _DEFAULT_LEASE_MS if self.lock_free else 0.0
+        self._bag: Bag = make_bag(lock=threading.Lock(), lease_s=lease_ms / 1000.0,
+                                  max_waiting=config.max_waiting, lock_free=self.lock_free)
 
         first_raw = None
         if config.dsn is not None and connect is None:
@@ -214,8 +246,7 @@ class Pool:
         if first_raw is None and config.min_idle > 0 and config.fail_fast:
             first_raw = self._connect_first(None)
         if first_raw is not None:
-            with self._bag.lock:
-                self._bag.opening += 1
+            self._bag.reserve_one()
             self._bag.add_new(self._new_slot(first_raw))
 
         self._worker = Worker(self.name)
@@ -265,19 +296,7 @@ class Pool:
         """
         now = _monotonic()
         bag = self._bag
-        # The common case takes no lock: nobody waiting, nothing parked, an idle slot to pop
-        # (the protocol is in core/bag.py). Everything else goes through bag.acquire().
-        if bag.waiters or bag.parked:
-            slot = bag.acquire(self._tls, now)
-        else:
-            try:
-                slot = bag.idle.pop()
-            except IndexError:
-                slot = bag.acquire(self._tls, now)
-            else:
-                slot.state = _IN_USE
-                slot.lease_start = now
-                slot.fast_borrows += 1
+        slot = bag.borrow(now, self._tls, ThreadWaiter)
         if slot.__class__ is not Slot:
             deadline = now + (self._max_wait if timeout is None else timeout)
             slot = self._wait(slot, deadline)  # type: ignore[arg-type]
@@ -353,7 +372,7 @@ class Pool:
             else:
                 return slot, now
             now = _monotonic()
-            got = bag.acquire(self._tls, now)
+            got = bag.borrow(now, self._tls, ThreadWaiter)
             if got.__class__ is not Slot:
                 got = self._wait(got, deadline)  # type: ignore[arg-type]
                 now = _monotonic()
@@ -366,16 +385,37 @@ class Pool:
         if self._track_proxy:
             slot.proxy_ref = weakref.ref(proxy)
 
-    def _wait(self, waiter: Waiter, deadline: float) -> Slot:
-        self._drain_orphans()
-        opens = self._bag.reserve_opens(self.config.min_idle, self.config.max_size)
-        if opens:
-            self._submit_opens(opens)
-        slot = self._bag.wait(waiter, deadline)
-        if slot is None:
+    def _wait(self, waiter: ThreadWaiter, deadline: float) -> Slot:
+        """Wait for the bag to hand ``waiter`` a slot, until ``deadline``.
+
+        The thread wakes every _RECHECK_S to let the bag reclaim a parked slot whose owner
+        went quiet. Whatever ends the wait (a hand-off, the deadline, PoolClosed, or an
+        exception raised into this thread, such as KeyboardInterrupt), the bag hears of it
+        through end_wait, so a slot handed over at that moment is never lost.
+        """
+        bag = self._bag
+        try:
+            self._drain_orphans()
+            opens = bag.reserve_opens(self.config.min_idle, self.config.max_size)
+            if opens:
+                self._submit_opens(opens)
+            lock = waiter.lock
+            while True:
+                remaining = deadline - _monotonic()
+                if remaining <= 0 or lock.acquire(timeout=min(remaining, _RECHECK_S)):
+                    break
+                bag.recheck(_monotonic())
+        except BaseException:
+            slot = bag.end_wait(waiter, _monotonic(), cancelled=True)
+            if slot is not None:
+                slot.lease_owner = None
+                for closing in bag.give_back(slot, _monotonic(), None):
+                    self._close_raw(closing, CloseReason.POOL_CLOSED)
+            raise
+        got = bag.end_wait(waiter, _monotonic(), self._tls)
+        if got is None:
             raise self._timeout_error(_monotonic() - waiter.since)
-        slot.lease_start = _monotonic()
-        return slot
+        return got
 
     def _give_back(self, proxy: ConnectionProxy, commit: bool | None) -> None:
         """Return a checkout. ``commit``: True/False from a ``with`` exit, None for putconn."""
@@ -410,22 +450,9 @@ class Pool:
             return
         slot.last_used = slot.last_alive = now
         slot.sql = None  # never keep a (possibly huge) statement alive while idle
-        bag = self._bag
-        if bag.waiters or bag.closed:  # hand-off, parking or closing: under the bag's lock
-            if not bag.release(slot, self._tls, now, now - slot.borrowed_at):
-                self._close_raw(slot, CloseReason.POOL_CLOSED)
-        else:
-            # No lock (see core/bag.py): count on the slot (tally.count_usage inlined), push
-            # it, then check again for a waiter or a close that came in meanwhile. The slot
-            # is not touched after the push: another thread may already hold it.
-            usage = now - slot.borrowed_at
-            slot.usage_s += usage
-            slot.usage_hist[0 if usage <= FIRST_BOUND_S else bisect_left(BOUNDS_S, usage)] += 1
-            slot.state = _IDLE
-            bag.idle.append(slot)
-            if bag.waiters or bag.closed:
-                for closing in bag.settle():
-                    self._close_raw(closing, CloseReason.POOL_CLOSED)
+        # The slot is not touched after this: another thread may already hold it.
+        for closing in self._bag.give_back(slot, now, self._tls):
+            self._close_raw(closing, CloseReason.POOL_CLOSED)
         if failure is not None:
             raise failure
 
@@ -549,7 +576,7 @@ class Pool:
             with self._stats_lock:
                 self._orphans_returned += 1
             orphan = slot.proxy_class(self, slot)
-            slot.borrow_thread = -1  # never park an orphan for the draining thread
+            slot.lease_owner = None  # never park an orphan for the draining thread
             try:
                 self._give_back(orphan, False)
             except Exception:  # noqa: BLE001 - _give_back already discarded the connection
@@ -761,18 +788,21 @@ class Pool:
         generation = self._bag.generation
         for slot in self._bag.take_idle(
                 lambda idle, now: [s for s in idle
-                                   if s.expires_at <= now or s.generation != generation]):
+                                   if s.expires_at <= now or s.generation != generation],
+                _monotonic()):
             self._retire(slot, CloseReason.LIFETIME if slot.generation == generation
                          else CloseReason.EXPIRED)
         # Idle expiry, never below min_idle open connections (the count the top-up keeps).
         if cfg.idle_timeout is not None:
             bag = self._bag  # pick() runs under the bag's lock: total is consistent there
             for slot in self._bag.take_idle(
-                    lambda idle, now: policy.idle_evictions(idle, now, bag.total, cfg.min_idle)):
+                    lambda idle, now: policy.idle_evictions(idle, now, bag.total, cfg.min_idle),
+                    _monotonic()):
                 self._retire(slot, CloseReason.IDLE)
         # Keepalive: ping idle connections instead of replacing them.
         for slot in self._bag.take_idle(
-                lambda idle, now: policy.keepalive_due(idle, now, cfg.keepalive_interval)):
+                lambda idle, now: policy.keepalive_due(idle, now, cfg.keepalive_interval),
+                _monotonic()):
             with self._stats_lock:
                 self._keepalives += 1
             try:
@@ -905,11 +935,9 @@ class Pool:
     # ================================================================== management
     def expire_all(self) -> None:
         """Retire every connection: idle ones now, borrowed ones when they come back."""
-        with self._bag.lock:
-            self._bag.generation += 1
-        generation = self._bag.generation
+        generation = self._bag.expire_all()
         for slot in self._bag.take_idle(
-                lambda idle, now: [s for s in idle if s.generation != generation]):
+                lambda idle, now: [s for s in idle if s.generation != generation], _monotonic()):
             self._retire(slot, CloseReason.EXPIRED)
 
     def wait_ready(self, timeout: float = 30.0) -> None:

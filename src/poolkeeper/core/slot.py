@@ -65,6 +65,7 @@ class Slot:
         "last_alive",
         "last_used",
         "leak_reported",
+        "lease_owner",
         "lease_start",
         "mon",
         "mon_cursors",
@@ -148,6 +149,8 @@ class Slot:
         # lease parking (see Bag)
         self.lease_start = 0.0  #: when the current holder got it from the idle stack or a hand-off
         self.parked_by: Any = None
+        #: the lease owner of the current holder (see Bag.borrow; None: never parked)
+        self.lease_owner: Any = None
         self.parked_until = 0.0
         # counters of the lock-free paths, written only by the holder (see tally.SlotTally)
         self.fast_borrows = 0  #: borrows that took this slot from the idle stack without a lock
