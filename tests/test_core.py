@@ -21,10 +21,7 @@ from poolkeeper.errors import PoolClosed, TooManyWaiting
 
 
 class _Owner:
-    """A lease owner (the thread shell's is a thread-local with the same attribute)."""
-
-    def __init__(self) -> None:
-        self.parked: Slot | None = None
+    """A lease owner token (the thread shell passes the thread's ident)."""
 
 
 class _Waiter(Waiter):
@@ -89,8 +86,8 @@ def test_borrow_prefers_the_most_recently_returned_slot(twin: type[Bag]) -> None
     bag = _bag_with(twin, 2)
     owner = _Owner()
     a, b = _slot_of(bag, owner, 1.0), _slot_of(bag, owner, 1.0)
-    assert bag.give_back(a, 2.0, owner) == ()
-    assert bag.give_back(b, 3.0, owner) == ()
+    assert bag.give_back(a, 2.0) == ()
+    assert bag.give_back(b, 3.0) == ()
     assert _borrow(bag, owner, 4.0) is b  # LIFO keeps the warm connection busy, the cold ages
     assert bag.pop_counters(False, {"fast_borrows": 0, "usage_s": 0.0,
                                     "usage_hist": [0]})["requests_queued"] == 0
@@ -103,7 +100,7 @@ def test_waiters_queue_only_when_nothing_is_idle_and_get_a_direct_hand_off(
     slot = _slot_of(bag, owner, 0.0)
     waiter = _waiter_of(bag, _Owner(), 0.0)
     assert _state(waiter) is WaiterState.WAITING and waiter.woken == 0
-    bag.give_back(slot, 1.0, owner)
+    bag.give_back(slot, 1.0)
     # never passed through the idle stack; assigned and woken in the same step
     assert waiter.slot is slot and not bag.idle and waiter.woken == 1
     assert _state(waiter) is WaiterState.ASSIGNED and slot.state is SlotState.IN_USE
@@ -119,7 +116,7 @@ def test_waiters_are_served_first_come_first_served(twin: type[Bag]) -> None:
     slot = _slot_of(bag, owner, 0.0)
     waiters = [_waiter_of(bag, _Owner(), float(i)) for i in range(4)]
     for i, waiter in enumerate(waiters):
-        bag.give_back(slot, 10.0 + i, None)
+        bag.give_back(slot, 10.0 + i)
         assert [w.slot is slot for w in waiters] == [j == i for j in range(4)]
         assert bag.end_wait(waiter, 10.0 + i) is slot
         waiter.slot = None  # so the next round's check sees only the new assignment
@@ -133,7 +130,7 @@ def test_a_timed_out_waiter_leaves_the_queue_and_is_counted(twin: type[Bag]) -> 
     assert bag.end_wait(waiter, 2.0) is None
     assert _state(waiter) is WaiterState.CANCELLED and not bag.waiters
     assert bag.requests_timeouts == 1 and bag.requests_cancelled == 0
-    bag.give_back(slot, 3.0, owner)  # nobody waits any more: it goes idle
+    bag.give_back(slot, 3.0)  # nobody waits any more: it goes idle
     assert list(bag.idle) == [slot] and waiter.slot is None
 
 
@@ -145,12 +142,12 @@ def test_a_waiter_cancelled_after_its_hand_off_gets_the_slot_to_give_back(
     slot = _slot_of(bag, owner, 0.0)
     waiter = _waiter_of(bag, _Owner(), 0.0)
     second = _waiter_of(bag, _Owner(), 0.5)
-    bag.give_back(slot, 1.0, owner)
+    bag.give_back(slot, 1.0)
     assert waiter.slot is slot
     got = bag.end_wait(waiter, 1.1, cancelled=True)
     assert got is slot and bag.requests_cancelled == 0  # it did get one: not a cancel
     got.borrowed_at = 1.1
-    bag.give_back(got, 1.1, None)  # the shell gives it back: the next waiter gets it
+    bag.give_back(got, 1.1)  # the shell gives it back: the next waiter gets it
     assert second.slot is slot and bag.counts()["total"] == 1
 
 
@@ -176,20 +173,26 @@ def test_young_lease_parks_and_the_owner_takes_it_back(twin: type[Bag]) -> None:
     owner = _Owner()
     slot = _slot_of(bag, owner, 10.0)
     waiter = _waiter_of(bag, _Owner(), 10.0)
-    bag.give_back(slot, 10.2, owner)
+    bag.give_back(slot, 10.2)
     assert slot.state is SlotState.PARKED and waiter.slot is None
     assert _borrow(bag, owner, 10.3) is slot and bag.lease_reuses == 1
-    bag.give_back(slot, 11.5, owner)  # lease over: hand off to the oldest waiter
+    bag.give_back(slot, 11.5)  # lease over: hand off to the oldest waiter
     assert waiter.slot is slot
 
 
-def test_the_lease_never_parks_for_another_owner_or_for_none(twin: type[Bag]) -> None:
-    bag = _bag_with(twin, 1, lease_s=1.0)
+def test_the_lease_never_parks_without_an_owner_nor_two_for_one(twin: type[Bag]) -> None:
+    bag = _bag_with(twin, 3, lease_s=1.0)
     owner = _Owner()
-    slot = _slot_of(bag, owner, 10.0)
-    waiter = _waiter_of(bag, _Owner(), 10.0)
-    bag.give_back(slot, 10.1, None)  # an orphan's return (no owner): straight to the waiter
-    assert waiter.slot is slot and bag.lease_parks == 0
+    orphan = _slot_of(bag, owner, 10.0)
+    first, second = _slot_of(bag, owner, 10.0), _slot_of(bag, owner, 10.0)
+    waiters = [_waiter_of(bag, _Owner(), 10.0) for _ in range(2)]
+    orphan.lease_owner = None  # an orphan's return (no owner): straight to the waiter
+    bag.give_back(orphan, 10.1)
+    assert waiters[0].slot is orphan and bag.lease_parks == 0
+    bag.give_back(first, 10.1)  # parked for its owner
+    bag.give_back(second, 10.1)  # the owner has one parked already: handed off
+    assert first.state is SlotState.PARKED and waiters[1].slot is second
+    assert bag.lease_parks == 1
 
 
 def test_a_dirty_connection_is_never_parked(twin: type[Bag]) -> None:
@@ -198,7 +201,7 @@ def test_a_dirty_connection_is_never_parked(twin: type[Bag]) -> None:
     slot = _slot_of(bag, owner, 10.0)
     waiter = _waiter_of(bag, _Owner(), 10.0)
     slot.dirty = True  # came back with a transaction open (reset_on_return=False)
-    bag.give_back(slot, 10.1, owner)
+    bag.give_back(slot, 10.1)
     assert waiter.slot is slot and bag.lease_parks == 0
 
 
@@ -207,7 +210,7 @@ def test_expired_park_is_reclaimed_for_the_waiter(twin: type[Bag]) -> None:
     owner = _Owner()
     slot = _slot_of(bag, owner, 10.0)
     waiter = _waiter_of(bag, _Owner(), 10.0)
-    bag.give_back(slot, 10.1, owner)
+    bag.give_back(slot, 10.1)
     # any later visit to the bag after the lease end reclaims it for the waiter
     other = _waiter_of(bag, _Owner(), 11.0)
     assert waiter.slot is slot and other.slot is None
@@ -220,7 +223,7 @@ def test_a_waiters_recheck_reclaims_an_expired_park(twin: type[Bag]) -> None:
     owner = _Owner()
     slot = _slot_of(bag, owner, 10.0)
     waiter = _waiter_of(bag, _Owner(), 10.0)
-    bag.give_back(slot, 10.1, owner)
+    bag.give_back(slot, 10.1)
     bag.recheck(10.3)
     assert waiter.slot is None  # still young
     bag.recheck(10.6)
@@ -245,7 +248,7 @@ def test_a_return_to_a_closed_bag_says_close_it(twin: type[Bag]) -> None:
     bag = _bag_with(twin, 2)
     held = _slot_of(bag, _Owner(), 0.0)
     assert len(bag.close()) == 1 and bag.total == 1  # the idle one; `held` is still out
-    assert list(bag.give_back(held, 1.0, None)) == [held]
+    assert list(bag.give_back(held, 1.0)) == [held]
     assert held.state is SlotState.CLOSED and bag.total == 0 and not bag.idle
 
 
@@ -278,7 +281,7 @@ def test_counts_add_up(twin: type[Bag]) -> None:
     _waiter_of(bag, _Owner(), 0.0)
     _waiter_of(bag, _Owner(), 0.0)
     assert bag.counts()["waiting"] == 2 and bag.counts()["active"] == 3
-    bag.give_back(a, 0.1, owner)  # parked for its owner (lease young, waiters queued)
+    bag.give_back(a, 0.1)  # parked for its owner (lease young, waiters queued)
     assert bag.counts() == {"total": 3, "idle": 1, "active": 2, "waiting": 2, "opening": 0,
                             "parked": 1}
 
@@ -359,7 +362,7 @@ def test_a_lock_free_return_that_sees_the_close_drains_the_slot() -> None:
     held = _slot_of(bag, _Owner(), 0.0)
     bag.idle = _CloseAfterPush(bag)
     bag.total = 2  # the drained copy and the pushed-again copy are both counted once
-    closing = bag.give_back(held, 1.0, None)
+    closing = bag.give_back(held, 1.0)
     assert list(closing) == [held] and not bag.idle
 
 
@@ -376,9 +379,9 @@ def test_a_lock_free_return_with_waiters_serves_them_oldest_first() -> None:
     bag = _bag_with(LockFreeBag, 2)
     a, b = _slot_of(bag, _Owner(), 0.0), _slot_of(bag, _Owner(), 0.0)
     first, second = _waiter_of(bag, _Owner(), 0.0), _waiter_of(bag, _Owner(), 0.0)
-    bag.give_back(a, 1.0, None)
+    bag.give_back(a, 1.0)
     assert first.slot is a and second.slot is None and not bag.idle
-    bag.give_back(b, 1.0, None)
+    bag.give_back(b, 1.0)
     assert second.slot is b
 
 

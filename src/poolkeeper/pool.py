@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .config import PoolConfig, mask_dsn, parse_dsn
@@ -63,13 +63,6 @@ _DEFAULT_LEASE_MS = 2.0
 _IDLE = SlotState.IDLE
 _pool_ids = itertools.count(1)
 _slot_ids = itertools.count(1)
-
-
-class ThreadLease(threading.local):
-    """A thread's lease owner for one pool (see core/bag.py): the slot parked for it."""
-
-    def __init__(self) -> None:
-        self.parked: Slot | None = None
 
 
 class ThreadWaiter(Waiter):
@@ -195,7 +188,6 @@ class Pool:
         self._hooks: list[Any] = []
         self._closers: list[Callable[[], object]] = []  # run at close() and by the finalizer
         self._execute: Execute | None = None
-        self._tls = ThreadLease()
         self._rand = random.Random()
         self._max_wait = config.max_wait
         self._validate = config.validate_on_borrow
@@ -296,7 +288,8 @@ class Pool:
         """
         now = _monotonic()
         bag = self._bag
-        slot = bag.borrow(now, self._tls, ThreadWaiter)
+        thread = _get_ident()  # the lease's owner, and the holder the reports name
+        slot = bag.borrow(now, thread, ThreadWaiter)
         if slot.__class__ is not Slot:
             deadline = now + (self._max_wait if timeout is None else timeout)
             slot = self._wait(slot, deadline)  # type: ignore[arg-type]
@@ -306,7 +299,7 @@ class Pool:
             slot, now = self._slow_borrow(slot, now, timeout)
         slot.borrowed_at = now
         slot.uses += 1
-        slot.borrow_thread = _get_ident()
+        slot.borrow_thread = thread
         # Who to blame in timeout, leak and abandon reports: the caller's frame, formatted
         # only when a report is written.
         frame = _getframe(1)
@@ -372,7 +365,7 @@ class Pool:
             else:
                 return slot, now
             now = _monotonic()
-            got = bag.borrow(now, self._tls, ThreadWaiter)
+            got = bag.borrow(now, _get_ident(), ThreadWaiter)
             if got.__class__ is not Slot:
                 got = self._wait(got, deadline)  # type: ignore[arg-type]
                 now = _monotonic()
@@ -409,10 +402,9 @@ class Pool:
             slot = bag.end_wait(waiter, _monotonic(), cancelled=True)
             if slot is not None:
                 slot.lease_owner = None
-                for closing in bag.give_back(slot, _monotonic(), None):
-                    self._close_raw(closing, CloseReason.POOL_CLOSED)
+                self._close_all(bag.give_back(slot, _monotonic()))
             raise
-        got = bag.end_wait(waiter, _monotonic(), self._tls)
+        got = bag.end_wait(waiter, _monotonic(), _get_ident())
         if got is None:
             raise self._timeout_error(_monotonic() - waiter.since)
         return got
@@ -451,10 +443,16 @@ class Pool:
         slot.last_used = slot.last_alive = now
         slot.sql = None  # never keep a (possibly huge) statement alive while idle
         # The slot is not touched after this: another thread may already hold it.
-        for closing in self._bag.give_back(slot, now, self._tls):
-            self._close_raw(closing, CloseReason.POOL_CLOSED)
+        closing = self._bag.give_back(slot, now)
+        if closing:  # the pool closed meanwhile (a test, not a loop: the usual tuple is empty)
+            self._close_all(closing)
         if failure is not None:
             raise failure
+
+    def _close_all(self, slots: Sequence[Slot]) -> None:
+        """Close what a closed bag gave back (its connections are not lent again)."""
+        for slot in slots:
+            self._close_raw(slot, CloseReason.POOL_CLOSED)
 
     def _give_back_after(self, proxy: ConnectionProxy, error: BaseException) -> None:
         """Return a checkout whose ``with`` block is raising ``error`` (rollback, then return).

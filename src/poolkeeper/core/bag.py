@@ -4,14 +4,14 @@ The bag knows nothing of databases, threads or event loops. A shell (the thread 
 asyncio pool) asks it for a slot and gets one of three answers: *here is a slot*; *here is your
 waiter, queued* (a :class:`Waiter` of the shell's own class, made by the bag under its lock);
 or an exception (closed, too many waiting). On return, the bag decides whether the slot goes
-idle, to the oldest waiter, or is parked for its holder; it tells the shell which slots to
+idle, to the oldest waiter, or is parked for its borrower; it tells the shell which slots to
 close (a closed bag's). Giving a slot to a waiter is one step under the lock: the bag assigns
 it and calls :meth:`Waiter.wake`, which the shell defines (release a lock, resolve a future)
 and which must neither block nor do I/O. The waiting itself (and its deadline, re-checks and
 cancellation) is the shell's; it ends every wait with :meth:`Bag.end_wait`.
 
-The lock is the shell's too (``lock=``, anything usable in ``with``): the thread shell passes a
-``threading.Lock``. One lock guards everything; nothing under it does I/O or allocates more than
+The lock is the shell's too (``lock=``, with ``acquire``/``release`` and ``with``): the thread
+shell passes a ``threading.Lock``. One lock guards everything; nothing under it does I/O or allocates more than
 a waiter.
 
 **Hand-off.** Waiters queue first come first served. A returned slot goes straight to the
@@ -25,10 +25,11 @@ cancellation or a timeout racing a hand-off.
 use for it). A strict hand-off on every return wakes a waiter into a GIL the returning thread
 still holds: about three context switches per query, which halves throughput when threads
 outnumber connections (see FIELD-NOTES, "hand-off under contention"). So a borrower, identified
-by an *owner* object of the shell's (a thread-local), keeps a lease on the slot it got for
-``lease_s``: while the lease is young, a return with waiters queued *parks* the slot for that
-owner instead of handing it off, and the owner's next borrow takes it back without waking
-anyone. When the lease has run out, the next return hands the slot to the oldest waiter. Only
+by a hashable *owner* token of the shell's (the thread shell passes the thread's ident), keeps a
+lease on the slot it got for ``lease_s``: while the lease is young, a return with waiters queued
+*parks* the slot for that owner instead of handing it off, and the owner's next borrow takes it
+back without waking anyone. (The return does not say who returns: a connection handed to
+another thread and returned there is parked for its borrower, at most for the lease.) When the lease has run out, the next return hands the slot to the oldest waiter. Only
 connections with no open transaction are parked. A parked slot whose owner stopped borrowing
 is reclaimed once its lease ends, by whichever caller next touches the bag, or by a waiter's
 re-check (:meth:`Bag.recheck`).
@@ -45,14 +46,14 @@ import enum
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import PoolClosed, TooManyWaiting
 from .policy import opens_for_min_idle
 from .slot import Slot, SlotState
 from .tally import BOUNDS_S as _BOUNDS_S
 from .tally import BUCKETS as _BUCKETS
+from .tally import FIRST_BOUND_S as _FIRST_BOUND_S
 from .tally import HISTOGRAM_BOUNDS_MS, count_usage
 
 __all__ = ["HISTOGRAM_BOUNDS_MS", "Bag", "LockFreeBag", "Waiter", "WaiterState", "make_bag"]
@@ -62,6 +63,15 @@ _IDLE, _IN_USE, _PARKED, _RESERVED, _CLOSED = (SlotState.IDLE, SlotState.IN_USE,
                                                SlotState.CLOSED)
 #: "close nothing": what a return answers in the common case (no allocation)
 _NOTHING: tuple[Slot, ...] = ()
+
+
+class _Lock(Protocol):
+    """What the bag needs of the shell's lock (``threading.Lock`` is one)."""
+
+    def acquire(self) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, t: Any, v: Any, tb: Any, /) -> Any: ...
 
 
 class WaiterState(enum.IntEnum):
@@ -93,14 +103,14 @@ class Bag:
     Every borrow and return takes the lock (the twin that is correct without the GIL).
     """
 
-    def __init__(self, *, lock: AbstractContextManager[Any], lease_s: float,
+    def __init__(self, *, lock: _Lock, lease_s: float,
                  max_waiting: int) -> None:
         self.lock = lock
         # right end = most recently returned (LIFO borrow); mutated in place only (see
         # LockFreeBag: a lock-free caller may hold the reference)
         self.idle: deque[Slot] = deque()
         self.waiters: deque[Waiter] = deque()
-        self.parked: list[Slot] = []
+        self.parked: dict[Any, Slot] = {}  #: by owner: at most one parked slot per owner
         self.lease_s = lease_s
         self.max_waiting = max_waiting
         self.total = 0  #: open physical connections (idle + parked + in use + reserved)
@@ -126,26 +136,24 @@ class Bag:
                ) -> Slot | Waiter:
         """A slot now (marked in use), or a waiter made by ``new_waiter(now)`` and queued.
 
-        ``owner`` identifies the borrower for the lease (an object with a ``parked``
-        attribute, or None for no lease). The shell waits on the waiter, then calls
-        :meth:`end_wait`.
+        ``owner`` identifies the borrower for the lease (a hashable token, or None for no
+        lease). The shell waits on the waiter, then calls :meth:`end_wait`.
         """
-        with self.lock:
+        # acquire/release, not `with`: 0.12 us less per locked borrow and per return on
+        # CPython 3.11 (timeit: a `with` on a lock 0.20 us, acquire + release 0.07 us)
+        lock = self.lock
+        lock.acquire()
+        try:
             if self.closed:
                 self.requests_rejected += 1
                 raise PoolClosed("the pool is closed")
-            if owner is not None:
-                slot: Slot | None = owner.parked
-                if slot is not None:
-                    owner.parked = None
-                    if slot.parked_by is owner and slot.state is _PARKED:
-                        self.parked.remove(slot)
-                        slot.parked_by = None
-                        slot.state = _IN_USE
-                        self.lease_reuses += 1
-                        self.wait_hist[0] += 1
-                        return slot
             if self.parked:
+                slot: Slot | None = self.parked.pop(owner, None)
+                if slot is not None:  # parked for this owner: its lease goes on
+                    slot.state = _IN_USE
+                    self.lease_reuses += 1
+                    self.wait_hist[0] += 1
+                    return slot
                 self._unpark_expired(now)
             if self.idle:
                 slot = self.idle.pop()
@@ -165,6 +173,8 @@ class Bag:
             self.requests_queued += 1
             self._after_enqueue()
             return waiter
+        finally:
+            lock.release()
 
     def _after_enqueue(self) -> None:
         """Under the lock, right after a waiter was queued (LockFreeBag serves it from a slot
@@ -212,39 +222,42 @@ class Bag:
             return slot
 
     # ------------------------------------------------------------------ return
-    def give_back(self, slot: Slot, now: float, owner: Any) -> Sequence[Slot]:
+    def give_back(self, slot: Slot, now: float) -> Sequence[Slot]:
         """Give a healthy slot back: park it, hand it to the oldest waiter, or make it idle.
 
-        ``owner`` is the returning caller's (see :meth:`borrow`; None never parks). A slot is
-        parked only for the owner that borrowed it and only with no transaction left open
+        A slot is parked only for the owner that borrowed it (``slot.lease_owner``; None never
+        parks), only if that owner has none parked yet, and only with no transaction left open
         (``slot.dirty``). Returns the slots the shell must close (this one, when the bag is
         closed; usually none).
         """
         count_usage(slot, now - slot.borrowed_at)
-        with self.lock:
-            return self._give_back_locked(slot, now, owner)
+        return self._give_back_counted(slot, now)
 
-    def _give_back_locked(self, slot: Slot, now: float, owner: Any) -> Sequence[Slot]:
-        if self.closed:
-            self.total -= 1
-            slot.state = _CLOSED
-            return (slot,)
-        if self.waiters:
-            if (self.lease_s > 0.0 and owner is not None and slot.lease_owner is owner
-                    and owner.parked is None and not slot.dirty
-                    and now - slot.lease_start < self.lease_s):
-                slot.state = _PARKED
-                slot.parked_by = owner
-                slot.parked_until = slot.lease_start + self.lease_s
-                owner.parked = slot
-                self.parked.append(slot)
-                self.lease_parks += 1
+    def _give_back_counted(self, slot: Slot, now: float) -> Sequence[Slot]:
+        """give_back() once the usage is counted on the slot."""
+        lock = self.lock
+        lock.acquire()  # not `with`: see borrow()
+        try:
+            if self.closed:
+                self.total -= 1
+                slot.state = _CLOSED
+                return (slot,)
+            if self.waiters:
+                owner = slot.lease_owner
+                if (self.lease_s > 0.0 and owner is not None and owner not in self.parked
+                        and not slot.dirty and now - slot.lease_start < self.lease_s):
+                    slot.state = _PARKED
+                    slot.parked_until = slot.lease_start + self.lease_s
+                    self.parked[owner] = slot
+                    self.lease_parks += 1
+                    return _NOTHING
+                self._handoff(slot)
                 return _NOTHING
-            self._handoff(slot)
+            slot.state = _IDLE
+            self.idle.append(slot)
             return _NOTHING
-        slot.state = _IDLE
-        self.idle.append(slot)
-        return _NOTHING
+        finally:
+            lock.release()
 
     def add_new(self, slot: Slot) -> bool:
         """A freshly opened slot joins the pool; False if the pool closed meanwhile."""
@@ -310,18 +323,14 @@ class Bag:
         waiter.wake()
 
     def _unpark_expired(self, now: float) -> None:
-        keep: list[Slot] = []
-        for slot in self.parked:
-            if slot.parked_until > now:
-                keep.append(slot)
-                continue
-            slot.parked_by = None
+        parked = self.parked
+        for owner in [o for o, slot in parked.items() if slot.parked_until <= now]:
+            slot = parked.pop(owner)
             if self.waiters:
                 self._handoff(slot)
             else:
                 slot.state = _IDLE
                 self.idle.append(slot)
-        self.parked = keep
 
     # ------------------------------------------------------------------ accounting
     def forget(self, slot: Slot) -> None:
@@ -384,12 +393,11 @@ class Bag:
         with self.lock:
             self.closed = True
             slots = self._drain_idle()
-            for slot in self.parked:
+            for slot in self.parked.values():
                 slot.state = _CLOSED
-                slot.parked_by = None
-            slots += self.parked
+            slots += self.parked.values()
             self.total -= len(self.parked)
-            self.parked = []
+            self.parked.clear()
             while self.waiters:
                 waiter = self.waiters.popleft()
                 waiter.error = PoolClosed("the pool was closed while waiting for a connection")
@@ -461,8 +469,9 @@ class LockFreeBag(Bag):
     slot. A borrow racing a new waiter may take an idle slot first (like HikariCP's); waiters
     among themselves stay first come first served.
 
-    Measured gain over :class:`Bag` (benchmarks/bench_pool.py section 1, CPython 3.11, one
-    thread): 0.20 us per borrow + return cycle (1.05 -> 0.85 us).
+    Measured gain over :class:`Bag`: 0.32 us per borrow + return cycle, 1.52 -> 1.20 us CPU
+    (``benchmarks/bench_pool.py --sections 1``, CPython 3.11, with and without
+    ``POOLKEEPER_ASSUME_NO_GIL=1``): above the 0.2 us a lock-free path must earn.
     """
 
     def borrow(self, now: float, owner: Any, new_waiter: Callable[[float], Waiter]
@@ -484,11 +493,14 @@ class LockFreeBag(Bag):
         if self.idle:  # a lock-free return came in since the check: see the docstring
             self._serve_waiters()
 
-    def give_back(self, slot: Slot, now: float, owner: Any) -> Sequence[Slot]:
-        count_usage(slot, now - slot.borrowed_at)
+    def give_back(self, slot: Slot, now: float) -> Sequence[Slot]:
+        # tally.count_usage written out: a Python call less per return, 0.06 us of the
+        # 1.13 us cycle (bench_pool.py section 1), which the "within 3 %" target needs
+        usage = now - slot.borrowed_at
+        slot.usage_s += usage
+        slot.usage_hist[0 if usage <= _FIRST_BOUND_S else bisect_left(_BOUNDS_S, usage)] += 1
         if self.waiters or self.closed:  # hand-off, parking or closing: under the lock
-            with self.lock:
-                return self._give_back_locked(slot, now, owner)
+            return self._give_back_counted(slot, now)
         # Push, then check again for a waiter or a close that came in meanwhile. The slot is
         # not touched after the push: another thread may already hold it.
         slot.state = _IDLE
@@ -501,7 +513,7 @@ class LockFreeBag(Bag):
         return _NOTHING
 
 
-def make_bag(*, lock: AbstractContextManager[Any], lease_s: float, max_waiting: int,
+def make_bag(*, lock: _Lock, lease_s: float, max_waiting: int,
              lock_free: bool) -> Bag:
     """The bag twin for this interpreter: lock-free only where the shell says the GIL is on."""
     cls = LockFreeBag if lock_free else Bag

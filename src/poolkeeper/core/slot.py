@@ -72,7 +72,6 @@ class Slot:
         "mon_frames",
         "mon_record",
         "monitored_class",
-        "parked_by",
         "parked_until",
         "proxy_class",
         "proxy_ref",
@@ -148,7 +147,6 @@ class Slot:
         self.mon_record: Any = None
         # lease parking (see Bag)
         self.lease_start = 0.0  #: when the current holder got it from the idle stack or a hand-off
-        self.parked_by: Any = None
         #: the lease owner of the current holder (see Bag.borrow; None: never parked)
         self.lease_owner: Any = None
         self.parked_until = 0.0
