@@ -2,21 +2,21 @@
 
 The bag knows nothing of databases, threads or event loops. A shell (the thread pool, the
 asyncio pool) asks it for a slot and gets one of three answers: *here is a slot*; *here is your
-waiter, queued* (a :class:`Waiter` of the shell's own class, made by the bag under its lock);
-or an exception (closed, too many waiting). On return, the bag decides whether the slot goes
-idle, to the oldest waiter, or is parked for its borrower; it tells the shell which slots to
-close (a closed bag's). Giving a slot to a waiter is one step under the lock: the bag assigns
-it and calls :meth:`Waiter.wake`, which the shell defines (release a lock, resolve a future)
-and which must neither block nor do I/O. The waiting itself (and its deadline, re-checks and
-cancellation) is the shell's; it ends every wait with :meth:`Bag.end_wait`.
+waiter, queued* (a :class:`Waiter` of the shell's own class, made by the bag under its lock); or
+an exception (closed, too many waiting). On return, the bag decides whether the slot goes idle,
+to the oldest waiter, or is parked for its borrower; it tells the shell which slots to close (a
+closed bag's). Giving a slot to a waiter is one step under the lock: the bag assigns it and
+calls :meth:`Waiter.wake`, which the shell defines (release a lock, resolve a future) and which
+must neither block nor do I/O. The waiting itself (and its deadline, re-checks and cancellation)
+is the shell's; it ends every wait with :meth:`Bag.end_wait`.
 
 The lock is the shell's too (``lock=``, with ``acquire``/``release`` and ``with``): the thread
-shell passes a ``threading.Lock``. One lock guards everything; nothing under it does I/O or allocates more than
-a waiter.
+shell passes a ``threading.Lock``. One lock guards everything; nothing under it does I/O or
+allocates more than a waiter.
 
-**Hand-off.** Waiters queue first come first served. A returned slot goes straight to the
-oldest waiter (never through the idle stack, where a newcomer could snatch it). Each waiter has
-an explicit state (:class:`WaiterState`): waiting, assigned (a slot was handed to it, it has not
+**Hand-off.** Waiters queue first come first served. A returned slot goes straight to the oldest
+waiter (never through the idle stack, where a newcomer could snatch it). Each waiter has an
+explicit state (:class:`WaiterState`): waiting, assigned (a slot was handed to it, it has not
 taken it yet), taken, cancelled. A waiter cancelled after it was assigned gives its slot back
 (:meth:`Bag.end_wait` returns it for the shell to give back), so no slot is lost to a
 cancellation or a timeout racing a hand-off.
@@ -28,11 +28,11 @@ outnumber connections (see FIELD-NOTES, "hand-off under contention"). So a borro
 by a hashable *owner* token of the shell's (the thread shell passes the thread's ident), keeps a
 lease on the slot it got for ``lease_s``: while the lease is young, a return with waiters queued
 *parks* the slot for that owner instead of handing it off, and the owner's next borrow takes it
-back without waking anyone. (The return does not say who returns: a connection handed to
-another thread and returned there is parked for its borrower, at most for the lease.) When the lease has run out, the next return hands the slot to the oldest waiter. Only
-connections with no open transaction are parked. A parked slot whose owner stopped borrowing
-is reclaimed once its lease ends, by whichever caller next touches the bag, or by a waiter's
-re-check (:meth:`Bag.recheck`).
+back without waking anyone. (The return does not say who returns: a connection handed to another
+thread and returned there is parked for its borrower, at most for the lease.) When the lease has
+run out, the next return hands the slot to the oldest waiter. Only connections with no open
+transaction are parked. A parked slot whose owner stopped borrowing is reclaimed once its lease
+ends, by whichever caller next touches the bag, or by a waiter's re-check (:meth:`Bag.recheck`).
 
 **Two twins.** :class:`Bag` takes its lock on every borrow and return: it is correct on any
 interpreter, the free-threaded one included. :class:`LockFreeBag` (see its docstring) borrows
