@@ -16,6 +16,7 @@ import pytest
 
 from poolkeeper.core import policy
 from poolkeeper.core.bag import Bag, LockFreeBag, Waiter, WaiterState, make_bag
+from poolkeeper.core.opening import OpenSchedule
 from poolkeeper.core.slot import Slot, SlotState
 from poolkeeper.errors import PoolClosed, TooManyWaiting
 
@@ -397,3 +398,70 @@ def test_housekeeping_takes_idle_slots_in_place_and_skips_ones_borrowed_meanwhil
     assert bag.take_idle(pick, 0.0) == [first, third]
     assert bag.idle is idle_stack and not idle_stack  # the same deque: a lock-free push is kept
     assert first.state is third.state is SlotState.RESERVED
+
+
+# ---------------------------------------------------------------------- the open schedule
+def _schedule() -> OpenSchedule:
+    return OpenSchedule(lock=threading.Lock(), backoff_max=10.0, rand=random.Random(3))
+
+
+def test_opens_start_at_once_while_the_server_answers() -> None:
+    sched = _schedule()
+    assert sched.start(3, 0.0) == (3, None)
+    ticket, retry = sched.begin(False, 0.0)
+    assert ticket is not None and retry is None
+    assert sched.succeeded(False, lambda handle: False) == 0
+
+
+def test_an_outage_defers_opens_behind_one_timed_retry() -> None:
+    sched = _schedule()
+    tickets = [sched.begin(False, 0.0)[0] for _ in range(3)]  # three attempts overlap
+    assert all(t is not None for t in tickets)
+    failures, delay = sched.failed(tickets[0], 0.0, 0.1, retry=False)  # type: ignore[arg-type]
+    assert failures == 1 and 0.0 < delay <= 0.2
+    # the overlapping attempts failed in the same outage: not more backoff steps
+    assert sched.failed(tickets[1], 0.0, 0.1, retry=False)[0] == 1  # type: ignore[arg-type]
+    assert sched.failed(tickets[2], 0.0, 0.1, retry=False)[0] == 1  # type: ignore[arg-type]
+    # new opens are deferred; the first deferral asks for the one timed retry
+    started, retry_in = sched.start(4, 0.1)
+    assert started == 0 and retry_in is not None and sched.deferred == 3
+    assert sched.start(1, 0.1) == (0, None)  # a retry is already queued
+    sched.retry_queued("retry-handle")
+    # an attempt queued before the failure waits too (no retry asked: one is queued)
+    assert sched.begin(False, 0.2) == (None, None) and sched.deferred == 5
+
+
+def test_the_first_success_releases_every_deferred_open_and_the_queued_retry() -> None:
+    sched = _schedule()
+    ticket = sched.begin(False, 0.0)[0]
+    assert ticket is not None
+    sched.failed(ticket, 0.0, 0.1, retry=False)
+    assert sched.start(3, 0.1)[1] is not None  # retry asked for (one reservation is its own)
+    sched.retry_queued("retry-handle")
+    cancelled: list[object] = []
+    assert sched.begin(False, 0.1)[0] is None  # a queued attempt starting now is deferred too
+    ticket = sched.begin(True, 0.5)[0]  # the retry itself runs
+    assert ticket is not None
+    released = sched.succeeded(True, lambda handle: bool(cancelled.append(handle)))
+    assert released == 3 and sched.failures == 0 and not cancelled  # 2 + the deferred attempt
+    assert sched.start(2, 0.6) == (2, None)
+
+
+def test_a_success_outside_the_retry_cancels_the_queued_retry_and_starts_its_open() -> None:
+    sched = _schedule()
+    first, second = sched.begin(False, 0.0)[0], sched.begin(False, 0.0)[0]
+    assert first is not None and second is not None
+    sched.failed(first, 0.0, 0.1, retry=False)
+    assert sched.start(1, 0.1)[1] is not None
+    sched.retry_queued("retry-handle")
+    assert sched.succeeded(False, lambda handle: handle == "retry-handle") == 1
+    assert sched.retry is None and not sched.retry_busy
+
+
+def test_a_closed_schedule_queues_no_retry() -> None:
+    sched = _schedule()
+    ticket = sched.begin(False, 0.0)[0]
+    assert ticket is not None
+    sched.failed(ticket, 0.0, 0.1, retry=False)
+    sched.close()
+    assert sched.start(2, 0.1) == (0, None)

@@ -25,6 +25,7 @@ from typing import Any
 from .config import PoolConfig, mask_dsn, parse_dsn
 from .core import policy
 from .core.bag import HISTOGRAM_BOUNDS_MS, Bag, Waiter, make_bag
+from .core.opening import OpenSchedule
 from .core.runtime import gil_enabled
 from .core.slot import Frame, Slot, SlotState
 from .core.tally import SlotTally, count_usage
@@ -157,17 +158,9 @@ class Pool:
         self._opened = 0
         self._open_failures = 0
         self._open_ms = 0.0
-        # Backoff state (under _open_lock). While connecting fails, one attempt runs at a
-        # time (a timed retry); the other opens wanted meanwhile wait as _deferred (still
-        # counted as opening) and all start at once after the first success.
-        self._open_lock = threading.Lock()
-        self._consecutive_failures = 0  #: backoff steps of the current outage
-        self._outage_since = 0.0
-        self._connect_events = 0  #: failures counted + successes: tells overlapping attempts
-        self._next_open_at = 0.0
-        self._deferred = 0
-        self._retry: int | None = None  #: the Worker handle of the timed retry, while queued
-        self._retry_busy = False  #: a retry is queued or running
+        # When to open connections while connecting fails (the backoff: core/opening.py)
+        self._opening = OpenSchedule(lock=threading.Lock(),
+                                     backoff_max=config.reconnect_backoff_max)
         self._last_connect_error: BaseException | None = None
         self._closed_by: dict[str, int] = dict.fromkeys(CloseReason.ALL, 0)
         self._leaks_detected = 0
@@ -620,98 +613,60 @@ class Pool:
 
     def _submit_opens(self, count: int) -> None:
         """Start ``count`` reserved opens: now, or after the backoff while connecting fails."""
-        with self._open_lock:
-            if self._consecutive_failures:
-                self._deferred += count
-                self._arm_retry()
-                return
+        now_count, retry_in = self._opening.start(count, _monotonic())
+        self._queue_retry(retry_in)
         pool_ref = weakref.ref(self)
-        for _ in range(count):
+        for _ in range(now_count):
             self._worker.submit(lambda: _open_one(pool_ref, False))
 
-    def _arm_retry(self) -> None:
-        """Queue the one timed attempt of the backoff, if opens wait for it (under _open_lock)."""
-        if self._retry_busy or not self._deferred or self._closed:
+    def _queue_retry(self, delay: float | None) -> None:
+        """Queue the backoff's timed attempt, when the schedule asked for one."""
+        if delay is None:
             return
-        self._retry_busy = True
-        self._deferred -= 1
         pool_ref = weakref.ref(self)
-        self._retry = self._worker.call_later(max(0.0, self._next_open_at - _monotonic()),
-                                              lambda: _open_one(pool_ref, True))
+        self._opening.retry_queued(
+            self._worker.call_later(delay, lambda: _open_one(pool_ref, True)))
 
     def _open(self, retry: bool = False) -> None:
         """Open one connection (worker thread); on failure back off and try again if needed.
 
-        ``retry``: this is the backoff's timed attempt. Its success (or any success) starts
-        every deferred open at once, so the pool is back to min_idle as soon as the server is.
+        ``retry``: this is the backoff's timed attempt (see core/opening.py).
         """
         if self._closed:
             self._bag.open_failed()
             return
-        with self._open_lock:
-            if not retry and self._consecutive_failures:
-                # queued before an attempt failed: wait for the backoff's retry like the rest
-                self._deferred += 1
-                self._arm_retry()
-                return
-            seen = self._connect_events
-            if retry:
-                self._retry = None
         start = _monotonic()
+        ticket, retry_in = self._opening.begin(retry, start)
+        if ticket is None:  # deferred until the outage ends
+            self._queue_retry(retry_in)
+            return
         try:
             raw = self.driver.connect()
         except Exception as exc:  # noqa: BLE001 - any connect failure is recorded and retried
-            self._open_failed(exc, start, seen, retry)
+            self._open_failed(exc, start, ticket, retry)
             return
         with self._stats_lock:
             self._open_ms += (_monotonic() - start) * 1000.0
-        release = 0
-        with self._open_lock:
-            self._connect_events += 1
-            self._consecutive_failures = 0
-            self._next_open_at = 0.0
-            release, self._deferred = self._deferred, 0
-            if retry:
-                self._retry_busy = False
-            elif self._retry is not None and self._worker.cancel(self._retry):
-                release += 1  # the queued retry's own reservation
-                self._retry = None
-                self._retry_busy = False
+        release = self._opening.succeeded(retry, self._worker.cancel)
         slot = self._new_slot(raw)
         if not self._bag.add_new(slot):
             self._close_raw(slot, CloseReason.POOL_CLOSED)
         if release:
             self._submit_opens(release)
 
-    def _open_failed(self, exc: Exception, start: float, seen: int, retry: bool) -> None:
+    def _open_failed(self, exc: Exception, start: float, ticket: int, retry: bool) -> None:
         now = _monotonic()
         with self._stats_lock:
             self._open_failures += 1
             self._last_connect_error = exc
-        with self._open_lock:
-            # Attempts that overlap fail together in one outage: only the first failure
-            # reported since this attempt began is a step of the backoff (8 parallel opens
-            # failing in a 3 s outage must not push it to its cap).
-            if self._connect_events == seen:
-                self._connect_events += 1
-                if not self._consecutive_failures:
-                    self._outage_since = start
-                self._consecutive_failures += 1
-                self._next_open_at = now + policy.backoff_delay(
-                    self._consecutive_failures, self.config.reconnect_backoff_max, self._rand,
-                    outage_s=now - self._outage_since)
-            failures = self._consecutive_failures
-            delay = max(0.0, self._next_open_at - now)
-            if retry:
-                self._retry_busy = False
+        failures, delay = self._opening.failed(ticket, start, now, retry)
         self._bag.open_failed()
         log = logger.warning if failures <= 1 or failures % 10 == 0 else logger.debug
         log("pool %r: connecting to %s failed (%d in a row), next try in %.2f s: %s: %s",
             self.name, self.driver.describe(), failures, delay, type(exc).__name__,
             _first_line(exc))
         self._request_opens()
-        with self._open_lock:
-            self._arm_retry()
+        self._queue_retry(self._opening.arm(_monotonic()))
 
     def _retire(self, slot: Slot, reason: str, usage: float | None = None) -> None:
         """Take a slot out of the pool and close its connection off the caller's path."""
@@ -953,6 +908,7 @@ class Pool:
         if self._closed:
             return
         self._closed = True
+        self._opening.close()
         for slot in self._bag.close():
             self._close_raw(slot, CloseReason.POOL_CLOSED)
         # Checkouts dropped unreturned before close() and still queued: nobody drains the
