@@ -442,7 +442,11 @@ def test_the_first_success_releases_every_deferred_open_and_the_queued_retry() -
     assert sched.begin(False, 0.1)[0] is None  # a queued attempt starting now is deferred too
     ticket = sched.begin(True, 0.5)[0]  # the retry itself runs
     assert ticket is not None
-    released = sched.succeeded(True, lambda handle: bool(cancelled.append(handle)))
+    def cancel(handle: object) -> bool:
+        cancelled.append(handle)
+        return True
+
+    released = sched.succeeded(True, cancel)
     assert released == 3 and sched.failures == 0 and not cancelled  # 2 + the deferred attempt
     assert sched.start(2, 0.6) == (2, None)
 
