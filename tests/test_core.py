@@ -16,8 +16,9 @@ import pytest
 
 from poolkeeper.core import policy
 from poolkeeper.core.bag import Bag, LockFreeBag, Waiter, WaiterState, make_bag
+from poolkeeper.core.maintenance import plan_maintenance
 from poolkeeper.core.opening import OpenSchedule
-from poolkeeper.core.slot import Slot, SlotState
+from poolkeeper.core.slot import CloseReason, Slot, SlotState
 from poolkeeper.errors import PoolClosed, TooManyWaiting
 
 
@@ -469,3 +470,35 @@ def test_a_closed_schedule_queues_no_retry() -> None:
     sched.failed(ticket, 0.0, 0.1, retry=False)
     sched.close()
     assert sched.start(2, 0.1) == (0, None)
+
+
+# ---------------------------------------------------------------------- maintenance
+def test_a_pass_never_retires_below_min_idle_counting_lifetime_retirements() -> None:
+    bag = _bag_with(Bag, 3)
+    old, young, fresh = list(bag.idle)
+    old.expires_at = 5.0  # past its lifetime at t=10
+    for s in (old, young, fresh):
+        s.idle_timeout = 1.0
+        s.last_used = 0.0
+    plan = plan_maintenance(bag, [old, young, fresh], 10.0, min_idle=2, idle_timeout=1.0,
+                            keepalive_interval=None, leak_threshold=None,
+                            abandoned_timeout=None, reclaim_grace=1.0)
+    # the lifetime retirement leaves two open: none more may go for idleness
+    assert plan.retire == [(old, CloseReason.LIFETIME)]
+    assert old.state is SlotState.RESERVED and len(bag.idle) == 2
+
+
+def test_a_pass_plans_pings_leaks_and_reclaims() -> None:
+    bag = _bag_with(Bag, 3)
+    idle = bag.idle[0]
+    idle.last_alive = 0.0
+    held = _slot_of(bag, None, 0.0)
+    revoked = _slot_of(bag, None, 0.0)
+    revoked.reclaim_at = 1.0
+    plan = plan_maintenance(bag, [idle, held, revoked], 100.0, min_idle=0, idle_timeout=None,
+                            keepalive_interval=60.0, leak_threshold=30.0,
+                            abandoned_timeout=50.0, reclaim_grace=1.0)
+    assert plan.ping == [idle] and idle.state is SlotState.RESERVED
+    assert plan.leaked == [held, revoked]
+    assert plan.reclaimable == [revoked]
+    assert plan.abandoned == [held]  # ran no statement for 100 s; the revoked one is skipped

@@ -25,9 +25,10 @@ from typing import Any
 from .config import PoolConfig, mask_dsn, parse_dsn
 from .core import policy
 from .core.bag import HISTOGRAM_BOUNDS_MS, Bag, Waiter, make_bag
+from .core.maintenance import plan_maintenance
 from .core.opening import OpenSchedule
 from .core.runtime import gil_enabled
-from .core.slot import Frame, Slot, SlotState
+from .core.slot import CloseReason, Frame, Slot, SlotState
 from .core.tally import SlotTally, count_usage
 from .drivers import Driver, create_driver, detect_driver
 from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
@@ -78,24 +79,6 @@ class ThreadWaiter(Waiter):
 
     def wake(self) -> None:
         self.lock.release()
-
-
-class CloseReason:
-    """Why a physical connection was closed (each is a ``connections_closed_<reason>`` counter)."""
-
-    LIFETIME = "lifetime"  #: reached max_lifetime
-    IDLE = "idle"  #: idle past idle_timeout, above min_idle
-    BROKEN = "broken"  #: the driver reported it unusable (server restart, killed backend)
-    VALIDATION = "validation"  #: failed the ping on borrow or the keepalive ping
-    RESET_FAILED = "reset_failed"  #: rollback on return failed
-    UNKNOWN_STATE = "unknown_state"  #: returned mid-statement or in an unknown state
-    EXPIRED = "expired"  #: retired by expire_all()
-    ABANDONED = "abandoned"  #: reclaimed after abandoned_timeout
-    POOL_CLOSED = "pool_closed"  #: the pool was closed
-    #: received a result above max_idle_result_bytes (libpq keeps its buffer that large)
-    LARGE_RESULT = "large_result"
-    ALL = (LIFETIME, IDLE, BROKEN, VALIDATION, RESET_FAILED, UNKNOWN_STATE, EXPIRED, ABANDONED,
-           POOL_CLOSED, LARGE_RESULT)
 
 
 class _Churn:
@@ -733,29 +716,20 @@ class Pool:
         return max(period, 0.01)
 
     def _housekeep(self) -> None:
+        """One housekeeping pass: the plan is core/maintenance.py's; the I/O is done here."""
         if self._closed:
             return
         cfg = self.config
         self._drain_orphans()
-        # Retire idle connections past their lifetime or from an older generation.
-        generation = self._bag.generation
-        for slot in self._bag.take_idle(
-                lambda idle, now: [s for s in idle
-                                   if s.expires_at <= now or s.generation != generation],
-                _monotonic()):
-            self._retire(slot, CloseReason.LIFETIME if slot.generation == generation
-                         else CloseReason.EXPIRED)
-        # Idle expiry, never below min_idle open connections (the count the top-up keeps).
-        if cfg.idle_timeout is not None:
-            bag = self._bag  # pick() runs under the bag's lock: total is consistent there
-            for slot in self._bag.take_idle(
-                    lambda idle, now: policy.idle_evictions(idle, now, bag.total, cfg.min_idle),
-                    _monotonic()):
-                self._retire(slot, CloseReason.IDLE)
-        # Keepalive: ping idle connections instead of replacing them.
-        for slot in self._bag.take_idle(
-                lambda idle, now: policy.keepalive_due(idle, now, cfg.keepalive_interval),
-                _monotonic()):
+        now = _monotonic()
+        plan = plan_maintenance(
+            self._bag, list(self._slots.values()), now, min_idle=cfg.min_idle,
+            idle_timeout=cfg.idle_timeout, keepalive_interval=cfg.keepalive_interval,
+            leak_threshold=cfg.leak_threshold, abandoned_timeout=cfg.abandoned_timeout,
+            reclaim_grace=_RECLAIM_GRACE)
+        for slot, reason in plan.retire:
+            self._retire(slot, reason)
+        for slot in plan.ping:
             with self._stats_lock:
                 self._keepalives += 1
             try:
@@ -768,15 +742,12 @@ class Pool:
             slot.last_alive = _monotonic()
             if not self._bag.give_back_reserved(slot):
                 self._close_raw(slot, CloseReason.POOL_CLOSED)
-        now = _monotonic()
-        in_use = [s for s in list(self._slots.values()) if s.state is _IN_USE]
-        for slot in policy.leaked(in_use, now, cfg.leak_threshold):
+        for slot in plan.leaked:
             self._report_leak(slot, now)
-        if cfg.abandoned_timeout is not None:
-            for slot in policy.reclaimable(in_use, now, _RECLAIM_GRACE):
-                self._retire(slot, CloseReason.ABANDONED)
-            for slot in policy.abandoned(in_use, now, cfg.abandoned_timeout):
-                self._reclaim(slot, now)
+        for slot in plan.reclaimable:
+            self._retire(slot, CloseReason.ABANDONED)
+        for slot in plan.abandoned:
+            self._reclaim(slot, now)
         if cfg.stats_log_interval is not None and now - self._stats_logged_at >= \
                 cfg.stats_log_interval:
             self._stats_logged_at = now

@@ -13,7 +13,7 @@ from typing import Any
 
 from .tally import BUCKETS
 
-__all__ = ["Frame", "Slot", "SlotState", "line_of"]
+__all__ = ["CloseReason", "Frame", "Slot", "SlotState", "line_of"]
 
 #: (filename, line, function) of one stack frame, formatted only when someone reads it
 Frame = tuple[str, int, str]
@@ -31,6 +31,24 @@ def line_of(code: Any, lasti: int) -> int:
             if start <= lasti < end:
                 return code.co_firstlineno if line is None else int(line)
     return int(code.co_firstlineno)
+
+
+class CloseReason:
+    """Why a physical connection was closed (each is a ``connections_closed_<reason>`` counter)."""
+
+    LIFETIME = "lifetime"  #: reached max_lifetime
+    IDLE = "idle"  #: idle past idle_timeout, above min_idle
+    BROKEN = "broken"  #: the driver reported it unusable (server restart, killed backend)
+    VALIDATION = "validation"  #: failed the ping on borrow or the keepalive ping
+    RESET_FAILED = "reset_failed"  #: rollback on return failed
+    UNKNOWN_STATE = "unknown_state"  #: returned mid-statement or in an unknown state
+    EXPIRED = "expired"  #: retired by expire_all()
+    ABANDONED = "abandoned"  #: reclaimed after abandoned_timeout
+    POOL_CLOSED = "pool_closed"  #: the pool was closed
+    #: received a result above max_idle_result_bytes (libpq keeps its buffer that large)
+    LARGE_RESULT = "large_result"
+    ALL = (LIFETIME, IDLE, BROKEN, VALIDATION, RESET_FAILED, UNKNOWN_STATE, EXPIRED, ABANDONED,
+           POOL_CLOSED, LARGE_RESULT)
 
 
 class SlotState(enum.IntEnum):
