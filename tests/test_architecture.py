@@ -57,8 +57,7 @@ LAYERS: dict[str, str] = {
     "scheduler": "scheduler",
     "sql": "sql",
     "observe": "observe", "admin": "observe", "metrics": "observe",
-    "console": "top", "loader": "top", "integrations": "top", "cli": "top", "demo": "top",
-    "doctor": "top",
+    "console": "top", "loader": "top", "integrations": "top", "cli": "top",
 }
 #: layers that may know no driver, no console, no private attribute of a shell
 KNOW_NO_DRIVER = frozenset({"hooks", "sql", "observe", "scheduler"})
@@ -319,7 +318,35 @@ def rule_no_private_attribute_of_a_driver_object_is_read() -> list[Read]:
     return out
 
 
-RULES: dict[str, Callable[[], list[Edge]] | Callable[[], list[Read]]] = {
+def _own_package(module: str) -> str:
+    """The package below poolkeeper a module belongs to (``poolkeeper.cli.demo``:
+    ``poolkeeper.cli``), or the module itself when it sits at the top."""
+    return ".".join(module.split(".")[:2])
+
+
+def rule_top_layer_reads_no_private_name_of_another_package() -> list[Edge | Read]:
+    """In console/, loader/, integrations/ and cli/: no private attribute of a pool or proxy
+    (``pool._hooks``, ``getattr(pool, "_hooks")``), no private name of another package, read
+    or imported (``from ..console.views import _sql_entries``): they use the pools' public API
+    and the public views of observe/ and console/. (A name the reader's own package defines
+    too is taken for its own: the loader's engine has a ``_lock`` like the pool's.)"""
+    found = modules()
+    out: list[Edge | Read] = []
+    for module, path in found.items():
+        if layer(module) != "top":
+            continue
+        package = _own_package(module)
+        own = _defined_private_names([p for m, p in found.items()
+                                      if m == package or m.startswith(package + ".")])
+        out += [r for r in _private_reads(path, module) if r.name not in own]
+    out += [e for e in internal_edges() if layer(e.src) == "top"
+            and _own_package(e.dst) != _own_package(e.src)
+            and any(n.startswith("_") and not n.startswith("__") for n in e.names)]
+    return out
+
+
+RULES: dict[str, Callable[[], list[Edge]] | Callable[[], list[Read]]
+            | Callable[[], list[Edge | Read]]] = {
     "core imports nothing but errors and itself": rule_core_imports_only_errors_and_itself,
     "core uses no threads, I/O or event loop": rule_core_uses_no_threads_io_or_event_loop,
     "drivers import no shell, hook, console, loader, integration or cli":
@@ -330,6 +357,8 @@ RULES: dict[str, Callable[[], list[Edge]] | Callable[[], list[Read]]] = {
         rule_nothing_below_the_top_layer_imports_it,
     "console, loader, integrations and cli use only public names below them":
         rule_top_layer_uses_only_public_names_of_the_layers_below,
+    "console, loader, integrations and cli read no private name of another package":
+        rule_top_layer_reads_no_private_name_of_another_package,
     "only drivers import a driver package": rule_only_drivers_import_a_driver_package,
     "hooks, sql, observe and scheduler read no private attribute of a shell or proxy":
         rule_no_private_attribute_of_a_shell_or_proxy_is_read,

@@ -15,20 +15,29 @@ import pytest
 
 from poolkeeper import Pool
 from poolkeeper.cli import main
+from poolkeeper.cli.workload import LEAK_THRESHOLD_S, run_demo
 from poolkeeper.console import serve
-from poolkeeper.demo import LEAK_THRESHOLD_S, run_demo
 
 
 def _prefix() -> str:
     return f"pkd{uuid.uuid4().hex[:8]}_"
 
 
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
+# ----------------------------------------------------------------------------- entry points
+def test_the_console_script_and_python_m_run_the_same_main() -> None:
+    import tomllib
+
+    from poolkeeper.cli import main as main_module_function
+    from poolkeeper.cli.main import COMMANDS
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    target = pyproject["project"]["scripts"]["poolkeeper"]
+    module, _, name = target.partition(":")
+    assert getattr(importlib.import_module(module), name) is main_module_function is main
+    assert list(COMMANDS) == ["demo", "doctor", "console", "top", "load"]
+    done = subprocess.run([sys.executable, "-m", "poolkeeper.cli", "--version"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("poolkeeper "), done.stderr
 
 
 # ----------------------------------------------------------------------------- demo
@@ -38,12 +47,8 @@ def test_demo_prints_the_workload_report_and_exits_zero(capsys: pytest.CaptureFi
     for section in ("poolkeeper demo: 3 threads, 300 operations", "workload", "pool statistics",
                     "wait time", "planted leak", "leaky_app.py:5"):
         assert section in out, section
-    if _has("poolkeeper.timeouts"):
-        assert "slow query under a statement timeout" in out and "QueryTimeout" in out
-    if _has("poolkeeper.sql.hook"):
-        assert "top SQL fingerprints" in out
-    if _has("poolkeeper.observe.memory"):
-        assert "memory ledger" in out
+    assert "slow query under a statement timeout" in out and "QueryTimeout" in out
+    assert "top SQL fingerprints" in out and "memory ledger" in out
     assert not [t for t in threading.enumerate() if t.name.startswith("poolkeeper")]
 
 
@@ -60,25 +65,21 @@ def test_demo_finds_the_planted_leak_at_its_file_and_line(any_dsn: str) -> None:
 
 
 def test_demo_slow_query_is_cancelled_on_the_server(any_dsn: str) -> None:
-    if not _has("poolkeeper.timeouts"):
-        pytest.skip("query timeouts are not in this build")
     result = run_demo(any_dsn, threads=2, operations=40, prefix=_prefix())
-    assert result.timeout is not None, result.not_enabled
+    assert result.timeout is not None
     assert result.timeout["error"] and "cancelled" in result.timeout["error"]
     assert "'" not in result.timeout["sql"]  # literals folded
     assert result.timeout["elapsed_s"] < 5.0  # the statement itself would run 5 s or more
 
 
-def test_demo_reports_top_sql_and_ledger_when_built(sqlite_dsn: str) -> None:
+def test_demo_reports_top_sql_and_ledger(sqlite_dsn: str) -> None:
     result = run_demo(sqlite_dsn, threads=2, operations=100, faults=False, prefix=_prefix())
     assert result.leak is None and result.timeout is None
-    if _has("poolkeeper.sql.hook"):
-        assert result.top_sql
-        totals = [r["total_ms"] for r in result.top_sql]
-        assert totals == sorted(totals, reverse=True)
-        assert all("customer " not in r["fingerprint"] for r in result.top_sql)
-    if _has("poolkeeper.observe.memory"):
-        assert result.ledger
+    assert result.top_sql
+    totals = [r["total_ms"] for r in result.top_sql]
+    assert totals == sorted(totals, reverse=True)
+    assert all("customer " not in r["fingerprint"] for r in result.top_sql)
+    assert result.ledger
 
 
 def test_demo_with_console_serves_during_the_run(capsys: pytest.CaptureFixture[str]) -> None:
@@ -213,7 +214,6 @@ def test_console_command_serves_a_pool_until_stopped(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- load
 def test_load_puts_csv_and_jsonl_files_into_a_table(
         any_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    importlib.import_module("poolkeeper.loader")
     from ._db import count_rows, create_table, drop_table, unique_table
 
     table = unique_table("pkload")
@@ -240,7 +240,6 @@ def test_load_puts_csv_and_jsonl_files_into_a_table(
 
 def test_load_says_what_is_wrong_with_bad_input(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    importlib.import_module("poolkeeper.loader")
     dsn = f"sqlite:///{tmp_path / 'l.db'}"
     assert main(["load", "--dsn", dsn, "t", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err

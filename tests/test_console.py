@@ -127,6 +127,15 @@ def test_missing_parts_show_not_enabled_instead_of_failing(pool: Pool) -> None:
     assert "not enabled" in pages["/sql"][1] and "not enabled" in pages["/caches"][1]
 
 
+def test_caches_page_shows_the_drivers_cache_policy_beside_the_counters(
+        console: ConsoleHandle, pool: Pool) -> None:
+    entry = json.loads(get(console.url + "api/caches")[1])["pools"][0]
+    assert entry["enabled"] is True
+    assert entry["policy"] == pool.statement_cache_policy()
+    assert entry["policy"]["mechanism"] == "sqlite3 cached_statements"
+    assert entry["counters"]["stmt_cache_max_statements"] == entry["policy"]["max_statements"]
+
+
 def test_statistics_switched_off_are_shown_as_such(sqlite_dsn: str) -> None:
     with Pool(sqlite_dsn, stats=False, name="quiet") as pool:
         with pool.connection() as conn:
@@ -192,6 +201,11 @@ def test_reset_needs_the_token_and_logs_the_values_it_drops(
         assert pool.stats()["requests_num"] == 0
         assert any("values before the reset" in r.getMessage() and f'"requests_num": {before}'
                    in r.getMessage() for r in caplog.records)
+        # the per-fingerprint statistics go too, logged first with their top statements
+        assert pool.sql_stats()["executions"] == 0
+        assert any("SQL statistics of pool 'shop' reset" in r.getMessage()
+                   and '"executions": 20' in r.getMessage() and "SELECT ?" in r.getMessage()
+                   for r in caplog.records)
         status, _ = post(handle.url + "api/reset?pool=nosuch",
                          headers={"Authorization": f"Bearer {TOKEN}"})
         assert status == 404

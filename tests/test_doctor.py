@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 
 from poolkeeper import PoolConfig
-from poolkeeper.doctor import (
-    DEADLINE_BYTES,
-    WAITER_BYTES,
-    Report,
-    diagnose,
-    diagnose_file,
-    format_bytes,
-    format_report,
-    parse_size,
-)
+from poolkeeper.cli.diagnosis import DEADLINE_BYTES, WAITER_BYTES, Report, diagnose, diagnose_file
+from poolkeeper.cli.doctor import format_report
+from poolkeeper.cli.sizes import format_bytes, parse_size
 
 GB = 1024**3
 

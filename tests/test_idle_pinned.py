@@ -65,8 +65,8 @@ def test_option_validated() -> None:
 
 
 def test_doctor_flags_bound_off_or_high() -> None:
+    from poolkeeper.cli.diagnosis import diagnose
     from poolkeeper.config import PoolConfig
-    from poolkeeper.doctor import diagnose
 
     dsn = "postgresql://app@127.0.0.1/test"
     for bound in (0, 1 << 30):

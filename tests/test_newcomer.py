@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from poolkeeper import Pool, PoolConfig, __version__, doctor
+from poolkeeper import Pool, PoolConfig, __version__
 from poolkeeper.cli import build_parser, main
+from poolkeeper.cli.diagnosis import INCIDENTS, diagnose
+from poolkeeper.cli.doctor import format_report
 from poolkeeper.console import serve
-from poolkeeper.doctor import diagnose, format_report
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -105,7 +106,7 @@ def test_doctor_names_incidents_and_talks_about_mysql_only_for_mysql(tmp_path: P
     mysql_text = format_report(diagnose(_churn("mysql://root@127.0.0.1/db"),
                                         memory_limit=4 * GB))
     assert "the MySQL driver BoneCP used" in mysql_text
-    assert {f.incident for f in sqlite_report.findings} <= {"", *doctor.INCIDENTS}
+    assert {f.incident for f in sqlite_report.findings} <= {"", *INCIDENTS}
 
 
 def test_doctor_json_and_rich_output_name_no_internal_numbering(

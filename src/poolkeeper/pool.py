@@ -856,6 +856,10 @@ class Pool:
         """The statement caches' counters (what the driver caches, and whether it can)."""
         return self._stmt_cache.stats()
 
+    def statement_cache_policy(self) -> dict[str, Any]:
+        """How this driver's statements are cached: the mechanism, its bounds and a note."""
+        return self._stmt_cache.policy.as_dict()
+
     # ================================================================== management
     def expire_all(self) -> None:
         """Retire every connection: idle ones now, borrowed ones when they come back."""

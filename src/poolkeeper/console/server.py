@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..errors import ConfigError
-from ..observe.memory import counted_bytes
+from ..observe.memory import counted_bytes, read_rss
 from . import render, views
 from .history import History
 
@@ -61,6 +61,8 @@ _COOKIE = "poolkeeper_token"
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 _MAX_BODY = 64 * 1024
 _MAX_SQL_CHARS = 10_000
+#: statements a reset logs (most total time first) before it drops them
+_RESET_LOG_STATEMENTS = 20
 _STATIC = ("console.css", "console.js")
 _SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -122,15 +124,8 @@ class _App:
         history = self.sources.history
         if not history.due():
             return
-        rss = None
-        ledger_bytes = 0
-        memory = views._optional("poolkeeper.observe.memory")
-        if memory is not None:
-            rss = memory.read_rss()
-        ledger = self.sources.get_ledger()
-        if ledger is not None:
-            ledger_bytes = counted_bytes(ledger.entries())
-        history.sample(views.named_pools(self.sources.pool_list()), rss=rss,
+        ledger_bytes = counted_bytes(self.sources.get_ledger().entries())
+        history.sample(views.named_pools(self.sources.pool_list()), rss=read_rss(),
                        ledger_bytes=ledger_bytes)
 
     # ------------------------------------------------------------------ auth
@@ -277,15 +272,16 @@ class _App:
                         name, json.dumps(counters, default=str, sort_keys=True))
             done[name] = views.jsonable(counters)
             # Per-fingerprint statistics are not reset by pop_stats(): reset them too, logging
-            # the top statements first when the registry can.
-            for owner in (pool, *views.pool_hooks(pool)):
-                log_and_reset = getattr(getattr(owner, "registry", None), "log_and_reset", None)
-                if callable(log_and_reset):
-                    log_and_reset()
-                    break
-                if callable(getattr(owner, "pop_sql_stats", None)):
-                    owner.pop_sql_stats()
-                    break
+            # their totals and top statements first.
+            pop_sql_stats = getattr(pool, "pop_sql_stats", None)
+            if callable(pop_sql_stats):
+                sql = dict(pop_sql_stats(_RESET_LOG_STATEMENTS))
+                top = [{k: s.get(k) for k in ("fingerprint", "executions", "errors", "total_ms")}
+                       for s in sql.pop("statements", ())]
+                logger.info("console: SQL statistics of pool %r reset; totals before the reset: "
+                            "%s; top statements by total time: %s", name,
+                            json.dumps(views.jsonable(sql), sort_keys=True),
+                            json.dumps(views.jsonable(top)))
         return done
 
     def _get(self, path: str, query: Mapping[str, list[str]]) -> _Response:

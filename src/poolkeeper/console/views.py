@@ -1,10 +1,11 @@
 """What each console page shows, as plain JSON-ready data (the pages' JSON twins).
 
-Every view reads the pools and the observability parts at the moment it is called and
-feature-detects the parts that arrive with other components: SQL statistics
-(``pool.sql_stats``), statement caches (``pool.statement_cache_info`` and cache counters in
-``pool.stats()``), the resource monitor and the memory ledger. A missing part yields
-``{"enabled": False, "reason": ...}`` instead of an error, so a page grows as parts land.
+Every view reads the pools and the observability parts at the moment it is called, through
+public API only: ``pool.stats()``, ``pool.connections_info()``, and where a pool has them
+``pool.sql_stats()``, ``pool.statement_cache_info()`` / ``statement_cache_policy()``; the
+views of :mod:`poolkeeper.observe` (monitor, memory ledger, admin tables). A pool without one
+of the optional methods (a pool-like object that offers only ``stats()``) yields
+``{"enabled": False, "reason": ...}`` on that page instead of an error.
 
 Secrets and data never leave through here: DSNs are masked (:func:`poolkeeper.config.mask_dsn`)
 and every value that may hold SQL is folded again (:func:`poolkeeper.sql.fingerprint.redact`)
@@ -14,15 +15,17 @@ even when its producer already folded it.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import mask_dsn
-from ..observe.memory import counted_bytes
+from ..observe import admin
+from ..observe.memory import LEDGER, counted_bytes, read_memory_limit, read_rss
+from ..observe.monitor import MONITOR, by_site, registered_pools
+from ..sql.fingerprint import redact
 from .history import History
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "query_view",
     "resources_view",
     "safe_sql",
+    "sql_entries",
     "sql_view",
 ]
 
@@ -59,15 +63,14 @@ class Sources:
 
     pools: Any
     history: History = field(default_factory=History)
-    monitor: Any = None  #: a Monitor (default: the process-wide one, when present)
-    ledger: Any = None  #: a MemoryLedger (default: the process-wide one, when present)
+    monitor: Any = None  #: a Monitor (default: the process-wide one, MONITOR)
+    ledger: Any = None  #: a MemoryLedger (default: the process-wide one, LEDGER)
     watchdog: Any = None  #: a MemoryWatchdog whose history feeds the memory trend
 
     def pool_list(self) -> list[Any]:
         source = self.pools
         if source is None:
-            observe = _optional("poolkeeper.observe.monitor")
-            return list(observe.registered_pools()) if observe is not None else []
+            return list(registered_pools())
         if callable(source) and not hasattr(source, "stats"):
             source = source()
         if hasattr(source, "stats"):
@@ -75,16 +78,10 @@ class Sources:
         return list(source)
 
     def get_monitor(self) -> Any:
-        if self.monitor is not None:
-            return self.monitor
-        module = _optional("poolkeeper.observe.monitor")
-        return None if module is None else module.MONITOR
+        return self.monitor if self.monitor is not None else MONITOR
 
     def get_ledger(self) -> Any:
-        if self.ledger is not None:
-            return self.ledger
-        module = _optional("poolkeeper.observe.memory")
-        return None if module is None else module.LEDGER
+        return self.ledger if self.ledger is not None else LEDGER
 
 
 def named_pools(pools: Iterable[Any]) -> list[tuple[str, Any]]:
@@ -99,31 +96,14 @@ def named_pools(pools: Iterable[Any]) -> list[tuple[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _optional(module: str) -> Any:
-    """The module, or None when it is absent (or broken mid-install)."""
-    try:
-        return importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - a missing or broken part is shown as "not enabled"
-        return None
-
-
 def safe_sql(text: Any, limit: int = 2000) -> str | None:
     """SQL with every literal folded to ``?``; None stays None."""
     if text is None:
         return None
-    fingerprint = _optional("poolkeeper.sql.fingerprint")
-    if fingerprint is not None:
-        try:
-            return str(fingerprint.redact(text, limit))
-        except Exception:  # noqa: BLE001 - fall back to the monitor's folding below
-            pass
-    monitor = _optional("poolkeeper.observe.monitor")
-    if monitor is not None:
-        try:
-            return str(monitor.fold_sql(text, limit))
-        except Exception:  # noqa: BLE001 - nothing can fold it: hide it
-            pass
-    return "(statement hidden: no SQL folding available)"
+    try:
+        return redact(text if isinstance(text, str | bytes) else str(text), limit)
+    except Exception:  # noqa: BLE001 - what cannot be folded is hidden, never shown raw
+        return "(statement hidden: it could not be folded)"
 
 
 def jsonable(value: Any) -> Any:
@@ -245,56 +225,15 @@ def overview_view(src: Sources) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- SQL
-def pool_hooks(pool: Any) -> list[Any]:
-    """The execute hooks installed on a pool (public ``hooks`` when it has one)."""
-    hooks = getattr(pool, "hooks", None)
-    if hooks is None:
-        hooks = getattr(pool, "_hooks", None)
-    try:
-        return list(hooks or ())
-    except TypeError:
-        return []
-
-
-def sql_stats_source(pool: Any) -> Any:
-    """Whatever reports the pool's SQL statistics: ``pool.sql_stats`` or a hook's."""
-    source = getattr(pool, "sql_stats", None)
-    if source is not None:
-        return source
-    for hook in pool_hooks(pool):
-        source = getattr(hook, "sql_stats", None)
-        if source is not None:
-            return source
-    return None
-
-
-def _sql_entries(pool: Any) -> tuple[bool, list[dict[str, Any]], dict[str, Any]]:
-    """(enabled, rows, registry counters) of a pool's SQL statistics.
-
-    Accepts the shapes a statistics component may report: ``{"statements": [...], totals}``
-    (poolkeeper.sql), a list of entries, a mapping fingerprint -> entry, or a registry
-    object with ``entries()`` / ``snapshot()``.
-    """
-    source = sql_stats_source(pool)
-    if source is None:
+def sql_entries(pool: Any) -> tuple[bool, list[dict[str, Any]], dict[str, Any]]:
+    """(enabled, rows, totals) of a pool's SQL statistics (``pool.sql_stats()``): one row per
+    fingerprint, most total time first; enabled is False for a pool without statistics."""
+    sql_stats = getattr(pool, "sql_stats", None)
+    if not callable(sql_stats):
         return False, [], {}
-    value = source() if callable(source) else source
-    if value is None:
-        return False, [], {}
-    counters: dict[str, Any] = {}
-    if not isinstance(value, Mapping | list | tuple):
-        stats = getattr(value, "stats", None)
-        if callable(stats):
-            counters = dict(stats())
-        for attr in ("snapshot", "entries", "rows", "top"):
-            fn = getattr(value, attr, None)
-            if callable(fn):
-                value = fn()
-                break
-    if isinstance(value, Mapping) and isinstance(value.get("statements"), list | tuple):
-        counters.update({k: v for k, v in value.items() if k != "statements"})
-        value = value["statements"]
-    return True, _rows(value, key_name="fingerprint"), counters
+    value = dict(sql_stats())
+    rows = _rows(value.pop("statements", None), key_name="fingerprint")
+    return True, rows, value
 
 
 def _order_columns(rows: Sequence[Mapping[str, Any]], first: Sequence[str]) -> list[str]:
@@ -313,7 +252,7 @@ def sql_view(src: Sources, sort: str | None = None, limit: int = MAX_ROWS) -> di
     for name, pool in named_pools(src.pool_list()):
         entry = _pool_header(name, pool)
         try:
-            enabled, rows, counters = _sql_entries(pool)
+            enabled, rows, counters = sql_entries(pool)
         except Exception as exc:  # noqa: BLE001 - one failing part must not hide the page
             entry.update(enabled=False, reason=f"sql_stats() failed: {type(exc).__name__}: "
                                                f"{exc}")
@@ -390,11 +329,9 @@ def caches_view(src: Sources, limit: int = MAX_ROWS) -> dict[str, Any]:
         config = getattr(pool, "config", None)
         entry["config"] = {k: getattr(config, k) for k in (
             "statement_cache_size", "statement_cache_bytes", "fetch_size") if hasattr(config, k)}
-        policies = [jsonable(h.describe()) for h in pool_hooks(pool)
-                    if callable(getattr(h, "describe", None))
-                    and callable(getattr(h, "connection_stats", None))]
-        entry["policy"] = policies[0] if policies else None
-        entry["enabled"] = bool(present or counters or policies)
+        has_policy, policy = _call(pool, "statement_cache_policy")
+        entry["policy"] = jsonable(policy) if has_policy else None
+        entry["enabled"] = bool(present or counters or has_policy)
         if not entry["enabled"]:
             entry["reason"] = ("statement caches are not enabled for this pool (no cache "
                                "counters in pool.stats() and no pool.statement_cache_info): "
@@ -446,9 +383,6 @@ def resources_view(src: Sources, min_age: float = 1.0, per_site: int = 5,
                    limit: int = 200) -> dict[str, Any]:
     """Live resources grouped by call site (with example stacks), and collected leftovers."""
     monitor = src.get_monitor()
-    if monitor is None:
-        return {"enabled": False, "reason": "the resource monitor is not available in this "
-                                            "build (poolkeeper.observe.monitor)"}
     stats = jsonable(monitor.stats())
     live = monitor.live(min_age)
     collected = monitor.collected()
@@ -457,8 +391,7 @@ def resources_view(src: Sources, min_age: float = 1.0, per_site: int = 5,
         return {"enabled": False, "stats": stats, "reason": (
             "the resource monitor is off: start the pool with monitor=True, or call "
             "poolkeeper.observe.monitor.enable() (about a frame walk per resource while on)")}
-    module = _optional("poolkeeper.observe.monitor")
-    groups = module.by_site(live) if module is not None else []
+    groups = by_site(live)
     examples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in live:
         bucket = examples.setdefault((r.kind, r.site), [])
@@ -478,25 +411,15 @@ def resources_view(src: Sources, min_age: float = 1.0, per_site: int = 5,
 def memory_view(src: Sources) -> dict[str, Any]:
     """The ledger (bytes and budget per bounded structure), process memory and its trend."""
     out: dict[str, Any] = {"generated_at": time.time()}
-    memory = _optional("poolkeeper.observe.memory")
     ledger = src.get_ledger()
-    if ledger is None:
-        out["ledger"] = {"enabled": False, "reason": "the memory ledger is not available in "
-                                                     "this build (poolkeeper.observe.memory)"}
-    else:
-        entries = ledger.entries()
-        out["ledger"] = {"enabled": True, "entries": jsonable(entries),
-                         "by_category": ledger.by_category(entries),
-                         "total_bytes": counted_bytes(entries),
-                         "stats": jsonable(ledger.stats())}
-    process: dict[str, Any] = {"rss_bytes": None, "limit_bytes": None, "limit_source": None,
-                               "percent": None}
-    if memory is not None:
-        rss = memory.read_rss()
-        limit, source = memory.read_memory_limit()
-        process.update(rss_bytes=rss, limit_bytes=limit, limit_source=source,
-                       percent=round(rss / limit * 100.0, 3) if rss and limit else None)
-    out["process"] = process
+    entries = ledger.entries()
+    out["ledger"] = {"enabled": True, "entries": jsonable(entries),
+                     "by_category": ledger.by_category(entries),
+                     "total_bytes": counted_bytes(entries), "stats": jsonable(ledger.stats())}
+    rss = read_rss()
+    limit, source = read_memory_limit()
+    out["process"] = {"rss_bytes": rss, "limit_bytes": limit, "limit_source": source,
+                      "percent": round(rss / limit * 100.0, 3) if rss and limit else None}
     dog = src.watchdog
     if dog is not None:
         out["trend_source"] = "watchdog"
@@ -506,8 +429,7 @@ def memory_view(src: Sources) -> dict[str, Any]:
     else:
         out["trend_source"] = "console"
         out["trend"] = src.history.memory()
-    monitor = src.get_monitor()
-    out["monitor"] = jsonable(monitor.stats()) if monitor is not None else None
+    out["monitor"] = jsonable(src.get_monitor().stats())
     out["console"] = src.history.stats()
     return out
 
@@ -516,20 +438,14 @@ def memory_view(src: Sources) -> dict[str, Any]:
 def query_view(src: Sources, sql: str | None, max_rows: int = MAX_ROWS,
                timeout: float = 2.0) -> dict[str, Any]:
     """Run one read-only SELECT over the admin tables (poolkeeper.observe.admin)."""
-    admin = _optional("poolkeeper.observe.admin")
-    if admin is None:
-        return {"enabled": False, "sql": sql, "reason": "the admin SQL views are not "
-                                                        "available in this build "
-                                                        "(poolkeeper.observe.admin)"}
     tables = {name: [c for c, _ in cols] for name, cols in admin.TABLES.items()}
     out: dict[str, Any] = {"enabled": True, "sql": sql, "tables": tables, "error": None}
     if not sql or not sql.strip():
         return out
-    run: Callable[..., Any] = admin.query
     try:
-        result = run(sql, pools=src.pool_list(), monitor=src.get_monitor(),
-                     ledger=src.get_ledger(), watchdog=src.watchdog, max_rows=max_rows,
-                     timeout=timeout)
+        result = admin.query(sql, pools=src.pool_list(), monitor=src.get_monitor(),
+                             ledger=src.get_ledger(), watchdog=src.watchdog,
+                             max_rows=max_rows, timeout=timeout)
     except ValueError as exc:  # AdminQueryError is a ValueError: refused or failed
         out["error"] = str(exc)
         return out

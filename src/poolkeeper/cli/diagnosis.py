@@ -1,4 +1,4 @@
-"""``poolkeeper doctor``: read a pool configuration, say what it can cost and what is risky.
+"""What ``poolkeeper doctor`` finds in a pool configuration: what it can cost, what is risky.
 
 For each structure that grows with the workload it prints the worst case the configuration
 allows (e.g. statement cache bytes x max_size connections), and for each risky setting the
@@ -19,22 +19,21 @@ Findings are ``danger`` (the exit code is 1), ``warning`` or ``info``. A configu
 cannot be read exits with 2. Example::
 
     report = diagnose(PoolConfig.from_toml("pool.toml"))
-    print(format_report(report)); sys.exit(report.exit_code)
+    print(format_report(report)); sys.exit(report.exit_code)   # format_report: cli.doctor
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConfigWarning, PoolConfig, mask_dsn
-from .dsn import driver_of
+from ..config import ConfigWarning, PoolConfig, mask_dsn
+from ..dsn import driver_of
+from .sizes import format_bytes
 
-__all__ = ["INCIDENTS", "Finding", "Report", "Structure", "diagnose", "diagnose_file",
-           "format_bytes", "format_report", "parse_size"]
+__all__ = ["INCIDENTS", "Finding", "Report", "Structure", "diagnose", "diagnose_file"]
 
 #: the public incidents findings refer to (key -> the incident, named, in one line)
 INCIDENTS: dict[str, str] = {
@@ -62,9 +61,6 @@ MYSQL_WAIT_TIMEOUT_S = 8 * 3600  # MySQL / MariaDB default wait_timeout
 
 _DANGER_SHARE = 0.25  # one structure allowed to reach this share of memory: dangerous
 _WARN_SHARE = 0.05
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
-          "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3, "t": 1024**4,
-          "tb": 1024**4, "tib": 1024**4}
 
 
 @dataclass(frozen=True)
@@ -121,29 +117,6 @@ class Report:
         return 1 if self.dangerous else 0
 
 
-def parse_size(text: str) -> int:
-    """``512MB``, ``2 GiB``, ``1048576`` -> bytes (binary units). ValueError names the text."""
-    raw = text.strip().lower().replace(" ", "")
-    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = raw[len(digits):]
-    try:
-        value = float(digits)
-    except ValueError:
-        raise ValueError(f"size {text!r} is not a number with an optional unit "
-                         "(e.g. 512MB, 2GiB)") from None
-    if unit not in _UNITS or value < 0 or math.isnan(value):
-        raise ValueError(f"size {text!r}: unknown unit {unit!r}; use B, KB, MB, GB or TB")
-    return int(value * _UNITS[unit])
-
-
-def format_bytes(n: float) -> str:
-    """Bytes for people: ``1.5 GB``, ``640.0 KB``, ``12 B`` (binary units)."""
-    for unit, size in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if n >= size:
-            return f"{n / size:,.1f} {unit}"
-    return f"{int(n):,} B"
-
-
 def _driver(config: PoolConfig) -> str | None:
     if config.driver:
         return config.driver
@@ -167,7 +140,7 @@ def _churn_cost(driver: str | None) -> str:
 
 def _monitor_budget() -> int | None:
     try:
-        from .observe.monitor import MONITOR
+        from ..observe.monitor import MONITOR
     except Exception:  # noqa: BLE001 - the monitor is optional; its budget then is unknown
         return None
     return int(MONITOR.memory_usage()[1])
@@ -189,7 +162,7 @@ def _structures(c: PoolConfig, row_bytes: int) -> list[Structure]:
     if c.stats:
         # The fingerprint cache beside the registry gets an eighth of the budget; each
         # connection remembers its last statements (sql/hook.py MEMO_MAX_BYTES).
-        from .sql.hook import MEMO_MAX_BYTES
+        from ..sql.hook import MEMO_MAX_BYTES
 
         worst = (c.stats_max_bytes + max(64 << 10, c.stats_max_bytes // 8)
                  + c.max_size * MEMO_MAX_BYTES)
@@ -236,7 +209,7 @@ def diagnose(config: PoolConfig, *, memory_limit: int | None = None,
     """
     if memory_limit is None:
         try:
-            from .observe.memory import read_memory_limit
+            from ..observe.memory import read_memory_limit
             memory_limit, detected = read_memory_limit()
         except Exception:  # noqa: BLE001 - without a limit, only absolute rules apply
             memory_limit, detected = None, "unknown"
@@ -418,32 +391,3 @@ def diagnose_file(path: str | os.PathLike[str], table: str = "pool", **kwargs: A
     report = diagnose(config, conflicts=conflicts, **kwargs)
     report.path = str(path)
     return report
-
-
-def format_report(report: Report) -> str:
-    """The report as plain text (the CLI draws the same with rich when it is installed)."""
-    lines = [f"poolkeeper doctor: {report.path or 'configuration'}"]
-    if report.config.dsn:
-        lines.append(f"  dsn: {mask_dsn(report.config.dsn)}")
-    limit = format_bytes(report.memory_limit) if report.memory_limit else "unknown"
-    lines.append(f"  memory limit: {limit} ({report.limit_source})")
-    lines.append("")
-    lines.append("worst-case memory per structure:")
-    width = max((len(s.name) for s in report.structures), default=10)
-    for s in report.structures:
-        worst = format_bytes(s.worst_bytes) if s.worst_bytes is not None else "unbounded"
-        lines.append(f"  {s.name:<{width}}  {worst:>10}  {s.bound}"
-                     + (f" ({s.note})" if s.note else ""))
-    lines.append(f"  {'total':<{width}}  {format_bytes(report.worst_total_bytes):>10}")
-    lines.append("")
-    if not report.findings:
-        lines.append("no risky settings found")
-    for f in report.findings:
-        value = f" = {f.value}" if f.value else ""
-        lines.append(f"{f.severity.upper():<8} {f.setting}{value}")
-        lines.append(f"         {f.reason}")
-        if f.source:
-            lines.append(f"         repeats: {f.source}")
-    lines.append("")
-    lines.append("verdict: " + ("DANGEROUS (exit 1)" if report.dangerous else "ok (exit 0)"))
-    return "\n".join(lines)

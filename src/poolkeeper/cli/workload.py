@@ -1,4 +1,4 @@
-"""``poolkeeper demo``: a short, realistic workload through a pool, then the pool's report.
+"""The workload of ``poolkeeper demo``: a short, realistic run through a pool, and what it saw.
 
 A small shop schema (customers, products, orders, order lines) is loaded with batch inserts,
 then several threads run a mix of joins, aggregates, point lookups and order placements
@@ -10,8 +10,8 @@ the statistics. Meanwhile the demo plants two faults a real application has:
   in for yours) borrows a connection and forgets it; the pool's leak detector and, when the
   pool feeds it, the resource monitor name the file and line that took it.
 
-The report adds the top SQL fingerprints, cache counters and the memory ledger. Each feature
-is used only where this build has it; what is missing is listed as "not enabled". It ends by
+The result adds the top SQL fingerprints, cache counters and the memory ledger, read through
+the pool's public API and the memory ledger's view (:mod:`.demo` prints them). It ends by
 itself (a bounded number of operations and a time limit).
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
 import logging
 import random
 import tempfile
@@ -31,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .pool import Pool
+from ..errors import QueryTimeout
+from ..observe.memory import LEDGER
+from ..observe.monitor import MONITOR
+from ..pool import Pool
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -71,7 +73,7 @@ class DemoResult:
     seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
-    #: the slow query: sql, timeout_s, elapsed_s, error (None when timeouts are not enabled)
+    #: the slow query: sql, timeout_s, elapsed_s, error (None without the planted faults)
     timeout: dict[str, Any] | None = None
     #: the planted leak: expected site, detector's site, monitor's site, held_s
     leak: dict[str, Any] | None = None
@@ -81,8 +83,6 @@ class DemoResult:
     caches: dict[str, Any] = field(default_factory=dict)
     #: memory ledger rows: name, category, bytes, budget_bytes, fraction
     ledger: list[dict[str, Any]] = field(default_factory=list)
-    #: features of this build the demo could not use, with why
-    not_enabled: dict[str, str] = field(default_factory=dict)
     #: poolkeeper's own log lines during the run (leak reports, timeouts), oldest first
     log: list[str] = field(default_factory=list)
     #: the prefix of the demo's table names
@@ -144,62 +144,6 @@ def _collect_logs() -> Iterator[_LogCollector]:
         log.propagate = old_propagate
 
 
-# ----------------------------------------------------------------------------- features
-def _install_hooks(pool: Pool, result: DemoResult) -> list[Any]:
-    """Add the statistics, statement-cache and timeout hooks the pool lacks (if built)."""
-    added: list[Any] = []
-    stats = pool.stats()
-    from .console.views import sql_stats_source
-
-    if sql_stats_source(pool) is None:
-        try:
-            from .sql.hook import StatsHook
-            hook: Any = StatsHook.from_config(pool.config, pool.driver.name)
-        except Exception as exc:  # noqa: BLE001 - a part of this build is missing or broken
-            result.not_enabled["sql statistics"] = f"{type(exc).__name__}: {exc}"
-        else:
-            pool.add_hook(hook)
-            added.append(hook)
-    if not any(k.startswith("stmt_cache_") for k in stats):
-        try:
-            from .sql.stmtcache import StatementCacheHook
-            hook = StatementCacheHook.from_config(
-                pool.config, pool.driver.name, getattr(pool.driver, "push_statements", None))
-        except Exception as exc:  # noqa: BLE001 - a part of this build is missing or broken
-            result.not_enabled["statement cache"] = f"{type(exc).__name__}: {exc}"
-        else:
-            pool.add_hook(hook)
-            added.append(hook)
-    if "timeouts_fired_num" not in stats and not _pool_has_timeouts():
-        try:
-            from .timeouts import TimeoutHook
-            hook = TimeoutHook.for_pool(pool)
-        except Exception as exc:  # noqa: BLE001 - a part of this build is missing or broken
-            result.not_enabled["query timeouts"] = f"{type(exc).__name__}: {exc}"
-        else:
-            pool.add_hook(hook)  # added last: outermost, so it sees the whole statement
-            added.append(hook)
-    return added
-
-
-def _pool_has_timeouts() -> bool:
-    """Whether this build's pool takes per-statement timeouts (``execute(..., timeout=)``)."""
-    from .proxy import ConnectionProxy
-
-    try:
-        return "timeout" in inspect.signature(ConnectionProxy.execute).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _remove_hooks(pool: Pool, hooks: list[Any]) -> None:
-    for hook in reversed(hooks):
-        pool.remove_hook(hook)
-        close = getattr(hook, "close", None)
-        if callable(close):
-            close()
-
-
 def _slow_sql(pool: Pool) -> str:
     if pool.driver.name == "postgresql":
         return "SELECT pg_sleep(5)"
@@ -210,27 +154,14 @@ def _slow_sql(pool: Pool) -> str:
             "SELECT max(x) FROM c")
 
 
+# ----------------------------------------------------------------------------- faults
 def _run_slow_query(pool: Pool, result: DemoResult) -> None:
-    try:
-        from .errors import QueryTimeout
-        from .timeouts import statement_timeout
-    except Exception as exc:  # noqa: BLE001 - the timeouts part of this build is missing
-        result.not_enabled.setdefault("query timeouts", f"{type(exc).__name__}: {exc}")
-        return
-    built_in = _pool_has_timeouts()
-    if not built_in and "timeouts_fired_num" not in pool.stats():
-        result.not_enabled.setdefault("query timeouts", "no timeout hook on the pool")
-        return
     sql = _slow_sql(pool)
     start = time.monotonic()
     outcome: dict[str, Any] = {"sql": sql, "timeout_s": SLOW_QUERY_TIMEOUT_S}
     try:
         with pool.connection() as conn:
-            if built_in:
-                conn.execute(sql, timeout=SLOW_QUERY_TIMEOUT_S).fetchall()
-            else:
-                with statement_timeout(SLOW_QUERY_TIMEOUT_S, conn):
-                    conn.execute(sql).fetchall()
+            conn.execute(sql, timeout=SLOW_QUERY_TIMEOUT_S).fetchall()
         outcome["error"] = None
     except QueryTimeout as exc:
         outcome["error"] = str(exc).splitlines()[0]
@@ -253,28 +184,24 @@ def _plant_leak(pool: Pool, table: str, workdir: Path) -> tuple[Any, str]:
     return conn, f"{path}:{_LEAK_LINE}"
 
 
-def _find_leak(pool: Pool, conn: Any, expected: str, deadline: float,
+def _find_leak(pool: Pool, expected: str, deadline: float,
                logs: _LogCollector) -> dict[str, Any]:
-    """Wait (bounded) for the leak detector's report of this leak, then read what it and the
-    monitor say."""
+    """Wait (bounded) for the leak detector's report of the leak taken at ``expected``
+    (``file:line``), then read what it, the connection list and the monitor say."""
     def reported() -> bool:
         return any("possible leak" in line and expected in line for line in list(logs.lines))
 
     while not reported() and time.monotonic() < deadline:
         time.sleep(0.05)
     found: dict[str, Any] = {"expected_site": expected, "detected": reported()}
-    slot_id = getattr(getattr(conn, "slot", None), "id", None)
+    site_file = expected.rsplit(":", 1)[0]
+    # The leaked connection is the one still lent out to code in the stand-in's file.
     for row in pool.connections_info():
-        if row.get("id") == slot_id:
+        if row.get("state") == "in_use" and str(row.get("borrow_site")).startswith(site_file):
             found["detector_site"] = row.get("borrow_site")
             found["held_s"] = row.get("held_s")
             found["holder_thread"] = row.get("holder_thread")
-    try:
-        from .observe.monitor import MONITOR
-        groups = MONITOR.by_site(0.0, kind="checkout", pool=pool.name)
-    except Exception:  # noqa: BLE001 - the monitor is optional
-        groups = []
-    site_file = expected.rsplit(":", 1)[0]
+    groups = MONITOR.by_site(0.0, kind="checkout", pool=pool.name)
     match = [g for g in groups if g.site.startswith(site_file)]
     if match:
         found["monitor_site"] = match[0].site
@@ -284,20 +211,12 @@ def _find_leak(pool: Pool, conn: Any, expected: str, deadline: float,
 
 
 def _top_sql(pool: Pool, limit: int = 5) -> list[dict[str, Any]]:
-    from .console.views import _sql_entries
-
-    enabled, rows, _counters = _sql_entries(pool)
-    if not enabled:
-        return []
-    rows.sort(key=lambda r: -(r.get("total_ms") or 0))
-    return rows[:limit]
+    """The statements with the most total time (literals folded), as the pool reports them."""
+    statements: list[dict[str, Any]] = pool.sql_stats(limit)["statements"]
+    return statements
 
 
 def _ledger() -> list[dict[str, Any]]:
-    try:
-        from .observe.memory import LEDGER
-    except Exception:  # noqa: BLE001 - the ledger is optional
-        return []
     return [{"name": e.name, "category": e.category, "bytes": e.bytes,
              "budget_bytes": e.budget_bytes, "fraction": e.fraction} for e in LEDGER.entries()]
 
@@ -328,34 +247,26 @@ def run_demo(dsn: str = "sqlite://:memory:", *, threads: int = 6, operations: in
     result = DemoResult(prefix=prefix)
     with _collect_logs() as logs, Pool(dsn, **options) as pool, \
             tempfile.TemporaryDirectory(prefix="poolkeeper-demo-") as workdir:
-        hooks = _install_hooks(pool, result)
-        try:
-            if on_pool is not None:
-                on_pool(pool)
-            _run(pool, result, prefix=prefix, customers=customers, products=products,
-                 rng=rng, threads=threads, operations=operations, time_limit=time_limit,
-                 seed=seed, progress=progress, faults=faults, workdir=Path(workdir),
-                 logs=logs)
-            result.top_sql = _top_sql(pool)
-            result.stats = pool.stats()
-            result.caches = {k: v for k, v in result.stats.items()
-                             if ("cache" in k or k.startswith("stmt_")) and
-                             not isinstance(v, list)}
-            if not result.caches:
-                result.not_enabled.setdefault("statement cache", "no cache counters reported")
-            result.ledger = _ledger()
-            result.log = list(logs.lines)
-            if after is not None:
-                after(pool, result)
-            if not keep_tables:
-                if pool.driver.name == "mysql":
-                    # MariaDB does not flag a read-only transaction in the server status, so
-                    # idle connections that only ran SELECTs may still hold metadata locks on
-                    # the demo's tables; retiring them lets DROP TABLE proceed.
-                    pool.expire_all()
-                _teardown(pool, prefix)
-        finally:
-            _remove_hooks(pool, hooks)
+        if on_pool is not None:
+            on_pool(pool)
+        _run(pool, result, prefix=prefix, customers=customers, products=products,
+             rng=rng, threads=threads, operations=operations, time_limit=time_limit,
+             seed=seed, progress=progress, faults=faults, workdir=Path(workdir), logs=logs)
+        result.top_sql = _top_sql(pool)
+        result.stats = pool.stats()
+        result.caches = {k: v for k, v in result.stats.items()
+                         if ("cache" in k or k.startswith("stmt_")) and not isinstance(v, list)}
+        result.ledger = _ledger()
+        result.log = list(logs.lines)
+        if after is not None:
+            after(pool, result)
+        if not keep_tables:
+            if pool.driver.name == "mysql":
+                # MariaDB does not flag a read-only transaction in the server status, so
+                # idle connections that only ran SELECTs may still hold metadata locks on
+                # the demo's tables; retiring them lets DROP TABLE proceed.
+                pool.expire_all()
+            _teardown(pool, prefix)
     return result
 
 
@@ -446,6 +357,6 @@ def _run(pool: Pool, result: DemoResult, *, prefix: str, customers: int, product
     result.seconds = time.monotonic() - start
     result.by_kind = dict(sorted(counts.items()))
     if leaked is not None:
-        result.leak = _find_leak(pool, leaked, expected,
+        result.leak = _find_leak(pool, expected,
                                  time.monotonic() + LEAK_THRESHOLD_S * 4 + 2.0, logs)
         pool.putconn(leaked)  # the demo cleans up after its own leak

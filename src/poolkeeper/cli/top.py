@@ -7,14 +7,21 @@ seconds and draws one table of pools and one of the top SQL fingerprints with ri
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["fetch", "percentile_bound", "render", "run_top"]
+from .console_token import TOKEN_ENV, given_token
+
+__all__ = ["add_arguments", "fetch", "percentile_bound", "render", "run", "run_top"]
+
+#: what ``poolkeeper --help`` says of this command
+HELP = "live terminal view of a running console"
 
 _PAGE_TIMEOUT_S = 5.0
 _MAX_BODY = 8 << 20
@@ -161,3 +168,24 @@ def run_top(url: str, *, interval: float = 2.0, count: int | None = None,
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Draw frames of the console at ``args.url``; 2 when it cannot be read."""
+    try:
+        return run_top(args.url, interval=args.interval, count=args.count,
+                       token=given_token(args.token), once=args.once)
+    except ImportError:
+        print("poolkeeper top needs rich: pip install 'poolkeeper[cli]'", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"poolkeeper top: {exc}", file=sys.stderr)
+        return 2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", help="the console's URL, e.g. http://127.0.0.1:8187/")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p.add_argument("--count", type=int, default=None, help="stop after this many refreshes")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--token", help=f"console token (default: ${TOKEN_ENV})")
