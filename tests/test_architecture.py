@@ -497,7 +497,6 @@ def test_no_import_cycle_at_import_time() -> None:
 
 #: circles today's tree closes only through function-level or TYPE_CHECKING imports
 KNOWN_CYCLES_ANY_DEPTH: frozenset[frozenset[str]] = frozenset({
-    frozenset({"poolkeeper.core.slot", "poolkeeper.core.tally"}),
     frozenset({"poolkeeper.pool", "poolkeeper.proxy"}),
     frozenset({"poolkeeper.sql.hook", "poolkeeper.sql.stmtcache"}),
 })

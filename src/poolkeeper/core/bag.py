@@ -49,12 +49,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..errors import PoolClosed, TooManyWaiting
+from .histogram import BOUNDS_S as _BOUNDS_S
+from .histogram import BUCKETS as _BUCKETS
+from .histogram import FIRST_BOUND_S as _FIRST_BOUND_S
+from .histogram import HISTOGRAM_BOUNDS_MS
 from .policy import opens_for_min_idle
 from .slot import Slot, SlotState
-from .tally import BOUNDS_S as _BOUNDS_S
-from .tally import BUCKETS as _BUCKETS
-from .tally import FIRST_BOUND_S as _FIRST_BOUND_S
-from .tally import HISTOGRAM_BOUNDS_MS, count_usage
+from .tally import count_usage
 
 __all__ = ["HISTOGRAM_BOUNDS_MS", "Bag", "LockFreeBag", "Waiter", "WaiterState", "make_bag"]
 

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-from .tally import BUCKETS
+from .histogram import BUCKETS
 
 __all__ = ["CloseReason", "Frame", "Slot", "SlotState", "line_of"]
 

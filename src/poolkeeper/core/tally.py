@@ -13,19 +13,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # slot.py imports this module for BUCKETS
-    from .slot import Slot
+from .histogram import BOUNDS_S, BUCKETS, FIRST_BOUND_S, HISTOGRAM_BOUNDS_MS
+from .slot import Slot
 
 __all__ = ["HISTOGRAM_BOUNDS_MS", "SlotTally", "count_usage"]
 
-#: upper bounds (ms, inclusive like Prometheus' ``le``) of the wait / usage histogram buckets;
-#: the last bucket is open-ended
-HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (0.1, 0.5, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000)
-BOUNDS_S = tuple(b / 1000.0 for b in HISTOGRAM_BOUNDS_MS)
-FIRST_BOUND_S = BOUNDS_S[0]
-BUCKETS = len(BOUNDS_S) + 1
 
 
 def count_usage(slot: Slot, usage_s: float) -> None:
