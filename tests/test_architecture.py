@@ -53,6 +53,7 @@ LAYERS: dict[str, str] = {
     "core": "core",
     "drivers": "drivers",
     "pool": "shell", "proxy": "shell", "housekeeper": "shell", "delegate": "shell",
+    "holders": "shell",
     "hooks": "hooks", "timeouts": "hooks", "sql.hook": "hooks", "sql.stmtcache": "hooks",
     "scheduler": "scheduler",
     "sql": "sql",

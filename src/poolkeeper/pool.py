@@ -32,6 +32,7 @@ from .core.slot import CloseReason, Frame, Slot, SlotState
 from .core.tally import SlotTally, count_usage
 from .drivers import Driver, create_driver, detect_driver
 from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
+from .holders import connection_rows, first_line, format_site, safe_sql, thread_name, timeout_error
 from .housekeeper import Worker
 from .observe.monitor import MONITOR, Probe, register_pool
 from .proxy import (
@@ -39,11 +40,9 @@ from .proxy import (
     Execute,
     MonitoredConnection,
     ReturnedConnection,
-    format_site,
     proxy_class,
 )
 from .sql.errortext import error_text
-from .sql.fingerprint import MESSAGE_READ_CHARS, redact
 from .sql.hook import StatsHook
 from .sql.stmtcache import AdaptiveFetchSize, StatementCacheHook, sqlite_cached_statements
 from .timeouts import TimeoutHook
@@ -546,7 +545,7 @@ class Pool:
             logger.warning(
                 "pool %r: a connection borrowed at %s by thread %s was garbage-collected "
                 "without being returned; the pool took it back (use `with pool.connection()`)",
-                self.name, format_site(slot.site()), _thread_name(slot.borrow_thread))
+                self.name, format_site(slot.site()), thread_name(slot.borrow_thread))
             with self._stats_lock:
                 self._orphans_returned += 1
             orphan = slot.proxy_class(self, slot)
@@ -566,7 +565,7 @@ class Pool:
             where = mask_dsn(self.config.dsn) if self.config.dsn else "connect()"
             raise ConnectError(
                 f"pool {self.name!r}: could not open the first connection to {where}: "
-                f"{type(exc).__name__}: {_first_line(exc)}. Check that the server is up and the "
+                f"{type(exc).__name__}: {first_line(exc)}. Check that the server is up and the "
                 "DSN is right, or pass fail_fast=False to start the pool anyway"
             ) from exc
 
@@ -647,7 +646,7 @@ class Pool:
         log = logger.warning if failures <= 1 or failures % 10 == 0 else logger.debug
         log("pool %r: connecting to %s failed (%d in a row), next try in %.2f s: %s: %s",
             self.name, self.driver.describe(), failures, delay, type(exc).__name__,
-            _first_line(exc))
+            first_line(exc))
         self._request_opens()
         self._queue_retry(self._opening.arm(_monotonic()))
 
@@ -700,7 +699,7 @@ class Pool:
             self.driver.ping(slot.raw, self.config.validation_timeout)
         except Exception as exc:  # noqa: BLE001 - any failure means the connection is unusable
             logger.info("pool %r: connection %d failed validation (%s: %s); replacing it",
-                        self.name, slot.id, type(exc).__name__, _first_line(exc))
+                        self.name, slot.id, type(exc).__name__, first_line(exc))
             self._retire(slot, CloseReason.VALIDATION)
             return False
         slot.last_alive = _monotonic()
@@ -736,7 +735,7 @@ class Pool:
                 self.driver.ping(slot.raw, cfg.validation_timeout)
             except Exception as exc:  # noqa: BLE001 - a dead idle connection is replaced
                 logger.info("pool %r: idle connection %d failed its keepalive (%s: %s)",
-                            self.name, slot.id, type(exc).__name__, _first_line(exc))
+                            self.name, slot.id, type(exc).__name__, first_line(exc))
                 self._retire(slot, CloseReason.VALIDATION)
                 continue
             slot.last_alive = _monotonic()
@@ -763,8 +762,8 @@ class Pool:
             "pool %r: possible leak: connection %d held for %.2f s (leak_threshold=%g s) by "
             "thread %s, borrowed at %s%s%s",
             self.name, slot.id, now - slot.borrowed_at, self.config.leak_threshold,
-            _thread_name(slot.borrow_thread), format_site(slot.site()),
-            f"; running: {_safe_sql(slot.sql, self.driver.name)}" if slot.sql else "",
+            thread_name(slot.borrow_thread), format_site(slot.site()),
+            f"; running: {safe_sql(slot.sql, self.driver.name)}" if slot.sql else "",
             f"\n  borrow stack (most recent call last):{stack}" if stack else "")
 
     def _report_unleaked(self, slot: Slot, held: float) -> None:
@@ -794,8 +793,8 @@ class Pool:
             "(abandoned_timeout=%g s) by thread %s, borrowed at %s%s",
             self.name, slot.id, now - slot.borrowed_at,
             now - max(slot.borrowed_at, slot.active_at), self.config.abandoned_timeout,
-            _thread_name(slot.borrow_thread), format_site(slot.site()),
-            f"; last statement: {_safe_sql(slot.sql, self.driver.name)}" if slot.sql else "")
+            thread_name(slot.borrow_thread), format_site(slot.site()),
+            f"; last statement: {safe_sql(slot.sql, self.driver.name)}" if slot.sql else "")
 
     # ================================================================== hooks
     def add_hook(self, hook: Any) -> None:
@@ -1010,56 +1009,15 @@ class Pool:
 
     def connections_info(self) -> list[dict[str, Any]]:
         """One dict per physical connection: age, uses, state, holder, current SQL."""
-        now = _monotonic()
-        rows = []
-        for slot in sorted(self._slots.copy().values(), key=lambda s: s.id):
-            in_use = slot.state is _IN_USE
-            rows.append({
-                "id": slot.id,
-                "session_id": slot.session_id,
-                "state": slot.state.name.lower(),
-                "age_s": round(now - slot.created_at, 3),
-                "idle_s": 0.0 if in_use else round(now - slot.last_used, 3),
-                "expires_in_s": (None if math.isinf(slot.expires_at)
-                                 else round(slot.expires_at - now, 3)),
-                "uses": slot.uses,
-                "largest_result_bytes": slot.largest_result_bytes,
-                "generation": slot.generation,
-                "sql": _safe_sql(slot.sql, self.driver.name) if slot.sql else None,
-                "executing": in_use and slot.executing,
-                "holder_thread": _thread_name(slot.borrow_thread) if in_use else None,
-                "borrow_site": format_site(slot.site()) if in_use else None,
-                "held_s": round(now - slot.borrowed_at, 3) if in_use else None,
-            })
-        return rows
+        return connection_rows(self._slots.copy().values(), _monotonic(), self.driver.name)
 
     def _timeout_error(self, waited: float, what: str = "get a connection",
                        queued: int = 1) -> PoolTimeout:
         """The diagnosis of a timeout; ``queued`` counts the caller itself among the waiting."""
-        counts = self._bag.counts()
-        holders = [r for r in self.connections_info() if r["state"] == "in_use"]
-        holders.sort(key=lambda r: -(r["held_s"] or 0.0))
-        lines = [
-            f"pool {self.name!r}: couldn't {what} after {waited:.2f} s "
-            f"(total={counts['total']}, active={counts['active']}, idle={counts['idle']}, "
-            f"waiting={counts['waiting'] + queued}, opening={counts['opening']}, "
-            f"max_size={self.config.max_size})"
-        ]
-        error = self._last_connect_error
-        if error is not None:
-            lines.append(f"last connection error: {type(error).__name__}: {_first_line(error)}")
-        if holders:
-            lines.append(f"connections held by ({min(len(holders), 5)} of {len(holders)}):")
-            for r in holders[:5]:
-                running = f", running: {r['sql']}" if r["sql"] and r["executing"] else (
-                    f", last ran: {r['sql']}" if r["sql"] else "")
-                lines.append(f"  - connection {r['id']} held {r['held_s']:.2f} s by thread "
-                             f"{r['holder_thread']} at {r['borrow_site']}{running}")
-        lines.append("what to do: return connections sooner (`with pool.connection()`), raise "
-                     "max_size, or raise max_wait; leak_threshold=<s> logs who holds them")
-        exc = PoolTimeout("\n".join(lines))
-        exc.__cause__ = error
-        return exc
+        return timeout_error(self.name, waited=waited, what=what, counts=self._bag.counts(),
+                             queued=queued, max_size=self.config.max_size,
+                             rows=self.connections_info(),
+                             last_connect_error=self._last_connect_error)
 
 
 # ---------------------------------------------------------------------- module helpers
@@ -1133,25 +1091,4 @@ def _capture_stack(frame: Any, depth: int) -> tuple[Frame, ...]:
     frames.reverse()
     return tuple(frames)
 
-
-def _thread_name(ident: int) -> str:
-    for thread in threading.enumerate():
-        if thread.ident == ident:
-            return repr(thread.name)
-    return f"#{ident} (ended)"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _safe_sql(sql: Any, dialect: str | None = None) -> str:
-    """The statement with literals folded, so errors and logs never show data or secrets.
-
-    Only its first MESSAGE_READ_CHARS are read: connections_info() (the console's connections
-    page) and PoolTimeout describe every held connection, each possibly running a 10 MB batch.
-    """
-    return redact(sql if isinstance(sql, str | bytes) else str(sql), dialect=dialect,
-                  read_chars=MESSAGE_READ_CHARS)
 

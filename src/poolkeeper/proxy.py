@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .core.slot import Frame, Slot, line_of
+from .core.slot import Slot, line_of
 from .delegate import delegating_class, is_method
 from .delegate import table as delegate_table
 from .errors import ConnectionReclaimed, ConnectionReturned, as_driver_error
+from .holders import format_site
 from .observe.monitor import MONITOR
 from .timeouts import statement_timeout
 
@@ -75,13 +76,6 @@ _UNSET: Any = object()
 def _open_cursors(refs: list[weakref.ref[Any]]) -> list[weakref.ref[Any]]:
     """The references to cursors still alive and open (a checkout's list, pruned)."""
     return [r for r in refs if (c := r()) is not None and not c.closed]
-
-
-def format_site(site: Frame | None) -> str:
-    """``file:line in function`` for a call site, or ``unknown``."""
-    if site is None:
-        return "unknown"
-    return f"{site[0]}:{site[1]} in {site[2]}"
 
 
 class _ConnectionState:
