@@ -53,7 +53,7 @@ LAYERS: dict[str, str] = {
     "core": "core",
     "drivers": "drivers",
     "pool": "shell", "proxy": "shell", "housekeeper": "shell", "delegate": "shell",
-    "hooks": "hooks", "timeouts": "hooks", "sql.hook": "hooks", "sql.stmtcache": "hooks",
+    "hooks": "hooks",
     "scheduler": "scheduler",
     "sql": "sql",
     "observe": "observe", "admin": "observe", "metrics": "observe",
@@ -346,7 +346,6 @@ KNOWN: dict[str, frozenset[str]] = {
     }),
     "hooks, sql, observe and scheduler know no driver and no console": frozenset({
         "poolkeeper.observe.admin -> sqlite3",  # admin SQL runs on an in-memory SQLite
-        "poolkeeper.timeouts -> poolkeeper.drivers.cancel",  # the timeout hook cancels itself
     }),
     "console, loader, integrations and cli use only public names below them": frozenset({
         "poolkeeper.loader.targets -> poolkeeper.drivers.cancel",
@@ -363,12 +362,7 @@ KNOWN: dict[str, frozenset[str]] = {
             "poolkeeper.observe.monitor reads ._pool",
             "poolkeeper.observe.monitor reads ._site",
             "poolkeeper.observe.monitor reads ._slot",
-            "poolkeeper.sql.hook reads ._slot",
-            "poolkeeper.sql.stmtcache reads ._slot",
         }),
-    "hooks, sql, observe and scheduler read no driver internals": frozenset({
-        "poolkeeper.sql.hook reads ._rowcount",  # psycopg's cursor
-    }),
 }
 
 
@@ -474,7 +468,6 @@ def test_no_import_cycle_at_import_time() -> None:
 KNOWN_CYCLES_ANY_DEPTH: frozenset[frozenset[str]] = frozenset({
     frozenset({"poolkeeper.core.slot", "poolkeeper.core.tally"}),
     frozenset({"poolkeeper.pool", "poolkeeper.proxy"}),
-    frozenset({"poolkeeper.sql.hook", "poolkeeper.sql.stmtcache"}),
 })
 
 

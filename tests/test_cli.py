@@ -38,9 +38,9 @@ def test_demo_prints_the_workload_report_and_exits_zero(capsys: pytest.CaptureFi
     for section in ("poolkeeper demo: 3 threads, 300 operations", "workload", "pool statistics",
                     "wait time", "planted leak", "leaky_app.py:5"):
         assert section in out, section
-    if _has("poolkeeper.timeouts"):
+    if _has("poolkeeper.hooks.timeouts"):
         assert "slow query under a statement timeout" in out and "QueryTimeout" in out
-    if _has("poolkeeper.sql.hook"):
+    if _has("poolkeeper.hooks.stats"):
         assert "top SQL fingerprints" in out
     if _has("poolkeeper.observe.memory"):
         assert "memory ledger" in out
@@ -60,7 +60,7 @@ def test_demo_finds_the_planted_leak_at_its_file_and_line(any_dsn: str) -> None:
 
 
 def test_demo_slow_query_is_cancelled_on_the_server(any_dsn: str) -> None:
-    if not _has("poolkeeper.timeouts"):
+    if not _has("poolkeeper.hooks.timeouts"):
         pytest.skip("query timeouts are not in this build")
     result = run_demo(any_dsn, threads=2, operations=40, prefix=_prefix())
     assert result.timeout is not None, result.not_enabled
@@ -72,7 +72,7 @@ def test_demo_slow_query_is_cancelled_on_the_server(any_dsn: str) -> None:
 def test_demo_reports_top_sql_and_ledger_when_built(sqlite_dsn: str) -> None:
     result = run_demo(sqlite_dsn, threads=2, operations=100, faults=False, prefix=_prefix())
     assert result.leak is None and result.timeout is None
-    if _has("poolkeeper.sql.hook"):
+    if _has("poolkeeper.hooks.stats"):
         assert result.top_sql
         totals = [r["total_ms"] for r in result.top_sql]
         assert totals == sorted(totals, reverse=True)

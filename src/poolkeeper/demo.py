@@ -153,7 +153,7 @@ def _install_hooks(pool: Pool, result: DemoResult) -> list[Any]:
 
     if sql_stats_source(pool) is None:
         try:
-            from .sql.hook import StatsHook
+            from .hooks.stats import StatsHook
             hook: Any = StatsHook.from_config(pool.config, pool.driver.name)
         except Exception as exc:  # noqa: BLE001 - a part of this build is missing or broken
             result.not_enabled["sql statistics"] = f"{type(exc).__name__}: {exc}"
@@ -162,9 +162,8 @@ def _install_hooks(pool: Pool, result: DemoResult) -> list[Any]:
             added.append(hook)
     if not any(k.startswith("stmt_cache_") for k in stats):
         try:
-            from .sql.stmtcache import StatementCacheHook
-            hook = StatementCacheHook.from_config(
-                pool.config, pool.driver.name, getattr(pool.driver, "push_statements", None))
+            from .hooks.stmtcache import StatementCacheHook
+            hook = StatementCacheHook.from_config(pool.config, pool.driver)
         except Exception as exc:  # noqa: BLE001 - a part of this build is missing or broken
             result.not_enabled["statement cache"] = f"{type(exc).__name__}: {exc}"
         else:
@@ -172,7 +171,7 @@ def _install_hooks(pool: Pool, result: DemoResult) -> list[Any]:
             added.append(hook)
     if "timeouts_fired_num" not in stats and not _pool_has_timeouts():
         try:
-            from .timeouts import TimeoutHook
+            from .hooks.timeouts import TimeoutHook
             hook = TimeoutHook.for_pool(pool)
         except Exception as exc:  # noqa: BLE001 - a part of this build is missing or broken
             result.not_enabled["query timeouts"] = f"{type(exc).__name__}: {exc}"
@@ -213,7 +212,7 @@ def _slow_sql(pool: Pool) -> str:
 def _run_slow_query(pool: Pool, result: DemoResult) -> None:
     try:
         from .errors import QueryTimeout
-        from .timeouts import statement_timeout
+        from .hooks.timeouts import statement_timeout
     except Exception as exc:  # noqa: BLE001 - the timeouts part of this build is missing
         result.not_enabled.setdefault("query timeouts", f"{type(exc).__name__}: {exc}")
         return

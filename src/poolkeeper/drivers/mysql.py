@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import ConfigWarning
+from ..core.stmtpolicy import StatementCachePolicy, check_cache_sizes
 from .base import Driver, ErrorKind
 
 __all__ = ["MysqlDriver"]
@@ -42,10 +43,12 @@ class MysqlDriver(Driver):
 
     def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
                  autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100) -> None:
+                 statement_cache_size: int = 100,
+                 statement_cache_bytes: int | None = None) -> None:
         super().__init__(params, connect=connect, autocommit=autocommit,
                          connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size)
+                         statement_cache_size=statement_cache_size,
+                         statement_cache_bytes=statement_cache_bytes)
         import pymysql  # imported here so that `import poolkeeper` needs no driver
 
         self._pymysql = pymysql
@@ -151,6 +154,14 @@ class MysqlDriver(Driver):
         from .mysql_infile import guarded_execute
 
         return guarded_execute(raw, sql, path, on_refused=on_refused, packet_bytes=packet_bytes)
+
+    def statement_cache_policy(self, statement_cache_size: int,
+                               statement_cache_bytes: int) -> StatementCachePolicy:
+        check_cache_sizes(statement_cache_size, statement_cache_bytes)
+        return StatementCachePolicy(
+            "mysql", False, "none", 0, 0, 0, None, "none",
+            "PyMySQL sends every statement as text (COM_QUERY) and has no server-side "
+            "prepared statements: nothing is cached")
 
     def describe(self) -> str:
         p = self.params
