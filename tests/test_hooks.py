@@ -45,7 +45,11 @@ def _ctx() -> StatementContext:
 def test_befores_run_outermost_first_and_afters_in_reverse_with_their_own_tokens() -> None:
     log: list[Any] = []
     outer, inner = _Recorder("outer", log), _Recorder("inner", log)
-    run = chain([outer, inner], lambda ctx: log.append(("call",)) or "result")
+    def call(ctx: StatementContext) -> str:
+        log.append(("call",))
+        return "result"
+
+    run = chain([outer, inner], call)
     assert run(_ctx()) == "result"
     assert [e[:2] for e in log] == [("before", "outer"), ("before", "inner"), ("call",),
                                     ("after", "inner"), ("after", "outer")]
@@ -105,7 +109,7 @@ def test_the_pools_hooks_serve_an_asyncio_shell_unchanged() -> None:
     stats = StatsHook.from_config(config, driver.name, fetch=AdaptiveFetchSize(100))
     cache = StatementCacheHook.from_config(config, driver)
     timeouts = TimeoutHook(driver, query_timeout=30, name="aio")
-    hooks = [timeouts, stats, cache]  # outermost first
+    hooks: list[Any] = [timeouts, stats, cache]  # outermost first
 
     async def call(ctx: StatementContext) -> Any:
         await asyncio.sleep(0)  # the other task's statement starts here

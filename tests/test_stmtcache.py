@@ -389,7 +389,7 @@ def test_repeated_statement_counts_through_the_connection_memo(pg_dsn: str) -> N
 
 
 def _mirror_order(hook: StatementCacheHook, conn: Any) -> list[Any]:
-    mirror = hook._states[id(conn)].mirror
+    mirror: Any = hook._states[id(conn)].mirror  # a PsycopgMirror
     return [*mirror.counts.keys(), "|", *mirror.names.keys()]
 
 
