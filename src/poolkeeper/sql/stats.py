@@ -54,6 +54,7 @@ logger = logging.getLogger("poolkeeper.sql")
 HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (
     0.1, 0.5, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000)
 _BOUNDS_S = tuple(b / 1000.0 for b in HISTOGRAM_BOUNDS_MS)
+_FIRST_S, _SECOND_S = _BOUNDS_S[0], _BOUNDS_S[1]
 _BUCKETS = len(HISTOGRAM_BOUNDS_MS) + 1
 _INF = float("inf")  # one object for every entry's first minimum
 
@@ -288,12 +289,17 @@ class SqlStatsRegistry:
         # The hot path: no wall-clock call (the last execution is kept on the perf_counter
         # clock and converted when read), no allocation for a known fingerprint.
         now = perf_counter()
-        bucket = bisect_left(_BOUNDS_S, elapsed_s)
+        # Most statements land in the first two buckets: two float compares cost a tenth of
+        # bisect_left's call (bucket i: bounds[i-1] < x <= bounds[i]).
+        bucket = ((0 if elapsed_s <= _FIRST_S else 1) if elapsed_s <= _SECOND_S
+                  else bisect_left(_BOUNDS_S, elapsed_s))
         slow_s = self._slow_s
         slow = slow_s is not None and elapsed_s >= slow_s
         fetched = entry.returns_rows
         grew = False
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # rather than `with`: see begin()
+        try:
             entry.running -= 1
             if entry.detached:
                 self._end_detached(entry, elapsed_s, rows, slow)
@@ -316,6 +322,8 @@ class SqlStatsRegistry:
                         entry.rows_affected += rows
                 if slow:
                     entry.slow += 1
+        finally:
+            lock.release()
         message = None
         if error is not None:
             message = error_text(error)
