@@ -15,6 +15,7 @@ from typing import Any
 from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy, check_cache_sizes
 from ..dsn import secrets_of
 from ..errors import PoolError
+from ..sql.querytext import query_text
 from .cancel import Canceller, make_canceller
 
 __all__ = ["Driver", "ErrorKind"]
@@ -209,6 +210,11 @@ class Driver:
 
     def set_fetch_size(self, cursor: Any, rows: int) -> None:
         """Fetch ``rows`` rows per round trip on a cursor of ``streaming_cursor_types``."""
+
+    def query_text(self, query: Any, cursor: Any) -> str:
+        """The SQL text of a query passed to ``cursor.execute`` (``str``, ``bytes``, or this
+        driver's own query objects), for fingerprints; never its ``repr()``."""
+        return query_text(query)
 
     def statement_cache_policy(self, statement_cache_size: int,
                                statement_cache_bytes: int) -> StatementCachePolicy:

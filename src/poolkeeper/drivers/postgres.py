@@ -173,6 +173,16 @@ class PostgresDriver(Driver):
     def set_fetch_size(self, cursor: Any, rows: int) -> None:
         cursor.itersize = rows
 
+    def query_text(self, query: Any, cursor: Any) -> str:
+        # psycopg's composed queries (sql.SQL, sql.Composed, ...) render with as_string; the
+        # fingerprint folds the literals they hold
+        if isinstance(query, self._psycopg.sql.Composable):
+            try:
+                return str(query.as_string(getattr(cursor, "connection", None)))
+            except Exception:  # noqa: BLE001 - a query we cannot render is still counted
+                pass
+        return super().query_text(query, cursor)
+
     def statement_cache_policy(self, statement_cache_size: int,
                                statement_cache_bytes: int) -> StatementCachePolicy:
         return psycopg_policy(statement_cache_size, statement_cache_bytes)
@@ -183,7 +193,7 @@ class PostgresDriver(Driver):
 
     def statement_cache_mirror(self, policy: StatementCachePolicy,
                                raw: Any) -> StatementCacheMirror:
-        return PsycopgMirror(policy, raw)
+        return PsycopgMirror(policy, raw, self.query_text)
 
     @staticmethod
     def prepared_statements(raw: Any) -> dict[str, Any]:

@@ -30,11 +30,12 @@ bookkeeping, so **psycopg is the mechanism and poolkeeper governs it**:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..core.stmtpolicy import StatementCachePolicy, check_cache_sizes
 from ..sql.lru import LRU
-from ..sql.querytext import query_text, remember, text_bytes
+from ..sql.querytext import remember, text_bytes
 
 __all__ = ["PSYCOPG_PREPARE_THRESHOLD", "PsycopgMirror", "apply_psycopg_policy",
            "psycopg_policy"]
@@ -96,11 +97,14 @@ class PsycopgMirror:
     """
 
     __slots__ = ("bypassed", "counts", "deallocated", "discarded", "evictions", "hits",
-                 "in_error", "misses", "names", "policy", "recent")
+                 "in_error", "misses", "names", "policy", "recent", "render")
 
-    def __init__(self, policy: StatementCachePolicy, conn: Any) -> None:
+    def __init__(self, policy: StatementCachePolicy, conn: Any,
+                 render: Callable[[Any, Any], str]) -> None:
         apply_psycopg_policy(conn, policy)
         self.policy = policy
+        #: (query, cursor) -> its text, for a query that is not a str (the adapter's)
+        self.render = render
         #: hash of a counted text -> times seen (its bytes are the entry's size)
         self.counts: LRU[int, int] = LRU(None)
         #: hash of a prepared text -> True (its bytes are the entry's size)
@@ -133,7 +137,7 @@ class PsycopgMirror:
         if known is not None:
             key, size = known
         else:
-            text = query if type(query) is str else query_text(query, cursor)
+            text = query if type(query) is str else self.render(query, cursor)
             size = text_bytes(text)
             policy = self.policy
             if size > policy.max_statement_bytes or policy.max_statements == 0:

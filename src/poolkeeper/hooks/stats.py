@@ -15,7 +15,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..sql.fingerprint import FingerprintCache
-from ..sql.querytext import MEMO_MAX_CHARS, MEMO_MAX_TEXTS, query_text, remember
+from ..sql.querytext import MEMO_MAX_CHARS, MEMO_MAX_TEXTS, remember
 from ..sql.stats import SqlStatsRegistry
 from .context import StatementContext
 
@@ -108,7 +108,8 @@ class StatsHook:
                     texts = ctx.memo[self] = {}
                 remember(texts, query, entry)
             else:
-                entry = registry.begin(self.cache.fingerprint(query_text(query, ctx.cursor)))
+                text = ctx.driver.query_text(query, ctx.cursor)
+                entry = registry.begin(self.cache.fingerprint(text))
         fetch = self.fetch
         cursor = ctx.cursor
         if fetch is not None and isinstance(cursor, ctx.driver.streaming_cursor_types):

@@ -18,20 +18,14 @@ MEMO_MAX_CHARS = 1024
 MEMO_MAX_TEXTS = 8
 
 
-def query_text(query: Any, raw_cursor: Any = None) -> str:
-    """The SQL text of a query object: ``str``, ``bytes``, or a composed query (psycopg's
-    ``sql.Composed`` renders with ``as_string``; its literals are folded by the fingerprint).
-    Never ``repr()``, which could show literal values."""
+def query_text(query: Any) -> str:
+    """The SQL text of a query: ``str`` or ``bytes``; any other object is named by its type
+    (a driver's own query objects are rendered by its adapter, ``Driver.query_text``). Never
+    ``repr()``, which could show literal values."""
     if isinstance(query, str):
         return query
     if isinstance(query, bytes | bytearray | memoryview):
         return bytes(query).decode("utf-8", "replace")
-    as_string = getattr(query, "as_string", None)
-    if as_string is not None:
-        try:
-            return str(as_string(getattr(raw_cursor, "connection", None)))
-        except Exception:  # noqa: BLE001 - a query we cannot render is still counted
-            pass
     return f"<{type(query).__name__} query>"
 
 
