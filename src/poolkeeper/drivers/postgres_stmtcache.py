@@ -164,7 +164,26 @@ class PsycopgMirror:
                         getattr(error, "sqlstate", None))
             return
         self.in_error = False
-        self.ran(key, size, raw, prepare, cursor)
+        # A run that succeeded (the connection's public settings and command tag are read
+        # only when needed).
+        threshold = raw.prepare_threshold
+        if threshold is None:
+            return  # psycopg's get() says NO and maybe_add_to_cache() returns at once
+        new, should = self._add(key, size, threshold, prepare)
+        if not new:
+            return
+        prepared_max = raw.prepared_max
+        if (len(self.names) or should) and (status := cursor.statusmessage) \
+                and _PSYCOPG_CLEARS(status):
+            self.clear()
+            return
+        if len(self.counts) > prepared_max:
+            self.counts.pop_oldest()
+            self.evictions += 1
+        if len(self.names) > prepared_max:
+            self.names.pop_oldest()
+            self.evictions += 1
+            self.deallocated += 1
 
     def settle(self, raw: Any) -> None:
         """A failed transaction since ended was rolled back, which cleared psycopg's maps:
@@ -180,28 +199,6 @@ class PsycopgMirror:
             self.clear()
 
     # ------------------------------------------------------------------ psycopg's steps
-    def ran(self, key: int, size: int, conn: Any, prepare: bool | None, cursor: Any) -> None:
-        """A run of the text on psycopg connection ``conn`` and cursor ``cursor`` that
-        succeeded (their public settings and command tag are read only when needed)."""
-        threshold = conn.prepare_threshold
-        if threshold is None:
-            return  # psycopg's get() says NO and maybe_add_to_cache() returns at once
-        new, should = self._add(key, size, threshold, prepare)
-        if not new:
-            return
-        prepared_max = conn.prepared_max
-        if (len(self.names) or should) and (status := cursor.statusmessage) \
-                and _PSYCOPG_CLEARS(status):
-            self.clear()
-            return
-        if len(self.counts) > prepared_max:
-            self.counts.pop_oldest()
-            self.evictions += 1
-        if len(self.names) > prepared_max:
-            self.names.pop_oldest()
-            self.evictions += 1
-            self.deallocated += 1
-
     def failed(self, key: int, size: int, threshold: int | None, prepare: bool | None,
                sqlstate: str | None) -> None:
         """A run that raised. Without a SQLSTATE it failed before psycopg looked at its
