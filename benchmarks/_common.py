@@ -226,3 +226,23 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     for note in notes:
         print(f"  {note}")
     sys.stdout.flush()
+
+
+def hook_runner(hook: Any, inner: Callable[[Any, Any, Any, Any, bool], Any],
+                driver: Any = None) -> Callable[[Any, Any, Any, Any, bool], Any]:
+    """``run(scope, cursor, query, params, many)``: one statement through a statement hook
+    (``before`` / ``after``, poolkeeper.hooks.context), around ``inner`` instead of a driver;
+    a fresh per-connection memo each statement unless ``scope`` has a ``memo`` dict."""
+    from poolkeeper.drivers.base import Driver
+    from poolkeeper.hooks.context import StatementContext, chain
+
+    adapter = driver if driver is not None else Driver({})
+    chained = chain([hook], lambda ctx: inner(ctx.scope, ctx.cursor, ctx.query, ctx.params,
+                                              ctx.many))
+
+    def run(scope: Any, cursor: Any, query: Any, params: Any, many: bool) -> Any:
+        memo = getattr(scope, "memo", None)
+        return chained(StatementContext(adapter, None, cursor, query, params, many,
+                                        {} if memo is None else memo, scope))
+
+    return run

@@ -25,9 +25,9 @@ COMMIT, a second round trip), as ``bench_monitor.py`` does by default.
     python benchmarks/bench_sql_stats.py [--rounds 31] [--placements pinned,unpinned]
                                          [--transactions]
 
-``--stmt-cache-hook REV`` instead times the PostgreSQL statement-cache hook alone (its inner
-call does nothing) against the same module at git revision REV, per statement: one text
-repeated, and 8 texts in turn on a cache of 4 (issue #14 item 5).
+(The former ``--stmt-cache-hook REV`` timed the statement-cache hook's old ``wrap`` shape
+against a revision; the hooks now take an explicit context, so ``bench_pool.py --against REV``
+section 3 and ``bench_instructions.py`` measure the statement path instead.)
 """
 
 from __future__ import annotations
@@ -95,62 +95,6 @@ def run(placement: str, rounds: int, autocommit: bool = True
     return ratios, added, off_wall
 
 
-def stmt_cache_hook(rev: str, n: int = 200_000) -> None:
-    """Per-statement CPU of StatementCacheHook's psycopg path, this tree vs ``rev``."""
-    import importlib.util
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    import psycopg
-
-    import poolkeeper.sql.stmtcache as here
-
-    src = subprocess.run(["git", "show", f"{rev}:src/poolkeeper/sql/stmtcache.py"],
-                         capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parent).stdout
-    path = Path(tempfile.mkdtemp(prefix="poolkeeper-bench-")) / "stmtcache.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("poolkeeper.sql._bench_base", path)
-    assert spec is not None and spec.loader is not None
-    base = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = base
-    spec.loader.exec_module(base)
-
-    class Slot:  # what the hook reads of a pool cursor
-        stmt_memo = None
-
-    class Cursor:
-        def __init__(self) -> None:
-            self._slot = Slot()
-
-    def inner(cursor: object, raw: object, query: object, params: object, many: bool) -> None:
-        return None
-
-    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
-        raw = conn.cursor()
-        raw.execute(QUERY)  # the command tag and result the hook may read
-
-        def one(mod: object, texts: list[str], memo: bool) -> float:
-            hook = mod.StatementCacheHook(  # type: ignore[attr-defined]
-                mod.statement_cache_policy("postgresql", 4, 1 << 20))  # type: ignore[attr-defined]
-            call = hook.wrap(inner)
-            cur = Cursor() if memo else None
-            k = len(texts)
-            t0 = time.process_time()
-            for i in range(n):
-                call(cur, raw, texts[i % k], None, False)
-            return (time.process_time() - t0) / n
-
-        cases = {"one text": [QUERY], "8 texts, cache 4": [f"SELECT {i}" for i in range(8)]}
-        for name, texts in cases.items():
-            for memo in (True, False):
-                b = statistics.median(one(base, texts, memo) for _ in range(5))
-                h = statistics.median(one(here, texts, memo) for _ in range(5))
-                print(f"{name:18} memo {'on ' if memo else 'off'}: {rev} {b * 1e9:6.0f} ns, "
-                      f"this tree {h * 1e9:6.0f} ns, {(h - b) * 1e9:+5.0f} ns per statement")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=31)
@@ -159,12 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transactions", action="store_true",
                         help="the pool's default transaction mode (BEGIN ... COMMIT: two round "
                              "trips per cycle) instead of autocommit")
-    parser.add_argument("--stmt-cache-hook", metavar="REV",
-                        help="time the statement-cache hook alone against git revision REV")
     args = parser.parse_args(argv)
-    if args.stmt_cache_hook:
-        stmt_cache_hook(args.stmt_cache_hook)
-        return 0
     placements = [p.strip() for p in args.placements.split(",") if p.strip()]
     unknown = [p for p in placements if p not in ("pinned", "unpinned")]
     if unknown or args.rounds < 3:

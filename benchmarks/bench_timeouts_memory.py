@@ -38,6 +38,7 @@ from typing import Any
 
 from _common import (
     code_fingerprint,
+    hook_runner,
     machine_summary,
     median,
     pg_dsn,
@@ -48,8 +49,8 @@ from _common import (
 )
 
 from poolkeeper.drivers.cancel import Canceller, make_canceller
+from poolkeeper.hooks.timeouts import TimeoutHook
 from poolkeeper.scheduler import acquire_scheduler, scheduler_stats
-from poolkeeper.timeouts import TimeoutHook
 
 BUDGET_BYTES = 2 << 20
 TIMEOUT_S = 3600.0
@@ -124,7 +125,7 @@ class NaiveHook:
 def cost_per_pair(rounds: int, n: int) -> list[list[str]]:
     lease = acquire_scheduler("bench-cost")
     hook = TimeoutHook(_NoDriver(), query_timeout=TIMEOUT_S, name="bench-cost")
-    hooked = hook.wrap(_noop_execute)
+    hooked = hook_runner(hook, _noop_execute, _NoDriver())
     bare = _noop_execute
     call_later = lease.call_later
 
@@ -253,7 +254,7 @@ def main() -> int:
         live = s["scheduler_entries_now"]
         return live, live + s["scheduler_cancelled_pending"]
 
-    pk = soak(hook.wrap, pairs, threads, pk_probe)
+    pk = soak(lambda inner: hook_runner(hook, inner, _NoDriver()), pairs, threads, pk_probe)
     pk_max_heap = scheduler_stats()["scheduler_entries_max"]
     hook.close()
 

@@ -33,10 +33,12 @@ import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from _common import hook_runner
+
 from poolkeeper.config import PoolConfig
+from poolkeeper.hooks.fetchsize import AdaptiveFetchSize
+from poolkeeper.hooks.stats import StatsHook
 from poolkeeper.sql.fingerprint import fingerprint
-from poolkeeper.sql.hook import StatsHook
-from poolkeeper.sql.stmtcache import AdaptiveFetchSize
 
 BUDGET_GROWTH_BYTES = 5 << 20
 MAX_FINGERPRINTS = 32
@@ -159,7 +161,7 @@ def micro_costs(quick: bool) -> list[tuple[str, float]]:
     def inner(c: Any, raw: Any, q: Any, p: Any, many: bool) -> Any:
         return raw
 
-    run = hook.wrap(inner)
+    run = hook_runner(hook, inner)
     n = 20_000 if quick else 100_000
     return [
         ("fingerprint, cache miss: ordinary statement (105 chars)",
@@ -189,7 +191,7 @@ def soak(count: int, seed: int) -> bool:
     def inner(c: Any, raw: Any, q: Any, p: Any, many: bool) -> Any:
         return raw
 
-    run = hook.wrap(inner)
+    run = hook_runner(hook, inner)
     workload = Workload(seed)
     warmup = max(2_000, count // 20)
     raw_bytes = 0

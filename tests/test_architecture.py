@@ -54,7 +54,7 @@ LAYERS: dict[str, str] = {
     "drivers": "drivers",
     "pool": "shell", "proxy": "shell", "housekeeper": "shell", "delegate": "shell",
     "holders": "shell",
-    "hooks": "hooks", "timeouts": "hooks", "sql.hook": "hooks", "sql.stmtcache": "hooks",
+    "hooks": "hooks",
     "scheduler": "scheduler",
     "sql": "sql",
     "observe": "observe", "admin": "observe", "metrics": "observe",
@@ -372,7 +372,6 @@ RULES: dict[str, Callable[[], list[Edge]] | Callable[[], list[Read]]
 KNOWN: dict[str, frozenset[str]] = {
     "hooks, sql, observe and scheduler know no driver and no console": frozenset({
         "poolkeeper.observe.admin -> sqlite3",  # admin SQL runs on an in-memory SQLite
-        "poolkeeper.timeouts -> poolkeeper.drivers.cancel",  # the timeout hook cancels itself
     }),
     "console, loader, integrations and cli use only public names below them": frozenset({
         "poolkeeper.loader.targets -> poolkeeper.drivers.cancel",
@@ -389,12 +388,7 @@ KNOWN: dict[str, frozenset[str]] = {
             "poolkeeper.observe.monitor reads ._pool",
             "poolkeeper.observe.monitor reads ._site",
             "poolkeeper.observe.monitor reads ._slot",
-            "poolkeeper.sql.hook reads ._slot",
-            "poolkeeper.sql.stmtcache reads ._slot",
         }),
-    "hooks, sql, observe and scheduler read no driver internals": frozenset({
-        "poolkeeper.sql.hook reads ._rowcount",  # psycopg's cursor
-    }),
 }
 
 
@@ -499,7 +493,6 @@ def test_no_import_cycle_at_import_time() -> None:
 #: circles today's tree closes only through function-level or TYPE_CHECKING imports
 KNOWN_CYCLES_ANY_DEPTH: frozenset[frozenset[str]] = frozenset({
     frozenset({"poolkeeper.pool", "poolkeeper.proxy"}),
-    frozenset({"poolkeeper.sql.hook", "poolkeeper.sql.stmtcache"}),
 })
 
 

@@ -231,7 +231,7 @@ def test_dsn_password_and_sql_literals_never_appear(pg_dsn: str) -> None:
     with Pool(secret_dsn, max_size=2, name="secret") as pool:
         hooks: list[Any] = []
         try:
-            from poolkeeper.sql.hook import StatsHook
+            from poolkeeper.hooks.stats import StatsHook
         except ImportError:
             pass
         else:
@@ -269,7 +269,7 @@ def test_dsn_password_and_sql_literals_never_appear(pg_dsn: str) -> None:
 
 
 def test_sql_page_sorts_by_the_requested_column(sqlite_dsn: str) -> None:
-    hook_module = importlib.import_module("poolkeeper.sql.hook")
+    hook_module = importlib.import_module("poolkeeper.hooks.stats")
     with Pool(sqlite_dsn, max_size=2, name="sorted") as pool:
         hooks = [] if hasattr(pool, "sql_stats") else [
             hook_module.StatsHook.from_config(pool.config, pool.driver.name)]

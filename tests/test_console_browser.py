@@ -130,7 +130,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with Pool(f"sqlite:///{tmp / 'shop.db'}", max_size=3, name="shop") as pool:
         hooks: list[Any] = []
         try:
-            from poolkeeper.sql.hook import StatsHook
+            from poolkeeper.hooks.stats import StatsHook
         except ImportError:
             pass
         else:

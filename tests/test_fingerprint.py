@@ -383,7 +383,7 @@ def test_cache_is_consistent_under_threads() -> None:
     assert not errors
     assert cache.hits + cache.misses == 8_000
     assert len(cache) <= 50
-    total = sum(size for _, size in cache._map.values())
+    total = sum(size for _, size in cache._map._map.values())  # the LRU's own map
     assert total == cache.nbytes
 
 

@@ -206,7 +206,7 @@ def test_literal_values_never_change_the_fingerprint(tokens: list[str], dialect:
 
 # ----------------------------------------------------------------------------- QueryTimeout
 def test_the_timeout_message_reads_a_bounded_prefix_of_the_statement() -> None:
-    from poolkeeper.timeouts import _describe
+    from poolkeeper.hooks.timeouts import _describe
 
     def text(k: int) -> str:
         return "SELECT a FROM t WHERE b = 'secret' AND c IN (" + "1, " * k + "2)"

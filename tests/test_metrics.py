@@ -121,7 +121,7 @@ def test_labels_are_bounded_and_sql_never_appears(any_dsn: str) -> None:
 
 
 def test_hook_counters_are_exported_with_unit_suffixes(sqlite_dsn: str) -> None:
-    hook_module = importlib.import_module("poolkeeper.sql.hook")
+    hook_module = importlib.import_module("poolkeeper.hooks.stats")
     with Pool(sqlite_dsn, max_size=2, name="s") as pool:
         hooks = [] if hasattr(pool, "sql_stats") else [
             hook_module.StatsHook.from_config(pool.config, pool.driver.name)]
@@ -143,7 +143,7 @@ def test_hook_counters_are_exported_with_unit_suffixes(sqlite_dsn: str) -> None:
 
 
 def test_query_timeouts_are_exported(sqlite_dsn: str) -> None:
-    timeouts = importlib.import_module("poolkeeper.timeouts")
+    timeouts = importlib.import_module("poolkeeper.hooks.timeouts")
     with Pool(sqlite_dsn, max_size=2, name="t", query_timeout=30) as pool:
         # A pool with query_timeout installs its own timeout hook; older builds need one.
         hooks = [] if "timeouts_fired_num" in pool.stats() else [

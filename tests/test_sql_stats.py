@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 
 from poolkeeper import Pool
+from poolkeeper.drivers.base import Driver
 from poolkeeper.errors import ConfigError
+from poolkeeper.hooks.fetchsize import AdaptiveFetchSize
+from poolkeeper.hooks.stats import StatsHook
 from poolkeeper.sql.fingerprint import FingerprintCache
-from poolkeeper.sql.hook import ROWCOUNT_FIELD, STREAMS, StatsHook, cursor_kind, query_text
+from poolkeeper.sql.querytext import query_text
 from poolkeeper.sql.stats import (
     HISTOGRAM_BOUNDS_MS,
     SqlStatsRegistry,
@@ -25,7 +28,8 @@ from poolkeeper.sql.stats import (
     error_text,
     returns_rows,
 )
-from poolkeeper.sql.stmtcache import AdaptiveFetchSize
+
+from ._hooks import Conn, run_hook
 
 
 def _only(reg: SqlStatsRegistry) -> dict[str, Any]:
@@ -386,7 +390,7 @@ def test_hook_counts_cache_hits_so_repeated_text_is_parsed_once() -> None:
         calls.append(query)
         return raw
 
-    run = hook.wrap(inner)
+    run = run_hook(hook, inner)
     for _ in range(5):
         run(None, Cursor(), "SELECT x FROM t WHERE id = 1", None, False)
     assert len(calls) == 5
@@ -423,18 +427,11 @@ def test_composed_psycopg_queries_are_rendered_then_folded(pg_dsn: str) -> None:
 
 
 # ----------------------------------------------------------------------------- the hook's own path
-class _Slot:
-    """What the hook reads of a pool connection: its one-statement memo."""
+class _Cursor(Conn):
+    """A pooled connection (its memo) and a driver cursor (its rowcount) in one fake."""
 
     def __init__(self) -> None:
-        self.stats_memo: Any = None
-
-
-class _Cursor:
-    """A pool cursor as the hook sees it: the connection's slot and the driver's rowcount."""
-
-    def __init__(self, slot: _Slot) -> None:
-        self._slot = slot
+        super().__init__()
         self.rowcount = -1
 
 
@@ -442,10 +439,9 @@ def test_hook_records_exactly_what_the_registry_records(monkeypatch: pytest.Monk
     # The hook inlines begin() and end(); run the same executions through both, on a fake
     # clock, and every figure must agree (guards the two copies against drifting apart).
     clock = [100.0]
-    monkeypatch.setattr("poolkeeper.sql.hook.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("poolkeeper.hooks.stats.perf_counter", lambda: clock[0])
     runs = [(5e-05, 1), (0.0003, 0), (0.002, 7), (0.07, 3), (2.0, -1), (9e-05, 2)]
-    slot = _Slot()
-    cursor = _Cursor(slot)
+    cursor = _Cursor()
     hooked = SqlStatsRegistry(slow_query_ms=1000)
     hook = StatsHook(hooked, dialect="postgresql")
 
@@ -461,11 +457,10 @@ def test_hook_records_exactly_what_the_registry_records(monkeypatch: pytest.Monk
         raw.rowcount = rows
         return raw
 
-    run = hook.wrap(inner)
+    run = run_hook(hook, inner)
     for _ in runs:
         run(cursor, cursor, "SELECT a FROM t WHERE id = 1", None, False)
-    assert slot.stats_memo is not None and list(slot.stats_memo[1]) == [
-        "SELECT a FROM t WHERE id = 1"]
+    assert list(cursor.memo[hook]) == ["SELECT a FROM t WHERE id = 1"]
     direct = SqlStatsRegistry(slow_query_ms=1000)
     for elapsed, (_, rows) in zip(measured, runs, strict=True):
         direct.record("SELECT a FROM t WHERE id = ?", elapsed, rows=rows)
@@ -480,13 +475,12 @@ def test_hook_records_exactly_what_the_registry_records(monkeypatch: pytest.Monk
 def test_hook_memo_follows_evictions_resets_and_a_second_hook() -> None:
     reg = SqlStatsRegistry(max_entries=1)
     hook = StatsHook(reg, dialect="postgresql")
-    slot = _Slot()
-    cursor = _Cursor(slot)
+    cursor = _Cursor()
 
     def inner(cur: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
         return raw
 
-    run = hook.wrap(inner)
+    run = run_hook(hook, inner)
     run(cursor, cursor, "SELECT 1", None, False)
     reg.record("SELECT other", 0.001)  # evicts "SELECT ?" while the slot still remembers it
     run(cursor, cursor, "SELECT 1", None, False)  # the memo's entry is gone: looked up again
@@ -498,36 +492,36 @@ def test_hook_memo_follows_evictions_resets_and_a_second_hook() -> None:
     assert _only(reg)["executions"] == 1
     # A second statistics hook on the same connections keeps its own counts.
     other = SqlStatsRegistry()
-    run_other = StatsHook(other, dialect="postgresql").wrap(inner)
+    run_other = run_hook(StatsHook(other, dialect="postgresql"), inner)
     run_other(cursor, cursor, "SELECT 1", None, False)
     run(cursor, cursor, "SELECT 1", None, False)
     assert _only(other)["executions"] == 1 and _only(reg)["executions"] == 2
 
 
 # ----------------------------------------------------------------------------- the memo path
-def test_cursor_kind_reads_psycopg_rowcount_field_only_when_the_property_just_returns_it(
-        pg_dsn: str) -> None:
+def test_the_adapter_reads_the_public_rowcount_and_says_unknown_otherwise(pg_dsn: str) -> None:
     import psycopg
 
+    from poolkeeper.drivers.postgres import PostgresDriver
+
+    driver = PostgresDriver({})
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         plain, named = conn.cursor(), conn.cursor(name="pk_kind")
-        assert cursor_kind(plain) == ROWCOUNT_FIELD
-        assert cursor_kind(named) == ROWCOUNT_FIELD | STREAMS
+        assert not isinstance(plain, driver.streaming_cursor_types)
+        assert isinstance(named, driver.streaming_cursor_types)
         named.close()
         plain.execute("SELECT generate_series(1, 3)")
-        assert plain._rowcount == plain.rowcount == 3
+        assert driver.rowcount(plain) == 3
 
-    class Computed:  # a driver whose property does more than return the field
-        _rowcount = 5
-
+    class Closed:
         @property
         def rowcount(self) -> int:
-            return self._rowcount - 1
+            raise RuntimeError("closed")
 
-    class Plain:
-        rowcount = 2
+    class Exotic:
+        rowcount = "2"
 
-    assert cursor_kind(Computed()) == 0 and cursor_kind(Plain()) == 0
+    assert Driver({}).rowcount(Closed()) == -1 and Driver({}).rowcount(Exotic()) == -1
 
 
 def test_concurrent_memo_executions_count_in_running_and_running_max() -> None:
@@ -546,8 +540,8 @@ def test_concurrent_memo_executions_count_in_running_and_running_max() -> None:
         raw.rowcount = 1
         return raw
 
-    run = hook.wrap(inner)
-    cursors = [_Cursor(_Slot()), _Cursor(_Slot())]
+    run = run_hook(hook, inner)
+    cursors = [_Cursor(), _Cursor()]
     for cur in cursors:  # warm each connection's memo
         run(cur, cur, "SELECT v FROM t WHERE id = 1", None, False)
     blocking[0] = True
@@ -567,7 +561,7 @@ def test_concurrent_memo_executions_count_in_running_and_running_max() -> None:
 def test_a_memo_execution_outliving_its_evicted_entry_is_counted_untracked() -> None:
     reg = SqlStatsRegistry(max_entries=1)
     hook = StatsHook(reg, dialect="postgresql")
-    cur = _Cursor(_Slot())
+    cur = _Cursor()
 
     calls = [0]
 
@@ -579,7 +573,7 @@ def test_a_memo_execution_outliving_its_evicted_entry_is_counted_untracked() -> 
         raw.rowcount = 1
         return raw
 
-    run = hook.wrap(inner)
+    run = run_hook(hook, inner)
     run(cur, cur, "SELECT 2", None, False)  # not memoized yet: through begin()
     run(cur, cur, "SELECT 2", None, False)  # the memo path: its entry is evicted mid-way
     snap = reg.snapshot()
@@ -587,95 +581,9 @@ def test_a_memo_execution_outliving_its_evicted_entry_is_counted_untracked() -> 
     assert snap["executions"] == 3  # two "SELECT 2" (one untracked) and one "SELECT other"
 
 
-# ----------------------------------------------------------------------------- the solo path
-def _hook_offsets(run: Any) -> list[int]:
-    """Every bytecode offset of the hook's per-statement function."""
-    import dis
-
-    return [i.offset for i in dis.get_instructions(run)]
-
-
-def _interrupt_at(run: Any, offset: int, action: Any) -> Any:
-    """A tracer running ``action()`` once, when the hook's frame reaches bytecode ``offset``:
-    an eviction or reset landing between any two instructions of a statement's end."""
-    code = run.__code__
-    fired = [False]
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        if event == "opcode" and frame.f_lasti == offset and not fired[0]:
-            fired[0] = True
-            action()
-        return local
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if frame.f_code is code:
-            frame.f_trace_opcodes = True
-            return local
-        return None
-
-    return tracer, fired
-
-
-@pytest.mark.parametrize("what", ["evict", "pop"])
-def test_a_solo_statement_is_counted_once_whatever_instruction_an_eviction_or_reset_lands_on(
-        what: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The hook records a connection's repeated statement without the lock when it is the
-    # statement's only execution running (the solo counters). An eviction or a pop() taking
-    # the counters may land between any two of its instructions: run one statement per
-    # bytecode offset of the hook, interrupted there, and every figure must come out exactly
-    # once (evict: in the pool totals; pop: in the popped snapshot or in what follows).
-    clock = [0.0]
-    monkeypatch.setattr("poolkeeper.sql.hook.perf_counter", lambda: clock[0])
-    sql = "SELECT v FROM t WHERE id = 1"
-
-    def inner(cur: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
-        clock[0] += 0.25  # exact in binary: sums compare exactly
-        raw.rowcount = 2
-        return raw
-
-    probe = StatsHook(SqlStatsRegistry(), dialect="postgresql").wrap(inner)
-    fired_anywhere = 0
-    for offset in _hook_offsets(probe):
-        reg = SqlStatsRegistry(max_entries=1)
-        run = StatsHook(reg, dialect="postgresql").wrap(inner)
-        cursor = _Cursor(_Slot())
-        run(cursor, cursor, sql, None, False)  # the first: looked up, remembered
-        run(cursor, cursor, sql, None, False)  # solo from here on
-        popped: list[dict[str, Any]] = []
-
-        def action(reg: SqlStatsRegistry = reg, popped: list[dict[str, Any]] = popped) -> None:
-            if reg._lock.locked():  # the hook holds it: a real evictor would wait
-                return
-            if what == "evict":
-                reg.record("SELECT other", 0.5)
-            else:
-                popped.append(reg.pop())
-
-        tracer, fired = _interrupt_at(run, offset, action)
-        sys.settrace(tracer)
-        try:
-            run(cursor, cursor, sql, None, False)
-        finally:
-            sys.settrace(None)
-        fired_anywhere += fired[0]
-        totals = reg.stats()
-        if what == "evict":
-            assert totals["sql_executions"] == 3 + fired[0], offset
-            assert totals["sql_ms"] == 750.0 + 500.0 * fired[0], offset
-            assert totals["sql_rows_fetched"] == 6, offset
-        else:
-            before = popped[0] if popped else {"executions": 0, "total_ms": 0.0,
-                                               "rows_fetched": 0}
-            assert before["executions"] + totals["sql_executions"] == 3, offset
-            assert before["total_ms"] + totals["sql_ms"] == 750.0, offset
-            assert before["rows_fetched"] + totals["sql_rows_fetched"] == 6, offset
-        assert reg.stats()["sql_running"] == 0
-    assert fired_anywhere > 50  # the tracer did reach the hook's instructions
-
-
-def test_solo_and_locked_executions_add_up_in_every_view(monkeypatch: pytest.MonkeyPatch) -> None:
-    # One execution on the locked path (two running at once), the others solo: the snapshot,
-    # the pool totals and max_rows() must all see both halves.
+def test_remembered_and_looked_up_executions_add_up_in_every_view() -> None:
+    # Executions through the connection's memo and through the registry's lookup, one of
+    # them while another runs: the snapshot, the pool totals and max_rows() agree.
     reg = SqlStatsRegistry()
     hook = StatsHook(reg, dialect="postgresql")
     rows = iter([5, 1, 9, 2])
@@ -684,21 +592,20 @@ def test_solo_and_locked_executions_add_up_in_every_view(monkeypatch: pytest.Mon
         raw.rowcount = next(rows)
         return raw
 
-    run = hook.wrap(inner)
-    a, b = _Cursor(_Slot()), _Cursor(_Slot())
+    run = run_hook(hook, inner)
+    a, b = _Cursor(), _Cursor()
     sql = "SELECT v FROM t WHERE id = 1"
-    run(a, a, sql, None, False)  # locked (looked up)
-    run(a, a, sql, None, False)  # solo
-    entry = a._slot.stats_memo[1][sql]
-    entry.inflight.append(None)  # another execution running: the next one takes the lock
+    run(a, a, sql, None, False)  # looked up
+    run(a, a, sql, None, False)  # remembered
+    entry = a.memo[hook][sql]
+    assert reg.resume(entry)  # another execution running meanwhile
     run(a, a, sql, None, False)
-    entry.inflight.pop()
-    run(b, b, sql, None, False)  # b's first: locked
-    assert entry.s_executions == 1 and entry.executions == 3
+    reg.end(entry, 0.001)
+    run(b, b, sql, None, False)  # b's first: looked up
     s = _only(reg)
-    assert s["executions"] == 4 and s["rows_fetched"] == 17 and s["rows_max"] == 9
-    assert sum(s["histogram"]) == 4 and s["running"] == 0
-    assert reg.stats()["sql_executions"] == 4 and reg.max_rows("SELECT v FROM t WHERE id = ?") == 9
+    assert s["executions"] == 5 and s["rows_fetched"] == 17 and s["rows_max"] == 9
+    assert sum(s["histogram"]) == 5 and s["running"] == 0 and s["running_max"] == 2
+    assert reg.stats()["sql_executions"] == 5 and reg.max_rows("SELECT v FROM t WHERE id = ?") == 9
 
 
 @pytest.mark.parametrize(("order", "evicted"), [
@@ -708,22 +615,22 @@ def test_the_hook_keeps_the_lru_order_exact_on_its_memo_path(order: str, evicted
     # Two connections, each repeating its own statement (the memo path, which skips the LRU
     # move for the entry begun last): a third statement evicts the least recently run.
     reg = SqlStatsRegistry(max_entries=2)
-    run = StatsHook(reg, dialect="postgresql").wrap(lambda c, r, q, p, m: r)
-    cursors = {"A": _Cursor(_Slot()), "B": _Cursor(_Slot())}
+    run = run_hook(StatsHook(reg, dialect="postgresql"), lambda c, r, q, p, m: r)
+    cursors = {"A": _Cursor(), "B": _Cursor()}
     texts = {"A": "SELECT a FROM t", "B": "SELECT b FROM t"}
     for name in order:
         run(cursors[name], cursors[name], texts[name], None, False)
-    run(_Cursor(_Slot()), None, "SELECT c FROM t", None, False)
+    run(_Cursor(), None, "SELECT c FROM t", None, False)
     kept = {s["fingerprint"] for s in reg.snapshot()["statements"]}
     assert evicted not in kept and "SELECT c FROM t" in kept and len(kept) == 2
 
 
 def test_every_execution_is_counted_once_under_threads_evictions_and_pops() -> None:
-    # Threads repeat statements on their own connections (solo and locked ends mixed) while
+    # Threads repeat statements on their own connections (remembered and looked up) while
     # the registry evicts (two entries for three statements) and another thread pops: the
     # popped snapshots plus what is left must hold every execution and every row exactly once.
     reg = SqlStatsRegistry(max_entries=2)
-    run = StatsHook(reg, dialect="postgresql").wrap(_rows_inner)
+    run = run_hook(StatsHook(reg, dialect="postgresql"), _rows_inner)
     texts = ["SELECT a FROM t WHERE id = 1", "SELECT b FROM t WHERE id = 2",
              "SELECT c FROM t WHERE id = 3"]
     per_thread, threads_n = 3_000, 6
@@ -734,7 +641,7 @@ def test_every_execution_is_counted_once_under_threads_evictions_and_pops() -> N
     midway = threading.Event()
 
     def worker(n: int) -> None:
-        cursor = _Cursor(_Slot())
+        cursor = _Cursor()
         for i in range(per_thread):
             if i == per_thread // 2:
                 midway.wait(10)
@@ -784,8 +691,9 @@ def test_a_connection_remembers_its_last_eight_statements_and_skips_their_lookup
         return begin(fingerprint)
 
     reg.begin = counting_begin  # type: ignore[method-assign]
-    run = StatsHook(reg, dialect="postgresql").wrap(lambda c, r, q, p, m: r)
-    cursor = _Cursor(_Slot())
+    hook = StatsHook(reg, dialect="postgresql")
+    run = run_hook(hook, lambda c, r, q, p, m: r)
+    cursor = _Cursor()
     texts = [f"SELECT c{i} FROM t WHERE id = %s" for i in range(9)]
     for _ in range(3):  # a unit of work of three statements, repeated
         for text in texts[:3]:
@@ -793,12 +701,12 @@ def test_a_connection_remembers_its_last_eight_statements_and_skips_their_lookup
     assert len(begun) == 3  # looked up once each, then found in the connection's memo
     for text in texts:  # nine texts: the oldest is forgotten
         run(cursor, cursor, text, None, False)
-    remembered = cursor._slot.stats_memo[1]
+    remembered = cursor.memo[hook]
     assert len(remembered) == 8 and texts[0] not in remembered and texts[8] in remembered
     long_text = "SELECT x FROM t WHERE note = '" + "y" * 2_000 + "'"
     run(cursor, cursor, long_text, None, False)
     run(cursor, cursor, long_text, None, False)
-    assert long_text not in cursor._slot.stats_memo[1]  # never kept: looked up each time
+    assert long_text not in cursor.memo[hook]  # never kept: looked up each time
     assert begun.count("SELECT x FROM t WHERE note = ?") == 2
     stmts = {s["fingerprint"]: s["executions"] for s in reg.snapshot()["statements"]}
     assert stmts["SELECT c0 FROM t WHERE id = ?"] == 4
@@ -806,20 +714,19 @@ def test_a_connection_remembers_its_last_eight_statements_and_skips_their_lookup
 
 
 def test_an_unhashable_query_object_is_counted_beside_remembered_texts() -> None:
-    class Composed:  # like psycopg's sql.Composed: __eq__ without __hash__
-        __hash__ = None  # type: ignore[assignment]
+    from psycopg import sql
 
-        def __eq__(self, other: object) -> bool:
-            return False
+    from poolkeeper.drivers.postgres import PostgresDriver
 
-        def as_string(self, context: Any) -> str:
-            return "SELECT 'secret' AS x"
+    def composed() -> Any:  # __eq__ without __hash__: unhashable
+        return sql.SQL("SELECT {} AS x").format(sql.Literal("secret"))
 
     reg = SqlStatsRegistry()
-    run = StatsHook(reg, dialect="postgresql").wrap(lambda c, r, q, p, m: r)
-    cursor = _Cursor(_Slot())
+    run = run_hook(StatsHook(reg, dialect="postgresql"), lambda c, r, q, p, m: r,
+                   PostgresDriver({}))
+    cursor = _Cursor()
     run(cursor, cursor, "SELECT 1", None, False)
-    run(cursor, cursor, Composed(), None, False)
-    run(cursor, cursor, Composed(), None, False)
+    run(cursor, cursor, composed(), None, False)
+    run(cursor, cursor, composed(), None, False)
     stmts = {s["fingerprint"]: s["executions"] for s in reg.snapshot()["statements"]}
     assert stmts == {"SELECT ?": 1, "SELECT ? AS x": 2}

@@ -11,17 +11,30 @@ from typing import Any
 import pytest
 
 from poolkeeper import Pool
+from poolkeeper.core.stmtpolicy import StatementCachePolicy
+from poolkeeper.drivers.base import Driver
 from poolkeeper.drivers.postgres import PostgresDriver
-from poolkeeper.errors import ConfigError
-from poolkeeper.sql.stmtcache import (
+from poolkeeper.drivers.postgres_stmtcache import apply_psycopg_policy, psycopg_policy
+from poolkeeper.drivers.sqlite_stmtcache import (
     SQLITE_STATEMENT_BYTES,
-    AdaptiveFetchSize,
-    StatementCache,
-    StatementCacheHook,
-    apply_psycopg_policy,
     sqlite_cached_statements,
-    statement_cache_policy,
+    sqlite_policy,
 )
+from poolkeeper.errors import ConfigError
+from poolkeeper.hooks.fetchsize import AdaptiveFetchSize
+from poolkeeper.hooks.stmtcache import StatementCacheHook
+from poolkeeper.sql.lru import LRU
+
+from ._hooks import Conn, execute, run_hook
+
+StatementCache = LRU  # the one LRU every cache uses
+
+
+def _pg_hook(size: int, nbytes: int) -> tuple[StatementCacheHook, Any]:
+    """A statement-cache hook for psycopg and the runner of one statement through it."""
+    driver = PostgresDriver({})
+    hook = StatementCacheHook(driver, psycopg_policy(size, nbytes))
+    return hook, run_hook(hook, execute, driver)
 
 
 # ----------------------------------------------------------------------------- the LRU
@@ -52,7 +65,7 @@ def test_replacing_a_key_does_not_double_count_its_bytes() -> None:
     cache: StatementCache[str, int] = StatementCache(max_entries=10, max_bytes=100)
     cache.put("a", 1, 40)
     cache.put("a", 2, 50)
-    assert cache.nbytes == 50 and cache.peek("a") == 2 and cache.accesses == 0
+    assert cache.nbytes == 50 and cache.peek("a") == 2 and cache.stats()["accesses"] == 0
 
 
 def test_on_evict_sees_every_evicted_entry_and_may_use_the_cache() -> None:
@@ -67,11 +80,11 @@ def test_on_evict_sees_every_evicted_entry_and_may_use_the_cache() -> None:
     for i in range(4):
         cache.put(f"k{i}", i, 1)
     assert evicted == [("k0", 0), ("k1", 1)]
-    assert cache.discard("k3") and not cache.discard("k3")
-    assert evicted == [("k0", 0), ("k1", 1)]  # discard is not an eviction
+    assert cache.pop("k3") == 3 and cache.pop("k3") is None
+    assert evicted == [("k0", 0), ("k1", 1)]  # pop is not an eviction
     assert cache.discarded == 1
-    cache.clear()
-    assert evicted[-1] == ("k2", 2) and len(cache) == 0 and cache.nbytes == 0
+    assert cache.clear() == [("k2", 2)]
+    assert evicted == [("k0", 0), ("k1", 1)] and len(cache) == 0 and cache.nbytes == 0
 
 
 def test_zero_sized_cache_holds_nothing() -> None:
@@ -99,19 +112,19 @@ def test_lru_is_consistent_under_threads() -> None:
         th.start()
     for th in threads:
         th.join(60)
-    assert cache.accesses == 12_000
+    assert cache.stats()["accesses"] == 12_000
     assert len(cache) <= 50 and cache.nbytes <= 400
     assert cache.nbytes == sum(size for _, size in cache._map.values())
 
 
 # ----------------------------------------------------------------------------- policies
 def test_psycopg_policy_keeps_its_text_within_the_byte_budget() -> None:
-    p = statement_cache_policy("postgresql", 100, 1 << 20)
+    p = psycopg_policy(100, 1 << 20)
     assert p.supported and p.max_statements == 100 and p.prepare_threshold == 5
     # psycopg holds at most 2 * prepared_max + 1 texts, each no longer than the cap
     assert (2 * p.max_statements + 1) * p.max_statement_bytes <= p.max_bytes
     assert p.bounded_by == "count and bytes"
-    off = statement_cache_policy("postgresql", 0, 1 << 20)
+    off = psycopg_policy(0, 1 << 20)
     assert off.max_statements == 0 and off.prepare_threshold is None
 
 
@@ -119,7 +132,7 @@ def test_sqlite_policy_sizes_cached_statements_from_both_bounds() -> None:
     assert sqlite_cached_statements(100, 1 << 20) == 100
     assert sqlite_cached_statements(100, 10 * SQLITE_STATEMENT_BYTES) == 10
     assert sqlite_cached_statements(0, 1 << 20) == 0
-    p = statement_cache_policy("sqlite", 100, 40 * SQLITE_STATEMENT_BYTES)
+    p = sqlite_policy(100, 40 * SQLITE_STATEMENT_BYTES)
     assert p.max_statements == 40 and p.bounded_by == "count and bytes"
     assert p.max_bytes == 40 * SQLITE_STATEMENT_BYTES
     conn = sqlite3.connect(":memory:", cached_statements=p.max_statements)
@@ -165,23 +178,24 @@ def test_sqlite_cache_is_bounded_in_bytes_and_counted(tmp_path: Any) -> None:
 
 
 def test_pymysql_policy_says_it_is_not_supported() -> None:
-    p = statement_cache_policy("mysql", 100, 1 << 20)
+    from poolkeeper.drivers.mysql import MysqlDriver
+
+    driver = MysqlDriver({})
+    p = driver.statement_cache_policy(100, 1 << 20)
     assert not p.supported and p.max_statements == 0
     assert "no server-side prepared statements" in p.note
-    hook = StatementCacheHook(p)
-
-    def inner(*args: Any) -> str:
-        return "ran"
-
-    assert hook.wrap(inner) is inner  # nothing to govern: zero cost
+    hook = StatementCacheHook(driver, p)
+    assert not hook.per_statement  # nothing to govern: the pool leaves it out of the path
     assert hook.stats()["stmt_cache_supported"] == 0
 
 
-def test_policy_rejects_unknown_drivers_and_bad_sizes() -> None:
-    with pytest.raises(ConfigError, match="driver='oracle'"):
-        statement_cache_policy("oracle", 1, 1)
+def test_policy_of_an_unknown_driver_governs_nothing_and_bad_sizes_are_refused() -> None:
+    p = Driver({}).statement_cache_policy(1, 1)
+    assert isinstance(p, StatementCachePolicy) and not p.supported and p.mechanism == "none"
     with pytest.raises(ConfigError, match="statement_cache_size=-1"):
-        statement_cache_policy("sqlite", -1, 1)
+        sqlite_policy(-1, 1)
+    with pytest.raises(ConfigError, match="statement_cache_bytes=-1"):
+        psycopg_policy(1, -1)
 
 
 # ----------------------------------------------------------------------------- fetch size
@@ -215,10 +229,6 @@ def test_fetch_size_must_be_positive() -> None:
 
 
 # ----------------------------------------------------------------------------- psycopg
-def _inner(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
-    return raw.executemany(query, params) if many else raw.execute(query, params)
-
-
 @pytest.fixture
 def pg_conn(pg_dsn: str) -> Iterator[Any]:
     import psycopg
@@ -242,8 +252,7 @@ def _psycopg_texts(conn: Any) -> list[bytes]:
 
 
 def test_psycopg_keeps_at_most_statement_cache_size_prepared(pg_conn: Any) -> None:
-    hook = StatementCacheHook(statement_cache_policy("postgresql", 3, 1 << 20))
-    run = hook.wrap(_inner)
+    hook, run = _pg_hook(3, 1 << 20)
     cur = pg_conn.cursor()
     for i in range(8):
         for _ in range(10):
@@ -261,9 +270,8 @@ def test_psycopg_keeps_at_most_statement_cache_size_prepared(pg_conn: Any) -> No
 
 
 def test_oversize_statements_are_never_prepared_nor_remembered(pg_conn: Any) -> None:
-    policy = statement_cache_policy("postgresql", 10, 20_000)
-    hook = StatementCacheHook(policy)
-    run = hook.wrap(_inner)
+    hook, run = _pg_hook(10, 20_000)
+    policy = hook.policy
     cur = pg_conn.cursor()
     n = 1_000
     big = "SELECT 1 WHERE 1 IN (" + ", ".join(["%s"] * n) + ")"
@@ -282,8 +290,7 @@ def test_oversize_statements_are_never_prepared_nor_remembered(pg_conn: Any) -> 
 def test_a_failing_statement_is_dropped_not_cached(pg_conn: Any) -> None:
     import psycopg
 
-    hook = StatementCacheHook(statement_cache_policy("postgresql", 10, 1 << 20))
-    run = hook.wrap(_inner)
+    hook, run = _pg_hook(10, 1 << 20)
     cur = pg_conn.cursor()
     for _ in range(3):
         with pytest.raises(psycopg.errors.UndefinedTable):
@@ -294,8 +301,7 @@ def test_a_failing_statement_is_dropped_not_cached(pg_conn: Any) -> None:
 
 
 def test_statement_cache_size_zero_prepares_nothing(pg_conn: Any) -> None:
-    hook = StatementCacheHook(statement_cache_policy("postgresql", 0, 1 << 20))
-    run = hook.wrap(_inner)
+    _hook, run = _pg_hook(0, 1 << 20)
     cur = pg_conn.cursor()
     for _ in range(10):
         run(None, cur, "SELECT 42 + %s", (1,), False)
@@ -304,15 +310,14 @@ def test_statement_cache_size_zero_prepares_nothing(pg_conn: Any) -> None:
 
 
 def test_apply_policy_sets_psycopg_attributes(pg_conn: Any) -> None:
-    apply_psycopg_policy(pg_conn, statement_cache_policy("postgresql", 7, 1 << 20))
+    apply_psycopg_policy(pg_conn, psycopg_policy(7, 1 << 20))
     assert (pg_conn.prepared_max, pg_conn.prepare_threshold) == (7, 5)
 
 
 def test_counters_survive_the_connection_closing(pg_dsn: str) -> None:
     import psycopg
 
-    hook = StatementCacheHook(statement_cache_policy("postgresql", 5, 1 << 20))
-    run = hook.wrap(_inner)
+    hook, run = _pg_hook(5, 1 << 20)
     conn = psycopg.connect(pg_dsn, autocommit=True)
     cur = conn.cursor()
     for _ in range(4):
@@ -327,7 +332,7 @@ def test_counters_survive_the_connection_closing(pg_dsn: str) -> None:
 
 def test_governance_through_a_real_pool(pg_dsn: str) -> None:
     with Pool(pg_dsn, max_size=1, min_idle=0, statement_cache_size=2) as pool:
-        hook = StatementCacheHook.from_config(pool.config, pool.driver.name)
+        hook = StatementCacheHook.from_config(pool.config, pool.driver)
         pool.add_hook(hook)
         for i in range(5):
             with pool.connection() as conn:
@@ -384,20 +389,8 @@ def test_repeated_statement_counts_through_the_connection_memo(pg_dsn: str) -> N
 
 
 def _mirror_order(hook: StatementCacheHook, conn: Any) -> list[Any]:
-    mirror = hook._states[id(conn)].cache
-    return [*mirror.counts, "|", *mirror.names]
-
-
-class _MemoSlot:
-    def __init__(self) -> None:
-        self.stmt_memo: Any = None
-
-
-class _PoolCursor:
-    """What the hook reads of a pool cursor: the connection's slot (where its memo lives)."""
-
-    def __init__(self) -> None:
-        self._slot = _MemoSlot()
+    mirror: Any = hook._states[id(conn)].mirror  # a PsycopgMirror
+    return [*mirror.counts.keys(), "|", *mirror.names.keys()]
 
 
 def test_the_connection_memo_counts_and_orders_as_the_full_path(pg_dsn: str) -> None:
@@ -411,9 +404,8 @@ def test_the_connection_memo_counts_and_orders_as_the_full_path(pg_dsn: str) -> 
     sequence = [0, 1, 2, 0, 0, 3, 1, 4, 4, 2, 0, 5, 0, 1, 0, 3, 3, 2] * 3
     results = []
     for with_memo in (True, False):
-        hook = StatementCacheHook(statement_cache_policy("postgresql", 3, 1 << 20))
-        run = hook.wrap(_inner)
-        cursor = _PoolCursor() if with_memo else None
+        hook, run = _pg_hook(3, 1 << 20)
+        cursor = Conn() if with_memo else None
         orders = []  # the mirror's LRU order after each statement
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             cur = conn.cursor()
@@ -430,7 +422,7 @@ def test_the_connection_memo_counts_and_orders_as_the_full_path(pg_dsn: str) -> 
         results.append((orders, order,
                         {k: stats[k] for k in ("hits", "misses", "evictions", "size")}))
         if with_memo:
-            assert cursor is not None and len(cursor._slot.stmt_memo[1]) == 6  # and 1 / %s
+            assert cursor is not None and len(cursor.memo[hook].recent) == 6  # and 1 / %s
     assert results[0] == results[1]
     assert results[0][2]["evictions"] > 0 and results[0][2]["hits"] > 0
 

@@ -18,8 +18,9 @@ import pytest
 from poolkeeper import Pool, QueryTimeout
 from poolkeeper.config import parse_dsn
 from poolkeeper.drivers.cancel import Canceller, MysqlControl, make_canceller
+from poolkeeper.hooks.context import StatementContext
+from poolkeeper.hooks.timeouts import TimeoutHook, statement_timeout
 from poolkeeper.scheduler import THREAD_NAME, scheduler_stats
-from poolkeeper.timeouts import TimeoutHook, statement_timeout
 
 from ._db import count_rows, create_table, drop_table, sleep_sql, unique_table
 
@@ -217,19 +218,17 @@ def test_timeouts_on_many_threads_at_once(any_dsn: str) -> None:
 
 # --------------------------------------------------------------------------- the race
 class _Finished:
-    """An execute hook inside the TimeoutHook: marks the moment the driver call returned."""
+    """A statement hook inside the TimeoutHook: marks the moment the driver call returned."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
 
-    def wrap(self, inner: Callable[..., Any]) -> Callable[..., Any]:
-        def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
-            try:
-                return inner(cursor, raw, query, params, many)
-            finally:
-                self.event.set()
+    def before(self, ctx: StatementContext) -> None:
+        return None
 
-        return execute
+    def after(self, ctx: StatementContext, token: Any, result: Any,
+              error: BaseException | None) -> None:
+        self.event.set()
 
 
 class _CancelAfterFinish:

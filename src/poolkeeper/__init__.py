@@ -28,16 +28,17 @@ from .errors import (
     QueryTimeout,
     TooManyWaiting,
 )
+from .hooks.fetchsize import AdaptiveFetchSize
+from .hooks.stats import StatsHook
+from .hooks.stmtcache import StatementCacheHook
+from .hooks.timeouts import TimeoutHook, statement_timeout
 from .loader import Loader, load_files
 from .observe.memory import MemoryWatchdog
 from .observe.monitor import MONITOR, register_pool
 from .pool import CloseReason, Pool
 from .proxy import ConnectionProxy, CursorProxy
 from .sql.fingerprint import fingerprint, redact
-from .sql.hook import StatsHook
 from .sql.stats import SqlStatsRegistry
-from .sql.stmtcache import AdaptiveFetchSize, StatementCacheHook
-from .timeouts import TimeoutHook, statement_timeout
 
 __version__ = "0.1.0"
 

@@ -33,19 +33,21 @@ from .core.tally import SlotTally, count_usage
 from .drivers import Driver, create_driver, detect_driver
 from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
 from .holders import connection_rows, first_line, format_site, safe_sql, thread_name, timeout_error
+from .hooks.context import chain, driver_call
+from .hooks.fetchsize import AdaptiveFetchSize
+from .hooks.stats import StatsHook
+from .hooks.stmtcache import StatementCacheHook
+from .hooks.timeouts import TimeoutHook
 from .housekeeper import Worker
 from .observe.monitor import MONITOR, Probe, register_pool
 from .proxy import (
     ConnectionProxy,
-    Execute,
     MonitoredConnection,
     ReturnedConnection,
+    RunHooks,
     proxy_class,
 )
 from .sql.errortext import error_text
-from .sql.hook import StatsHook
-from .sql.stmtcache import AdaptiveFetchSize, StatementCacheHook, sqlite_cached_statements
-from .timeouts import TimeoutHook
 
 __all__ = ["CloseReason", "Pool"]
 
@@ -162,7 +164,7 @@ class Pool:
         self._late_closes: queue.SimpleQueue[Slot] = queue.SimpleQueue()
         self._hooks: list[Any] = []
         self._closers: list[Callable[[], object]] = []  # run at close() and by the finalizer
-        self._execute: Execute | None = None
+        self._execute: RunHooks | None = None
         self._rand = random.Random()
         self._max_wait = config.max_wait
         self._validate = config.validate_on_borrow
@@ -193,12 +195,11 @@ class Pool:
                 first_raw = self._connect_first(connect)
                 driver_name = detect_driver(first_raw)
         params.update(config.connect_kwargs)
-        cache_size = config.statement_cache_size
-        if driver_name == "sqlite":  # sqlite3 counts statements only: derive it from the bytes
-            cache_size = sqlite_cached_statements(cache_size, config.statement_cache_bytes)
         self.driver: Driver = create_driver(
             driver_name, params, connect=connect, autocommit=config.autocommit,
-            connect_timeout=config.connect_timeout, statement_cache_size=cache_size)
+            connect_timeout=config.connect_timeout,
+            statement_cache_size=config.statement_cache_size,
+            statement_cache_bytes=config.statement_cache_bytes)
         self.monitor: Probe = MONITOR.probe(self.name, enabled=True if config.monitor else None,
                                             dialect=self.driver.name)
         self.monitor.slots = self._slots  # where the monitor's views find this pool's checkouts
@@ -223,10 +224,9 @@ class Pool:
         #: None: the driver's buffers go with their results (see Driver.result_bytes)
         self._result_bytes = self.driver.result_bytes
         self._max_result = config.max_idle_result_bytes or math.inf
-        # Execute hooks, innermost first: the statement cache governs what the driver
+        # Statement hooks, innermost first: the statement cache governs what the driver
         # prepares; statistics time everything inside them.
-        self._stmt_cache = StatementCacheHook.from_config(
-            config, self.driver.name, getattr(self.driver, "push_statements", None))
+        self._stmt_cache = StatementCacheHook.from_config(config, self.driver)
         self._sql_stats = StatsHook.from_config(config, self.driver.name,
                                                 fetch=AdaptiveFetchSize(config.fetch_size))
         self.add_hook(self._stmt_cache)
@@ -798,13 +798,15 @@ class Pool:
 
     # ================================================================== hooks
     def add_hook(self, hook: Any) -> None:
-        """Install an execute hook (``hook.wrap(inner) -> Execute``), outermost last."""
+        """Install a statement hook (``before(ctx)`` / ``after(ctx, token, result, error)``,
+        see :mod:`poolkeeper.hooks.context`); the one installed last is the outermost: its
+        ``before`` runs first and its ``after`` last."""
         self._hooks.append(hook)
         self._rebuild_chain()
 
     @property
     def hooks(self) -> tuple[Any, ...]:
-        """The installed execute hooks, innermost first."""
+        """The installed statement hooks, innermost first."""
         return tuple(self._hooks)
 
     def remove_hook(self, hook: Any) -> None:
@@ -812,13 +814,9 @@ class Pool:
         self._rebuild_chain()
 
     def _rebuild_chain(self) -> None:
-        if not self._hooks:
-            self._execute = None
-            return
-        chain: Execute = _plain_execute
-        for hook in self._hooks:
-            chain = hook.wrap(chain)
-        self._execute = chain
+        # A hook with no work per statement (per_statement False) only reports its stats().
+        active = [h for h in reversed(self._hooks) if getattr(h, "per_statement", True)]
+        self._execute = chain(active, driver_call) if active else None
 
     # ================================================================== timeouts
     def _timeout_hook(self) -> TimeoutHook:
@@ -1021,14 +1019,6 @@ class Pool:
 
 
 # ---------------------------------------------------------------------- module helpers
-def _plain_execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
-    if many:
-        return raw.executemany(query, params)
-    if params is None:
-        return raw.execute(query)
-    return raw.execute(query, params)
-
-
 def _monitor_changed(pool_ref: weakref.ref[Pool], on: bool) -> None:
     """The pool's monitor probe turned on or off: follow it in the borrow fast path."""
     pool = pool_ref()

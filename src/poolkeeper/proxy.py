@@ -15,7 +15,9 @@ so a properly returned proxy is freed without running any Python code. Closed cu
 :class:`ClosedCursor` the same way.
 
 Statement execution goes through the pool's hook chain when one is installed (timeouts,
-statistics, the resource monitor); with no hook it calls the driver directly.
+statistics, the statement cache): the cursor makes one
+:class:`~poolkeeper.hooks.context.StatementContext` per statement and the hooks see it before
+and after the driver call; with no hook it calls the driver directly.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from .delegate import delegating_class, is_method
 from .delegate import table as delegate_table
 from .errors import ConnectionReclaimed, ConnectionReturned, as_driver_error
 from .holders import format_site
+from .hooks.context import StatementContext
+from .hooks.timeouts import statement_timeout
 from .observe.monitor import MONITOR
-from .timeouts import statement_timeout
 
 if TYPE_CHECKING:
     from .observe.monitor import Token
@@ -44,16 +47,16 @@ __all__ = [
     "ClosedCursor",
     "ConnectionProxy",
     "CursorProxy",
-    "Execute",
     "MonitoredConnection",
     "MonitoredCursor",
     "ReturnedConnection",
+    "RunHooks",
     "format_site",
     "proxy_class",
 ]
 
-#: the signature hooks wrap: (cursor proxy, driver cursor, query, params, many) -> driver result
-Execute = Callable[["CursorProxy", Any, Any, Any, bool], Any]
+#: the pool's hook chain around the driver call (hooks.context.chain): context -> result
+RunHooks = Callable[[StatementContext], Any]
 
 # A checkout keeps weak references to its cursors, to close the ones still open when it goes
 # back; dead references are pruned whenever the list reaches a power of two from this size
@@ -468,51 +471,56 @@ class CursorProxy(_CursorState):
         if timeout is not _UNSET:
             self._pool._timeout_hook()
             with statement_timeout(timeout, self._conn):
-                return self.execute(query, params)
-        raw = self._raw
-        slot = self._slot
-        slot.sql = query
-        slot.statements += 1  # odd: a statement is running
-        try:
-            hook = self._pool._execute
-            if hook is not None:
-                result = hook(self, raw, query, params, False)
-            elif params is None:
-                result = raw.execute(query)
-            else:
-                result = raw.execute(query, params)
-        except BaseException as exc:
-            self._conn._failed(exc)
-            raise
-        finally:
-            slot.statements += 1
-        # What an idle connection pins (PostgreSQL: libpq's input buffer), see max_idle_result_bytes
-        measure = self._pool._result_bytes
-        if measure is not None and (n := measure(raw)) > slot.largest_result_bytes:
-            slot.largest_result_bytes = n
-        # sqlite3 and psycopg return the cursor (for chaining); PyMySQL returns a row count.
-        return self if result is raw else result
+                return self._statement(query, params, False)
+        return self._statement(query, params, False)
 
     def executemany(self, query: Any, seq_of_params: Any, *, timeout: Any = _UNSET) -> Any:
         if timeout is not _UNSET:
             self._pool._timeout_hook()
             with statement_timeout(timeout, self._conn):
-                return self.executemany(query, seq_of_params)
+                return self._statement(query, seq_of_params, True)
+        return self._statement(query, seq_of_params, True)
+
+    def _statement(self, query: Any, params: Any, many: bool) -> Any:
+        """One statement through the pool's hooks (if any) and the driver."""
         raw = self._raw
         slot = self._slot
         slot.sql = query
         slot.statements += 1  # odd: a statement is running
-        try:
-            hook = self._pool._execute
-            if hook is not None:
-                result = hook(self, raw, query, seq_of_params, True)
-            else:
-                result = raw.executemany(query, seq_of_params)
-        except BaseException as exc:
-            self._conn._failed(exc)
-            raise
-        finally:
-            slot.statements += 1
+        pool = self._pool
+        run = pool._execute
+        if run is None:
+            try:
+                if many:
+                    result = raw.executemany(query, params)
+                elif params is None:
+                    result = raw.execute(query)
+                else:
+                    result = raw.execute(query, params)
+            except BaseException as exc:
+                self._conn._failed(exc)
+                raise
+            finally:
+                slot.statements += 1
+        else:
+            ctx = StatementContext(pool.driver, slot.raw, raw, query, params, many,
+                                   slot.hook_memo, self._conn, slot.session_id)
+            try:
+                result = run(ctx)
+            except BaseException as exc:
+                self._conn._failed(exc)
+                if ctx.discard:  # a hook judged the connection unusable
+                    slot.broken = True
+                raise
+            finally:
+                slot.statements += 1
+            if ctx.discard:
+                slot.broken = True
+        # What an idle connection pins (PostgreSQL: libpq's input buffer), see max_idle_result_bytes
+        measure = pool._result_bytes
+        if not many and measure is not None and (n := measure(raw)) > slot.largest_result_bytes:
+            slot.largest_result_bytes = n
+        # sqlite3 and psycopg return the cursor (for chaining); PyMySQL returns a row count.
         return self if result is raw else result
 
     # A fetch counts as use for abandoned_timeout: +2 keeps the count even (no statement

@@ -161,8 +161,8 @@ def _structures(c: PoolConfig, row_bytes: int) -> list[Structure]:
                 f"at most {c.statement_cache_size} statements per connection"))
     if c.stats:
         # The fingerprint cache beside the registry gets an eighth of the budget; each
-        # connection remembers its last statements (sql/hook.py MEMO_MAX_BYTES).
-        from ..sql.hook import MEMO_MAX_BYTES
+        # connection remembers its last statements (hooks/stats.py MEMO_MAX_BYTES).
+        from ..hooks.stats import MEMO_MAX_BYTES
 
         worst = (c.stats_max_bytes + max(64 << 10, c.stats_max_bytes // 8)
                  + c.max_size * MEMO_MAX_BYTES)

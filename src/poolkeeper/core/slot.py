@@ -77,6 +77,7 @@ class Slot:
         "expires_at",
         "fast_borrows",
         "generation",
+        "hook_memo",
         "id",
         "idle_timeout",
         "largest_result_bytes",
@@ -100,8 +101,6 @@ class Slot:
         "state",
         "statements",
         "statements_seen",
-        "stats_memo",
-        "stmt_memo",
         "usage_hist",
         "usage_s",
         "uses",
@@ -136,11 +135,9 @@ class Slot:
         self.statements_seen = 0
         self.active_at = 0.0  #: when the housekeeper last saw the checkout run statements
         self.reclaim_at = 0.0  #: when the checkout was revoked as abandoned (0: it was not)
-        #: the SQL statistics hook's (registry, {text: entry}) of the last statements run
-        #: here (at most 8 texts of at most 1 KiB; see sql/hook.py)
-        self.stats_memo: Any = None
-        #: the statement-cache hook's memo of the last statement run here (sql/stmtcache.py)
-        self.stmt_memo: Any = None
+        #: what statement hooks remember of this physical connection, each under its own key
+        #: (StatementContext.memo, see hooks/context.py); lives as long as the connection
+        self.hook_memo: dict[Any, Any] = {}
         self.broken = False
         self.close_reason: str | None = None  #: why it was marked broken, when not plain broken
         self.dirty = False  #: came back with a transaction left open (reset_on_return=False)

@@ -12,8 +12,10 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy, check_cache_sizes
 from ..dsn import secrets_of
 from ..errors import PoolError
+from ..sql.querytext import query_text
 from .cancel import Canceller, make_canceller
 
 __all__ = ["Driver", "ErrorKind"]
@@ -41,12 +43,15 @@ class Driver:
 
     def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
                  autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100) -> None:
+                 statement_cache_size: int = 100,
+                 statement_cache_bytes: int | None = None) -> None:
         self.params = dict(params)
         self._connect_fn = connect
         self.autocommit = autocommit
         self.connect_timeout = connect_timeout
         self.statement_cache_size = statement_cache_size
+        #: the pool's statement_cache_bytes (None: bounded by count only)
+        self.statement_cache_bytes = statement_cache_bytes
         #: the password and DSN in ``params``, masked in every driver message poolkeeper repeats
         self.secrets = secrets_of(self.params)
 
@@ -181,3 +186,52 @@ class Driver:
     def describe(self) -> str:
         """Where this adapter connects, with secrets masked."""
         return self.name
+
+    # ---------------------------------------------------------------- statements (for hooks)
+    # What the hooks (statistics, statement cache, fetch size) need to know of a driver's
+    # cursors and statement cache: asked here, so that no hook knows a driver.
+
+    #: driver cursor classes that stream their result in round trips of a settable size
+    #: (psycopg's server-side cursors): the fetch-size hook sizes them (set_fetch_size)
+    streaming_cursor_types: tuple[type, ...] = ()
+
+    def rowcount(self, cursor: Any) -> int:
+        """The DB-API ``rowcount`` of a driver cursor after a statement; -1 when unknown.
+
+        The public attribute, for every driver: reading psycopg's private ``_rowcount``
+        instead saved ~0.05 us per statement (47 ns vs 100 ns, timeit on CPython 3.11), under
+        the 0.2 us an optimisation needs to stay.
+        """
+        try:
+            rows = cursor.rowcount
+        except Exception:  # noqa: BLE001 - a closed or exotic cursor: rows unknown
+            return -1
+        return rows if type(rows) is int else -1
+
+    def set_fetch_size(self, cursor: Any, rows: int) -> None:
+        """Fetch ``rows`` rows per round trip on a cursor of ``streaming_cursor_types``."""
+
+    def query_text(self, query: Any, cursor: Any) -> str:
+        """The SQL text of a query passed to ``cursor.execute`` (``str``, ``bytes``, or this
+        driver's own query objects), for fingerprints; never its ``repr()``."""
+        return query_text(query)
+
+    def statement_cache_policy(self, statement_cache_size: int,
+                               statement_cache_bytes: int) -> StatementCachePolicy:
+        """How this driver's statement cache is governed from the pool's options."""
+        check_cache_sizes(statement_cache_size, statement_cache_bytes)
+        return StatementCachePolicy(
+            self.name, False, "none", 0, 0, 0, None, "none",
+            f"poolkeeper knows no statement cache of the {self.name} driver: nothing is "
+            "governed or counted")
+
+    def governs_statements(self, policy: StatementCachePolicy) -> bool:
+        """Whether the statement-cache hook has work per statement under ``policy`` (False:
+        it stays out of the statement path and only reports the policy)."""
+        return False
+
+    def statement_cache_mirror(self, policy: StatementCachePolicy,
+                               raw: Any) -> StatementCacheMirror:
+        """A new mirror of the statement cache of connection ``raw`` (applies the policy to
+        it); called once per connection, only when :meth:`governs_statements`."""
+        raise NotImplementedError(f"{self.name}: no statement cache to mirror")

@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import ConfigWarning
+from ..core.stmtpolicy import StatementCachePolicy, check_cache_sizes
 from .base import Driver, ErrorKind
 
-__all__ = ["MysqlDriver"]
+__all__ = ["MysqlDriver", "private_fields_ok"]
 
 _IN_TRANS = 1  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 _AUTOCOMMIT = 2  # SERVER_STATUS_AUTOCOMMIT
@@ -42,10 +43,12 @@ class MysqlDriver(Driver):
 
     def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
                  autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100) -> None:
+                 statement_cache_size: int = 100,
+                 statement_cache_bytes: int | None = None) -> None:
         super().__init__(params, connect=connect, autocommit=autocommit,
                          connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size)
+                         statement_cache_size=statement_cache_size,
+                         statement_cache_bytes=statement_cache_bytes)
         import pymysql  # imported here so that `import poolkeeper` needs no driver
 
         self._pymysql = pymysql
@@ -53,7 +56,12 @@ class MysqlDriver(Driver):
         self.closed_connection_error = pymysql.err.InterfaceError  # (0, '')
         self.closed_cursor_error = pymysql.err.ProgrammingError  # "Cursor closed"
         self.cancelled_error = pymysql.err.OperationalError  # 1317 / 3024
-        self.release_results = self._release_results
+        #: PyMySQL's private fields this adapter reads (``_result``, ``_sock``,
+        #: ``_read_timeout``), checked once here on a connection object that never connects;
+        #: a PyMySQL keeping them elsewhere gets the public API only (see private_fields_ok)
+        self.private_fields = private_fields_ok(pymysql.connections.Connection)
+        if self.private_fields:
+            self.release_results = self._release_results
         if _truthy(self.params.get("local_infile")):
             # Said once, at construction (user -> Pool -> create_driver -> here).
             warnings.warn(
@@ -123,6 +131,11 @@ class MysqlDriver(Driver):
         return raw.thread_id()
 
     def ping(self, raw: Any, timeout: float) -> None:
+        if not self.private_fields:  # the public ping, bounded by the connection's timeouts
+            if not raw.open:
+                raise self._pymysql.err.InterfaceError(0, "the connection is closed")
+            raw.ping(reconnect=False)
+            return
         sock = raw._sock
         if sock is None:
             raise self._pymysql.err.InterfaceError(0, "the connection is closed")
@@ -152,10 +165,37 @@ class MysqlDriver(Driver):
 
         return guarded_execute(raw, sql, path, on_refused=on_refused, packet_bytes=packet_bytes)
 
+    def statement_cache_policy(self, statement_cache_size: int,
+                               statement_cache_bytes: int) -> StatementCachePolicy:
+        check_cache_sizes(statement_cache_size, statement_cache_bytes)
+        return StatementCachePolicy(
+            "mysql", False, "none", 0, 0, 0, None, "none",
+            "PyMySQL sends every statement as text (COM_QUERY) and has no server-side "
+            "prepared statements: nothing is cached")
+
     def describe(self) -> str:
         p = self.params
         text = f"mysql {p.get('user')}@{p.get('host')}:{p.get('port')}/{p.get('database') or ''}"
         return self.secrets.scrub(text)
+
+
+def private_fields_ok(connection_class: Any) -> bool:
+    """Whether ``connection_class`` (PyMySQL's ``Connection``, 1.x) has the private fields the
+    adapter reads, with the types it expects: ``_result`` (None on a new connection),
+    ``_sock`` (None before connecting) and ``_read_timeout`` (a number or None). Checked on
+    an instance made with ``defer_connect=True``: no I/O. Without them the adapter falls back
+    to the public API: the last result stays on an idle connection until its next statement
+    (PyMySQL's own behaviour), and the ping's deadline is the connection's own timeouts.
+    """
+    try:
+        probe = connection_class(defer_connect=True)
+    except Exception:  # noqa: BLE001 - a PyMySQL we do not know: the public API only
+        return False
+    fields = vars(probe)
+    timeout = fields.get("_read_timeout", "missing")
+    return ("_result" in fields and fields["_result"] is None
+            and hasattr(probe, "_sock") and getattr(probe, "_sock", "missing") is None
+            and (timeout is None or type(timeout) in (int, float)))
 
 
 def _truthy(value: Any) -> bool:

@@ -19,8 +19,10 @@ import select
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy
 from ..dsn import mask_dsn
 from .base import Driver, ErrorKind
+from .postgres_stmtcache import PsycopgMirror, psycopg_policy
 
 __all__ = ["PostgresDriver"]
 
@@ -44,10 +46,12 @@ class PostgresDriver(Driver):
 
     def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
                  autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100) -> None:
+                 statement_cache_size: int = 100,
+                 statement_cache_bytes: int | None = None) -> None:
         super().__init__(params, connect=connect, autocommit=autocommit,
                          connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size)
+                         statement_cache_size=statement_cache_size,
+                         statement_cache_bytes=statement_cache_bytes)
         import psycopg  # imported here so that `import poolkeeper` needs no driver
 
         self._psycopg = psycopg
@@ -55,6 +59,8 @@ class PostgresDriver(Driver):
         self.closed_connection_error = psycopg.OperationalError  # "the connection is closed"
         self.closed_cursor_error = psycopg.InterfaceError  # "the cursor is closed"
         self.cancelled_error = psycopg.errors.QueryCanceled  # an OperationalError
+        #: server-side cursors stream their rows ``itersize`` at a time (set_fetch_size)
+        self.streaming_cursor_types = (psycopg.ServerCursor,)
         self._memory_size = _result_memory_size(psycopg)
         if self._memory_size is not None:
             self.result_bytes = self._result_bytes
@@ -163,6 +169,31 @@ class PostgresDriver(Driver):
         if failed or pgconn.status != pq.ConnStatus.OK:
             raise self._psycopg.OperationalError(failed or "the connection is bad")
 
+    # ---------------------------------------------------------------- statements (for hooks)
+    def set_fetch_size(self, cursor: Any, rows: int) -> None:
+        cursor.itersize = rows
+
+    def query_text(self, query: Any, cursor: Any) -> str:
+        # psycopg's composed queries (sql.SQL, sql.Composed, ...) render with as_string; the
+        # fingerprint folds the literals they hold
+        if isinstance(query, self._psycopg.sql.Composable):
+            try:
+                return str(query.as_string(getattr(cursor, "connection", None)))
+            except Exception:  # noqa: BLE001 - a query we cannot render is still counted
+                pass
+        return super().query_text(query, cursor)
+
+    def statement_cache_policy(self, statement_cache_size: int,
+                               statement_cache_bytes: int) -> StatementCachePolicy:
+        return psycopg_policy(statement_cache_size, statement_cache_bytes)
+
+    def governs_statements(self, policy: StatementCachePolicy) -> bool:
+        # even with preparation off: oversize statements are still counted as bypassed
+        return policy.supported
+
+    def statement_cache_mirror(self, policy: StatementCachePolicy,
+                               raw: Any) -> StatementCacheMirror:
+        return PsycopgMirror(policy, raw, self.query_text)
 
     @staticmethod
     def prepared_statements(raw: Any) -> dict[str, Any]:

@@ -13,7 +13,9 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy
 from .base import Driver, ErrorKind
+from .sqlite_stmtcache import SqliteMirror, sqlite_cached_statements, sqlite_policy
 
 __all__ = ["SqliteDriver"]
 
@@ -33,10 +35,12 @@ class SqliteDriver(Driver):
 
     def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
                  autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100) -> None:
+                 statement_cache_size: int = 100,
+                 statement_cache_bytes: int | None = None) -> None:
         super().__init__(params, connect=connect, autocommit=autocommit,
                          connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size)
+                         statement_cache_size=statement_cache_size,
+                         statement_cache_bytes=statement_cache_bytes)
         self._anchor: sqlite3.Connection | None = None
         database = str(self.params.get("database", ":memory:"))
         if connect is None and database == ":memory:":
@@ -56,8 +60,12 @@ class SqliteDriver(Driver):
         # sqlite's "timeout" is how long a statement waits for a lock held by another connection.
         kwargs.setdefault("timeout", self.connect_timeout)
         # The statement cache is sqlite3's own LRU of compiled statements; sized from the pool's
-        # statement_cache_size so one setting governs every driver.
-        kwargs.setdefault("cached_statements", max(self.statement_cache_size, 0))
+        # statement_cache_size (and, given, statement_cache_bytes: sqlite3 counts statements
+        # only) so one setting governs every driver.
+        size = max(self.statement_cache_size, 0)
+        if self.statement_cache_bytes is not None:
+            size = sqlite_cached_statements(size, self.statement_cache_bytes)
+        kwargs.setdefault("cached_statements", size)
         conn: sqlite3.Connection = sqlite3.connect(**kwargs)
         return conn
 
@@ -108,7 +116,6 @@ class SqliteDriver(Driver):
         # No server to lose: checking that the handle is open is the whole test.
         raw.total_changes  # noqa: B018
 
-
     def push_statements(self, raw: Any, texts: list[str]) -> None:
         """Run ``texts`` on a cursor of their own: each enters sqlite3's statement cache (an
         LRU of ``cached_statements`` entries) and pushes its oldest entry out. sqlite3 has no
@@ -119,6 +126,17 @@ class SqliteDriver(Driver):
                 cur.execute(text)
         finally:
             cur.close()
+
+    def statement_cache_policy(self, statement_cache_size: int,
+                               statement_cache_bytes: int) -> StatementCachePolicy:
+        return sqlite_policy(statement_cache_size, statement_cache_bytes)
+
+    def governs_statements(self, policy: StatementCachePolicy) -> bool:
+        return policy.max_statements > 0
+
+    def statement_cache_mirror(self, policy: StatementCachePolicy,
+                               raw: Any) -> StatementCacheMirror:
+        return SqliteMirror(policy, self.push_statements)
 
     def describe(self) -> str:
         return f"sqlite {self.params.get('database')}"

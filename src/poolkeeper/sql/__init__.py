@@ -1,43 +1,30 @@
-"""SQL fingerprints, per-fingerprint statistics, statement caches and adaptive fetch size.
+"""SQL fingerprints, per-fingerprint statistics, one bounded LRU.
 
-Nothing here imports a driver: drivers are told apart by the name the pool passes in
-(``"postgresql"``, ``"mysql"``, ``"sqlite"``), and driver objects are used by duck typing.
+Nothing here imports a driver or knows one: dialects are told apart by the name the pool
+passes in (``"postgresql"``, ``"mysql"``, ``"sqlite"``).
 
 * :mod:`.fingerprint`: :func:`fingerprint`, :func:`redact`, :class:`FingerprintCache`
 * :mod:`.stats`: :class:`SqlStatsRegistry` (bounded by bytes and entries, slow-statement log)
-* :mod:`.hook`: :class:`StatsHook`, the execute hook feeding the registry
-* :mod:`.stmtcache`: :class:`StatementCache` (LRU by count and bytes), the per-driver
-  :func:`statement_cache_policy`, :class:`StatementCacheHook`, :class:`AdaptiveFetchSize`
+* :mod:`.lru`: :class:`LRU`, bounded by count and bytes, every operation under its lock
+* :mod:`.querytext`: the text of a query object; what a connection's memo remembers
+
+The statement hooks feeding them are in :mod:`poolkeeper.hooks`.
 """
 
 from __future__ import annotations
 
 from .fingerprint import DIALECTS, FingerprintCache, fingerprint, redact
-from .hook import StatsHook
+from .lru import LRU
 from .stats import HISTOGRAM_BOUNDS_MS, SqlStatsRegistry, describe_params, error_text
-from .stmtcache import (
-    AdaptiveFetchSize,
-    StatementCache,
-    StatementCacheHook,
-    StatementCachePolicy,
-    sqlite_cached_statements,
-    statement_cache_policy,
-)
 
 __all__ = [
     "DIALECTS",
     "HISTOGRAM_BOUNDS_MS",
-    "AdaptiveFetchSize",
+    "LRU",
     "FingerprintCache",
     "SqlStatsRegistry",
-    "StatementCache",
-    "StatementCacheHook",
-    "StatementCachePolicy",
-    "StatsHook",
     "describe_params",
     "error_text",
     "fingerprint",
     "redact",
-    "sqlite_cached_statements",
-    "statement_cache_policy",
 ]

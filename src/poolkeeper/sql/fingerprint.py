@@ -48,11 +48,11 @@ entries and bytes.
 
 from __future__ import annotations
 
-import itertools
 import re
 import sys
 import threading
-from collections import OrderedDict
+
+from .lru import LRU
 
 __all__ = ["DIALECTS", "MESSAGE_READ_CHARS", "FingerprintCache", "fingerprint", "redact"]
 
@@ -181,24 +181,18 @@ _FAST_LIST = {esc: re.compile(r"(?:\s*+,\s*+" + lit + r"(?=\s*+[,)]))*+")
 # bounded too): a workload cycling through many widths pays compilation, not memory.
 _FAST_ROWS_MAX_WIDTH = 64
 _FAST_ROWS_CACHED = 32
-_fast_rows_cache: OrderedDict[tuple[int, bool], re.Pattern[str]] = OrderedDict()
-_fast_rows_lock = threading.Lock()
+_fast_rows_cache: LRU[tuple[int, bool], re.Pattern[str]] = LRU(_FAST_ROWS_CACHED)
 
 
 def _fast_rows(width: int, backslash: bool) -> re.Pattern[str]:
     key = (width, backslash)
-    with _fast_rows_lock:
-        pattern = _fast_rows_cache.get(key)
-        if pattern is not None:
-            _fast_rows_cache.move_to_end(key)
-            return pattern
+    pattern = _fast_rows_cache.get(key)
+    if pattern is not None:
+        return pattern
     lit = _FAST_LITERAL[backslash]
     more = r"(?:\s*+,\s*+" + lit + ")" + f"{{{width - 1}}}"
     pattern = re.compile(r"(?>\s*+,\s*+\(\s*+" + lit + more + r"\s*+\))*+")
-    with _fast_rows_lock:
-        _fast_rows_cache[key] = pattern
-        while len(_fast_rows_cache) > _FAST_ROWS_CACHED:
-            _fast_rows_cache.popitem(last=False)
+    _fast_rows_cache.put(key, pattern)
     return pattern
 
 
@@ -821,7 +815,7 @@ class FingerprintCache:
         ('SELECT ?', 1, 1)
     """
 
-    #: estimated bytes of one entry besides its two strings (the OrderedDict node and slot)
+    #: estimated bytes of one entry besides its two strings (the LRU's node and tuple)
     ENTRY_OVERHEAD_BYTES = 160
 
     def __init__(self, max_entries: int = 1024, max_bytes: int = 1 << 20,
@@ -836,60 +830,36 @@ class FingerprintCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.max_text_chars = max_text_chars
-        self._map: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._map: LRU[str, str] = LRU(max_entries, max_bytes)
         self._lock = threading.Lock()
-        self._nbytes = 0
-        # Hits are counted without the lock: next() on itertools.count is one C call, atomic
-        # under the GIL, so the count stays exact while the hit path takes no lock at all.
-        self._hits = itertools.count()
-        self.misses = 0
-        self.evictions = 0
         #: texts fingerprinted without caching because they were over max_text_chars
         self.uncacheable = 0
 
     @property
     def hits(self) -> int:
         """Lookups answered from the cache."""
-        return _count_value(self._hits)
+        return self._map.hits
+
+    @property
+    def misses(self) -> int:
+        return self._map.misses
+
+    @property
+    def evictions(self) -> int:
+        return self._map.evictions
 
     def fingerprint(self, sql: str) -> str:
         """The fingerprint of ``sql``, from the cache when the same text was seen recently."""
-        # The hit path is lock-free: get and move_to_end are single C calls on an OrderedDict
-        # keyed by str (no Python-level hash/eq runs), so each is atomic under the GIL. The
-        # entry may be evicted between the two (a KeyError, ignored): that is the same as the
-        # hit happening just before the eviction. Sizes and evictions change only under the
-        # lock, so the bounds and counters stay exact.
-        m = self._map
-        hit = m.get(sql)
+        hit = self._map.get(sql)
         if hit is not None:
-            try:  # noqa: SIM105 - contextlib.suppress costs a `with` per hit
-                m.move_to_end(sql)
-            except KeyError:
-                pass
-            next(self._hits)
-            return hit[0]
-        with self._lock:
-            self.misses += 1
+            return hit
         fp = fingerprint(sql, self.dialect)
-        if len(sql) > self.max_text_chars:
-            with self._lock:
-                self.uncacheable += 1
-            return fp
         size = sys.getsizeof(sql) + sys.getsizeof(fp) + self.ENTRY_OVERHEAD_BYTES
-        if size > self.max_bytes or self.max_entries == 0:
+        if len(sql) > self.max_text_chars or size > self.max_bytes or self.max_entries == 0:
             with self._lock:
                 self.uncacheable += 1
             return fp
-        with self._lock:
-            old = self._map.pop(sql, None)
-            if old is not None:  # another thread raced us to it
-                self._nbytes -= old[1]
-            self._map[sql] = (fp, size)
-            self._nbytes += size
-            while self._nbytes > self.max_bytes or len(self._map) > self.max_entries:
-                _, (_, dropped) = self._map.popitem(last=False)
-                self._nbytes -= dropped
-                self.evictions += 1
+        self._map.put(sql, fp, size)
         return fp
 
     __call__ = fingerprint
@@ -897,7 +867,7 @@ class FingerprintCache:
     @property
     def nbytes(self) -> int:
         """Estimated bytes held now (texts, fingerprints, per-entry overhead)."""
-        return self._nbytes
+        return self._map.nbytes
 
     @property
     def budget_bytes(self) -> int:
@@ -909,25 +879,19 @@ class FingerprintCache:
 
     def clear(self) -> None:
         """Drop every entry (counters are kept)."""
-        with self._lock:
-            self._map.clear()
-            self._nbytes = 0
+        self._map.clear()
 
     def stats(self) -> dict[str, int]:
         """Counters and gauges: entries, bytes, budget, hits, misses, evictions, uncacheable."""
+        lru = self._map.stats()
         with self._lock:
-            return {
-                "entries": len(self._map),
-                "bytes": self._nbytes,
-                "budget_bytes": self.max_bytes,
-                "hits": _count_value(self._hits),
-                "misses": self.misses,
-                "evictions": self.evictions,
-                "uncacheable": self.uncacheable,
-            }
-
-
-def _count_value(counter: itertools.count[int]) -> int:
-    """The next value of an ``itertools.count`` without consuming it (its repr is ``count(N)``;
-    __reduce__ would warn on Python 3.12+)."""
-    return int(repr(counter)[6:-1])
+            uncacheable = self.uncacheable
+        return {
+            "entries": lru["size"],
+            "bytes": lru["bytes"],
+            "budget_bytes": self.max_bytes,
+            "hits": lru["hits"],
+            "misses": lru["misses"],
+            "evictions": lru["evictions"],
+            "uncacheable": uncacheable,
+        }

@@ -24,9 +24,8 @@ Example::
 
 Cost on the hot path: two acquisitions of one lock (``begin`` / ``end``), no allocation for an
 existing fingerprint besides two floats (~0.7 us for both calls on CPython 3.11). The
-slow-statement log formats its line only when a statement is slow, outside the lock. The
-statistics hook (:class:`~poolkeeper.sql.hook.StatsHook`) does better for a connection
-repeating its statement alone: no lock at all, through the entry's solo counters.
+slow-statement log formats its line only when a statement is slow, outside the lock. Every
+counter changes under the lock (no lock-free path: correct without the GIL too).
 """
 
 from __future__ import annotations
@@ -55,6 +54,7 @@ logger = logging.getLogger("poolkeeper.sql")
 HISTOGRAM_BOUNDS_MS: tuple[float, ...] = (
     0.1, 0.5, 1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000)
 _BOUNDS_S = tuple(b / 1000.0 for b in HISTOGRAM_BOUNDS_MS)
+_FIRST_S, _SECOND_S = _BOUNDS_S[0], _BOUNDS_S[1]
 _BUCKETS = len(HISTOGRAM_BOUNDS_MS) + 1
 _INF = float("inf")  # one object for every entry's first minimum
 
@@ -65,12 +65,10 @@ _LOG_PARAMS_CHARS = 1_000
 class StatementStats:
     """The counters of one fingerprint (read them through :meth:`SqlStatsRegistry.snapshot`)."""
 
-    __slots__ = ("detached", "error_classes", "errors", "executions", "fingerprint", "folded",
-                 "histogram", "inflight", "last_error", "last_exec", "max_s", "min_s",
-                 "nbytes", "returns_rows", "rows_affected", "rows_fetched", "rows_max",
-                 "running_max", "s_executions", "s_histogram", "s_last_exec", "s_max_s",
-                 "s_min_s", "s_rows_affected", "s_rows_fetched", "s_rows_max", "s_slow",
-                 "s_total_s", "slow", "total_s")
+    __slots__ = ("detached", "error_classes", "errors", "executions", "fingerprint",
+                 "histogram", "last_error", "last_exec", "max_s", "min_s", "nbytes",
+                 "returns_rows", "rows_affected", "rows_fetched", "rows_max", "running",
+                 "running_max", "slow", "total_s")
 
     def __init__(self, fingerprint: str, nbytes: int) -> None:
         self.fingerprint = fingerprint
@@ -87,87 +85,39 @@ class StatementStats:
         self.rows_fetched = 0
         self.rows_affected = 0
         self.rows_max = 0
-        #: INFLIGHT_PAD placeholders, then one item per execution running now: list.append /
-        #: pop are atomic under the GIL, so the statistics hook counts a repeated statement in
-        #: without taking the lock (at most one item per connection running this statement)
-        self.inflight: list[None] = [None] * INFLIGHT_PAD
+        #: executions of this statement running now
+        self.running = 0
         self.running_max = 0
         self.slow = 0
         self.last_exec = 0.0  #: perf_counter() at the end of the last execution
         self.last_error: str | None = None
         #: evicted or reset while a statement was running: its end is not recorded here
         self.detached = False
-        # The solo counters: written without the lock by the statistics hook for an execution
-        # that was this statement's only one running when it began (see StatsHook.wrap: at
-        # most one such writer at a time), read under the lock with the fields above. Every
-        # reader adds the two halves (solo_values(), as_dict()).
-        self.s_executions = 0
-        self.s_total_s = 0.0
-        self.s_min_s = _INF
-        self.s_max_s = 0.0
-        self.s_histogram = [0] * _BUCKETS
-        self.s_rows_fetched = 0
-        self.s_rows_affected = 0
-        self.s_rows_max = 0
-        self.s_slow = 0
-        self.s_last_exec = 0.0
-        #: the reading of the solo counters counted when the entry was detached: a solo
-        #: writer still running then adds what it wrote since (SqlStatsRegistry.solo_detached)
-        self.folded: tuple[Any, ...] | None = None
 
-    @property
-    def running(self) -> int:
-        """Executions of this statement running now."""
-        return len(self.inflight) - INFLIGHT_PAD
-
-    @property
-    def all_rows_max(self) -> int:
-        """The most rows one execution returned, over both halves."""
-        return max(self.rows_max, self.s_rows_max)
-
-    def solo_values(self) -> tuple[Any, ...]:
-        """The solo counters that add up, each read once: (executions, total_s, rows_fetched,
-        rows_affected, slow, histogram copy). A solo writer may run meanwhile, so a reader
-        that hands the counters over (eviction, pop) counts exactly this reading and keeps it
-        as ``folded``: each counter then changes hands exactly once."""
-        return (self.s_executions, self.s_total_s, self.s_rows_fetched, self.s_rows_affected,
-                self.s_slow, list(self.s_histogram))
-
-    def as_dict(self, clock_offset: float = 0.0,
-                solo: tuple[Any, ...] | None = None) -> dict[str, Any]:
-        """Plain data; ``clock_offset`` turns the perf_counter stamp into Unix time; ``solo``:
-        the reading of the solo counters to count (default: read now)."""
-        if solo is None:
-            solo = self.solo_values()
-        n = self.executions + solo[0]
-        total_s = self.total_s + solo[1]
-        last_exec = max(self.last_exec, self.s_last_exec)
+    def as_dict(self, clock_offset: float = 0.0) -> dict[str, Any]:
+        """Plain data; ``clock_offset`` turns the perf_counter stamp into Unix time."""
+        n = self.executions
         return {
             "fingerprint": self.fingerprint,
             "executions": n,
             "errors": self.errors,
             "errors_by_class": dict(self.error_classes or {}),
-            "total_ms": round(total_s * 1000.0, 3),
-            "mean_ms": round(total_s * 1000.0 / n, 3) if n else 0.0,
-            "min_ms": round(min(self.min_s, self.s_min_s) * 1000.0, 3) if n else 0.0,
-            "max_ms": round(max(self.max_s, self.s_max_s) * 1000.0, 3),
-            "histogram": [a + b for a, b in zip(self.histogram, solo[5], strict=True)],
-            "rows_fetched": self.rows_fetched + solo[2],
-            "rows_affected": self.rows_affected + solo[3],
-            "rows_max": self.all_rows_max,
+            "total_ms": round(self.total_s * 1000.0, 3),
+            "mean_ms": round(self.total_s * 1000.0 / n, 3) if n else 0.0,
+            "min_ms": round(self.min_s * 1000.0, 3) if n else 0.0,
+            "max_ms": round(self.max_s * 1000.0, 3),
+            "histogram": list(self.histogram),
+            "rows_fetched": self.rows_fetched,
+            "rows_affected": self.rows_affected,
+            "rows_max": self.rows_max,
             "running": self.running,
             "running_max": self.running_max,
-            "slow": self.slow + solo[4],
-            "last_execution": round(last_exec + clock_offset, 6) if last_exec else None,
+            "slow": self.slow,
+            "last_execution": (round(self.last_exec + clock_offset, 6) if self.last_exec
+                               else None),
             "last_error": self.last_error,
             "nbytes": self.nbytes,
         }
-
-
-#: placeholders at the head of StatementStats.inflight: a list that goes between empty and one
-#: item reallocates its array on every append and pop (47 ns per pair here); kept at 4 items
-#: and more it never does (23 ns)
-INFLIGHT_PAD = 4
 
 
 class _Totals:
@@ -191,14 +141,14 @@ class _Totals:
         self.rows_affected += sign * e.rows_affected
         self.slow += sign * e.slow
 
-    def add_stats(self, e: StatementStats, solo: tuple[Any, ...]) -> None:
-        """Add an entry's figures: its locked counters and a reading of its solo ones."""
-        self.executions += e.executions + solo[0]
+    def add_stats(self, e: StatementStats) -> None:
+        """Add an entry's figures."""
+        self.executions += e.executions
         self.errors += e.errors
-        self.total_s += e.total_s + solo[1]
-        self.rows_fetched += e.rows_fetched + solo[2]
-        self.rows_affected += e.rows_affected + solo[3]
-        self.slow += e.slow + solo[4]
+        self.total_s += e.total_s
+        self.rows_fetched += e.rows_fetched
+        self.rows_affected += e.rows_affected
+        self.slow += e.slow
 
 
 class SqlStatsRegistry:
@@ -212,10 +162,8 @@ class SqlStatsRegistry:
     """
 
     #: estimated bytes of one entry besides its fingerprint string: the StatementStats object
-    #: with its floats, its two histogram lists (locked and solo halves) and running list, and
-    #: its OrderedDict node. Measured ~860 bytes with tracemalloc on CPython 3.11, ~930 once
-    #: both halves have been written (tests/test_sql_stats.py checks the estimate stays
-    #: above). The solo half costs ~350 of them: the price of a statement without the lock.
+    #: with its floats, its histogram list, and its OrderedDict node (tests/test_sql_stats.py
+    #: checks, with tracemalloc, that the estimate stays above what an entry takes).
     ENTRY_OVERHEAD_BYTES = 960
     #: estimated bytes added by the first error class of an entry (its dict) and by each more
     ERROR_CLASSES_BYTES = 240
@@ -254,10 +202,6 @@ class SqlStatsRegistry:
         #: evicted or reset entries with executions still running (pruned when read): their
         #: executions count in "running" until they end
         self._detached_live: set[StatementStats] = set()
-        #: the entry begun last, so the last in LRU order unless a statement beginning at the
-        #: same instant on another thread moved another one behind it: the statistics hook
-        #: skips the move for it (a loop repeating one statement never reorders anything)
-        self._last: StatementStats | None = None
 
     # ------------------------------------------------------------------ switches
     @property
@@ -307,42 +251,59 @@ class SqlStatsRegistry:
                 entry = self._insert(fingerprint)
             else:
                 self._entries.move_to_end(fingerprint)
-            self._last = entry
-            inflight = entry.inflight
-            inflight.append(None)
-            entry.running_max = max(entry.running_max, len(inflight) - INFLIGHT_PAD)
+            entry.running = running = entry.running + 1
+            if running > entry.running_max:  # noqa: PLR1730 - a branch is cheaper than max()
+                entry.running_max = running
         finally:
             lock.release()
         return entry
 
+    def resume(self, entry: StatementStats) -> bool:
+        """:meth:`begin` for an entry the caller kept from an earlier one (the statistics
+        hook's per-connection memo): False, and nothing counted, if it was evicted or reset
+        since (look the fingerprint up again with :meth:`begin`)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            if entry.detached:
+                return False
+            self._entries.move_to_end(entry.fingerprint)
+            entry.running = running = entry.running + 1
+            if running > entry.running_max:  # noqa: PLR1730
+                entry.running_max = running
+        finally:
+            lock.release()
+        return True
+
     def end(self, entry: StatementStats, elapsed_s: float, rows: int = -1,
-            error: BaseException | None = None, params: Any = None, many: bool = False,
-            running: int = 0) -> None:
-        """Record one finished execution of ``entry`` (from :meth:`begin`).
+            error: BaseException | None = None, params: Any = None,
+            many: bool = False) -> bool:
+        """Record one finished execution of ``entry`` (from :meth:`begin`); returns whether
+        it raised the entry's most rows (``rows_max``).
 
         ``rows``: the driver's row count (-1 when unknown), counted as rows fetched for a query
         and rows affected for a change (:attr:`StatementStats.returns_rows`, decided once per
         fingerprint, so the hook never has to build the cursor's ``description``). ``params``
         and ``many`` are read only when the statement is slow, to describe the parameters.
-        ``running``: the executions the statistics hook counted when this one began without
-        the lock (its memo path); :meth:`begin` already took the maximum itself.
         """
         # The hot path: no wall-clock call (the last execution is kept on the perf_counter
-        # clock and converted when read), no allocation for a known fingerprint. The
-        # statistics hook inlines this method's success half, and begin(): keep the three in
-        # step (StatsHook.wrap).
+        # clock and converted when read), no allocation for a known fingerprint.
         now = perf_counter()
-        bucket = bisect_left(_BOUNDS_S, elapsed_s)
+        # Most statements land in the first two buckets: two float compares cost a tenth of
+        # bisect_left's call (bucket i: bounds[i-1] < x <= bounds[i]).
+        bucket = ((0 if elapsed_s <= _FIRST_S else 1) if elapsed_s <= _SECOND_S
+                  else bisect_left(_BOUNDS_S, elapsed_s))
         slow_s = self._slow_s
         slow = slow_s is not None and elapsed_s >= slow_s
         fetched = entry.returns_rows
-        with self._lock:
-            entry.inflight.pop()
+        grew = False
+        lock = self._lock
+        lock.acquire()  # rather than `with`: see begin()
+        try:
+            entry.running -= 1
             if entry.detached:
                 self._end_detached(entry, elapsed_s, rows, slow)
             else:
-                if running > entry.running_max:  # noqa: PLR1730
-                    entry.running_max = running
                 entry.executions += 1
                 entry.total_s += elapsed_s
                 if elapsed_s < entry.min_s:  # noqa: PLR1730 - a branch is cheaper than min()
@@ -354,12 +315,15 @@ class SqlStatsRegistry:
                 if rows > 0:
                     if fetched:
                         entry.rows_fetched += rows
-                        if rows > entry.rows_max:  # noqa: PLR1730
+                        if rows > entry.rows_max:
                             entry.rows_max = rows
+                            grew = True
                     else:
                         entry.rows_affected += rows
                 if slow:
                     entry.slow += 1
+        finally:
+            lock.release()
         message = None
         if error is not None:
             message = error_text(error)
@@ -370,6 +334,7 @@ class SqlStatsRegistry:
                     self._record_error(entry, type(error).__name__, message)
         if slow:
             self._log_slow(entry.fingerprint, elapsed_s, rows, fetched, message, params, many)
+        return grew
 
     def record(self, fingerprint: str, elapsed_s: float, **kwargs: Any) -> None:
         """:meth:`begin` + :meth:`end` for a statement already finished (no concurrency)."""
@@ -394,7 +359,7 @@ class SqlStatsRegistry:
         if len(fingerprint) > self.max_fingerprint_chars:
             fingerprint = self._shorten(fingerprint)
         entry = self._entries.get(fingerprint)
-        return None if entry is None else entry.all_rows_max
+        return None if entry is None else entry.rows_max
 
     # ------------------------------------------------------------------ internals
     def _insert(self, fingerprint: str) -> StatementStats:
@@ -411,28 +376,21 @@ class SqlStatsRegistry:
         return entry
 
     def _evict(self, old: StatementStats) -> None:
-        solo = self._detach(old)
+        self._detach(old)
         self._nbytes -= old.nbytes
         self._evictions += 1
-        self._evicted_executions += old.executions + solo[0]
-        self._gone.add_stats(old, solo)
+        self._evicted_executions += old.executions
+        self._gone.add_stats(old)
 
-    def _detach(self, old: StatementStats) -> tuple[Any, ...]:
-        """Take an entry out of service (evicted or reset; lock held) and return the reading
-        of its solo counters that the caller counts, kept as ``folded``.
-
-        The order matters for a solo writer still running (StatsHook.wrap): ``detached`` is
-        set before the reading, and the writer checks it after its last write, before its
-        end (which needs this lock): either the reading holds all its writes, or the writer
-        sees ``detached`` and adds what it wrote after the reading (solo_detached)."""
+    def _detach(self, old: StatementStats) -> None:
+        """Take an entry out of service (evicted or reset; lock held): executions still
+        running end in the pool totals only (_end_detached)."""
         old.detached = True
-        solo = old.folded = old.solo_values()
         if old.running:  # keep it, so "running" counts its executions until they end
             live = self._detached_live
             if len(live) >= 64:  # bounded by the executions running now, once pruned
                 live.difference_update([e for e in live if not e.running])
             live.add(old)
-        return solo
 
     def _end_detached(self, entry: StatementStats, elapsed_s: float, rows: int,
                       slow: bool) -> None:
@@ -448,25 +406,6 @@ class SqlStatsRegistry:
         if slow:
             gone.slow += 1
         self._untracked += 1
-
-    def solo_detached(self, entry: StatementStats) -> None:
-        """A solo execution (see StatsHook.wrap) ended on an entry evicted or reset while it
-        ran: count what its writes added after the entry's solo counters were taken
-        (``folded``) as executions whose fingerprint is gone, once."""
-        with self._lock:
-            folded = entry.folded
-            if folded is None:  # not detached by _detach: nothing was handed over
-                return
-            now = entry.solo_values()
-            entry.folded = now
-            done = now[0] - folded[0]
-            gone = self._gone
-            gone.executions += done
-            gone.total_s += now[1] - folded[1]
-            gone.rows_fetched += now[2] - folded[2]
-            gone.rows_affected += now[3] - folded[3]
-            gone.slow += now[4] - folded[4]
-            self._untracked += done
 
     def _record_error(self, entry: StatementStats, cls: str, message: str) -> None:
         classes = entry.error_classes
@@ -537,18 +476,14 @@ class SqlStatsRegistry:
         return totals
 
     def _live(self) -> list[StatementStats]:
-        """The entries, copied in one C call: the statistics hook reorders the dict without
-        the lock (move_to_end), and iterating it in Python code meanwhile would raise."""
+        """The entries (lock held), copied: callers evict or clear while they walk them."""
         return list(self._entries.values())
 
-    def _sums(self, entries: list[StatementStats],
-              solos: list[tuple[Any, ...]] | None = None) -> _Totals:
+    def _sums(self, entries: list[StatementStats]) -> _Totals:
         """Pool-level totals since the last reset (lock held; O(entries), not hot)."""
         t = _Totals()
-        if solos is None:
-            solos = [e.solo_values() for e in entries]
-        for e, solo in zip(entries, solos, strict=True):
-            t.add_stats(e, solo)
+        for e in entries:
+            t.add_stats(e)
         t.add_entry(self._gone)
         t.add_entry(self._base, -1)
         return t
@@ -565,9 +500,8 @@ class SqlStatsRegistry:
                 most = e.running_max
         return running, most
 
-    def _totals(self, entries: list[StatementStats],
-                solos: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
-        t = self._sums(entries, solos)
+    def _totals(self, entries: list[StatementStats]) -> dict[str, Any]:
+        t = self._sums(entries)
         running, most = self._running_now(entries)
         return {
             "enabled": self._enabled,
@@ -624,13 +558,10 @@ class SqlStatsRegistry:
         """:meth:`snapshot` then :meth:`reset`, atomically: nothing recorded in between is lost."""
         offset = time.time() - perf_counter()
         with self._lock:
-            # Detached first, then read once: what the snapshot counts is what the solo
-            # writers still running see handed over (see _detach).
             entries = self._live()
-            solos = [self._detach(e) for e in entries]
-            statements = [e.as_dict(offset, solo) for e, solo in zip(entries, solos, strict=True)]
-            totals = self._totals(entries, solos)
-            self._clear(detached=True)
+            statements = [e.as_dict(offset) for e in entries]
+            totals = self._totals(entries)
+            self._clear()
         statements.sort(key=lambda s: -s["total_ms"])
         totals["statements"] = statements if limit is None else statements[:limit]
         return totals
@@ -640,12 +571,10 @@ class SqlStatsRegistry:
         with self._lock:
             self._clear()
 
-    def _clear(self, detached: bool = False) -> None:
-        if not detached:
-            for entry in self._live():
-                self._detach(entry)
-        self._entries.clear()  # in place: the statistics hook holds its bound methods
-        self._last = None
+    def _clear(self) -> None:
+        for entry in self._live():
+            self._detach(entry)
+        self._entries.clear()
         self._nbytes = 0
         self._gone = _Totals()
         self._base = _Totals()

@@ -1,12 +1,13 @@
 """Query timeouts that cancel on the server and leave nothing behind.
 
-:class:`TimeoutHook` is an execute hook (``pool.add_hook``). For every statement with an
-effective timeout it puts one entry in the shared :mod:`~poolkeeper.scheduler` and removes it
-when the statement returns, so memory follows the statements in flight, never the statements
-run (seed 004: Connector/J kept 290,000 cancelled timer tasks, 2 GB). When a deadline passes
-first, the statement is cancelled **on the server** (:mod:`poolkeeper.drivers.cancel`) and
-the caller gets :class:`~poolkeeper.errors.QueryTimeout`, chained to the driver's error, after the
-connection was rolled back (or marked for discard).
+:class:`TimeoutHook` is a statement hook (``pool.add_hook``, see :mod:`.context`). For every
+statement with an effective timeout its ``before`` puts one entry in the shared
+:mod:`~poolkeeper.scheduler` and its ``after`` removes it when the statement returns, so
+memory follows the statements in flight, never the statements run (seed 004: Connector/J kept
+290,000 cancelled timer tasks, 2 GB). When a deadline passes first, the statement is cancelled
+**on the server** (:mod:`poolkeeper.drivers.cancel`) and the caller gets
+:class:`~poolkeeper.errors.QueryTimeout`, chained to the driver's error, after the connection
+was rolled back (or marked for discard).
 
 The effective timeout of a statement, first match wins:
 
@@ -27,6 +28,13 @@ next statement on the connection before the cancel is over, and a late cancel ca
 an idle session (PostgreSQL ignores it, MariaDB's ``KILL QUERY ID`` misses, sqlite3's
 ``interrupt()`` is a no-op, except on rows the statement left to fetch: then the rows are
 drained and the timeout reported, since every later statement would be interrupted too).
+
+Nothing here assumes the statement runs synchronously between ``before`` and ``after``: the
+deadline's callback cancels through the statement's context (its raw connection and session
+id), from the scheduler's or the canceller's thread, whichever shell awaits the statement. One
+wait remains in ``after``: a statement returning while its cancel is being delivered waits
+(at most the canceller's bound) for the delivery to end, so that no cancel can reach the
+connection's next statement.
 
 The deadline covers the driver's ``execute()``/``executemany()``: all of the statement for
 psycopg and PyMySQL's default (buffered) cursors; for sqlite3 the work up to the first row.
@@ -51,20 +59,35 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
-from .drivers.cancel import Canceller
-from .errors import ConfigError, PoolError, QueryTimeout, as_driver_error
-from .scheduler import SchedulerLease, acquire_scheduler, scheduler_stats
-from .sql.errortext import error_text
+from ..errors import ConfigError, PoolError, QueryTimeout, as_driver_error
+from ..scheduler import SchedulerLease, acquire_scheduler, scheduler_stats
+from ..sql.errortext import error_text
+from .context import StatementContext
 
-__all__ = ["TimeoutHook", "statement_timeout"]
+__all__ = ["Canceller", "TimeoutHook", "statement_timeout"]
 
 logger = logging.getLogger("poolkeeper.timeouts")
 _monotonic = time.monotonic
 
-#: what a hook wraps: (cursor proxy, driver cursor, query, params, many) -> driver result
-Execute = Callable[[Any, Any, Any, Any, bool], Any]
+
+class Canceller(Protocol):
+    """What cancels a running statement on the server (``Driver.canceller()``, see
+    ``drivers/cancel.py``): the hook knows it by this shape only."""
+
+    #: whether cancel() may block on network I/O (then it runs on the canceller thread)
+    blocking: bool
+    #: the longest one cancel() may take, seconds
+    max_duration_s: float
+    #: a cancel arriving just after the statement returned still poisons its pending rows
+    poisons_pending_rows: bool
+
+    def cancel(self, raw: Any, session_id: Any) -> bool | None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
 
 # Statement states (ints: compared on the slow path only, but cheap to set on the fast one).
 _RUNNING = 0  # executing; its deadline is pending or just fired
@@ -134,15 +157,10 @@ class statement_timeout:  # lower case: used like a function, as contextlib's he
             _SCOPE.reset(token)
 
 
-def _resolve(scope: _Scope | None, cursor: Any, default: float | None) -> float | None:
-    connection = None
+def _resolve(scope: _Scope | None, connection: Any, default: float | None) -> float | None:
     while scope is not None:
         target = scope.connection
-        if target is None:
-            return scope.seconds
-        if connection is None:
-            connection = cursor.connection
-        if target is connection:
+        if target is None or target is connection:
             return scope.seconds
         scope = scope.parent
     return default
@@ -152,11 +170,11 @@ def _resolve(scope: _Scope | None, cursor: Any, default: float | None) -> float 
 class _Statement:
     """One timed execution; it is also the scheduler callback (no bound method to allocate)."""
 
-    __slots__ = ("cursor", "hit", "hook", "query", "start", "state", "timeout", "txn")
+    __slots__ = ("ctx", "handle", "hit", "hook", "start", "state", "timeout", "txn")
 
     hook: TimeoutHook
-    cursor: Any
-    query: Any
+    ctx: StatementContext
+    handle: Any  # the scheduler's entry
     timeout: float
     start: float
     state: int
@@ -227,7 +245,7 @@ class _CancelWorker:
 
 # --------------------------------------------------------------------------- the hook
 class TimeoutHook:
-    """Execute hook enforcing query and transaction timeouts with server-side cancels.
+    """Statement hook enforcing query and transaction timeouts with server-side cancels.
 
     Example::
 
@@ -301,51 +319,41 @@ class TimeoutHook:
         thread = self._worker.thread
         return [thread] if thread is not None else []
 
-    # ------------------------------------------------------------------ hot path
-    def wrap(self, inner: Execute) -> Execute:
-        """The execute middleware (``pool.add_hook`` calls this)."""
-        hook = self
-        get_scope = _SCOPE.get
-        monotonic = _monotonic
+    # ------------------------------------------------------------------ per statement
+    def before(self, ctx: StatementContext) -> _Statement | None:
+        """Arm the statement's deadline (None: it has no timeout)."""
+        scope = _SCOPE.get()
+        timeout = (self._query_timeout if scope is None
+                   else _resolve(scope, ctx.scope, self._query_timeout))
+        txn = False
+        if self._transaction_timeout is not None:
+            timeout, txn = self._transaction_bound(ctx, timeout)
+        if timeout is None:
+            return None
+        lease = self._lease or self._acquire()
+        if lease is None:  # the hook was closed under a live pool: no timeouts any more
+            return None
+        stmt = _Statement()
+        stmt.hook = self
+        stmt.ctx = ctx
+        stmt.timeout = timeout
+        stmt.txn = txn
+        stmt.state = _RUNNING
+        stmt.start = now = _monotonic()
+        stmt.handle = lease.call_at(now + timeout, stmt)
+        return stmt
 
-        def execute(cursor: Any, raw: Any, query: Any, params: Any, many: bool) -> Any:
-            scope = get_scope()
-            timeout = (hook._query_timeout if scope is None
-                       else _resolve(scope, cursor, hook._query_timeout))
-            txn = False
-            if hook._transaction_timeout is not None:
-                timeout, txn = hook._transaction_bound(cursor, raw, query, timeout)
-            if timeout is None:
-                return inner(cursor, raw, query, params, many)
-            lease = hook._lease or hook._acquire()
-            if lease is None:  # the hook was closed under a live pool: no timeouts any more
-                return inner(cursor, raw, query, params, many)
-            stmt = _Statement()
-            stmt.hook = hook
-            stmt.cursor = cursor
-            stmt.query = query
-            stmt.timeout = timeout
-            stmt.txn = txn
-            stmt.state = _RUNNING
-            stmt.start = now = monotonic()
-            handle = lease.call_at(now + timeout, stmt)
-            try:
-                result = inner(cursor, raw, query, params, many)
-            except BaseException as exc:
-                if handle.cancel():
-                    raise
-                error = hook._finish_fired(stmt, exc)
-                if error is None:
-                    raise
-                raise error from exc
-            if handle.cancel():
-                return result
-            error = hook._finish_fired(stmt, None)
-            if error is not None:
-                raise error
-            return result
-
-        return execute
+    def after(self, ctx: StatementContext, stmt: _Statement | None, result: Any,
+              error: BaseException | None) -> None:
+        """Disarm the deadline; if it fired, settle the race (may raise QueryTimeout)."""
+        if stmt is None or stmt.handle.cancel():
+            return
+        timeout = self._finish_fired(stmt, error)
+        if timeout is None:
+            return
+        if error is not None:
+            raise timeout from error
+        raise timeout
 
     # ------------------------------------------------------------------ slow paths
     def _acquire(self) -> SchedulerLease | None:
@@ -377,8 +385,7 @@ class TimeoutHook:
                 return  # the statement finished while the cancel waited in the queue
             stmt.state = _SENDING
         try:
-            slot = stmt.cursor.connection.slot
-            hit = self._canceller.cancel(slot.raw, slot.session_id)
+            hit = self._canceller.cancel(stmt.ctx.connection, stmt.ctx.session_id)
         except Exception as exc:  # noqa: BLE001 - counted and logged; the statement runs on
             with self._cond:
                 stmt.state = _FAILED
@@ -415,20 +422,20 @@ class TimeoutHook:
                     self._cond.wait(remaining)
                 state = stmt.state
             poisoned = (state == _SENT and exc is None and not stmt.hit
-                        and self._canceller.poisons_pending_rows and _has_rows(stmt.cursor))
+                        and self._canceller.poisons_pending_rows and _has_rows(stmt.ctx.cursor))
             if not poisoned and (state in (_SKIPPED, _MISSED)
                                  or (state == _SENT and exc is None and not stmt.hit)):
                 self._late += 1  # the statement finished first: its own outcome stands
         if state == _SENDING:
             # A cancel still in flight could land on this connection's next statement.
-            self._discard(stmt.cursor.connection, f"a cancel was still being delivered after "
-                                f"{self._send_bound:g} s")
+            self._discard(_context_discard(stmt.ctx), f"a cancel was still being delivered "
+                          f"after {self._send_bound:g} s")
             return None
         if poisoned:
             # sqlite3: the interrupt reached a statement whose rows wait to be fetched. The
             # fetch would fail with "interrupted", and while that statement stays active every
             # new one on the connection is interrupted too: finish it now, report the timeout.
-            exc = _drain(stmt.cursor)
+            exc = _drain(stmt.ctx.cursor)
             error = self._timeout_error(stmt, exc)
             error.__cause__ = exc
             return error
@@ -440,8 +447,9 @@ class TimeoutHook:
 
     def _timeout_error(self, stmt: _Statement, exc: BaseException | None) -> QueryTimeout:
         elapsed = _monotonic() - stmt.start
-        outcome = self._clean(stmt.cursor.connection, exc)
-        sql = _describe(stmt.query, getattr(self._driver, "name", None))
+        ctx = stmt.ctx
+        outcome = self._clean(ctx.connection, ctx.scope, exc, _context_discard(ctx))
+        sql = _describe(ctx.query, getattr(self._driver, "name", None))
         if stmt.txn:
             limit = (f"the transaction reached transaction_timeout="
                      f"{self._transaction_timeout:g} s")
@@ -459,32 +467,31 @@ class TimeoutHook:
             "otherwise make it faster",
             sql=sql, timeout_s=stmt.timeout, elapsed_s=elapsed)
 
-    def _clean(self, connection: Any, exc: BaseException | None) -> str:
-        """Leave the connection clean after a timeout: roll back, or mark it for discard."""
+    def _clean(self, raw: Any, scope: Any, exc: BaseException | None,
+               discard: Callable[[], None]) -> str:
+        """Leave the connection clean after a timeout: roll back, or mark it for discard.
+
+        ``raw``: the driver's connection; ``scope``: the checkout (transaction_timeout's key);
+        ``discard()`` marks the connection to be retired when it comes back.
+        """
         driver = self._driver
         try:
-            slot = connection.slot
-        except PoolError:
-            return "the connection was already returned to the pool"
-        raw = slot.raw
-        try:
             if exc is not None and driver.is_broken(raw, exc):
-                return self._discard(connection, "it broke while being cancelled")
+                return self._discard(discard, "it broke while being cancelled")
             state = driver.in_transaction(raw)
             if state is None:
-                return self._discard(connection, "its transaction state is unknown")
+                return self._discard(discard, "its transaction state is unknown")
             if state:
                 driver.rollback(raw)
-                self.transaction_ended(connection)
+                self.transaction_ended(scope)
                 return "the transaction was rolled back"
             return "no transaction was open"
         except Exception as err:  # noqa: BLE001 - any failure here means: discard
-            return self._discard(connection,
+            return self._discard(discard,
                                  f"the rollback failed ({type(err).__name__}: {err})")
 
-    def _discard(self, connection: Any, why: str) -> str:
-        with contextlib.suppress(PoolError):  # already returned: nothing left to mark
-            connection.slot.broken = True
+    def _discard(self, discard: Callable[[], None], why: str) -> str:
+        discard()
         with self._cond:
             self._discarded += 1
         return f"the connection will be discarded when returned: {why}"
@@ -500,11 +507,11 @@ class TimeoutHook:
         logger.warning(
             "pool %r: could not cancel a statement past its %g s timeout, it runs on: %s "
             "(statement: %s)%s", self.name, stmt.timeout, error_text(exc),
-            _describe(stmt.query, getattr(self._driver, "name", None)),
+            _describe(stmt.ctx.query, getattr(self._driver, "name", None)),
             f"; {unlogged} more failures since the last message" if unlogged else "")
 
     # ------------------------------------------------------------------ transaction_timeout
-    def _transaction_bound(self, cursor: Any, raw: Any, query: Any,
+    def _transaction_bound(self, ctx: StatementContext,
                            timeout: float | None) -> tuple[float | None, bool]:
         """The statement's timeout, capped by what is left of its transaction's time.
 
@@ -515,9 +522,9 @@ class TimeoutHook:
         """
         limit = self._transaction_timeout
         assert limit is not None
-        conn = cursor.connection
+        conn = ctx.scope
         now = _monotonic()
-        if not self._driver.in_transaction(raw.connection):
+        if not self._driver.in_transaction(ctx.connection):
             self._txn_starts[conn] = now
             remaining = limit
         else:
@@ -526,7 +533,8 @@ class TimeoutHook:
                 self._txn_starts[conn] = started = now
             remaining = started + limit - now
             if remaining <= 0:
-                raise self._transaction_expired(conn, query, now - started)
+                raise self._transaction_expired(ctx.connection, conn, ctx.query, now - started,
+                                                _context_discard(ctx))
         if timeout is None or remaining < timeout:
             return remaining, True
         return timeout, False
@@ -556,10 +564,12 @@ class TimeoutHook:
             return
         age = _monotonic() - started
         if age > limit:
-            raise self._transaction_expired(connection, None, age)
+            raise self._transaction_expired(connection.raw, connection, None, age,
+                                            _checkout_discard(connection))
 
-    def _transaction_expired(self, connection: Any, query: Any, age: float) -> QueryTimeout:
-        outcome = self._clean(connection, None)
+    def _transaction_expired(self, raw: Any, scope: Any, query: Any, age: float,
+                             discard: Callable[[], None]) -> QueryTimeout:
+        outcome = self._clean(raw, scope, None, discard)
         with self._cond:
             self._raised += 1
             self._txn_expired += 1
@@ -638,10 +648,27 @@ class TimeoutHook:
 _LITERALS = re.compile(r"'(?:[^']|'')*'?|\b\d+(?:\.\d+)?\b")
 
 
+def _context_discard(ctx: StatementContext) -> Callable[[], None]:
+    """Retire the statement's connection when it comes back (the shell reads the flag)."""
+    def discard() -> None:
+        ctx.discard = True
+    return discard
+
+
+def _checkout_discard(connection: Any) -> Callable[[], None]:
+    """The same for a checkout outside a statement (commit, end of a ``with`` block), through
+    the connection proxy's public ``slot``."""
+    def discard() -> None:
+        with contextlib.suppress(PoolError):  # already returned: nothing left to mark
+            connection.slot.broken = True
+    return discard
+
+
 def _drain(cursor: Any) -> BaseException | None:
-    """Fetch what is left of an interrupted result (this resets the driver's statement)."""
+    """Fetch what is left of an interrupted result on the driver's cursor (this resets the
+    driver's statement)."""
     try:
-        cursor.raw.fetchall()
+        cursor.fetchall()
     except Exception as exc:  # noqa: BLE001 - the interruption we expect, returned as cause
         return exc
     return None
@@ -649,7 +676,7 @@ def _drain(cursor: Any) -> BaseException | None:
 
 def _has_rows(cursor: Any) -> bool:
     try:
-        return cursor.raw.description is not None
+        return cursor.description is not None
     except Exception:  # noqa: BLE001 - a closed cursor has no rows left to poison
         return False
 
@@ -658,7 +685,7 @@ def _describe(query: Any, dialect: str | None) -> str:
     """The statement without literals (fingerprint), cut to 200 characters."""
     text = query.decode("utf-8", "replace") if isinstance(query, bytes) else str(query)
     try:
-        from .sql.fingerprint import MESSAGE_READ_CHARS, redact
+        from ..sql.fingerprint import MESSAGE_READ_CHARS, redact
 
         # not the whole text: a timed-out statement must not cost a second full fingerprint
         return redact(text, 200, dialect=dialect, read_chars=MESSAGE_READ_CHARS)
