@@ -30,13 +30,15 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LoaderError
 from .batch import Batch, FlushReason
 from .budget import REGION_OVERHEAD, ROW_OVERHEAD, Budget, Region, record_cost
-from .codec import Codec
 from .options import LoaderOptions, check_columns
+
+if TYPE_CHECKING:  # the codec is given; only its formatters run here
+    from .codec import Codec
 
 __all__ = ["Buffer"]
 

@@ -20,11 +20,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .batch import is_plain_identifier
-from .rejects import Reject
+
+if TYPE_CHECKING:  # on_reject's argument; the sink (files) is none of the options' business
+    from .rejects import Reject
 
 __all__ = ["LoaderOptions", "check_columns"]
 
