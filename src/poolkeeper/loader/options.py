@@ -177,8 +177,9 @@ def _check(name: str, value: Any, kind: str, lo: float, hi: float, nullable: boo
         what = "an integer" if kind == "int" else "a number"
         lowest = f"{lo_name} ({_num(lo)})" if lo_name else _num(lo)
         highest = f"{hi_name} ({_num(hi)})" if hi_name else _num(hi)
+        unit = " bytes" if name.endswith("_bytes") else " s" if name.endswith("_s") else ""
         raise ConfigError(f"Loader option {name}={value!r} is invalid: use {what} between "
-                          f"{lowest} and {highest}" + (" (or None)" if nullable else ""))
+                          f"{lowest} and {highest}{unit}" + (" (or None)" if nullable else ""))
     return float(value) if kind == "float" else value
 
 
