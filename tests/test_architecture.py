@@ -39,6 +39,11 @@ NO_IO_IN_CORE = frozenset({
     "threading", "_thread", "asyncio", "socket", "select", "selectors", "subprocess",
     "multiprocessing", "concurrent", "queue", "io",
 })
+#: the loader's decisions (ARCHITECTURE.md: "an I/O-free buffer"): they import no module of
+#: NO_IO_IN_LOADER_DECISIONS and, of poolkeeper, only errors and each other
+LOADER_DECISIONS = frozenset(f"{PACKAGE}.loader.{name}"
+                             for name in ("batch", "budget", "buffer", "options"))
+NO_IO_IN_LOADER_DECISIONS = NO_IO_IN_CORE | {"os", "shutil", "tempfile", "fcntl", "mmap"}
 #: single-underscore names that are public by convention (namedtuple's API)
 PUBLIC_UNDERSCORE = frozenset({"_asdict", "_replace", "_fields", "_make", "_field_defaults"})
 
@@ -179,6 +184,12 @@ def rule_core_imports_only_errors_and_itself() -> list[Edge]:
 def rule_core_uses_no_threads_io_or_event_loop() -> list[Edge]:
     return [e for e in graph() if not e.internal and layer(e.src) == "core"
             and e.dst in NO_IO_IN_CORE and e.where != "typing"]
+
+
+def rule_loader_decisions_use_no_threads_or_io() -> list[Edge]:
+    return [e for e in graph() if e.src in LOADER_DECISIONS and e.where != "typing" and (
+        (not e.internal and e.dst in NO_IO_IN_LOADER_DECISIONS)
+        or (e.internal and e.dst not in LOADER_DECISIONS | {f"{PACKAGE}.errors"}))]
 
 
 def rule_drivers_import_no_shell_hook_or_top_layer() -> list[Edge]:
@@ -350,6 +361,8 @@ RULES: dict[str, Callable[[], list[Edge]] | Callable[[], list[Read]]
             | Callable[[], list[Edge | Read]]] = {
     "core imports nothing but errors and itself": rule_core_imports_only_errors_and_itself,
     "core uses no threads, I/O or event loop": rule_core_uses_no_threads_io_or_event_loop,
+    "the loader's buffer, budget, options and batch use no threads or I/O":
+        rule_loader_decisions_use_no_threads_or_io,
     "drivers import no shell, hook, console, loader, integration or cli":
         rule_drivers_import_no_shell_hook_or_top_layer,
     "hooks, sql, observe and scheduler know no driver and no console":

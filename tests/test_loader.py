@@ -500,7 +500,7 @@ def test_temp_directories_of_killed_loaders_are_removed(mysql_dsn: str) -> None:
     import subprocess
     import sys
 
-    from poolkeeper.loader.loader import _TEMP_PREFIX
+    from poolkeeper.loader.engine import _TEMP_PREFIX
 
     # A process that exits without cleaning up (as SIGKILL would leave it).
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

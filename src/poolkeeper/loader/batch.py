@@ -24,7 +24,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
-__all__ = ["Batch", "FlushReason", "Ledger", "make_run_id", "spill_safe"]
+__all__ = ["Batch", "FlushReason", "Ledger", "is_plain_identifier", "make_run_id", "spill_safe"]
 
 
 class FlushReason:
@@ -84,7 +84,7 @@ class Ledger:
     """The SQL of the ledger table in one dialect ("postgresql", "mysql", "sqlite")."""
 
     def __init__(self, dialect: str, table: str) -> None:
-        if not table or not all(c.isalnum() or c == "_" for c in table):
+        if not is_plain_identifier(table):
             raise ValueError(f"ledger_table={table!r} must be a plain identifier "
                              "(letters, digits, underscore)")
         self.dialect = dialect
@@ -119,6 +119,11 @@ class Ledger:
                        f"VALUES ({ph}, {ph}, {ph}, {ph})")
         self.lookup = f"SELECT row_count FROM {table} WHERE batch_id = {ph}"
         self.delete_run = f"DELETE FROM {table} WHERE run_id = {ph}"
+
+
+def is_plain_identifier(name: str) -> bool:
+    """Letters, digits and underscores only: safe to put into SQL unquoted."""
+    return bool(name) and all(c.isalnum() or c == "_" for c in name)
 
 
 def spill_safe(name: str, limit: int = 48) -> str:

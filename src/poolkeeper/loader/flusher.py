@@ -1,5 +1,9 @@
 """Loading one batch: ledger, transaction, retries, and isolation of bad rows.
 
+The flusher runs every statement the loader sends besides the rows' own: it also creates and
+purges the ledger at start (:meth:`Flusher.setup_ledger`, with the batches' retries) and
+deletes a cleanly closed run's ledger rows (:meth:`Flusher.forget_run`).
+
 One attempt, in one transaction on one connection::
 
     BEGIN
@@ -93,7 +97,9 @@ class Flusher:
     def __init__(self, pool: Any, target: Target, ledger: Ledger | None, run_id: str, *,
                  rejects: RejectSink, retry_deadline_s: float, backoff_s: float,
                  backoff_max_s: float, reject_limit: int, connection_timeout_s: float,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, name: str) -> None:
+        #: the loader's name, for messages
+        self.name = name
         self.pool = pool
         self.target = target
         self.ledger = ledger
@@ -114,6 +120,70 @@ class Flusher:
         self.ambiguous_resolved = 0
         #: exceptions raised by the reject callback, for the loader to surface
         self.callback_errors: list[BaseException] = []
+
+    # ------------------------------------------------------------------ the ledger
+    def setup_ledger(self, retention_s: float) -> None:
+        """Create and purge the ledger, retrying transient errors (a lost connection, a
+        restart, a pool timeout) with the batches' backoff until ``retry_deadline_s``."""
+        ledger = self.ledger
+        assert ledger is not None
+        start = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with self.pool.connection(self.connection_timeout_s) as conn:
+                    conn.execute(ledger.create)
+                    purged = conn.execute(ledger.purge, (int(retention_s),)).rowcount
+                if purged and purged > 0:
+                    logger.info("loader %r: purged %d ledger rows older than %g s", self.name,
+                                purged, retention_s)
+                return
+            except Exception as exc:
+                # Two loaders creating the ledger at once can collide in the catalog
+                # (PostgreSQL reports a unique violation on pg_type): try again, as after
+                # a lost connection.
+                collision = getattr(exc, "sqlstate", None) in ("23505", "42P07")
+                retryable = collision or self.classify(exc) in (BROKEN, TRANSIENT)
+                waited = time.monotonic() - start
+                if retryable and waited < self.retry_deadline_s:
+                    delay = min(self.backoff_max_s, self.backoff_s * 2 ** min(attempts - 1, 20),
+                                max(self.retry_deadline_s - waited, 0.0))
+                    logger.info("loader %r: setting up the ledger failed (attempt %d: %s: %s); "
+                                "retrying in %.2f s", self.name, attempts, type(exc).__name__,
+                                _first_line(exc, type(exc).__name__), delay)
+                    time.sleep(delay)
+                    continue
+                why = (f"after {attempts} attempts in {waited:.1f} s (retry_deadline_s="
+                       f"{self.retry_deadline_s:g})" if retryable else "not retryable")
+                raise LoaderError(
+                    f"loader {self.name!r}: cannot create or clean the ledger table "
+                    f"{ledger.table!r} ({why}): {type(exc).__name__}: "
+                    f"{_first_line(exc, type(exc).__name__)}. Create it yourself "
+                    f"({ledger.create}), grant this user INSERT/DELETE on it, or pass "
+                    "ledger=False (then a retry after a lost COMMIT may load a batch twice)"
+                ) from exc
+
+    def forget_run(self) -> None:
+        """Delete this run's ledger rows (after a clean close nothing of it can be retried
+        or replayed); on failure they stay until the retention purge."""
+        ledger = self.ledger
+        assert ledger is not None
+        try:
+            with self.pool.connection(self.connection_timeout_s) as conn:
+                conn.execute(ledger.delete_run, (self.run_id,))
+        except Exception as exc:  # noqa: BLE001 - the retention purge removes them later
+            logger.info("loader %r: could not delete this run's ledger rows (%s); they expire "
+                        "after ledger_retention_s", self.name,
+                        _first_line(exc, type(exc).__name__))
+
+    # ------------------------------------------------------------------ callbacks
+    def take_callback_errors(self) -> list[BaseException]:
+        """The reject callback's exceptions since the last call (for the loader to raise)."""
+        with self._lock:
+            taken = list(self.callback_errors)
+            self.callback_errors.clear()
+        return taken
 
     # ------------------------------------------------------------------ classification
     def classify(self, exc: BaseException) -> str:
@@ -336,6 +406,6 @@ class Flusher:
         return int(rows[0][0]) if rows else None
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, empty: str = "") -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
+    return text.splitlines()[0] if text else empty
