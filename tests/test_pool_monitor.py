@@ -191,12 +191,18 @@ def test_an_open_cursor_is_shown_with_its_site_caller_checkout_and_sql(
             assert shown.thread == views["checkout"].thread
             # the same cursor keeps its id across reads
             assert [r.id for r in MONITOR.live(min_age=0, kind="cursor")] == [shown.id]
-        # left open by the caller: the return closed it, and nothing of it is left
+        # still referenced and open when its checkout went back: the return closed it, and
+        # it outlived its checkout, a leak listed with its site, checkout and SQL
         assert [r for r in MONITOR.live(min_age=0, pool="opencur")
                 if r.kind in ("checkout", "cursor")] == []
+        [leak] = MONITOR.collected(pool="opencur")
+        assert (leak.id, leak.kind, leak.leak) == (
+            shown.id, "cursor", "cursor open when its checkout ended")
+        assert (leak.site, leak.parent_id, leak.sql) == (shown.site, shown.parent_id, "SELECT ?, ?")
+        assert cur.closed
         del cur
         gc.collect()
-        assert MONITOR.collected(pool="opencur") == []
+        assert len(MONITOR.collected(pool="opencur")) == 1  # listed once
 
 
 def test_an_open_cursor_of_conn_execute_is_shown_at_the_callers_line(
