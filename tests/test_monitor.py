@@ -404,6 +404,18 @@ def test_bad_settings_name_the_field() -> None:
         mon.configure(sample_every=0)
     with pytest.raises(ValueError, match="kind='socket'"):
         mon.record("socket")
+    with pytest.raises(ValueError, match=r"cursor_leak_s=0 is out of range: allowed 0.001\.\."):
+        mon.configure(cursor_leak_s=0)
+
+
+def test_a_probe_takes_its_owners_leak_threshold_else_the_monitors() -> None:
+    mon = Monitor(cursor_leak_s=30)
+    own, default = mon.probe("a", leak_threshold=5.0), mon.probe("b")
+    assert (own.cursor_leak_s, default.cursor_leak_s) == (5.0, 30.0)
+    mon.configure(cursor_leak_s=90)
+    assert (own.cursor_leak_s, default.cursor_leak_s) == (5.0, 90.0)
+    own.leak_threshold = None
+    assert own.cursor_leak_s == 90.0
 
 
 def test_clear_forgets_everything_and_old_tokens_stay_harmless(mon: Monitor) -> None:
