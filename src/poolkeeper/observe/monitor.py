@@ -33,14 +33,22 @@ collected list, with its site); the record is kept on the slot while the checkou
 stable ids. Checkouts take no room in the registry (a pool's ``max_size`` bounds them) and
 ``tracked_total`` counts those a view or a collection gave a record.
 
-**Nor have its cursors**, while they only live and close: a cursor of a recorded checkout
-keeps its creation site (two ``(code, offset)`` pairs) and time on the cursor itself, and its
+**Nor have its cursors**, while they only live and close: the proxy hands the monitor a
+:class:`CursorWatch` per cursor (the weak reference its checkout keeps to it anyway, with the
+cursor's site, two ``(code, offset)`` pairs, its creation time and deadline), and its
 statements show on its checkout's record (the connection's slot holds the SQL). The views find
-the open cursors of each live checkout through the slot (``slot.mon_cursors``) when they are
-read, and a cursor's record is made then, or when it is garbage-collected without ``close()``
-after its checkout was itself collected unreturned (it goes to the collected list with its
-site), and kept on the cursor (stable ids). A cursor freed while its checkout is held is no
-leak and is not listed.
+the open cursors of each live checkout through the slot (``slot.mon_cursors``, the watches)
+and make a cursor's record from its watch then (kept on the watch: stable ids). The monitor
+reads nothing of a proxy: what it needs comes in the watch, the slot and the calls.
+
+**Leaks, not idioms.** :meth:`Monitor.collected` lists the leaks, each with why
+(:attr:`Resource.leak`): a tracked resource garbage-collected unclosed; a checkout whose
+proxy was collected unreturned; a pool's cursor still referenced and open when its checkout
+went back (the pool closes it), one collected after its checkout was dropped unreturned, and
+one open past its threshold (the pool's ``leak_threshold`` when set, else ``cursor_leak_s``,
+60 s: listed when a view finds it so, or when it is freed). A cursor CPython frees while its
+checkout is held and before its deadline (``conn.execute("...")``, the idiom the README
+teaches) is no leak: the proxy counts it (``stats()["cursors_freed_total"]``) without a call.
 
 Example::
 
@@ -444,7 +452,7 @@ class Resource:
     sql: str | None  #: literals folded, at most 1 KB
     parent_id: int | None = None
     #: in :meth:`Monitor.collected`: wall-clock time it was listed (collected, its checkout
-    #: ended, or found open past its threshold); None in the live views
+    #: ended, or found open past its threshold; then when it ended); None in the live views
     collected_at: float | None = None
     #: in :meth:`Monitor.collected`: why it is a leak, e.g. "checkout dropped unreturned",
     #: "cursor open when its checkout ended", "cursor open past 60 s"
@@ -1020,6 +1028,15 @@ class Monitor:
                 self.collected_dropped += 1
             self._collected.append(rec)
 
+    def _list_once(self, rec: _Record, leak: str, ended: bool = True) -> None:
+        """List a pool's cursor among the leaks unless it is listed already (a view found it
+        open past its threshold): then, when it ``ended`` now, only that time is noted."""
+        with self._lock:  # two views, or a view and the cursor's end, at once: listed once
+            if getattr(rec, "leak", None) is None:
+                self._add_collected(rec, leak)
+            elif ended:
+                rec.collected_at = _monotonic()
+
     # ------------------------------------------------------------------ a pool's checkouts
     # A monitored borrow keeps its frames on the slot (slot.mon_frames, see Probe.borrow_site);
     # the slot holds the rest: borrowed_at, borrow_thread, sql. The record is made here, when
@@ -1144,11 +1161,8 @@ class Monitor:
         if parent is None:
             return  # its checkout is not recorded (cleared)
         rec = self._cursor_record(watch, parent)
-        if getattr(rec, "leak", None) is not None:
-            rec.collected_at = _monotonic()  # listed already (seen overdue): now it ended
-            return
         _set_sql(rec, slot.sql if checkout_live else getattr(parent, "sql", None))
-        self._add_collected(rec, leak)
+        self._list_once(rec, leak)
 
     def cursor_outlived(self, watch: CursorWatch, slot: Any, pool: str | None) -> None:
         """The checkout of ``slot`` went back (or was reclaimed) with this cursor still
@@ -1161,11 +1175,8 @@ class Monitor:
             return
         rec = self._cursor_record(watch, parent)
         _set_sql(parent, slot.sql)
-        if getattr(rec, "leak", None) is not None:
-            rec.collected_at = _monotonic()  # listed already (seen overdue): now it ended
-            return
         _set_sql(rec, slot.sql)
-        self._add_collected(rec, LEAK_CURSOR_OPEN)
+        self._list_once(rec, LEAK_CURSOR_OPEN)
 
     def _open_cursors(self, checkouts: list[_Record]) -> list[_Record]:
         """The records of the open cursors of the live ``checkouts`` (each checkout's record
@@ -1187,7 +1198,7 @@ class Monitor:
                 _set_sql(crec, slot.sql)
                 out.append(crec)
                 if now >= watch.deadline and getattr(crec, "leak", None) is None:
-                    self._add_collected(crec, _overdue(watch))
+                    self._list_once(crec, _overdue(watch), ended=False)
         return out
 
     def clear(self) -> None:
