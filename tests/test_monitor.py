@@ -570,3 +570,28 @@ def test_borrow_site_is_sampled() -> None:
     probe = mon.probe(None, enabled=True)
     kept = [borrow_site_here(probe, sys._getframe()) for _ in range(10)]
     assert sum(k is not None for k in kept) == 5
+
+
+@pytest.mark.parametrize("gil", [True, False], ids=["lock-free", "locked twin"])
+def test_the_freed_cursor_counter_counts_every_add_from_threads_and_not_its_reads(
+        gil: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from poolkeeper.core.runtime import ASSUME_NO_GIL_ENV
+    from poolkeeper.observe.monitor import _Count
+
+    if not gil:
+        monkeypatch.setenv(ASSUME_NO_GIL_ENV, "1")
+    count = _Count()
+
+    def bump() -> None:
+        for _ in range(10_000):
+            count.add()
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert count.value() == 40_000
+    assert count.value() == 40_000  # reading does not count
+    count.add()
+    assert count.value() == 40_001

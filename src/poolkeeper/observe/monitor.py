@@ -81,6 +81,7 @@ from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any, Protocol
 
+from ..core.runtime import gil_enabled
 from ..core.slot import line_of
 
 __all__ = [
@@ -248,7 +249,8 @@ class CursorWatch(weakref.ref):  # type: ignore[type-arg]
 class _Count:
     """A counter bumped from finalizers, read by ``stats()``: ``add()`` is itertools.count's
     C ``__next__`` (no Python frame, atomic while the GIL serialises C calls); where the GIL
-    is off, the locked twin. ``value()`` reads it without counting the read."""
+    is off when the counter is made (``core.runtime.gil_enabled``), the locked twin.
+    ``value()`` reads it without counting the read."""
 
     __slots__ = ("_it", "_lock", "_n", "_reads", "add")
 
@@ -257,8 +259,7 @@ class _Count:
         self._reads = 0
         self._n = 0
         self._it = itertools.count(1)
-        gil = getattr(sys, "_is_gil_enabled", None)
-        self.add: Callable[[], object] = (self._it.__next__ if gil is None or gil()
+        self.add: Callable[[], object] = (self._it.__next__ if gil_enabled()
                                           else self._locked_add)
 
     def _locked_add(self) -> None:
