@@ -18,7 +18,12 @@ Layers, each adding one piece to the one before:
 - ``proxy``: the pool's cursor proxy, no execute hook;
 - ``stmtcache``: + the statement-cache hook;
 - ``default``: + SQL statistics (the pool as configured by default);
-- ``monitor``: + the resource monitor (``monitor=True``), the query made 8 frames deep.
+- ``monitor``: + the resource monitor (``monitor=True``), the query made 8 frames deep;
+- ``deep``: ``default`` made 8 frames deep, the reference of ``monitor``;
+- ``deep_execute`` / ``monitor_execute``: the same two through ``conn.execute(...).fetchone()``
+  (the cursor freed by reference counting, never closed), monitor off / on.
+
+``--layers deep,monitor,deep_execute,monitor_execute`` gives what the monitor costs per query.
 
 Needs valgrind (Debian: ``apt-get install valgrind``); exits 2 without it. No timing, so the
 figures are comparable across machines of the same architecture and Python build.
@@ -37,7 +42,8 @@ from typing import Any
 
 from _common import code_fingerprint, machine_summary, pg_dsn, print_table
 
-LAYERS = ("raw", "borrow", "proxy", "stmtcache", "default", "monitor")
+LAYERS = ("raw", "borrow", "proxy", "stmtcache", "default", "monitor", "deep", "deep_execute",
+          "monitor_execute")
 QUERY = "SELECT 1"
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
@@ -59,7 +65,7 @@ def _loop(layer: str) -> Callable[[int], None]:
                 cur.close()
         return run_raw
     pool = Pool(pg_dsn(), autocommit=True, min_idle=1, max_size=1, name=f"instr-{layer}",
-                monitor=layer == "monitor")
+                monitor=layer.startswith("monitor"))
     pool.wait_ready(30)
     if layer in ("borrow", "proxy"):
         for hook in pool.hooks:
@@ -88,14 +94,21 @@ def _loop(layer: str) -> Callable[[int], None]:
             cur.close()
             pool.putconn(conn)
 
-    if layer != "monitor":
+    def run_execute(n: int) -> None:
+        for _ in range(n):
+            conn = pool.getconn()
+            conn.execute(QUERY).fetchone()
+            pool.putconn(conn)
+
+    if layer not in ("monitor", "deep", "deep_execute", "monitor_execute"):
         return run_pool
+    run = run_execute if layer.endswith("_execute") else run_pool
 
     def deep(n: int, depth: int = 8) -> None:  # application code is rarely at the top level
         if depth:
             deep(n, depth - 1)
         else:
-            run_pool(n)
+            run(n)
     return deep
 
 

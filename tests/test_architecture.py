@@ -393,15 +393,6 @@ KNOWN: dict[str, frozenset[str]] = {
         "poolkeeper.loader.codec -> psycopg",  # COPY text formatting with psycopg's dumpers
         "poolkeeper.observe.admin -> sqlite3",
     }),
-    "hooks, sql, observe and scheduler read no private attribute of a shell or proxy":
-        frozenset({
-            # what a hook needs should come in the context (ARCHITECTURE.md's data flow)
-            "poolkeeper.observe.monitor reads ._conn",
-            "poolkeeper.observe.monitor reads ._created",
-            "poolkeeper.observe.monitor reads ._pool",
-            "poolkeeper.observe.monitor reads ._site",
-            "poolkeeper.observe.monitor reads ._slot",
-        }),
 }
 
 

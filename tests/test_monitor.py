@@ -404,6 +404,18 @@ def test_bad_settings_name_the_field() -> None:
         mon.configure(sample_every=0)
     with pytest.raises(ValueError, match="kind='socket'"):
         mon.record("socket")
+    with pytest.raises(ValueError, match=r"cursor_leak_s=0 is out of range: allowed 0.001\.\."):
+        mon.configure(cursor_leak_s=0)
+
+
+def test_a_probe_takes_its_owners_leak_threshold_else_the_monitors() -> None:
+    mon = Monitor(cursor_leak_s=30)
+    own, default = mon.probe("a", leak_threshold=5.0), mon.probe("b")
+    assert (own.cursor_leak_s, default.cursor_leak_s) == (5.0, 30.0)
+    mon.configure(cursor_leak_s=90)
+    assert (own.cursor_leak_s, default.cursor_leak_s) == (5.0, 90.0)
+    own.leak_threshold = None
+    assert own.cursor_leak_s == 90.0
 
 
 def test_clear_forgets_everything_and_old_tokens_stay_harmless(mon: Monitor) -> None:
@@ -558,3 +570,28 @@ def test_borrow_site_is_sampled() -> None:
     probe = mon.probe(None, enabled=True)
     kept = [borrow_site_here(probe, sys._getframe()) for _ in range(10)]
     assert sum(k is not None for k in kept) == 5
+
+
+@pytest.mark.parametrize("gil", [True, False], ids=["lock-free", "locked twin"])
+def test_the_freed_cursor_counter_counts_every_add_from_threads_and_not_its_reads(
+        gil: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from poolkeeper.core.runtime import ASSUME_NO_GIL_ENV
+    from poolkeeper.observe.monitor import _Count
+
+    if not gil:
+        monkeypatch.setenv(ASSUME_NO_GIL_ENV, "1")
+    count = _Count()
+
+    def bump() -> None:
+        for _ in range(10_000):
+            count.add()
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert count.value() == 40_000
+    assert count.value() == 40_000  # reading does not count
+    count.add()
+    assert count.value() == 40_001

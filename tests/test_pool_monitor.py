@@ -12,6 +12,11 @@ import pytest
 
 from poolkeeper import ConnectionReturned, Pool
 from poolkeeper.observe import MONITOR, admin
+from poolkeeper.observe.monitor import (
+    LEAK_CURSOR_AFTER,
+    LEAK_CURSOR_OPEN,
+    LEAK_DROPPED,
+)
 from poolkeeper.proxy import ConnectionProxy, CursorProxy, MonitoredConnection, MonitoredCursor
 
 HERE = __file__
@@ -191,12 +196,18 @@ def test_an_open_cursor_is_shown_with_its_site_caller_checkout_and_sql(
             assert shown.thread == views["checkout"].thread
             # the same cursor keeps its id across reads
             assert [r.id for r in MONITOR.live(min_age=0, kind="cursor")] == [shown.id]
-        # left open by the caller: the return closed it, and nothing of it is left
+        # still referenced and open when its checkout went back: the return closed it, and
+        # it outlived its checkout, a leak listed with its site, checkout and SQL
         assert [r for r in MONITOR.live(min_age=0, pool="opencur")
                 if r.kind in ("checkout", "cursor")] == []
+        [leak] = MONITOR.collected(pool="opencur")
+        assert (leak.id, leak.kind, leak.leak) == (
+            shown.id, "cursor", "cursor open when its checkout ended")
+        assert (leak.site, leak.parent_id, leak.sql) == (shown.site, shown.parent_id, "SELECT ?, ?")
+        assert cur.closed
         del cur
         gc.collect()
-        assert MONITOR.collected(pool="opencur") == []
+        assert len(MONITOR.collected(pool="opencur")) == 1  # listed once
 
 
 def test_an_open_cursor_of_conn_execute_is_shown_at_the_callers_line(
@@ -370,6 +381,7 @@ def test_a_checkout_collected_with_its_cursor_is_the_cursors_parent(
         gone = {r.kind: r for r in MONITOR.collected(pool="cycle")}
         assert gone["cursor"].site == f"{HERE}:{line} in open_cursor_here"
         assert gone["cursor"].parent_id == gone["checkout"].id
+        assert (gone["checkout"].leak, gone["cursor"].leak) == (LEAK_DROPPED, LEAK_CURSOR_AFTER)
         assert gone["checkout"].sql == gone["cursor"].sql == "SELECT %s::int + ?"
         with pool.connection(timeout=5):  # and the pool took the connection back
             pass
@@ -486,3 +498,102 @@ def test_pools_opened_and_closed_leave_no_dialect_entries(
     gc.collect()
     with Pool(sqlite_dsn, max_size=1, name="dialect-last"):
         assert len(MONITOR._dialects) <= 5
+
+
+# --------------------------------------------------------------------------- leaks, not idioms
+# Issue #16: a cursor is a leak when it outlives its checkout or stays open past a threshold;
+# one CPython frees while its checkout is held is the README's idiom, counted, never listed.
+
+def test_a_thousand_idiom_cursors_leave_a_real_leak_in_collected_and_are_counted(
+        any_dsn: str, clean_monitor: None) -> None:
+    MONITOR.configure(max_collected=5)
+    try:
+        with Pool(any_dsn, max_size=2, name="idioms", monitor=True) as pool:
+            line = borrow_and_keep(pool, [])  # a real leak: dropped unreturned at once
+            gc.collect()
+            freed = MONITOR.stats()["cursors_freed_total"]
+            with pool.connection() as conn:
+                for _ in range(500):
+                    conn.execute("SELECT 1").fetchall()      # the README's idiom
+                    conn.cursor().execute("SELECT 2")        # and the other one
+            [leak] = MONITOR.collected(pool="idioms")
+            assert (leak.kind, leak.leak) == ("checkout", LEAK_DROPPED)
+            assert leak.site.endswith(f":{line} in borrow_and_keep")
+            assert MONITOR.stats()["cursors_freed_total"] - freed == 1_000
+            assert MONITOR.stats()["collected_dropped"] == 0
+    finally:
+        MONITOR.configure(max_collected=1_000)
+
+
+def keep_cursor_open(conn: ConnectionProxy) -> tuple[CursorProxy, int]:
+    cur = conn.cursor()
+    cur.execute("SELECT 'secret'")
+    return cur, sys._getframe().f_lineno - 2
+
+
+def test_a_cursor_still_open_when_its_checkout_goes_back_is_listed_once(
+        any_dsn: str, clean_monitor: None) -> None:
+    with Pool(any_dsn, max_size=1, name="outlived", monitor=True) as pool:
+        with pool.connection() as conn:
+            cur, line = keep_cursor_open(conn)
+            closed, _ = keep_cursor_open(conn)
+            closed.close()  # closed in time: no leak
+            assert MONITOR.collected(pool="outlived") == []
+        [leak] = MONITOR.collected(pool="outlived")
+        assert (leak.kind, leak.leak, leak.sql) == ("cursor", LEAK_CURSOR_OPEN, "SELECT ?")
+        assert leak.site == f"{HERE}:{line} in keep_cursor_open"
+        assert leak.parent_id is not None and leak.collected_at is not None
+        assert cur.closed  # the pool closed it on return
+        del cur
+        gc.collect()
+        assert len(MONITOR.collected(pool="outlived")) == 1
+
+
+def test_a_cursor_open_past_the_pools_leak_threshold_is_listed_while_still_live(
+        any_dsn: str, clean_monitor: None) -> None:
+    with Pool(any_dsn, max_size=1, name="overdue", monitor=True, leak_threshold=0.2) as pool:
+        assert pool.monitor.cursor_leak_s == 0.2
+        with pool.connection() as conn:
+            cur, line = keep_cursor_open(conn)
+            assert MONITOR.collected(pool="overdue") == []  # young: no leak yet
+            time.sleep(0.3)
+            [leak] = MONITOR.collected(pool="overdue")  # found when the view is read
+            assert (leak.kind, leak.leak) == ("cursor", "cursor open past 0.2 s")
+            assert leak.site == f"{HERE}:{line} in keep_cursor_open"
+            [live] = MONITOR.live(min_age=0, kind="cursor", pool="overdue")
+            assert (live.id, live.leak, live.collected_at) == (leak.id, None, None)
+            cur.close()
+        assert [r.id for r in MONITOR.collected(pool="overdue")] == [leak.id]  # listed once
+
+
+def test_a_cursor_freed_past_its_threshold_under_its_checkout_is_listed(
+        sqlite_dsn: str, clean_monitor: None) -> None:
+    MONITOR.configure(cursor_leak_s=0.1)
+    try:
+        with Pool(sqlite_dsn, max_size=1, name="lateidiom", monitor=True) as pool:
+            assert pool.monitor.cursor_leak_s == 0.1  # no leak_threshold: the monitor's
+            with pool.connection() as conn:
+                cur, line = keep_cursor_open(conn)
+                time.sleep(0.2)
+                del cur  # freed by reference counting, but it lived open too long
+                [leak] = MONITOR.collected(pool="lateidiom")
+                assert (leak.leak, leak.site) == ("cursor open past 0.1 s",
+                                                  f"{HERE}:{line} in keep_cursor_open")
+                assert leak.age_s >= 0.1
+    finally:
+        MONITOR.configure(cursor_leak_s=60)
+
+
+def test_a_reclaimed_checkouts_open_cursor_is_listed_as_outliving_it(
+        pg_dsn: str, clean_monitor: None) -> None:
+    with Pool(pg_dsn, max_size=1, name="reclaimcur", monitor=True,
+              abandoned_timeout=0.2) as pool:
+        conn = pool.getconn()
+        cur, line = keep_cursor_open(conn)
+        deadline = time.monotonic() + 10
+        while not conn.closed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert conn.closed  # revoked by the housekeeper
+        [leak] = MONITOR.collected(pool="reclaimcur")
+        assert (leak.leak, leak.site) == (LEAK_CURSOR_OPEN, f"{HERE}:{line} in keep_cursor_open")
+        del cur, conn

@@ -200,8 +200,11 @@ class Pool:
             connect_timeout=config.connect_timeout,
             statement_cache_size=config.statement_cache_size,
             statement_cache_bytes=config.statement_cache_bytes)
+        # A checkout held past leak_threshold is logged; a cursor open that long is listed
+        # among the monitor's leaks (without the option: the monitor's cursor_leak_s)
         self.monitor: Probe = MONITOR.probe(self.name, enabled=True if config.monitor else None,
-                                            dialect=self.driver.name)
+                                            dialect=self.driver.name,
+                                            leak_threshold=config.leak_threshold)
         self.monitor.slots = self._slots  # where the monitor's views find this pool's checkouts
         pool_ref = weakref.ref(self)
         #: whether a new checkout's proxy is a MonitoredConnection (the monitor is on)
@@ -530,8 +533,8 @@ class Pool:
             self.driver.close(slot.raw)
             self._late_closes.put(slot)
             return
-        if isinstance(proxy, MonitoredConnection):  # shown among the resources collected
-            MONITOR._checkout_dropped(proxy, slot, self.name)
+        if isinstance(proxy, MonitoredConnection):  # listed among the monitor's leaks
+            MONITOR._checkout_dropped(slot, self.name)
         self._orphans.put((slot, slot.uses))
 
     def _drain_orphans(self) -> None:

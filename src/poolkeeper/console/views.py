@@ -402,7 +402,7 @@ def resources_view(src: Sources, min_age: float = 1.0, per_site: int = 5,
               "examples": examples.get((g.kind, g.site), [])} for g in groups[:limit]]
     return {"generated_at": time.time(), "enabled": True, "min_age_s": min_age, "stats": stats,
             "live": len(live), "sites": sites, "sites_total": len(groups),
-            "collected": [dict(_resource(r), collected_at=r.collected_at)
+            "collected": [dict(_resource(r), collected_at=r.collected_at, leak=r.leak)
                           for r in collected[-limit:]],
             "collected_total": len(collected)}
 

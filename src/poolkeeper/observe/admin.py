@@ -27,8 +27,11 @@ Tables
     site (``file:line in function``, first frame outside poolkeeper), file, line, function,
     stack (the kept frames, one ``file:line in function`` per line, innermost first),
     sql (current or last statement, at most 1 KB), parent_id (a cursor's checkout).
-``collected_resources``: resources garbage-collected without being closed (bounded list).
-    The columns of ``resources`` without age_s, plus collected (time) and lived_s.
+``collected_resources``: the monitor's leaks (bounded list): resources garbage-collected
+    without being closed, checkouts dropped unreturned, cursors that outlived their checkout
+    or stayed open past their threshold. The columns of ``resources`` without age_s, plus
+    collected (when it was listed), lived_s and leak (why, e.g. "checkout dropped
+    unreturned", "cursor open when its checkout ended", "cursor open past 60 s").
 ``pools``: one row per pool.
     name, driver, dsn (password masked), min_idle, max_size, size (open connections),
     idle, active (checked out), waiting (callers queued), opening, monitor (1 when the
@@ -99,7 +102,7 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("id", "INTEGER"), ("kind", "TEXT"), ("pool", "TEXT"), ("size_bytes", "INTEGER"),
         ("created", "REAL"), ("collected", "REAL"), ("lived_s", "REAL"), ("thread", "TEXT"),
         ("site", "TEXT"), ("file", "TEXT"), ("line", "INTEGER"), ("function", "TEXT"),
-        ("stack", "TEXT"), ("sql", "TEXT"), ("parent_id", "INTEGER"),
+        ("stack", "TEXT"), ("sql", "TEXT"), ("parent_id", "INTEGER"), ("leak", "TEXT"),
     ),
     "pools": (
         ("name", "TEXT"), ("driver", "TEXT"), ("dsn", "TEXT"), ("min_idle", "INTEGER"),
@@ -585,7 +588,7 @@ def _fill(db: sqlite3.Connection, state: _State) -> None:
     _create(db, "collected_resources", TABLES["collected_resources"])
     db.executemany(_insert("collected_resources", len(TABLES["collected_resources"])),
                    [(r.id, r.kind, r.pool, r.size, r.created, r.collected_at, r.age_s, r.thread,
-                     r.site, r.file, r.line, r.function, _stack(r), r.sql, r.parent_id)
+                     r.site, r.file, r.line, r.function, _stack(r), r.sql, r.parent_id, r.leak)
                     for r in state.collected])
     pool_cols = TABLES["pools"]
     _create(db, "pools", pool_cols)

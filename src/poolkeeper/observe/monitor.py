@@ -33,14 +33,22 @@ collected list, with its site); the record is kept on the slot while the checkou
 stable ids. Checkouts take no room in the registry (a pool's ``max_size`` bounds them) and
 ``tracked_total`` counts those a view or a collection gave a record.
 
-**Nor have its cursors**, while they only live and close: a cursor of a recorded checkout
-keeps its creation site (two ``(code, offset)`` pairs) and time on the cursor itself, and its
+**Nor have its cursors**, while they only live and close: the proxy hands the monitor a
+:class:`CursorWatch` per cursor (the weak reference its checkout keeps to it anyway, with the
+cursor's site, two ``(code, offset)`` pairs, its creation time and deadline), and its
 statements show on its checkout's record (the connection's slot holds the SQL). The views find
-the open cursors of each live checkout through the slot (``slot.mon_cursors``) when they are
-read, and a cursor's record is made then, or when it is garbage-collected without ``close()``
-after its checkout was itself collected unreturned (it goes to the collected list with its
-site), and kept on the cursor (stable ids). A cursor freed while its checkout is held is no
-leak and is not listed.
+the open cursors of each live checkout through the slot (``slot.mon_cursors``, the watches)
+and make a cursor's record from its watch then (kept on the watch: stable ids). The monitor
+reads nothing of a proxy: what it needs comes in the watch, the slot and the calls.
+
+**Leaks, not idioms.** :meth:`Monitor.collected` lists the leaks, each with why
+(:attr:`Resource.leak`): a tracked resource garbage-collected unclosed; a checkout whose
+proxy was collected unreturned; a pool's cursor still referenced and open when its checkout
+went back (the pool closes it), one collected after its checkout was dropped unreturned, and
+one open past its threshold (the pool's ``leak_threshold`` when set, else ``cursor_leak_s``,
+60 s: listed when a view finds it so, or when it is freed). A cursor CPython frees while its
+checkout is held and before its deadline (``conn.execute("...")``, the idiom the README
+teaches) is no leak: the proxy counts it (``stats()["cursors_freed_total"]``) without a call.
 
 Example::
 
@@ -73,12 +81,18 @@ from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any, Protocol
 
+from ..core.runtime import gil_enabled
 from ..core.slot import line_of
 
 __all__ = [
     "KINDS",
+    "LEAK_COLLECTED",
+    "LEAK_CURSOR_AFTER",
+    "LEAK_CURSOR_OPEN",
+    "LEAK_DROPPED",
     "MONITOR",
     "NULL_TOKEN",
+    "CursorWatch",
     "Frame",
     "Monitor",
     "MonitorSnapshot",
@@ -106,6 +120,16 @@ Frame = tuple[str, int, str]
 
 #: at most this many characters of a statement are kept per record (folded on read)
 SQL_MAX_CHARS = 1024
+
+# Why a record is listed in collected() (Resource.leak)
+#: a tracked resource garbage-collected while its record was open
+LEAK_COLLECTED = "collected unclosed"
+#: a pool's checkout whose proxy was garbage-collected without being returned
+LEAK_DROPPED = "checkout dropped unreturned"
+#: a pool's cursor still referenced and open when its checkout went back (the pool closed it)
+LEAK_CURSOR_OPEN = "cursor open when its checkout ended"
+#: a pool's cursor garbage-collected unclosed after its checkout was dropped unreturned
+LEAK_CURSOR_AFTER = "cursor collected after its checkout ended"
 
 _monotonic = time.monotonic
 _getframe = sys._getframe
@@ -198,6 +222,59 @@ def _null_borrow_site(frame: Any, code: Any, lasti: int) -> Sequence[Any] | None
     return None
 
 
+class CursorWatch(weakref.ref):  # type: ignore[type-arg]
+    """What a pool's proxy hands the monitor for one cursor of a recorded checkout.
+
+    A weak reference to the cursor (the checkout's list of them, which it closes on return,
+    is a list of these), plus where and when it was opened: the monitor reads nothing of the
+    cursor itself but the public ``closed``. The proxy fills ``site`` (kept frames, as
+    ``(code, offset, code, offset)``), ``created`` (monotonic), ``deadline`` (``created`` plus
+    the probe's :attr:`Probe.cursor_leak_s`: open past it, the cursor is a leak) and
+    ``frames`` (its checkout's kept frames, ``slot.mon_frames``: which checkout it belongs to;
+    None when the monitor was cleared). The monitor sets ``record`` (its record, once made:
+    stable ids) and ``parent`` (its checkout's record, once the checkout was dropped
+    unreturned). One object per cursor, the weak reference the proxy keeps anyway.
+    """
+
+    __slots__ = ("created", "deadline", "frames", "parent", "record", "site")
+
+    created: float
+    deadline: float
+    frames: Sequence[Any] | None
+    parent: _Record
+    record: _Record
+    site: Sequence[Any]
+
+
+class _Count:
+    """A counter bumped from finalizers, read by ``stats()``: ``add()`` is itertools.count's
+    C ``__next__`` (no Python frame, atomic while the GIL serialises C calls); where the GIL
+    is off when the counter is made (``core.runtime.gil_enabled``), the locked twin.
+    ``value()`` reads it without counting the read."""
+
+    __slots__ = ("_it", "_lock", "_n", "_reads", "add")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reads = 0
+        self._n = 0
+        self._it = itertools.count(1)
+        self.add: Callable[[], object] = (self._it.__next__ if gil_enabled()
+                                          else self._locked_add)
+
+    def _locked_add(self) -> None:
+        with self._lock:
+            self._n += 1
+
+    def value(self) -> int:
+        with self._lock:
+            if self.add == self._locked_add:
+                return self._n
+            # next() is the only way to read an itertools.count: count the reads apart
+            self._reads += 1
+            return next(self._it) - self._reads
+
+
 # ----------------------------------------------------------------------------- records
 class _Record:
     """One live resource. Doubles as its token, so tracking allocates one object.
@@ -210,8 +287,8 @@ class _Record:
     attributes: two stores fewer per record (see :func:`_record_class`).
     """
 
-    __slots__ = ("_ref", "collected_at", "created", "frames", "id", "kind", "parent", "pool",
-                 "size", "slot", "sql", "thread")
+    __slots__ = ("_ref", "collected_at", "created", "frames", "id", "kind", "leak", "parent",
+                 "pool", "size", "slot", "sql", "thread")
 
     _monitor: Monitor
     _records: dict[int, _Record]
@@ -221,6 +298,8 @@ class _Record:
     #: read by the views; None otherwise
     slot: Any
     collected_at: float
+    #: why it is listed among the leaks (one of the LEAK_* texts, or "cursor open past N s")
+    leak: str
     created: float
     frames: Sequence[Any]
     id: int
@@ -373,7 +452,12 @@ class Resource:
     stack: tuple[Frame, ...]  #: the kept frames, innermost (the site) first
     sql: str | None  #: literals folded, at most 1 KB
     parent_id: int | None = None
-    collected_at: float | None = None  #: wall-clock time it was collected unclosed
+    #: in :meth:`Monitor.collected`: wall-clock time it was listed (collected, its checkout
+    #: ended, or found open past its threshold; then when it ended); None in the live views
+    collected_at: float | None = None
+    #: in :meth:`Monitor.collected`: why it is a leak, e.g. "checkout dropped unreturned",
+    #: "cursor open when its checkout ended", "cursor open past 60 s"
+    leak: str | None = None
 
     @property
     def file(self) -> str:
@@ -489,13 +573,19 @@ class Probe:
         probe.follow_global()                # back to following it
     """
 
-    __slots__ = ("__weakref__", "_monitor", "_setting", "borrow_site", "name", "on_change",
-                 "slots", "track")
+    __slots__ = ("__weakref__", "_leak_threshold", "_monitor", "_setting", "borrow_site",
+                 "cursor_leak_s", "name", "on_change", "slots", "track")
 
-    def __init__(self, monitor: Monitor, name: str | None, enabled: bool | None = None) -> None:
+    def __init__(self, monitor: Monitor, name: str | None, enabled: bool | None = None,
+                 leak_threshold: float | None = None) -> None:
         self._monitor = monitor
         self.name = name
         self._setting = enabled
+        self._leak_threshold = leak_threshold
+        #: seconds a cursor of this owner may stay open before it is listed as a leak: the
+        #: owner's ``leak_threshold`` (a pool's option) when set, else the monitor's
+        #: ``cursor_leak_s``; a plain attribute, read on every monitored cursor
+        self.cursor_leak_s = monitor.cursor_leak_s if leak_threshold is None else leak_threshold
         self.track: TrackFn = _null_track
         #: the frames a pool's borrow keeps on its slot (see :func:`_make_borrow_site`)
         self.borrow_site: BorrowSiteFn = _null_borrow_site
@@ -531,8 +621,20 @@ class Probe:
         self._setting = None
         self._rebind()
 
+    @property
+    def leak_threshold(self) -> float | None:
+        """The owner's own cursor leak threshold in seconds (None: the monitor's default)."""
+        return self._leak_threshold
+
+    @leak_threshold.setter
+    def leak_threshold(self, seconds: float | None) -> None:
+        self._leak_threshold = seconds
+        self._rebind()
+
     def _rebind(self) -> None:
         mon = self._monitor
+        threshold = self._leak_threshold
+        self.cursor_leak_s = mon.cursor_leak_s if threshold is None else threshold
         on = mon.global_enabled if self._setting is None else self._setting
         if on:
             self.track = _make_track(mon, self.name)
@@ -738,7 +840,8 @@ class Monitor:
     """
 
     def __init__(self, *, max_records: int = 10_000, depth: int = 4, sample_every: int = 1,
-                 max_collected: int = 1_000, skip: Sequence[str] = _DEFAULT_SKIP) -> None:
+                 max_collected: int = 1_000, cursor_leak_s: float = 60.0,
+                 skip: Sequence[str] = _DEFAULT_SKIP) -> None:
         self._records: dict[int, _Record] = {}
         self._record_cls = _record_class(self)
         self._ids = itertools.count(1)
@@ -764,9 +867,15 @@ class Monitor:
         self._stats_reads = 0
         self.collected_total = 0
         self.collected_dropped = 0
+        #: a pool's cursors freed by reference counting while their checkout was held and
+        #: younger than the threshold: the ``conn.execute(...)`` idiom, no leak, only counted
+        self.cursors_freed = _Count()
+        self.cursor_leak_s = 60.0
+        # monotonic time of the last clear(): a pool's cursor opened before it is forgotten
+        self._cleared_at = -1.0
         self.last_snapshot: MonitorSnapshot | None = None
         self.configure(max_records=max_records, depth=depth, sample_every=sample_every,
-                       max_collected=max_collected)
+                       max_collected=max_collected, cursor_leak_s=cursor_leak_s)
         self._own = Probe(self, None)
         #: track a resource of no pool; follows the global switch (see :meth:`record`)
         self.track: TrackFn = self._own.track
@@ -774,8 +883,20 @@ class Monitor:
 
     # ------------------------------------------------------------------ configuration
     def configure(self, *, max_records: int | None = None, depth: int | None = None,
-                  sample_every: int | None = None, max_collected: int | None = None) -> None:
-        """Change limits at runtime; each is validated (ValueError naming the field)."""
+                  sample_every: int | None = None, max_collected: int | None = None,
+                  cursor_leak_s: float | None = None) -> None:
+        """Change limits at runtime; each is validated (ValueError naming the field).
+
+        ``cursor_leak_s``: a pool's cursor open longer than this (seconds) is listed among
+        the leaks (:meth:`collected`), for pools without a ``leak_threshold`` of their own
+        (a pool's ``leak_threshold`` is its cursors' threshold too). Default 60 s.
+        """
+        if cursor_leak_s is not None:
+            if (isinstance(cursor_leak_s, bool) or not isinstance(cursor_leak_s, int | float)
+                    or not 0.001 <= cursor_leak_s <= 365 * 86_400):
+                raise ValueError(f"monitor cursor_leak_s={cursor_leak_s!r} is out of range: "
+                                 "allowed 0.001..31536000 seconds")
+            self.cursor_leak_s = float(cursor_leak_s)
         if max_records is not None:
             self.max_records = _check_int("max_records", max_records, 1, 10_000_000)
         if depth is not None:
@@ -817,14 +938,16 @@ class Monitor:
             probe.disable()
 
     def probe(self, name: str | None, *, enabled: bool | None = None,
-              dialect: str | None = None) -> Probe:
+              dialect: str | None = None, leak_threshold: float | None = None) -> Probe:
         """A new probe for one owner (usually a pool named ``name``).
 
         ``enabled=None`` follows the global switch; True/False sets it for this probe.
         ``dialect`` ("postgresql", "mysql", "sqlite") is how this owner's SQL is folded when
-        read: MySQL's ``"x"`` is a string, elsewhere an identifier.
+        read: MySQL's ``"x"`` is a string, elsewhere an identifier. ``leak_threshold``: the
+        seconds this owner's cursors may stay open before they are listed as leaks (None:
+        the monitor's ``cursor_leak_s``).
         """
-        p = Probe(self, name, enabled)
+        p = Probe(self, name, enabled, leak_threshold)
         self._probes.add(p)
         if dialect is not None and name is not None:
             with self._lock:
@@ -883,9 +1006,10 @@ class Monitor:
     def _collect(self, rec: _Record) -> None:
         if self._records.pop(rec.id, None) is None:
             return  # already closed, or cleared
-        self._add_collected(rec)
+        self._add_collected(rec, LEAK_COLLECTED)
 
-    def _add_collected(self, rec: _Record) -> None:
+    def _add_collected(self, rec: _Record, leak: str) -> None:
+        """List ``rec`` among the leaks (:meth:`collected`), saying why."""
         slot = getattr(rec, "slot", None)
         if slot is not None:  # a pool's checkout: keep its last statement, not the slot
             _set_sql(rec, slot.sql)
@@ -893,6 +1017,7 @@ class Monitor:
         thread = rec.thread
         if isinstance(thread, threading.Thread):  # its name, not the object (and its target)
             rec.thread = thread.name
+        rec.leak = leak
         rec.collected_at = _monotonic()
         with self._lock:
             self.collected_total += 1
@@ -904,20 +1029,35 @@ class Monitor:
                 self.collected_dropped += 1
             self._collected.append(rec)
 
+    def _list_once(self, rec: _Record, leak: str, ended: bool = True) -> None:
+        """List a pool's cursor among the leaks unless it is listed already (a view found it
+        open past its threshold): then, when it ``ended`` now, only that time is noted."""
+        with self._lock:  # two views, or a view and the cursor's end, at once: listed once
+            if getattr(rec, "leak", None) is None:
+                self._add_collected(rec, leak)
+            elif ended:
+                rec.collected_at = _monotonic()
+
     # ------------------------------------------------------------------ a pool's checkouts
     # A monitored borrow keeps its frames on the slot (slot.mon_frames, see Probe.borrow_site);
     # the slot holds the rest: borrowed_at, borrow_thread, sql. The record is made here, when
-    # a view reads the checkout or its proxy is collected unreturned.
+    # a view reads the checkout, its proxy is collected unreturned, or it goes back with a
+    # cursor still open.
 
-    def _checkout_record(self, slot: Any, pool: str | None) -> _Record | None:
+    def _checkout_record(self, slot: Any, pool: str | None,
+                         frames: Sequence[Any] | None = None) -> _Record | None:
         """The record of the checkout ``slot`` holds now, or None when it is not recorded.
 
         Kept on the slot (``mon_record``) while the checkout lasts, so its id is stable across
         reads: the kept frames, a sequence made afresh by every borrow, tell its checkout apart.
+        ``frames``: the checkout's kept frames, from a caller that knows the slot is still this
+        checkout's (its return), after the pool set ``slot.mon_frames`` back to None.
         """
-        frames = slot.mon_frames
+        live = frames is None
         if frames is None:
-            return None
+            frames = slot.mon_frames
+            if frames is None:
+                return None
         rec: _Record | None = slot.mon_record
         if rec is not None and rec.frames is frames:
             return rec
@@ -937,21 +1077,24 @@ class Monitor:
             rec.slot = slot
             # The borrow writes the slot's other fields before mon_frames, and the return sets
             # it to None: unchanged now, the fields read above are this checkout's.
-            if slot.mon_frames is not frames:
+            if live and slot.mon_frames is not frames:
                 return None  # returned (and maybe borrowed again) meanwhile
             rec.id = next(self._ids)
             slot.mon_record = rec
         return rec
 
-    def _checkout_dropped(self, proxy: Any, slot: Any, pool: str | None) -> None:
+    def _checkout_dropped(self, slot: Any, pool: str | None) -> None:
         """A monitored checkout's proxy was garbage-collected without being returned (the
-        pool's ``_orphaned``): its record goes to the collected list, with its site."""
+        pool's ``_orphaned``): a leak, listed with its site. Its cursors collected after it
+        are listed too, with it as their parent (see :meth:`cursor_collected`)."""
         rec = self._checkout_record(slot, pool)
         slot.mon_frames = None  # no longer live, though the pool takes the slot back later
         if rec is None:
             return  # not recorded (cleared)
-        proxy._mon = rec  # for its cursors collected after it (see _cursor_record)
-        self._add_collected(rec)
+        for watch in list(slot.mon_cursors or ()):
+            if watch.frames is rec.frames:
+                watch.parent = rec
+        self._add_collected(rec, LEAK_DROPPED)
 
     def _checkout_records(self) -> list[_Record]:
         """The records of the live checkouts of the probes' pools."""
@@ -968,93 +1111,105 @@ class Monitor:
         return out
 
     # ------------------------------------------------------------------ a pool's cursors
-    # A cursor of a recorded checkout (proxy.MonitoredCursor) carries `_site` (its kept
-    # frames), `_created`, `_slot` (its connection's slot) and `_conn` (its checkout's proxy);
-    # `_mon` once its record is made.
+    # A cursor of a recorded checkout has a CursorWatch (made by the proxy, kept in its
+    # checkout's list of cursors, slot.mon_cursors): its site, times and checkout. Its record
+    # is made from the watch when a view reads it or it turns out leaked.
 
     def cursor_site(self, frame: Any) -> list[Any]:
         """The kept frames of a pool's cursor opened from ``frame`` on, when ``frame`` is
-        poolkeeper's own (``conn.execute()``) or in a file not seen yet (the proxy keeps the
-        usual case's frames itself: a Python call less per cursor)."""
+        poolkeeper's own or in a file not seen yet (the proxy keeps the usual case's frames
+        itself: a Python call less per cursor)."""
         return _walker(CURSOR_DEPTH)(_first_outside(self, frame))
 
-    def _cursor_record(self, cur: Any, parent: _Record | None = None) -> _Record | None:
-        """The record of a pool's cursor: made on first need and kept on the cursor, so a
-        cursor keeps its id across reads of the views. ``parent``: its checkout's record,
-        when the caller has it; None when the checkout is not recorded (cleared)."""
+    def _cursor_record(self, watch: CursorWatch, parent: _Record) -> _Record:
+        """The record of a pool's cursor: made on first need and kept on its watch, so a
+        cursor keeps its id across reads of the views."""
         try:
-            rec: _Record = cur._mon
+            return watch.record
         except AttributeError:
             pass
-        else:
-            return rec
-        if parent is None:
-            conn = cur._conn
-            if conn._slot is not None:  # not returned: the slot's checkout is the cursor's
-                parent = self._checkout_record(cur._slot, cur._pool.name)
-            else:  # its checkout was collected unreturned before it (see _checkout_dropped)
-                try:  # the proxy's own slot: a returned proxy's __getattr__ would raise
-                    parent = object.__getattribute__(conn, "_mon")
-                except AttributeError:
-                    parent = None
-            if parent is None:
-                return None
         crec = self._record_cls()
         crec.id = next(self._ids)
         crec.kind = "cursor"
         crec.pool = parent.pool
         crec.size = 0
-        crec.created = cur._created
+        crec.created = watch.created
         crec.thread = parent.thread  # opened in the checkout's thread, as a rule
-        crec.frames = cur._site
+        crec.frames = watch.site
         crec.parent = parent
-        cur._mon = crec
+        watch.record = crec
         return crec
 
-    def _cursor_dropped(self, cur: Any) -> None:
-        """A pool's cursor was garbage-collected without ``close()``: to the collected list,
-        with its site and its checkout's SQL, as long as the checkout's record is live or was
-        itself collected (the checkout dropped along with its cursors)."""
-        rec = self._cursor_record(cur)
-        if rec is None:
+    def _forgotten(self, watch: CursorWatch) -> bool:
+        """Whether a cursor is none of the views' business: opened before a clear()."""
+        return watch.frames is None or watch.created < self._cleared_at
+
+    def cursor_collected(self, watch: CursorWatch, slot: Any, pool: str | None,
+                         checkout_live: bool) -> None:
+        """A pool's cursor was garbage-collected without ``close()``, and it is no plain
+        ``conn.execute(...)`` result freed under its held checkout (the proxy counts those in
+        :attr:`cursors_freed` without calling here): it outlived its checkout (dropped
+        unreturned), or lived open past its deadline. Listed with its site and its
+        checkout's SQL."""
+        if self._forgotten(watch):
+            return
+        if checkout_live:
+            parent = self._checkout_record(slot, pool)
+            leak = _overdue(watch)
+        else:
+            parent = getattr(watch, "parent", None)  # set by _checkout_dropped
+            leak = LEAK_CURSOR_AFTER
+        if parent is None:
             return  # its checkout is not recorded (cleared)
-        parent = rec.parent
+        rec = self._cursor_record(watch, parent)
+        _set_sql(rec, slot.sql if checkout_live else getattr(parent, "sql", None))
+        self._list_once(rec, leak)
+
+    def cursor_outlived(self, watch: CursorWatch, slot: Any, pool: str | None) -> None:
+        """The checkout of ``slot`` went back (or was reclaimed) with this cursor still
+        referenced and open (the pool closes it now): a leak, listed with its site and its
+        checkout as parent. Called by the returning proxy, ``slot`` still its own."""
+        if self._forgotten(watch):
+            return
+        parent = self._checkout_record(slot, pool, watch.frames)
         if parent is None:
             return
-        if getattr(parent, "collected_at", None) is None:
-            # Its checkout is live (or its record was cleared): a cursor freed by reference
-            # counting while its checkout is held (`conn.execute(...)`, the README's idiom)
-            # is no leak. Recording it filled the collected list with non-leaks and its
-            # parent link kept the checkout's slot, hence the raw connection, alive.
-            return
-        _set_sql(rec, cur._slot.sql)
-        self._add_collected(rec)
+        rec = self._cursor_record(watch, parent)
+        _set_sql(parent, slot.sql)
+        _set_sql(rec, slot.sql)
+        self._list_once(rec, LEAK_CURSOR_OPEN)
 
     def _open_cursors(self, checkouts: list[_Record]) -> list[_Record]:
         """The records of the open cursors of the live ``checkouts`` (each checkout's record
-        takes its current SQL on the way)."""
+        takes its current SQL on the way). A cursor open past its deadline is listed among
+        the leaks here, once."""
         out: list[_Record] = []
+        now = _monotonic()
         for rec in checkouts:
             slot = rec.slot
             if slot is None:  # collected meanwhile
                 continue
             _set_sql(rec, slot.sql)
-            for ref in list(slot.mon_cursors or ()):
-                cur = ref()
-                if cur is not None and not cur.closed and cur._slot is slot:
-                    crec = self._cursor_record(cur, rec)
-                    if crec is not None:
-                        _set_sql(crec, slot.sql)
-                        out.append(crec)
+            for watch in list(slot.mon_cursors or ()):
+                cur = watch()
+                if (cur is None or cur.closed or watch.frames is not rec.frames
+                        or self._forgotten(watch)):
+                    continue
+                crec = self._cursor_record(watch, rec)
+                _set_sql(crec, slot.sql)
+                out.append(crec)
+                if now >= watch.deadline and getattr(crec, "leak", None) is None:
+                    self._list_once(crec, _overdue(watch), ended=False)
         return out
 
     def clear(self) -> None:
         """Forget every record and the collected list (their tokens become harmless), and the
-        pools' live checkouts (they are not shown again, nor collected)."""
+        pools' live checkouts and cursors (they are not shown again, nor listed as leaks)."""
         with self._lock:
             self._records.clear()
             self._collected.clear()
             self.last_snapshot = None
+            self._cleared_at = _monotonic()
             for probe in list(self._probes):
                 if probe.slots is not None:
                     for slot in probe.slots.copy().values():
@@ -1117,10 +1272,15 @@ class Monitor:
         return by_site(self.live(min_age, kind=kind, pool=pool))
 
     def collected(self, *, kind: str | None = None, pool: str | None = None) -> list[Resource]:
-        """Resources garbage-collected without being closed, oldest first, with their site."""
+        """The leaks, in the order found, each with its site and why (``Resource.leak``):
+        resources garbage-collected without being closed, checkouts dropped unreturned, a
+        pool's cursors that outlived their checkout or stayed open past their threshold.
+        Not listed: a cursor CPython frees while its checkout is held (counted in
+        ``stats()["cursors_freed_total"]``)."""
+        self._open_cursors(self._checkout_records())  # lists the cursors open too long
         now = _monotonic()
         recs = self._collected_records()
-        return [_view(r, now, self._dialects) for r in recs
+        return [_view(r, now, self._dialects, listed=True) for r in recs
                 if (kind is None or r.kind == kind) and (pool is None or r.pool == pool)]
 
     def stats(self) -> dict[str, Any]:
@@ -1142,6 +1302,8 @@ class Monitor:
             "collected_max": self.max_collected,
             "collected_total": self.collected_total,
             "collected_dropped": self.collected_dropped,
+            "cursors_freed_total": self.cursors_freed.value(),
+            "cursor_leak_s": self.cursor_leak_s,
             "depth": self.depth,
             "sample_every": self.sample_every,
         }
@@ -1155,7 +1317,7 @@ class Monitor:
             taken_at=now + _WALL_OFFSET,
             resources=tuple(sorted((_view(r, now, self._dialects) for r in records),
                                    key=lambda r: -r.age_s)),
-            collected=tuple(_view(r, now, self._dialects) for r in collected),
+            collected=tuple(_view(r, now, self._dialects, listed=True) for r in collected),
             stats=self.stats(),
         )
 
@@ -1169,6 +1331,10 @@ class Monitor:
     def __repr__(self) -> str:
         return (f"<poolkeeper Monitor {'on' if self.global_enabled else 'off'} "
                 f"records={len(self._records)}/{self.max_records}>")
+
+
+def _overdue(watch: CursorWatch) -> str:
+    return f"cursor open past {watch.deadline - watch.created:g} s"
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -1190,11 +1356,14 @@ def _frame(code: CodeType, lasti: int) -> Frame:
 _lineno = line_of
 
 
-def _view(rec: _Record, now: float, dialects: dict[str, str]) -> Resource:
+def _view(rec: _Record, now: float, dialects: dict[str, str], listed: bool = False
+          ) -> Resource:
+    """A record as shown; ``listed``: as shown in the collected (leaks) view."""
     frames = rec.frames
     stack = tuple(_frame(frames[i], frames[i + 1]) for i in range(0, len(frames), 2))
     site = f"{stack[0][0]}:{stack[0][1]} in {stack[0][2]}" if stack else "unknown"
-    collected_at: float | None = getattr(rec, "collected_at", None)
+    # A cursor listed open past its threshold is still live: the live views show it as such
+    collected_at: float | None = getattr(rec, "collected_at", None) if listed else None
     end = collected_at if collected_at is not None else now
     parent = rec.parent
     thread = rec.thread
@@ -1208,6 +1377,7 @@ def _view(rec: _Record, now: float, dialects: dict[str, str]) -> Resource:
                      dialect=dialects.get(rec.pool) if rec.pool is not None else None),
         parent_id=parent.id if parent is not None else None,
         collected_at=collected_at + _WALL_OFFSET if collected_at is not None else None,
+        leak=getattr(rec, "leak", None) if listed else None,
     )
 
 
