@@ -172,7 +172,10 @@ def code_fingerprint() -> str:
 
     root = os.path.dirname(poolkeeper.__file__)
     parts = []
-    for rel in ("pool.py", "proxy.py", os.path.join("core", "bag.py")):
+    # the layout moved in #16 (pool.py -> pool/sync.py): the first of each pair that exists
+    for names in (("pool/sync.py", "pool.py"), ("pool/proxies.py", "proxy.py"),
+                  ("core/bag.py",)):
+        rel = next((n for n in names if os.path.exists(os.path.join(root, n))), names[0])
         try:
             with open(os.path.join(root, rel), "rb") as fh:
                 digest = hashlib.sha256(fh.read()).hexdigest()[:8]

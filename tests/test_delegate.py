@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from poolkeeper import delegate
+from poolkeeper.pool import delegate
 
 
 class _Base:

@@ -440,7 +440,7 @@ def test_read_only_transaction_is_ended_on_return(any_dsn: str) -> None:
 
 
 def test_proxies_are_transparent_for_the_drivers_own_attributes(any_dsn: str) -> None:
-    # The proxies have no __getattr__ (poolkeeper.delegate): each driver's own attributes,
+    # The proxies have no __getattr__ (poolkeeper.pool.delegate): each driver's own attributes,
     # methods and instance attributes must still be reachable, and writable, through them.
     with Pool(any_dsn, max_size=1, min_idle=0) as pool, pool.connection() as conn:
         name = pool.driver.name

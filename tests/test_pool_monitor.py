@@ -17,7 +17,12 @@ from poolkeeper.observe.monitor import (
     LEAK_CURSOR_OPEN,
     LEAK_DROPPED,
 )
-from poolkeeper.proxy import ConnectionProxy, CursorProxy, MonitoredConnection, MonitoredCursor
+from poolkeeper.pool.proxies import (
+    ConnectionProxy,
+    CursorProxy,
+    MonitoredConnection,
+    MonitoredCursor,
+)
 
 HERE = __file__
 
@@ -77,7 +82,7 @@ def test_monitor_switches_at_runtime_and_costs_nothing_when_off(
     with Pool(sqlite_dsn, max_size=1, name="switch") as pool:
         with pool.connection() as conn:
             # off: no monitor code on this path (the class is ConnectionProxy's per-driver
-            # subclass, poolkeeper.delegate)
+            # subclass, poolkeeper.pool.delegate)
             assert not isinstance(conn, MonitoredConnection)
         MONITOR.enable()
         with pool.connection() as conn:

@@ -36,7 +36,7 @@ from .loader import Loader, load_files
 from .observe.memory import MemoryWatchdog
 from .observe.monitor import MONITOR, register_pool
 from .pool import CloseReason, Pool
-from .proxy import ConnectionProxy, CursorProxy
+from .pool.proxies import ConnectionProxy, CursorProxy
 from .sql.fingerprint import fingerprint, redact
 from .sql.stats import SqlStatsRegistry
 

@@ -1,11 +1,12 @@
-"""The synchronous pool: composes the I/O-free core, a driver adapter and the housekeeper.
+"""The synchronous pool: composes the I/O-free core, a driver adapter and the hooks.
 
-Data flow of one borrow: :meth:`Pool.getconn` -> ``Bag.acquire`` hands a slot (or queues the
-caller) -> ``policy`` says whether it expired or needs a ping -> the adapter pings if so -> a
-:class:`~poolkeeper.proxy.ConnectionProxy` wraps the slot for this checkout. Return: the proxy
-turns inert, open cursors are closed, the adapter rolls back only if it reports an open
-transaction (no round trip otherwise), and the bag parks the slot for the returning thread's
-lease, hands it to the oldest waiter, or makes it idle.
+Data flow of one borrow: :meth:`Pool.getconn` -> ``Bag.borrow`` hands a slot (or queues the
+caller's waiter, which this shell waits on) -> the slot's expiry and validation are checked ->
+the adapter pings if needed -> a :class:`~poolkeeper.pool.proxies.ConnectionProxy` wraps the
+slot for this checkout. Return: the proxy turns inert, open cursors are closed, the adapter
+rolls back only if it reports an open transaction (no round trip otherwise), and
+``Bag.give_back`` parks the slot for its borrower's lease, hands it to the oldest waiter, or
+makes it idle.
 """
 
 from __future__ import annotations
@@ -22,32 +23,32 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import PoolConfig, mask_dsn, parse_dsn
-from .core import policy
-from .core.bag import HISTOGRAM_BOUNDS_MS, Bag, Waiter, make_bag
-from .core.maintenance import plan_maintenance
-from .core.opening import OpenSchedule
-from .core.runtime import gil_enabled
-from .core.slot import CloseReason, Frame, Slot, SlotState
-from .core.tally import SlotTally, count_usage
-from .drivers import Driver, create_driver, detect_driver
-from .errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
+from ..config import PoolConfig, mask_dsn, parse_dsn
+from ..core import policy
+from ..core.bag import HISTOGRAM_BOUNDS_MS, Bag, Waiter, make_bag
+from ..core.maintenance import plan_maintenance
+from ..core.opening import OpenSchedule
+from ..core.runtime import gil_enabled
+from ..core.slot import CloseReason, Frame, Slot, SlotState
+from ..core.tally import SlotTally, count_usage
+from ..drivers import Driver, create_driver, detect_driver
+from ..errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
+from ..hooks.context import chain, driver_call
+from ..hooks.fetchsize import AdaptiveFetchSize
+from ..hooks.stats import StatsHook
+from ..hooks.stmtcache import StatementCacheHook
+from ..hooks.timeouts import TimeoutHook
+from ..observe.monitor import MONITOR, Probe, register_pool
+from ..sql.errortext import error_text
 from .holders import connection_rows, first_line, format_site, safe_sql, thread_name, timeout_error
-from .hooks.context import chain, driver_call
-from .hooks.fetchsize import AdaptiveFetchSize
-from .hooks.stats import StatsHook
-from .hooks.stmtcache import StatementCacheHook
-from .hooks.timeouts import TimeoutHook
-from .housekeeper import Worker
-from .observe.monitor import MONITOR, Probe, register_pool
-from .proxy import (
+from .proxies import (
     ConnectionProxy,
     MonitoredConnection,
     ReturnedConnection,
     RunHooks,
     proxy_class,
 )
-from .sql.errortext import error_text
+from .worker import Worker
 
 __all__ = ["CloseReason", "Pool"]
 

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from .core.slot import Frame, Slot, SlotState
-from .errors import PoolTimeout
-from .sql.fingerprint import MESSAGE_READ_CHARS, redact
+from ..core.slot import Frame, Slot, SlotState
+from ..errors import PoolTimeout
+from ..sql.fingerprint import MESSAGE_READ_CHARS, redact
 
 __all__ = ["connection_rows", "first_line", "format_site", "safe_sql", "thread_name",
            "timeout_error"]

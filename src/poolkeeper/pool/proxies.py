@@ -30,17 +30,17 @@ from collections.abc import Callable, Iterator, Sequence
 from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .core.slot import Slot, line_of
+from ..core.slot import Slot, line_of
+from ..errors import ConnectionReclaimed, ConnectionReturned, as_driver_error
+from ..hooks.context import StatementContext
+from ..hooks.timeouts import statement_timeout
+from ..observe.monitor import MONITOR, CursorWatch
 from .delegate import delegating_class, is_method
 from .delegate import table as delegate_table
-from .errors import ConnectionReclaimed, ConnectionReturned, as_driver_error
 from .holders import format_site
-from .hooks.context import StatementContext
-from .hooks.timeouts import statement_timeout
-from .observe.monitor import MONITOR, CursorWatch
 
 if TYPE_CHECKING:
-    from .pool import Pool
+    from .sync import Pool
 
 __all__ = [
     "ClosedCursor",
@@ -261,7 +261,7 @@ class ConnectionProxy(_ConnectionState):
         pool._give_back(self, True)
 
     # No __getattr__ at run time: the driver's attributes are properties of the subclass the
-    # pool builds per driver class (see poolkeeper.delegate, and proxy_class()). Type checkers
+    # pool builds per driver class (see poolkeeper.pool.delegate, and proxy_class()). Type checkers
     # still see the proxy as transparent.
     if TYPE_CHECKING:
         def __getattr__(self, name: str) -> Any: ...
@@ -815,7 +815,7 @@ class _Watched:
         return repr(self._obj)
 
 
-# The per-driver-class subclasses (poolkeeper.delegate), looked up by a C dict read on every
+# The per-driver-class subclasses (poolkeeper.pool.delegate), looked up by a C dict read on every
 # cursor: a miss builds one.
 _CURSOR_CLASSES = delegate_table(CursorProxy)
 _MONITORED_CURSOR_CLASSES = delegate_table(MonitoredCursor)
