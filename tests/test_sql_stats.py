@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -9,6 +10,7 @@ import threading
 import time
 import tracemalloc
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -595,11 +597,35 @@ def _hook_offsets(run: Any) -> list[int]:
     return [i.offset for i in dis.get_instructions(run)]
 
 
-def _interrupt_at(run: Any, offset: int, action: Any) -> Any:
-    """A tracer running ``action()`` once, when the hook's frame reaches bytecode ``offset``:
-    an eviction or reset landing between any two instructions of a statement's end."""
+@contextlib.contextmanager
+def _interrupted_at(run: Any, offset: int, action: Any) -> Iterator[list[bool]]:
+    """Inside the block, ``action()`` runs once when the hook's frame reaches bytecode
+    ``offset``: an eviction or reset landing between any two instructions of a statement's end.
+    Yields a one-item list: whether it ran."""
     code = run.__code__
     fired = [False]
+    if sys.version_info >= (3, 12):
+        # PEP 669's per-code instruction events. sys.settrace's opcode events need
+        # f_trace_opcodes set on the frame, which 3.12.1 honours only if some frame set it
+        # before settrace() and 3.13 only once the frame's f_trace is set: neither in the way.
+        monitoring = sys.monitoring
+        tool, instruction = monitoring.DEBUGGER_ID, monitoring.events.INSTRUCTION
+
+        def at(code_: Any, at_offset: int) -> None:
+            if at_offset == offset and not fired[0]:
+                fired[0] = True
+                action()
+
+        monitoring.use_tool_id(tool, "poolkeeper-tests")
+        try:
+            monitoring.register_callback(tool, instruction, at)
+            monitoring.set_local_events(tool, code, instruction)
+            yield fired
+        finally:
+            monitoring.set_local_events(tool, code, 0)
+            monitoring.register_callback(tool, instruction, None)
+            monitoring.free_tool_id(tool)
+        return
 
     def local(frame: Any, event: str, arg: Any) -> Any:
         if event == "opcode" and frame.f_lasti == offset and not fired[0]:
@@ -613,7 +639,11 @@ def _interrupt_at(run: Any, offset: int, action: Any) -> Any:
             return local
         return None
 
-    return tracer, fired
+    sys.settrace(tracer)
+    try:
+        yield fired
+    finally:
+        sys.settrace(None)
 
 
 @pytest.mark.parametrize("what", ["evict", "pop"])
@@ -651,12 +681,8 @@ def test_a_solo_statement_is_counted_once_whatever_instruction_an_eviction_or_re
             else:
                 popped.append(reg.pop())
 
-        tracer, fired = _interrupt_at(run, offset, action)
-        sys.settrace(tracer)
-        try:
+        with _interrupted_at(run, offset, action) as fired:
             run(cursor, cursor, sql, None, False)
-        finally:
-            sys.settrace(None)
         fired_anywhere += fired[0]
         totals = reg.stats()
         if what == "evict":
