@@ -190,31 +190,40 @@ def run_pairs(rev: str, script: str, argv: Sequence[str], rounds: int, procs: in
     return news, olds, header
 
 
-def _spread(values: Sequence[float]) -> str:
+def _spread(values: Sequence[float], signed: bool = False) -> str:
     """median [interquartile range] (min-max): the IQR is the spread a typical round shows,
-    min-max what one burst of load from another process did to a round."""
+    min-max what one burst of load from another process did to a round. ``signed``: for
+    differences, every figure with its sign and the ranges written ``a..b``."""
     data = sorted(values)
     q1, q3 = data[len(data) // 4], data[(3 * len(data)) // 4]
+    if signed:
+        return f"{median(data):+.3f} [{q1:+.3f}..{q3:+.3f}] ({data[0]:+.3f}..{data[-1]:+.3f})"
     return f"{median(data):.3f} [{q1:.3f}-{q3:.3f}] ({data[0]:.3f}-{data[-1]:.3f})"
 
 
 def report(title: str, news: list[Figures], olds: list[Figures], metric: str, *,
-           unit: str, scale: float, ref: str | None, notes: Sequence[str] = ()) -> dict[str, Any]:
+           unit: str, scale: float, ref: str | None, notes: Sequence[str] = (),
+           difference: bool = False) -> dict[str, Any]:
     """Print one table for ``metric``: each contender in both trees and new/old per round.
 
     With ``ref`` (a peer), also new/old of each contender's ratio to that peer in the same
-    round: what the peer's own drift between the two subprocesses cannot reach.
+    round: what the peer's own drift between the two subprocesses cannot reach. With
+    ``difference``, new - old per round instead of new/old, for a figure that is already a
+    ratio and may be 0 (fairness: a starved thread); ``ref`` is then not used.
     """
     names = list(news[0][metric])
     rows = []
     out: dict[str, Any] = {}
+    compared = "new - old" if difference else "new/old"
     for name in names:
         n = [f[metric][name] for f in news]
         o = [f[metric][name] for f in olds]
-        rel = [a / b for a, b in zip(n, o, strict=True)]
-        row = [name, f"{median(n) * scale:.2f}", f"{median(o) * scale:.2f}", _spread(rel)]
-        entry: dict[str, Any] = {"new": n, "old": o, "new_over_old": rel}
-        if ref is not None:
+        rel = [a - b if difference else a / b for a, b in zip(n, o, strict=True)]
+        row = [name, f"{median(n) * scale:.2f}", f"{median(o) * scale:.2f}",
+               _spread(rel, signed=difference)]
+        entry: dict[str, Any] = {"new": n, "old": o,
+                                 "new_minus_old" if difference else "new_over_old": rel}
+        if ref is not None and not difference:
             nr = [f[metric][name] / f[metric][ref] for f in news]
             orr = [f[metric][name] / f[metric][ref] for f in olds]
             norm = [a / b for a, b in zip(nr, orr, strict=True)]
@@ -222,12 +231,13 @@ def report(title: str, news: list[Figures], olds: list[Figures], metric: str, *,
             entry["new_over_old_normalised"] = norm
         rows.append(row)
         out[name] = entry
-    headers = ["contender", f"new {unit}", f"old {unit}", "new/old median [IQR] (min-max)"]
-    if ref is not None:
+    headers = ["contender", f"new {unit}", f"old {unit}", f"{compared} median [IQR] (min-max)"]
+    if ref is not None and not difference:
         headers += ["new x ref", "old x ref", "new/old of x ref"]
     print_table(title, headers, rows,
-                [f"{len(news)} rounds per tree, ABBA order; new/old: per pair of adjacent "
+                [f"{len(news)} rounds per tree, ABBA order; {compared}: per pair of adjacent "
                  f"rounds, median [IQR] (min-max)",
-                 *([f"ref = {ref}, in the same round of the same tree"] if ref else []),
+                 *([f"ref = {ref}, in the same round of the same tree"]
+                   if ref and not difference else []),
                  *notes])
     return out

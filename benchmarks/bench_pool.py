@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_pool.py            # full run, about 6 minutes
     .venv/bin/python benchmarks/bench_pool.py --quick    # about 35 s
     .venv/bin/python benchmarks/bench_pool.py --sections 2 --rounds 20 --json out.json
+    .venv/bin/python benchmarks/bench_pool.py --sections 2 --against main --seconds 0.25
 
 Sections (issue 2, "Benchmarks"):
 
@@ -374,92 +375,117 @@ def pk_with_op(pool: Pool) -> Op:
     return op
 
 
-def section2(s: Settings, budget: Budget, results: dict[str, Any]) -> None:
-    """SELECT 1 from 8 and 32 threads sharing 4 connections vs 4 dedicated connections."""
-    load0 = loadavg()
-    out: dict[str, Any] = {}
-    with contextlib.ExitStack() as stack:
-        dedicated = [pg_raw() for _ in range(POOL_SIZE)]
-        for conn in dedicated:
-            stack.callback(conn.close)
-        pk2 = open_poolkeeper(pg_dsn(), "bench-s2-lease2")  # lease_ms default (2.0)
-        stack.callback(pk2.close)
-        pk0 = open_poolkeeper(pg_dsn(), "bench-s2-lease0", lease_ms=0.0)
-        stack.callback(pk0.close)
-        pkn = open_poolkeeper(pg_dsn(), "bench-s2-nostats", stats=False)
-        stack.callback(pkn.close)
-        pp = open_psycopg_pool("bench-s2")
-        stack.callback(pp.close)
-        qp = open_queuepool(pg_raw)
-        stack.callback(qp.dispose)
-        db = open_pooleddb(psycopg, conninfo=pg_dsn(), autocommit=True)
-        stack.callback(db.close)
+S2_DED = "raw psycopg, 4 threads x 4 dedicated conns"
+S2_PAIRS = "no pool: fixed conn per thread + Lock"
+S2_PK2, S2_PK0 = "poolkeeper lease_ms=2 (default)", "poolkeeper lease_ms=0 (FIFO)"
+S2_PKN = "poolkeeper lease_ms=2, stats=False"
 
-        def raw_op(i: int) -> Op:
-            conn = dedicated[i]
 
-            def op() -> None:
+@dataclass
+class Section2:
+    """Section 2's contenders: (name, op factory, thread count: None = the round's count), and
+    poolkeeper's pools by contender name (their hand-off counters are read after each run)."""
+
+    workloads: list[tuple[str, Callable[[int], Op], int | None]]
+    pk_pools: dict[str, Pool]
+
+
+def setup2(stack: contextlib.ExitStack[Any], s: Settings) -> Section2:
+    """Section 2's connections and pools (closed by ``stack``), warmed up."""
+    dedicated = [pg_raw() for _ in range(POOL_SIZE)]
+    for conn in dedicated:
+        stack.callback(conn.close)
+    pk2 = open_poolkeeper(pg_dsn(), "bench-s2-lease2")  # lease_ms default (2.0)
+    stack.callback(pk2.close)
+    pk0 = open_poolkeeper(pg_dsn(), "bench-s2-lease0", lease_ms=0.0)
+    stack.callback(pk0.close)
+    pkn = open_poolkeeper(pg_dsn(), "bench-s2-nostats", stats=False)
+    stack.callback(pkn.close)
+    pp = open_psycopg_pool("bench-s2")
+    stack.callback(pp.close)
+    qp = open_queuepool(pg_raw)
+    stack.callback(qp.dispose)
+    db = open_pooleddb(psycopg, conninfo=pg_dsn(), autocommit=True)
+    stack.callback(db.close)
+
+    def raw_op(i: int) -> Op:
+        conn = dedicated[i]
+
+        def op() -> None:
+            cur = conn.cursor()
+            cur.execute(QUERY)
+            cur.fetchone()
+            cur.close()
+        return op
+
+    # No pool at all: thread i always uses connection i % 4 under that connection's
+    # threading.Lock. The cheapest sharing CPython allows, and an unfair one (a releasing
+    # thread re-takes the lock before the woken waiter runs): what barging buys, and costs.
+    pair_locks = [threading.Lock() for _ in range(POOL_SIZE)]
+
+    def pair_op(i: int) -> Op:
+        conn, lock = dedicated[i % POOL_SIZE], pair_locks[i % POOL_SIZE]
+
+        def op() -> None:
+            with lock:
                 cur = conn.cursor()
                 cur.execute(QUERY)
                 cur.fetchone()
                 cur.close()
-            return op
+        return op
 
-        # No pool at all: thread i always uses connection i % 4 under that connection's
-        # threading.Lock. The cheapest sharing CPython allows, and an unfair one (a releasing
-        # thread re-takes the lock before the woken waiter runs): what barging buys, and costs.
-        pair_locks = [threading.Lock() for _ in range(POOL_SIZE)]
+    found = Section2(workloads=[
+        (S2_DED, raw_op, POOL_SIZE),
+        (S2_PAIRS, pair_op, None),
+        (S2_PK2, lambda i: pk_with_op(pk2), None),
+        (S2_PK0, lambda i: pk_with_op(pk0), None),
+        (S2_PKN, lambda i: pk_with_op(pkn), None),
+        ("psycopg_pool getconn/putconn", lambda i: pg_op(pp.getconn, pp.putconn), None),
+        ("SQLAlchemy QueuePool", lambda i: pg_op(qp.connect, lambda c: c.close()), None),
+        ("DBUtils PooledDB", lambda i: pg_op(db.connection, lambda c: c.close()), None),
+    ], pk_pools={S2_PK2: pk2, S2_PK0: pk0, S2_PKN: pkn})
+    for _, make, fixed in found.workloads:  # warm-up
+        run_threads(make, fixed or 8, min(0.3, s.seconds2))
+    for pool in found.pk_pools.values():
+        pool.pop_stats()
+    return found
 
-        def pair_op(i: int) -> Op:
-            conn, lock = dedicated[i % POOL_SIZE], pair_locks[i % POOL_SIZE]
 
-            def op() -> None:
-                with lock:
-                    cur = conn.cursor()
-                    cur.execute(QUERY)
-                    cur.fetchone()
-                    cur.close()
-            return op
+def round2(setup: Section2, r: int, s: Settings) -> dict[int, dict[str, ThreadRun]]:
+    """Round ``r``: one timed run of every contender per thread count (order rotated by r)."""
+    workloads = setup.workloads
+    runs: dict[int, dict[str, ThreadRun]] = {t: {} for t in s.thread_counts}
+    for threads in s.thread_counts:
+        k = r % len(workloads)
+        for name, make, fixed in workloads[k:] + workloads[:k]:
+            gc.collect()
+            run = run_threads(make, fixed or threads, s.seconds2)
+            pk_pool = setup.pk_pools.get(name)
+            if pk_pool is not None:
+                st = pk_pool.pop_stats()
+                reqs = max(1, int(st["requests_num"]))
+                run.extra = {"handoffs_per_op": st["handoffs_num"] / reqs,
+                             "reuses_per_op": st["lease_reuses_num"] / reqs}
+            runs[threads][name] = run
+    return runs
 
-        ded = "raw psycopg, 4 threads x 4 dedicated conns"
-        pairs = "no pool: fixed conn per thread + Lock"
-        pk2_name, pk0_name = "poolkeeper lease_ms=2 (default)", "poolkeeper lease_ms=0 (FIFO)"
-        pkn_name = "poolkeeper lease_ms=2, stats=False"
-        pk_pools = {pk2_name: pk2, pk0_name: pk0, pkn_name: pkn}
-        # (name, op factory, thread count: None = the round's thread count)
-        workloads: list[tuple[str, Callable[[int], Op], int | None]] = [
-            (ded, raw_op, POOL_SIZE),
-            (pairs, pair_op, None),
-            (pk2_name, lambda i: pk_with_op(pk2), None),
-            (pk0_name, lambda i: pk_with_op(pk0), None),
-            (pkn_name, lambda i: pk_with_op(pkn), None),
-            ("psycopg_pool getconn/putconn", lambda i: pg_op(pp.getconn, pp.putconn), None),
-            ("SQLAlchemy QueuePool", lambda i: pg_op(qp.connect, lambda c: c.close()), None),
-            ("DBUtils PooledDB", lambda i: pg_op(db.connection, lambda c: c.close()), None),
-        ]
-        for _, make, fixed in workloads:  # warm-up
-            run_threads(make, fixed or 8, min(0.3, s.seconds2))
-        for pool in pk_pools.values():
-            pool.pop_stats()
 
+def section2(s: Settings, budget: Budget, results: dict[str, Any]) -> None:
+    """SELECT 1 from 8 and 32 threads sharing 4 connections vs 4 dedicated connections."""
+    load0 = loadavg()
+    out: dict[str, Any] = {}
+    ded, pk2_name, pk0_name = S2_DED, S2_PK2, S2_PK0
+    with contextlib.ExitStack() as stack:
+        setup = setup2(stack, s)
         runs: dict[int, dict[str, list[ThreadRun]]] = {
-            t: {name: [] for name, _, _ in workloads} for t in s.thread_counts}
+            t: {name: [] for name, _, _ in setup.workloads} for t in s.thread_counts}
         done = 0
         for r in range(s.rounds2):
             if r >= 3 and budget.expired():
                 print(f"  (time budget reached: {r} rounds instead of {s.rounds2})")
                 break
-            for threads in s.thread_counts:
-                k = r % len(workloads)
-                for name, make, fixed in workloads[k:] + workloads[:k]:
-                    gc.collect()
-                    run = run_threads(make, fixed or threads, s.seconds2)
-                    pk_pool = pk_pools.get(name)
-                    if pk_pool is not None:
-                        st = pk_pool.pop_stats()
-                        reqs = max(1, int(st["requests_num"]))
-                        run.extra = {"handoffs_per_op": st["handoffs_num"] / reqs,
-                                     "reuses_per_op": st["lease_reuses_num"] / reqs}
+            for threads, by_name in round2(setup, r, s).items():
+                for name, run in by_name.items():
                     runs[threads][name].append(run)
             done += 1
 
@@ -634,16 +660,33 @@ def section3(s: Settings, budget: Budget, results: dict[str, Any], server: str,
 
 
 # ============================================================================ --against
+def section2_rounds(setup: Section2, s: Settings) -> _against.RoundFn:
+    """Section 2 as ``--against`` rounds: per thread count, each contender's queries/s,
+    fairness and p99 latency (seconds) in one round."""
+    def run_round(r: int) -> dict[str, dict[str, float]]:
+        figures: dict[str, dict[str, float]] = {}
+        for threads, by_name in round2(setup, r, s).items():
+            figures[f"qps {threads}"] = {name: run.qps for name, run in by_name.items()}
+            figures[f"fairness {threads}"] = {name: run.fairness
+                                              for name, run in by_name.items()}
+            figures[f"p99 {threads}"] = {name: percentile(run.latencies, 0.99)
+                                         for name, run in by_name.items()}
+        return figures
+    return run_round
+
+
 def child_setup(spec: str, s: Settings) -> Callable[[contextlib.ExitStack[Any]], _against.RoundFn]:
-    """What a ``--child`` subprocess of ``--against`` runs: section 1, or 3 on one server."""
+    """What a ``--child`` subprocess of ``--against`` runs: section 1, 2, or 3 on one server."""
     def setup(stack: contextlib.ExitStack[Any]) -> _against.RoundFn:
+        if spec == "2":
+            return section2_rounds(setup2(stack, s), s)
         if spec == "1":
             contenders, chunks, n = setup1(stack), s.chunks1, s.cycles1
         elif spec in ("3:PostgreSQL", "3:MariaDB"):
             contenders = setup3(stack, spec[2:], pinned=True)[0]
             chunks, n = s.chunks3, s.queries3
         else:
-            raise ValueError(f"--child {spec!r}: expected 1, 3:PostgreSQL or 3:MariaDB")
+            raise ValueError(f"--child {spec!r}: expected 1, 2, 3:PostgreSQL or 3:MariaDB")
         for _, run in contenders:  # warm-up, as interleave() does
             run(n)
 
@@ -656,12 +699,10 @@ def child_setup(spec: str, s: Settings) -> Callable[[contextlib.ExitStack[Any]],
 
 def against(rev: str, s: Settings, sections: set[str], quick: bool, procs: int,
             results: dict[str, Any]) -> None:
-    """Sections 1 and 3 with the current tree and ``rev`` in one run (issue #16)."""
+    """Sections 1, 2 and 3 with the current tree and ``rev`` in one run (issue #16)."""
     script = str(Path(__file__).resolve())
-    passed = ["--quick"] if quick else []
-    if "2" in sections:
-        print("\n--against: section 2 is not run side by side (its rounds are timed thread "
-              "runs, not cycle loops); run it on each tree separately")
+    # The child reads the same settings: --rounds only matters here, --seconds there too.
+    passed = [*(["--quick"] if quick else []), "--seconds", repr(s.seconds2)]
     if "1" in sections:
         load0 = loadavg()
         news, olds, header = _against.run_pairs(rev, script, [*passed, "--child", "1"],
@@ -673,6 +714,28 @@ def against(rev: str, s: Settings, sections: set[str], quick: bool, procs: int,
                 news, olds, metric, unit="us", scale=1e6, ref=S1_REF,
                 notes=[load_note(load0)] if metric == "wall" else [])
             for metric in ("cpu", "wall")}}
+    if "2" in sections:
+        load0 = loadavg()
+        news, olds, header = _against.run_pairs(rev, script, [*passed, "--child", "2"],
+                                                s.rounds2, procs)
+        out: dict[str, Any] = {"trees": header}
+        for threads in s.thread_counts:
+            what = (f"2. SELECT 1, {threads} threads sharing {POOL_SIZE} connections, PostgreSQL: "
+                    f"new tree vs {rev}")
+            out[str(threads)] = {
+                "qps": _against.report(
+                    f"{what} (queries/s, {s.seconds2:g} s per contender per round)", news,
+                    olds, f"qps {threads}", unit="q/s", scale=1.0, ref=S2_DED,
+                    notes=["x ref = x dedicated: the section's ratio, in each tree",
+                           load_note(load0)]),
+                "fairness": _against.report(
+                    f"{what} (fairness: fewest / most queries per thread)", news, olds,
+                    f"fairness {threads}", unit="fairness", scale=1.0, ref=None,
+                    difference=True),
+                "p99_ms": _against.report(
+                    f"{what} (p99 latency)", news, olds, f"p99 {threads}", unit="ms",
+                    scale=1e3, ref=None)}
+        results["against_section2"] = out
     if "3" in sections:
         for server in ("PostgreSQL", "MariaDB"):
             load0 = loadavg()
@@ -706,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per contender run in section 2")
     parser.add_argument("--json", metavar="PATH", help="also write every per-round figure here")
     parser.add_argument("--against", metavar="REV",
-                        help="sections 1 and 3 in two subprocesses, this tree and git REV "
+                        help="sections 1-3 in two subprocesses, this tree and git REV "
                              "(exported to .bench-trees/), rounds interleaved: new/old ratios")
     parser.add_argument("--procs", type=int, default=3,
                         help="--against: pairs of processes the rounds are spread over "
