@@ -172,11 +172,11 @@ def test_a_waiter_is_served_while_others_borrow_lock_free() -> None:
         assert stats["requests_num"] == stats["returns_num"] == len(got)
 
 
+# Only the lock-free twin pushes outside the lock (the locked one pushes under it, where a
+# close cannot land): this test overrides the module's twins with that one alone.
+@pytest.mark.parametrize("bag_twin", ["lock-free"], indirect=True)
 def test_a_close_landing_inside_a_lock_free_return_still_closes_that_connection(
         bag_twin: str) -> None:
-    if bag_twin == "locked":
-        pytest.skip("only the lock-free twin pushes outside the lock (the locked one pushes "
-                    "under it, where a close cannot land)")
     # Forces the interleaving the GIL makes rare: the returner has seen "not closed", then
     # close() runs to the end, then the returner pushes its slot onto the closed bag's stack.
     # Its check after the push must catch it; otherwise the connection would stay open.
@@ -198,3 +198,29 @@ def test_a_close_landing_inside_a_lock_free_return_still_closes_that_connection(
     assert pool.stats()["connections_closed_pool_closed"] == 1
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         raw.execute("SELECT 1")
+
+
+def test_an_interrupt_raised_into_a_waiting_thread_loses_no_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worst moment: the connection is handed to the waiter, then an exception of the
+    # thread's own (KeyboardInterrupt, say) ends the wait before it takes it. The exception
+    # propagates, and the connection is back in the pool rather than lent to nobody.
+    with Pool("sqlite://:memory:", min_idle=1, max_size=1, max_wait=10, lease_ms=0) as pool:
+        pool.wait_ready(10)
+        held = pool.getconn()
+        bag = pool._bag
+        recheck = bag.recheck
+
+        def hand_over_then_interrupt(now: float) -> None:
+            monkeypatch.setattr(bag, "recheck", recheck)
+            pool.putconn(held)  # handed straight to the queued waiter (this thread)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(bag, "recheck", hand_over_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            pool.getconn()
+        stats = pool.stats()
+        assert (stats["pool_size"], stats["pool_available"], stats["requests_waiting"]) == \
+            (1, 1, 0)
+        with pool.connection(timeout=1) as conn:  # at once: nobody holds it
+            assert conn.execute("SELECT 1").fetchall() == [(1,)]

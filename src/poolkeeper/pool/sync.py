@@ -378,15 +378,26 @@ class Pool:
                     break
                 bag.recheck(_monotonic())
         except BaseException:
-            slot = bag.end_wait(waiter, _monotonic(), cancelled=True)
-            if slot is not None:
-                slot.lease_owner = None
-                self._close_all(bag.give_back(slot, _monotonic()))
+            self._abandon_wait(waiter)
             raise
         got = bag.end_wait(waiter, _monotonic(), _get_ident())
         if got is None:
             raise self._timeout_error(_monotonic() - waiter.since)
         return got
+
+    def _abandon_wait(self, waiter: ThreadWaiter) -> None:
+        """The waiting thread is leaving on an exception of its own: take it out of the queue
+        and give back a slot handed to it meanwhile, without replacing that exception."""
+        bag = self._bag
+        try:
+            slot = bag.end_wait(waiter, _monotonic(), cancelled=True)
+        except PoolClosed:  # the bag closed under it: it was handed nothing
+            return
+        if slot is not None:
+            now = _monotonic()
+            slot.borrowed_at = now  # never lent to the caller: no usage to count
+            slot.lease_owner = None
+            self._close_all(bag.give_back(slot, now))
 
     def _give_back(self, proxy: ConnectionProxy, commit: bool | None) -> None:
         """Return a checkout. ``commit``: True/False from a ``with`` exit, None for putconn."""
