@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
 from ..config import PoolConfig, mask_dsn
@@ -13,6 +12,7 @@ from ..errors import ConnectError, PoolError
 from ..pool import Pool
 from .console_token import TOKEN_ENV, given_token, token_refused
 from .failures import connect_failed
+from .serving import serve_until_stopped
 
 __all__ = ["add_arguments", "run"]
 
@@ -57,11 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"poolkeeper console for pool {pool.name!r} ({mask_dsn(pool.config.dsn or '')}) "
               f"at {handle.url}; Ctrl-C stops it", flush=True)
         try:
-            deadline = None if args.seconds is None else time.monotonic() + args.seconds
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            print()
+            serve_until_stopped(args.seconds)
         finally:
             handle.stop()
     finally:

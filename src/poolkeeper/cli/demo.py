@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from ..pool import Pool
 from .console_token import TOKEN_ENV, given_token, token_refused
 from .failures import connect_failed
 from .output import print_grid, print_table
+from .serving import serve_until_stopped
 from .workload import DemoResult, run_demo
 
 __all__ = ["add_arguments", "print_report", "run"]
@@ -215,11 +215,7 @@ def _serve_until_interrupt(pool: Pool, handle: ConsoleHandle, seconds: float | N
     thread.start()
     print(f"serving the console at {handle.url}; press Ctrl-C to stop")
     try:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        print()
+        serve_until_stopped(seconds)
     finally:
         stop.set()
         thread.join(5)
