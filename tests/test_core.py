@@ -343,29 +343,28 @@ def test_a_return_racing_a_new_waiter_is_handed_to_that_waiter() -> None:
     assert bag.end_wait(waiter, 0.5) is slot
 
 
-class _CloseAfterPush(deque[Slot]):
-    """An idle stack whose next append lands just before the bag closes (another thread's
-    close between the lock-free return's push and its check)."""
+class _CloseBeforePush(deque[Slot]):
+    """An idle stack where another thread's close() runs to its end between the lock-free
+    return's first look at ``closed`` and its push."""
 
     def __init__(self, bag: Bag) -> None:
         super().__init__()
         self.bag: Bag | None = bag
 
     def append(self, slot: Slot) -> None:
-        super().append(slot)
         bag, self.bag = self.bag, None
         if bag is not None:
-            assert bag.close() == [slot]  # close drained it: the returner must not close it
-            super().append(slot)  # ... unless a later push lands after the drain
+            assert bag.close() == []  # nothing idle yet: the slot is still being returned
+        super().append(slot)
 
 
 def test_a_lock_free_return_that_sees_the_close_drains_the_slot() -> None:
     bag = _bag_with(LockFreeBag, 1)
     held = _slot_of(bag, _Owner(), 0.0)
-    bag.idle = _CloseAfterPush(bag)
-    bag.total = 2  # the drained copy and the pushed-again copy are both counted once
-    closing = bag.give_back(held, 1.0)
+    bag.idle = _CloseBeforePush(bag)
+    closing = bag.give_back(held, 1.0)  # its check after the push finds the bag closed
     assert list(closing) == [held] and not bag.idle
+    assert held.state is SlotState.CLOSED and bag.total == 0
 
 
 def test_the_lock_free_twin_counts_its_borrows_on_the_slot() -> None:
