@@ -495,9 +495,7 @@ def test_no_import_cycle_at_import_time() -> None:
 
 
 #: circles today's tree closes only through function-level or TYPE_CHECKING imports
-KNOWN_CYCLES_ANY_DEPTH: frozenset[frozenset[str]] = frozenset({
-    frozenset({"poolkeeper.pool.sync", "poolkeeper.pool.proxies"}),
-})
+KNOWN_CYCLES_ANY_DEPTH: frozenset[frozenset[str]] = frozenset()
 
 
 @pytest.mark.xfail(bool(KNOWN_CYCLES_ANY_DEPTH), strict=True, reason="issue #16: import "
@@ -552,7 +550,7 @@ def test_the_graph_sees_every_kind_of_import() -> None:
     by = {(e.src, e.dst, e.where) for e in graph()}
     assert ("poolkeeper", "poolkeeper.admin", "module") in by  # from . import admin
     assert ("poolkeeper.core.bag", "poolkeeper.errors", "module") in by  # from ..errors
-    assert ("poolkeeper.pool.proxies", "poolkeeper.pool.sync", "typing") in by
+    assert ("poolkeeper.pool.lender", "poolkeeper.core.slot", "typing") in by
     assert any(e.where == "function" and e.dst == "psycopg" for e in graph())
     for module in modules():
         layer(module)  # every module has a layer

@@ -18,7 +18,7 @@ from poolkeeper.core import policy
 from poolkeeper.core.bag import Bag, LockFreeBag, Waiter, WaiterState, make_bag
 from poolkeeper.core.maintenance import plan_maintenance
 from poolkeeper.core.opening import OpenSchedule
-from poolkeeper.core.slot import CloseReason, Slot, SlotState
+from poolkeeper.core.slot import Checkout, CloseReason, Slot, SlotState
 from poolkeeper.errors import PoolClosed, TooManyWaiting
 
 
@@ -68,7 +68,6 @@ def _borrow(bag: Bag, owner: object, now: float) -> Slot | _Waiter:
 def _slot_of(bag: Bag, owner: object, now: float) -> Slot:
     got = _borrow(bag, owner, now)
     assert isinstance(got, Slot)
-    got.borrowed_at = now
     return got
 
 
@@ -88,8 +87,8 @@ def test_borrow_prefers_the_most_recently_returned_slot(twin: type[Bag]) -> None
     bag = _bag_with(twin, 2)
     owner = _Owner()
     a, b = _slot_of(bag, owner, 1.0), _slot_of(bag, owner, 1.0)
-    assert bag.give_back(a, 2.0) == ()
-    assert bag.give_back(b, 3.0) == ()
+    assert bag.give_back(a, 2.0, 0.0) == ()
+    assert bag.give_back(b, 3.0, 0.0) == ()
     assert _borrow(bag, owner, 4.0) is b  # LIFO keeps the warm connection busy, the cold ages
     assert bag.pop_counters(False, {"fast_borrows": 0, "usage_s": 0.0,
                                     "usage_hist": [0]})["requests_queued"] == 0
@@ -102,7 +101,7 @@ def test_waiters_queue_only_when_nothing_is_idle_and_get_a_direct_hand_off(
     slot = _slot_of(bag, owner, 0.0)
     waiter = _waiter_of(bag, _Owner(), 0.0)
     assert _state(waiter) is WaiterState.WAITING and waiter.woken == 0
-    bag.give_back(slot, 1.0)
+    bag.give_back(slot, 1.0, 0.0)
     # never passed through the idle stack; assigned and woken in the same step
     assert waiter.slot is slot and not bag.idle and waiter.woken == 1
     assert _state(waiter) is WaiterState.ASSIGNED and slot.state is SlotState.IN_USE
@@ -118,7 +117,7 @@ def test_waiters_are_served_first_come_first_served(twin: type[Bag]) -> None:
     slot = _slot_of(bag, owner, 0.0)
     waiters = [_waiter_of(bag, _Owner(), float(i)) for i in range(4)]
     for i, waiter in enumerate(waiters):
-        bag.give_back(slot, 10.0 + i)
+        bag.give_back(slot, 10.0 + i, 0.0)
         assert [w.slot is slot for w in waiters] == [j == i for j in range(4)]
         assert bag.end_wait(waiter, 10.0 + i) is slot
         waiter.slot = None  # so the next round's check sees only the new assignment
@@ -132,7 +131,7 @@ def test_a_timed_out_waiter_leaves_the_queue_and_is_counted(twin: type[Bag]) -> 
     assert bag.end_wait(waiter, 2.0) is None
     assert _state(waiter) is WaiterState.CANCELLED and not bag.waiters
     assert bag.requests_timeouts == 1 and bag.requests_cancelled == 0
-    bag.give_back(slot, 3.0)  # nobody waits any more: it goes idle
+    bag.give_back(slot, 3.0, 0.0)  # nobody waits any more: it goes idle
     assert list(bag.idle) == [slot] and waiter.slot is None
 
 
@@ -144,12 +143,11 @@ def test_a_waiter_cancelled_after_its_hand_off_gets_the_slot_to_give_back(
     slot = _slot_of(bag, owner, 0.0)
     waiter = _waiter_of(bag, _Owner(), 0.0)
     second = _waiter_of(bag, _Owner(), 0.5)
-    bag.give_back(slot, 1.0)
+    bag.give_back(slot, 1.0, 0.0)
     assert waiter.slot is slot
     got = bag.end_wait(waiter, 1.1, cancelled=True)
     assert got is slot and bag.requests_cancelled == 0  # it did get one: not a cancel
-    got.borrowed_at = 1.1
-    bag.give_back(got, 1.1)  # the shell gives it back: the next waiter gets it
+    bag.give_back(got, 1.1, 0.0)  # the shell gives it back: the next waiter gets it
     assert second.slot is slot and bag.counts()["total"] == 1
 
 
@@ -175,10 +173,10 @@ def test_young_lease_parks_and_the_owner_takes_it_back(twin: type[Bag]) -> None:
     owner = _Owner()
     slot = _slot_of(bag, owner, 10.0)
     waiter = _waiter_of(bag, _Owner(), 10.0)
-    bag.give_back(slot, 10.2)
+    bag.give_back(slot, 10.2, 0.0)
     assert slot.state is SlotState.PARKED and waiter.slot is None
     assert _borrow(bag, owner, 10.3) is slot and bag.lease_reuses == 1
-    bag.give_back(slot, 11.5)  # lease over: hand off to the oldest waiter
+    bag.give_back(slot, 11.5, 0.0)  # lease over: hand off to the oldest waiter
     assert waiter.slot is slot
 
 
@@ -189,10 +187,10 @@ def test_the_lease_never_parks_without_an_owner_nor_two_for_one(twin: type[Bag])
     first, second = _slot_of(bag, owner, 10.0), _slot_of(bag, owner, 10.0)
     waiters = [_waiter_of(bag, _Owner(), 10.0) for _ in range(2)]
     orphan.lease_owner = None  # an orphan's return (no owner): straight to the waiter
-    bag.give_back(orphan, 10.1)
+    bag.give_back(orphan, 10.1, 0.0)
     assert waiters[0].slot is orphan and bag.lease_parks == 0
-    bag.give_back(first, 10.1)  # parked for its owner
-    bag.give_back(second, 10.1)  # the owner has one parked already: handed off
+    bag.give_back(first, 10.1, 0.0)  # parked for its owner
+    bag.give_back(second, 10.1, 0.0)  # the owner has one parked already: handed off
     assert first.state is SlotState.PARKED and waiters[1].slot is second
     assert bag.lease_parks == 1
 
@@ -203,7 +201,7 @@ def test_a_dirty_connection_is_never_parked(twin: type[Bag]) -> None:
     slot = _slot_of(bag, owner, 10.0)
     waiter = _waiter_of(bag, _Owner(), 10.0)
     slot.dirty = True  # came back with a transaction open (reset_on_return=False)
-    bag.give_back(slot, 10.1)
+    bag.give_back(slot, 10.1, 0.0)
     assert waiter.slot is slot and bag.lease_parks == 0
 
 
@@ -212,7 +210,7 @@ def test_expired_park_is_reclaimed_for_the_waiter(twin: type[Bag]) -> None:
     owner = _Owner()
     slot = _slot_of(bag, owner, 10.0)
     waiter = _waiter_of(bag, _Owner(), 10.0)
-    bag.give_back(slot, 10.1)
+    bag.give_back(slot, 10.1, 0.0)
     # any later visit to the bag after the lease end reclaims it for the waiter
     other = _waiter_of(bag, _Owner(), 11.0)
     assert waiter.slot is slot and other.slot is None
@@ -225,7 +223,7 @@ def test_a_waiters_recheck_reclaims_an_expired_park(twin: type[Bag]) -> None:
     owner = _Owner()
     slot = _slot_of(bag, owner, 10.0)
     waiter = _waiter_of(bag, _Owner(), 10.0)
-    bag.give_back(slot, 10.1)
+    bag.give_back(slot, 10.1, 0.0)
     bag.recheck(10.3)
     assert waiter.slot is None  # still young
     bag.recheck(10.6)
@@ -250,7 +248,7 @@ def test_a_return_to_a_closed_bag_says_close_it(twin: type[Bag]) -> None:
     bag = _bag_with(twin, 2)
     held = _slot_of(bag, _Owner(), 0.0)
     assert len(bag.close()) == 1 and bag.total == 1  # the idle one; `held` is still out
-    assert list(bag.give_back(held, 1.0)) == [held]
+    assert list(bag.give_back(held, 1.0, 0.0)) == [held]
     assert held.state is SlotState.CLOSED and bag.total == 0 and not bag.idle
 
 
@@ -283,7 +281,7 @@ def test_counts_add_up(twin: type[Bag]) -> None:
     _waiter_of(bag, _Owner(), 0.0)
     _waiter_of(bag, _Owner(), 0.0)
     assert bag.counts()["waiting"] == 2 and bag.counts()["active"] == 3
-    bag.give_back(a, 0.1)  # parked for its owner (lease young, waiters queued)
+    bag.give_back(a, 0.1, 0.0)  # parked for its owner (lease young, waiters queued)
     assert bag.counts() == {"total": 3, "idle": 1, "active": 2, "waiting": 2, "opening": 0,
                             "parked": 1}
 
@@ -362,7 +360,7 @@ def test_a_lock_free_return_that_sees_the_close_drains_the_slot() -> None:
     bag = _bag_with(LockFreeBag, 1)
     held = _slot_of(bag, _Owner(), 0.0)
     bag.idle = _CloseBeforePush(bag)
-    closing = bag.give_back(held, 1.0)  # its check after the push finds the bag closed
+    closing = bag.give_back(held, 1.0, 0.0)  # its check after the push finds the bag closed
     assert list(closing) == [held] and not bag.idle
     assert held.state is SlotState.CLOSED and bag.total == 0
 
@@ -380,9 +378,9 @@ def test_a_lock_free_return_with_waiters_serves_them_oldest_first() -> None:
     bag = _bag_with(LockFreeBag, 2)
     a, b = _slot_of(bag, _Owner(), 0.0), _slot_of(bag, _Owner(), 0.0)
     first, second = _waiter_of(bag, _Owner(), 0.0), _waiter_of(bag, _Owner(), 0.0)
-    bag.give_back(a, 1.0)
+    bag.give_back(a, 1.0, 0.0)
     assert first.slot is a and second.slot is None and not bag.idle
-    bag.give_back(b, 1.0)
+    bag.give_back(b, 1.0, 0.0)
     assert second.slot is b
 
 
@@ -488,16 +486,20 @@ def test_a_pass_never_retires_below_min_idle_counting_lifetime_retirements() -> 
 
 
 def test_a_pass_plans_pings_leaks_and_reclaims() -> None:
-    bag = _bag_with(Bag, 3)
+    bag = _bag_with(Bag, 4)
     idle = bag.idle[0]
     idle.last_alive = 0.0
     held = _slot_of(bag, None, 0.0)
     revoked = _slot_of(bag, None, 0.0)
-    revoked.reclaim_at = 1.0
-    plan = plan_maintenance(bag, [idle, held, revoked], 100.0, min_idle=0, idle_timeout=None,
-                            keepalive_interval=60.0, leak_threshold=30.0,
+    returning = _slot_of(bag, None, 0.0)  # in use, its checkout ended a moment ago
+    for slot in (held, revoked):
+        slot.checkout = Checkout(slot, None, 0.0, None, -1)
+    revoked.checkout.reclaimed_at = 1.0  # type: ignore[union-attr]
+    plan = plan_maintenance(bag, [idle, held, revoked, returning], 100.0, min_idle=0,
+                            idle_timeout=None, keepalive_interval=60.0, leak_threshold=30.0,
                             abandoned_timeout=50.0, reclaim_grace=1.0)
     assert plan.ping == [idle] and idle.state is SlotState.RESERVED
-    assert plan.leaked == [held, revoked]
-    assert plan.reclaimable == [revoked]
-    assert plan.abandoned == [held]  # ran no statement for 100 s; the revoked one is skipped
+    assert plan.leaked == [held.checkout, revoked.checkout]
+    assert plan.reclaimable == [revoked.checkout]
+    # ran no statement for 100 s; the revoked one is skipped
+    assert plan.abandoned == [held.checkout]

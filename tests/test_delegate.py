@@ -13,6 +13,10 @@ class _Base:
     __slots__ = ("_raw",)
     _raw: Any
 
+    @property
+    def raw(self) -> Any:  # what every proxy base defines: the driver object
+        return self._raw
+
     def own(self) -> str:
         return "proxy's own"
 

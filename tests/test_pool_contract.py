@@ -112,14 +112,14 @@ def test_many_cursors_in_one_checkout_keep_a_bounded_list(any_dsn: str) -> None:
         for _ in range(1000):
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")
-        assert conn._cursors is not None and len(conn._cursors) < 100
+        assert conn.checkout.cursors is not None and len(conn.checkout.cursors) < 100
 
 
 def test_results_the_caller_dropped_are_not_kept_alive(any_dsn: str) -> None:
     with Pool(any_dsn, max_size=1) as pool, pool.connection() as conn:
         for _ in range(3000):
             conn.execute("SELECT 1")  # the cursor is dropped at once
-        alive = [r for r in conn._cursors or [] if r() is not None]
+        alive = [r for r in conn.checkout.cursors or [] if r() is not None]
         assert len(alive) <= 1
         kept = [conn.execute("SELECT 1") for _ in range(200)]  # cursors kept by the caller
     assert all(cur.closed for cur in kept)

@@ -324,8 +324,8 @@ def test_a_long_checkout_keeps_a_short_cursor_list_and_closes_what_stays_open(
                 kept.append(cur)  # left open: must be closed on return
             else:
                 cur.close()
-        assert conn._cursors is not None and len(conn._cursors) < 128
-        tracked = [c for r in conn._cursors if (c := r()) is not None and not c.closed]
+        assert conn.checkout.cursors is not None and len(conn.checkout.cursors) < 128
+        tracked = [c for r in conn.checkout.cursors if (c := r()) is not None and not c.closed]
         assert len(tracked) == len(kept) and all(any(c is k for c in tracked) for k in kept)
         if monitor:
             live = [r for r in MONITOR.live(0, pool=pool.name) if r.kind == "cursor"]

@@ -223,15 +223,19 @@ class Bag:
             return slot
 
     # ------------------------------------------------------------------ return
-    def give_back(self, slot: Slot, now: float) -> Sequence[Slot]:
+    def give_back(self, slot: Slot, now: float, usage: float | None) -> Sequence[Slot]:
         """Give a healthy slot back: park it, hand it to the oldest waiter, or make it idle.
+
+        ``usage``: how long the checkout held it, in seconds, counted in the usage histogram
+        (None: it was handed to a waiter that left before taking it, and never lent).
 
         A slot is parked only for the owner that borrowed it (``slot.lease_owner``; None never
         parks), only if that owner has none parked yet, and only with no transaction left open
         (``slot.dirty``). Returns the slots the shell must close (this one, when the bag is
         closed; usually none).
         """
-        count_usage(slot, now - slot.borrowed_at)
+        if usage is not None:
+            count_usage(slot, usage)
         return self._give_back_counted(slot, now)
 
     def _give_back_counted(self, slot: Slot, now: float) -> Sequence[Slot]:
@@ -494,12 +498,13 @@ class LockFreeBag(Bag):
         if self.idle:  # a lock-free return came in since the check: see the docstring
             self._serve_waiters()
 
-    def give_back(self, slot: Slot, now: float) -> Sequence[Slot]:
+    def give_back(self, slot: Slot, now: float, usage: float | None) -> Sequence[Slot]:
         # tally.count_usage written out: a Python call less per return, 0.06 us of the
         # 1.13 us cycle (bench_pool.py section 1), which the "within 3 %" target needs
-        usage = now - slot.borrowed_at
-        slot.usage_s += usage
-        slot.usage_hist[0 if usage <= _FIRST_BOUND_S else bisect_left(_BOUNDS_S, usage)] += 1
+        if usage is not None:
+            slot.usage_s += usage
+            slot.usage_hist[0 if usage <= _FIRST_BOUND_S
+                            else bisect_left(_BOUNDS_S, usage)] += 1
         if self.waiters or self.closed:  # hand-off, parking or closing: under the lock
             return self._give_back_counted(slot, now)
         # Push, then check again for a waiter or a close that came in meanwhile. The slot is

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from . import policy
 from .bag import Bag
-from .slot import CloseReason, Slot, SlotState
+from .slot import Checkout, CloseReason, Slot, SlotState
 
 __all__ = ["MaintenancePlan", "plan_maintenance"]
 
@@ -25,12 +25,12 @@ class MaintenancePlan:
     #: idle slots taken out for a keepalive ping (then ``Bag.give_back_reserved``, or retire
     #: them with CloseReason.VALIDATION when the ping fails)
     ping: list[Slot] = field(default_factory=list)
-    #: lent slots held past leak_threshold, not reported yet
-    leaked: list[Slot] = field(default_factory=list)
-    #: lent slots abandoned (no statement for abandoned_timeout): revoke their checkout now
-    abandoned: list[Slot] = field(default_factory=list)
+    #: checkouts held past leak_threshold, not reported yet
+    leaked: list[Checkout] = field(default_factory=list)
+    #: checkouts abandoned (no statement for abandoned_timeout): revoke them now
+    abandoned: list[Checkout] = field(default_factory=list)
     #: revoked checkouts whose connection can be closed now (CloseReason.ABANDONED)
-    reclaimable: list[Slot] = field(default_factory=list)
+    reclaimable: list[Checkout] = field(default_factory=list)
 
 
 def plan_maintenance(bag: Bag, slots: Iterable[Slot], now: float, *, min_idle: int,
@@ -56,7 +56,8 @@ def plan_maintenance(bag: Bag, slots: Iterable[Slot], now: float, *, min_idle: i
     # Keepalive: ping idle connections instead of replacing them.
     plan.ping = bag.take_idle(
         lambda idle, t: policy.keepalive_due(idle, t, keepalive_interval), now)
-    in_use = [s for s in slots if s.state is SlotState.IN_USE]
+    # Each checkout read once: its holder may return it (the slot lets go) meanwhile.
+    in_use = [c for s in slots if s.state is SlotState.IN_USE and (c := s.checkout) is not None]
     plan.leaked = policy.leaked(in_use, now, leak_threshold)
     if abandoned_timeout is not None:
         plan.reclaimable = policy.reclaimable(in_use, now, reclaim_grace)

@@ -10,7 +10,7 @@ import math
 import random
 from collections.abc import Iterable
 
-from .slot import Slot
+from .slot import Checkout, Slot
 
 __all__ = [
     "abandoned",
@@ -88,17 +88,19 @@ def keepalive_due(idle: Iterable[Slot], now: float, interval: float | None) -> l
     return [s for s in idle if now - s.last_alive >= interval]
 
 
-def leaked(in_use: Iterable[Slot], now: float, threshold: float | None) -> list[Slot]:
+def leaked(checkouts: Iterable[Checkout], now: float, threshold: float | None
+           ) -> list[Checkout]:
     """Checkouts held past the leak threshold and not reported yet."""
     if threshold is None:
         return []
-    return [s for s in in_use if not s.leak_reported and now - s.borrowed_at >= threshold]
+    return [c for c in checkouts if not c.leak_reported and now - c.borrowed_at >= threshold]
 
 
-def abandoned(in_use: Iterable[Slot], now: float, timeout: float | None) -> list[Slot]:
+def abandoned(checkouts: Iterable[Checkout], now: float, timeout: float | None
+              ) -> list[Checkout]:
     """Checkouts that ran no statement for abandoned_timeout (DBCP's "last used" rule).
 
-    The proxies only count statement starts and ends (``Slot.statements``, odd while one
+    The proxies only count statement starts and ends (``Checkout.statements``, odd while one
     runs), a cost of two increments; the housekeeper turns a changed count into "in use at
     ``now``". So idleness is measured to within one housekeeping period, and a checkout that
     keeps running statements is never abandoned, however long it is held.
@@ -106,27 +108,27 @@ def abandoned(in_use: Iterable[Slot], now: float, timeout: float | None) -> list
     if timeout is None:
         return []
     found = []
-    for s in in_use:
-        if s.reclaim_at:
+    for c in checkouts:
+        if c.reclaimed_at:
             continue  # revoked already, waiting for its close (see reclaimable)
-        count = s.statements
-        if count & 1 or count != s.statements_seen:
-            s.statements_seen = count
-            s.active_at = now
-        elif now - max(s.borrowed_at, s.active_at) >= timeout:
-            found.append(s)
+        count = c.statements
+        if count & 1 or count != c.statements_seen:
+            c.statements_seen = count
+            c.active_at = now
+        elif now - max(c.borrowed_at, c.active_at) >= timeout:
+            found.append(c)
     return found
 
 
-def reclaimable(in_use: Iterable[Slot], now: float, grace: float) -> list[Slot]:
+def reclaimable(checkouts: Iterable[Checkout], now: float, grace: float) -> list[Checkout]:
     """Revoked checkouts whose connection can be closed now.
 
     Closing a connection under a thread still inside a driver call can crash the driver
     (psycopg's C code did, in a fetchone), so a revoked checkout is closed only ``grace``
     seconds after its revocation and when no statement is running on it.
     """
-    return [s for s in in_use
-            if s.reclaim_at and now - s.reclaim_at >= grace and not s.statements & 1]
+    return [c for c in checkouts
+            if c.reclaimed_at and now - c.reclaimed_at >= grace and not c.statements & 1]
 
 
 def backoff_delay(failures: int, cap: float, rand: random.Random | None = None,

@@ -1,8 +1,18 @@
-"""One physical connection's record, living exactly as long as the connection.
+"""The records of one physical connection (:class:`Slot`) and of one borrow of it
+(:class:`Checkout`).
 
-The slot also carries *who holds it now* (borrow time, site, thread, current SQL): the
-housekeeper finds leaks and abandoned checkouts by looking at slots, and a checkout proxy
-must not be kept alive by the pool, so those facts cannot live on the proxy.
+A slot lives exactly as long as its connection. A :class:`Checkout` is made by the shell for
+every borrow and referenced by two things: the slot (``slot.checkout``, while it is lent) and
+the proxy the caller holds. The housekeeper finds leaks and abandoned checkouts through the
+slots, so these facts cannot live on the proxy only (the pool must not keep a proxy alive: a
+proxy dropped unreturned is found by its ``__del__``); and they are not the physical
+connection's, so they do not live on the slot, which outlives every checkout. When the
+checkout ends the slot lets go of it; a returned proxy keeps it, to say where it was borrowed
+when it is used again.
+
+A checkout is written by its holder (statement count, current SQL, cursors) and read by the
+housekeeper and the views, without a lock: each field is one value, written whole. (The two
+classes share a module because each refers to the other.)
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from typing import Any
 
 from .histogram import BUCKETS
 
-__all__ = ["CloseReason", "Frame", "Slot", "SlotState", "line_of"]
+__all__ = ["Checkout", "CloseReason", "Frame", "Slot", "SlotState", "line_of"]
 
 #: (filename, line, function) of one stack frame, formatted only when someone reads it
 Frame = tuple[str, int, str]
@@ -63,14 +73,8 @@ class Slot:
     """The record of one physical connection."""
 
     __slots__ = (
-        "active_at",
-        "autocommit_was",
-        "borrow_code",
-        "borrow_lasti",
-        "borrow_stack",
-        "borrow_thread",
-        "borrowed_at",
         "broken",
+        "checkout",
         "close_reason",
         "created_at",
         "dirty",
@@ -83,24 +87,15 @@ class Slot:
         "largest_result_bytes",
         "last_alive",
         "last_used",
-        "leak_reported",
         "lease_owner",
         "lease_start",
         "mon",
-        "mon_cursors",
-        "mon_frames",
-        "mon_record",
         "monitored_class",
         "parked_until",
         "proxy_class",
-        "proxy_ref",
         "raw",
-        "reclaim_at",
         "session_id",
-        "sql",
         "state",
-        "statements",
-        "statements_seen",
         "usage_hist",
         "usage_s",
         "uses",
@@ -122,44 +117,19 @@ class Slot:
         #: the largest result this connection received, in bytes, as the driver measures it
         #: (0: none measured); libpq's input buffer stays that large while the connection idles
         self.largest_result_bytes = 0
-        # the current checkout
-        self.borrowed_at = 0.0
-        self.borrow_code: Any = None  #: code object of the borrowing frame (formatted lazily)
-        self.borrow_lasti = -1  #: bytecode offset in borrow_code (see line_of)
-        self.borrow_stack: tuple[Frame, ...] | None = None
-        self.borrow_thread = 0
-        self.sql: str | None = None
-        # Statement starts and ends through the proxies, counted together: odd while one runs.
-        # The housekeeper compares it with statements_seen to find a checkout in use.
-        self.statements = 0
-        self.statements_seen = 0
-        self.active_at = 0.0  #: when the housekeeper last saw the checkout run statements
-        self.reclaim_at = 0.0  #: when the checkout was revoked as abandoned (0: it was not)
+        #: the current checkout (Checkout) while lent, else None
+        self.checkout: Checkout | None = None
         #: what statement hooks remember of this physical connection, each under its own key
         #: (StatementContext.memo, see hooks/context.py); lives as long as the connection
         self.hook_memo: dict[Any, Any] = {}
         self.broken = False
         self.close_reason: str | None = None  #: why it was marked broken, when not plain broken
         self.dirty = False  #: came back with a transaction left open (reset_on_return=False)
-        self.autocommit_was: bool | None = None  #: restore this autocommit on return
-        self.leak_reported = False
-        self.proxy_ref: Any = None
         #: the proxy classes for this connection's checkouts, plain and monitored (the pool
         #: sets them: proxy.proxy_class)
         self.proxy_class: Any = None
         self.monitored_class: Any = None
         self.mon: Any = None  #: the resource monitor's record of this connection, if any
-        # The resource monitor's view of the current checkout, when it records it: a checkout
-        # has no record of its own while it only lives and goes back (observe/monitor.py).
-        #: the kept frames of the borrow, (code, offset, code, offset, ...) (None: the
-        #: checkout is not recorded); made afresh by every borrow, its identity is the
-        #: checkout's, for the views
-        self.mon_frames: Sequence[Any] | None = None
-        #: the checkout proxy's list of weak references to its cursors, once it opened one
-        #: (left as it is on return: every cursor in it is closed or gone by then)
-        self.mon_cursors: list[Any] | None = None
-        #: the record the views made for the checkout of ``mon_frames`` (stable ids)
-        self.mon_record: Any = None
         # lease parking (see Bag)
         self.lease_start = 0.0  #: when the current holder got it from the idle stack or a hand-off
         #: the lease owner of the current holder (see Bag.borrow; None: never parked)
@@ -170,17 +140,84 @@ class Slot:
         self.usage_s = 0.0  #: total time held, over every checkout
         self.usage_hist = [0] * BUCKETS  #: checkouts per usage-histogram bucket
 
+    def __repr__(self) -> str:
+        return f"<Slot {self.id} {self.state.name.lower()} uses={self.uses}>"
+
+
+class Checkout:
+    """The record of one borrow (see the module docstring)."""
+
+    __slots__ = (
+        "active_at",
+        "autocommit_was",
+        "borrowed_at",
+        "code",
+        "cursors",
+        "lasti",
+        "leak_reported",
+        "mon_frames",
+        "mon_record",
+        "owner",
+        "proxy_ref",
+        "raw",
+        "reclaimed_at",
+        "slot",
+        "sql",
+        "stack",
+        "statements",
+        "statements_seen",
+    )
+
+    def __init__(self, slot: Slot, owner: Any, now: float, code: Any, lasti: int) -> None:
+        #: the connection's record; None once the checkout ended (a returned proxy its
+        #: caller keeps must not keep the connection alive)
+        self.slot: Slot | None = slot
+        #: the driver's connection (the proxy reaches it only through here)
+        self.raw = slot.raw
+        #: the holder: a thread's ident, or an asyncio task (the reports name it)
+        self.owner = owner
+        self.borrowed_at = now
+        #: the borrowing frame's code object and bytecode offset (see core.slot.line_of):
+        #: reading f_lineno on every borrow would decode the line table; this is read when a
+        #: report is written
+        self.code = code
+        self.lasti = lasti
+        #: the statement running now, or the last one
+        self.sql: Any = None
+        # Statement starts and ends through the proxies, counted together: odd while one runs.
+        # The housekeeper compares it with statements_seen to find a checkout in use.
+        self.statements = 0
+        self.statements_seen = 0
+        self.active_at = 0.0  #: when the housekeeper last saw the checkout run statements
+        self.reclaimed_at = 0.0  #: when it was revoked as abandoned (0: it was not)
+        self.leak_reported = False
+        #: the autocommit to restore on return, once the holder changed it
+        self.autocommit_was: bool | None = None
+        #: weak references to the cursors opened through the proxy (the monitor's watches on
+        #: a monitored checkout), to close the ones left open on return
+        self.cursors: list[Any] | None = None
+        #: the borrow stack, with leak_stack_depth
+        self.stack: tuple[Frame, ...] | None = None
+        #: a weak reference to the proxy, with abandoned_timeout (a reclaim turns it inert)
+        self.proxy_ref: Any = None
+        #: the resource monitor's kept frames of the borrow (None: not recorded), and the
+        #: record its views made of this checkout
+        self.mon_frames: Sequence[Any] | None = None
+        self.mon_record: Any = None
+
     @property
     def executing(self) -> bool:
         """True while a statement runs through the checkout's proxies."""
         return bool(self.statements & 1)
 
     def site(self) -> Frame | None:
-        """(file, line, function) of the current borrow."""
-        code = self.borrow_code
+        """(file, line, function) of the borrow."""
+        code = self.code
         if code is None:
             return None
-        return (code.co_filename, line_of(code, self.borrow_lasti), code.co_name)
+        return (code.co_filename, line_of(code, self.lasti), code.co_name)
 
     def __repr__(self) -> str:
-        return f"<Slot {self.id} {self.state.name.lower()} uses={self.uses}>"
+        slot = self.slot
+        return (f"<Checkout of connection {slot.id if slot else '(ended)'} "
+                f"by {self.owner!r}>")

@@ -24,22 +24,23 @@ registry holds at most ``max_records`` records; resources beyond that are not re
 counted in ``dropped_full``.
 
 **A pool's checkouts have no record of their own** while they only live and go back: the
-pool already keeps, on the connection's slot, when and by which thread it was borrowed and
-the SQL it runs, so a monitored borrow adds only its kept frames (``probe.borrow_site``, which
-also samples) as ``slot.mon_frames``, and a return sets that back to None. The views make a
-checkout's record from the in-use slots of the probes' pools (``probe.slots``) when they are
-read, or when the checkout's proxy is garbage-collected without being returned (to the
-collected list, with its site); the record is kept on the slot while the checkout lasts, for
-stable ids. Checkouts take no room in the registry (a pool's ``max_size`` bounds them) and
-``tracked_total`` counts those a view or a collection gave a record.
+pool already keeps, in its checkout record (``core.slot.Checkout``), when and by which
+holder it was borrowed and the SQL it runs, so a monitored borrow adds only its kept frames
+(``probe.borrow_site``, which also samples) as ``Checkout.mon_frames``. The views make a
+monitor record of a checkout the slots of the probes' pools hold (``probe.slots``,
+``slot.checkout``: a return lets go of it) when they are read, or when the checkout's proxy
+is garbage-collected without being returned (to the collected list, with its site); that
+record is kept on the checkout (``mon_record``), for stable ids. Checkouts take no room in
+the registry (a pool's ``max_size`` bounds them) and ``tracked_total`` counts those a view or
+a collection gave a record.
 
 **Nor have its cursors**, while they only live and close: the proxy hands the monitor a
 :class:`CursorWatch` per cursor (the weak reference its checkout keeps to it anyway, with the
 cursor's site, two ``(code, offset)`` pairs, its creation time and deadline), and its
-statements show on its checkout's record (the connection's slot holds the SQL). The views find
-the open cursors of each live checkout through the slot (``slot.mon_cursors``, the watches)
+statements show on its checkout's record (the checkout holds the SQL). The views find the
+open cursors of each live checkout in its list of them (``Checkout.cursors``, the watches)
 and make a cursor's record from its watch then (kept on the watch: stable ids). The monitor
-reads nothing of a proxy: what it needs comes in the watch, the slot and the calls.
+reads nothing of a proxy: what it needs comes in the watch, the checkout and the calls.
 
 **Leaks, not idioms.** :meth:`Monitor.collected` lists the leaks, each with why
 (:attr:`Resource.leak`): a tracked resource garbage-collected unclosed; a checkout whose
@@ -229,18 +230,17 @@ class CursorWatch(weakref.ref):  # type: ignore[type-arg]
     is a list of these), plus where and when it was opened: the monitor reads nothing of the
     cursor itself but the public ``closed``. The proxy fills ``site`` (kept frames, as
     ``(code, offset, code, offset)``), ``created`` (monotonic), ``deadline`` (``created`` plus
-    the probe's :attr:`Probe.cursor_leak_s`: open past it, the cursor is a leak) and
-    ``frames`` (its checkout's kept frames, ``slot.mon_frames``: which checkout it belongs to;
-    None when the monitor was cleared). The monitor sets ``record`` (its record, once made:
-    stable ids) and ``parent`` (its checkout's record, once the checkout was dropped
-    unreturned). One object per cursor, the weak reference the proxy keeps anyway.
+    the probe's :attr:`Probe.cursor_leak_s`: open past it, the cursor is a leak). It belongs
+    to the checkout whose list holds it (the cursor hands the monitor that checkout in every
+    call). The monitor sets ``record`` (its record, once made: stable ids) and ``parent`` (its
+    checkout's record, once the checkout was dropped unreturned). One object per cursor, the
+    weak reference the proxy keeps anyway.
     """
 
-    __slots__ = ("created", "deadline", "frames", "parent", "record", "site")
+    __slots__ = ("created", "deadline", "parent", "record", "site")
 
     created: float
     deadline: float
-    frames: Sequence[Any] | None
     parent: _Record
     record: _Record
     site: Sequence[Any]
@@ -293,9 +293,10 @@ class _Record:
     _monitor: Monitor
     _records: dict[int, _Record]
     _ref: weakref.ref[Any] | None
-    #: a pool's checkout: the connection's slot, whose ``sql`` is the statement the checkout
-    #: runs or ran last (every execute sets it anyway) and where its open cursors are found,
-    #: read by the views; None otherwise
+    #: a pool's checkout: the connection's slot, whose current checkout (``slot.checkout``,
+    #: while its ``mon_record`` is this record) holds the statement it runs or ran last and
+    #: its open cursors, read by the views; None otherwise. The slot, not the checkout: the
+    #: checkout keeps this record, and a reference back would make a cycle.
     slot: Any
     collected_at: float
     #: why it is listed among the leaks (one of the LEAK_* texts, or "cursor open past N s")
@@ -344,6 +345,13 @@ class _Record:
 
     def __repr__(self) -> str:
         return f"<poolkeeper monitor record {self.id} {self.kind}>"
+
+
+def _checkout_of(rec: _Record) -> Any:
+    """The live checkout a pool checkout's record is of, or None once it ended."""
+    slot = getattr(rec, "slot", None)
+    co = None if slot is None else slot.checkout
+    return co if co is not None and co.mon_record is rec else None
 
 
 def _record_class(mon: Monitor) -> type[_Record]:
@@ -1012,7 +1020,9 @@ class Monitor:
         """List ``rec`` among the leaks (:meth:`collected`), saying why."""
         slot = getattr(rec, "slot", None)
         if slot is not None:  # a pool's checkout: keep its last statement, not the slot
-            _set_sql(rec, slot.sql)
+            co = _checkout_of(rec)
+            if co is not None:
+                _set_sql(rec, co.sql)
             rec.slot = None
         thread = rec.thread
         if isinstance(thread, threading.Thread):  # its name, not the object (and its target)
@@ -1039,61 +1049,49 @@ class Monitor:
                 rec.collected_at = _monotonic()
 
     # ------------------------------------------------------------------ a pool's checkouts
-    # A monitored borrow keeps its frames on the slot (slot.mon_frames, see Probe.borrow_site);
-    # the slot holds the rest: borrowed_at, borrow_thread, sql. The record is made here, when
-    # a view reads the checkout, its proxy is collected unreturned, or it goes back with a
-    # cursor still open.
+    # A monitored borrow keeps its frames on its checkout (Checkout.mon_frames, see
+    # Probe.borrow_site); the checkout holds the rest: borrow time, holder, SQL. The record is
+    # made here, when a view reads the checkout, its proxy is collected unreturned, or it goes
+    # back with a cursor still open.
 
-    def _checkout_record(self, slot: Any, pool: str | None,
-                         frames: Sequence[Any] | None = None) -> _Record | None:
-        """The record of the checkout ``slot`` holds now, or None when it is not recorded.
-
-        Kept on the slot (``mon_record``) while the checkout lasts, so its id is stable across
-        reads: the kept frames, a sequence made afresh by every borrow, tell its checkout apart.
-        ``frames``: the checkout's kept frames, from a caller that knows the slot is still this
-        checkout's (its return), after the pool set ``slot.mon_frames`` back to None.
-        """
-        live = frames is None
-        if frames is None:
-            frames = slot.mon_frames
-            if frames is None:
-                return None
-        rec: _Record | None = slot.mon_record
-        if rec is not None and rec.frames is frames:
+    def _checkout_record(self, co: Any, pool: str | None) -> _Record | None:
+        """The record of checkout ``co``, or None when it is not recorded (sampled out, or
+        the monitor was cleared since its borrow). Kept on the checkout, so its id is stable
+        across reads."""
+        rec: _Record | None = co.mon_record
+        if rec is not None:
             return rec
         with self._lock:  # one record per checkout, when two views read it at once
-            rec = slot.mon_record
-            if rec is not None and rec.frames is frames:
+            rec = co.mon_record
+            if rec is not None:
                 return rec
+            frames = co.mon_frames
+            if frames is None:
+                return None
             rec = self._record_cls()
             rec.kind = "checkout"
             rec.pool = pool
             rec.size = 0
-            rec.created = slot.borrowed_at
-            ident = slot.borrow_thread
+            rec.created = co.borrowed_at
+            ident = co.owner
             rec.thread = threading._active.get(ident, ident)  # type: ignore[attr-defined]
             rec.frames = frames
             rec.parent = None
-            rec.slot = slot
-            # The borrow writes the slot's other fields before mon_frames, and the return sets
-            # it to None: unchanged now, the fields read above are this checkout's.
-            if live and slot.mon_frames is not frames:
-                return None  # returned (and maybe borrowed again) meanwhile
+            rec.slot = co.slot
             rec.id = next(self._ids)
-            slot.mon_record = rec
+            co.mon_record = rec
         return rec
 
-    def _checkout_dropped(self, slot: Any, pool: str | None) -> None:
+    def _checkout_dropped(self, co: Any, pool: str | None) -> None:
         """A monitored checkout's proxy was garbage-collected without being returned (the
         pool's ``_orphaned``): a leak, listed with its site. Its cursors collected after it
         are listed too, with it as their parent (see :meth:`cursor_collected`)."""
-        rec = self._checkout_record(slot, pool)
-        slot.mon_frames = None  # no longer live, though the pool takes the slot back later
+        rec = self._checkout_record(co, pool)
+        co.mon_frames = None  # no longer shown live, though its slot holds it until taken back
         if rec is None:
             return  # not recorded (cleared)
-        for watch in list(slot.mon_cursors or ()):
-            if watch.frames is rec.frames:
-                watch.parent = rec
+        for watch in list(co.cursors or ()):
+            watch.parent = rec
         self._add_collected(rec, LEAK_DROPPED)
 
     def _checkout_records(self) -> list[_Record]:
@@ -1104,16 +1102,17 @@ class Monitor:
             if slots is None:
                 continue
             for slot in slots.copy().values():
-                if slot.mon_frames is not None:
-                    rec = self._checkout_record(slot, probe.name)
+                co = slot.checkout  # read once: its holder may return it meanwhile
+                if co is not None and co.mon_frames is not None:
+                    rec = self._checkout_record(co, probe.name)
                     if rec is not None:
                         out.append(rec)
         return out
 
     # ------------------------------------------------------------------ a pool's cursors
     # A cursor of a recorded checkout has a CursorWatch (made by the proxy, kept in its
-    # checkout's list of cursors, slot.mon_cursors): its site, times and checkout. Its record
-    # is made from the watch when a view reads it or it turns out leaked.
+    # checkout's list of cursors, Checkout.cursors): its site and times. Its record is made
+    # from the watch when a view reads it or it turns out leaked.
 
     def cursor_site(self, frame: Any) -> list[Any]:
         """The kept frames of a pool's cursor opened from ``frame`` on, when ``frame`` is
@@ -1142,19 +1141,19 @@ class Monitor:
 
     def _forgotten(self, watch: CursorWatch) -> bool:
         """Whether a cursor is none of the views' business: opened before a clear()."""
-        return watch.frames is None or watch.created < self._cleared_at
+        return watch.created < self._cleared_at
 
-    def cursor_collected(self, watch: CursorWatch, slot: Any, pool: str | None,
+    def cursor_collected(self, watch: CursorWatch, co: Any, pool: str | None,
                          checkout_live: bool) -> None:
         """A pool's cursor was garbage-collected without ``close()``, and it is no plain
         ``conn.execute(...)`` result freed under its held checkout (the proxy counts those in
-        :attr:`cursors_freed` without calling here): it outlived its checkout (dropped
+        :attr:`cursors_freed` without calling here): it outlived its checkout ``co`` (dropped
         unreturned), or lived open past its deadline. Listed with its site and its
         checkout's SQL."""
         if self._forgotten(watch):
             return
         if checkout_live:
-            parent = self._checkout_record(slot, pool)
+            parent = self._checkout_record(co, pool)
             leak = _overdue(watch)
         else:
             parent = getattr(watch, "parent", None)  # set by _checkout_dropped
@@ -1162,21 +1161,21 @@ class Monitor:
         if parent is None:
             return  # its checkout is not recorded (cleared)
         rec = self._cursor_record(watch, parent)
-        _set_sql(rec, slot.sql if checkout_live else getattr(parent, "sql", None))
+        _set_sql(rec, co.sql if checkout_live else getattr(parent, "sql", None))
         self._list_once(rec, leak)
 
-    def cursor_outlived(self, watch: CursorWatch, slot: Any, pool: str | None) -> None:
-        """The checkout of ``slot`` went back (or was reclaimed) with this cursor still
-        referenced and open (the pool closes it now): a leak, listed with its site and its
-        checkout as parent. Called by the returning proxy, ``slot`` still its own."""
+    def cursor_outlived(self, watch: CursorWatch, co: Any, pool: str | None) -> None:
+        """Checkout ``co`` went back (or was reclaimed) with this cursor still referenced and
+        open (the pool closes it now): a leak, listed with its site and its checkout as
+        parent. Called by the returning proxy."""
         if self._forgotten(watch):
             return
-        parent = self._checkout_record(slot, pool, watch.frames)
+        parent = self._checkout_record(co, pool)
         if parent is None:
             return
         rec = self._cursor_record(watch, parent)
-        _set_sql(parent, slot.sql)
-        _set_sql(rec, slot.sql)
+        _set_sql(parent, co.sql)
+        _set_sql(rec, co.sql)
         self._list_once(rec, LEAK_CURSOR_OPEN)
 
     def _open_cursors(self, checkouts: list[_Record]) -> list[_Record]:
@@ -1186,17 +1185,16 @@ class Monitor:
         out: list[_Record] = []
         now = _monotonic()
         for rec in checkouts:
-            slot = rec.slot
-            if slot is None:  # collected meanwhile
+            co = _checkout_of(rec)
+            if co is None:  # returned or collected meanwhile
                 continue
-            _set_sql(rec, slot.sql)
-            for watch in list(slot.mon_cursors or ()):
+            _set_sql(rec, co.sql)
+            for watch in list(co.cursors or ()):
                 cur = watch()
-                if (cur is None or cur.closed or watch.frames is not rec.frames
-                        or self._forgotten(watch)):
+                if cur is None or cur.closed or self._forgotten(watch):
                     continue
                 crec = self._cursor_record(watch, rec)
-                _set_sql(crec, slot.sql)
+                _set_sql(crec, co.sql)
                 out.append(crec)
                 if now >= watch.deadline and getattr(crec, "leak", None) is None:
                     self._list_once(crec, _overdue(watch), ended=False)
@@ -1213,7 +1211,9 @@ class Monitor:
             for probe in list(self._probes):
                 if probe.slots is not None:
                     for slot in probe.slots.copy().values():
-                        slot.mon_frames = slot.mon_record = None
+                        co = slot.checkout
+                        if co is not None:
+                            co.mon_frames = co.mon_record = None
 
     # ------------------------------------------------------------------ pools
     def register_pool(self, pool: Any) -> None:

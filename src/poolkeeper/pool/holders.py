@@ -55,7 +55,8 @@ def connection_rows(slots: Iterable[Slot], now: float, dialect: str | None
     """One dict per physical connection: age, uses, state, holder, current SQL (by id)."""
     rows = []
     for slot in sorted(slots, key=lambda s: s.id):
-        in_use = slot.state is _IN_USE
+        co = slot.checkout  # read once: its holder may return it meanwhile
+        in_use = slot.state is _IN_USE and co is not None
         rows.append({
             "id": slot.id,
             "session_id": slot.session_id,
@@ -67,11 +68,11 @@ def connection_rows(slots: Iterable[Slot], now: float, dialect: str | None
             "uses": slot.uses,
             "largest_result_bytes": slot.largest_result_bytes,
             "generation": slot.generation,
-            "sql": safe_sql(slot.sql, dialect) if slot.sql else None,
-            "executing": in_use and slot.executing,
-            "holder_thread": thread_name(slot.borrow_thread) if in_use else None,
-            "borrow_site": format_site(slot.site()) if in_use else None,
-            "held_s": round(now - slot.borrowed_at, 3) if in_use else None,
+            "sql": safe_sql(co.sql, dialect) if co is not None and co.sql else None,
+            "executing": co is not None and co.executing,
+            "holder_thread": thread_name(co.owner) if co is not None else None,
+            "borrow_site": format_site(co.site()) if co is not None else None,
+            "held_s": round(now - co.borrowed_at, 3) if co is not None else None,
         })
     return rows
 

@@ -26,11 +26,11 @@ import contextlib
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import GeneratorType, TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from ..core.slot import Slot, line_of
+from ..core.slot import Checkout, Slot
 from ..errors import ConnectionReclaimed, ConnectionReturned, as_driver_error
 from ..hooks.context import StatementContext
 from ..hooks.timeouts import statement_timeout
@@ -38,9 +38,7 @@ from ..observe.monitor import MONITOR, CursorWatch
 from .delegate import delegating_class, is_method
 from .delegate import table as delegate_table
 from .holders import format_site
-
-if TYPE_CHECKING:
-    from .sync import Pool
+from .lender import Lender, RunHooks
 
 __all__ = [
     "ClosedCursor",
@@ -54,9 +52,6 @@ __all__ = [
     "proxy_class",
 ]
 
-#: the pool's hook chain around the driver call (hooks.context.chain): context -> result
-RunHooks = Callable[[StatementContext], Any]
-
 # A checkout keeps weak references to its cursors, to close the ones still open when it goes
 # back; dead references are pruned whenever the list reaches a power of two from this size
 # on, so a long checkout that opens a cursor per statement keeps a short list at amortised
@@ -67,7 +62,6 @@ _CURSOR_PRUNE_FROM = 64
 _weakref = weakref.ref
 _getframe = sys._getframe
 _monotonic = time.monotonic
-_new_object = object.__new__
 # The files the monitor knows to be outside poolkeeper (every pool's probe is the process-wide
 # monitor's): a module global, the cheapest read for MonitoredConnection.cursor.
 _OUTSIDE = MONITOR._outside
@@ -83,29 +77,19 @@ def _open_cursors(refs: list[weakref.ref[Any]]) -> list[weakref.ref[Any]]:
 
 
 class _ConnectionState:
-    """The layout shared by a live and a returned connection proxy."""
+    """The layout shared by a live and a returned connection proxy: its pool and its
+    checkout's record (a returned proxy keeps it, to say where it was borrowed)."""
 
-    # _reclaimed is set only when the pool reclaims the checkout (see _detach)
-    __slots__ = ("__weakref__", "_code", "_cursors", "_line", "_pool", "_raw", "_reclaimed",
-                 "_slot")
+    __slots__ = ("__weakref__", "_co", "_pool")
 
-    _pool: Pool
-    _slot: Slot | None
-    _raw: Any
-    _cursors: list[weakref.ref[CursorProxy]] | None
-    _code: Any
-    _line: int  # bytecode offset of the borrow in _code (see line_of)
+    _pool: Lender
+    _co: Checkout
 
     def _returned(self) -> ConnectionReturned:
-        code = self._code
-        where = format_site(None if code is None else (
-            code.co_filename, line_of(code, self._line), code.co_name))
-        try:
-            reclaimed = _ConnectionState._reclaimed.__get__(self)  # type: ignore[attr-defined]
-        except AttributeError:  # never set: returned normally
-            reclaimed = False
+        co = self._co
+        where = format_site(co.site())
         driver_class = self._pool.driver.closed_connection_error
-        if reclaimed:
+        if co.reclaimed_at:
             return as_driver_error(ConnectionReclaimed, driver_class)(
                 f"pool {self._pool.name!r}: this connection (borrowed at {where}) was reclaimed "
                 f"as abandoned after abandoned_timeout={self._pool.config.abandoned_timeout:g} s; "
@@ -117,7 +101,7 @@ class _ConnectionState:
         )
 
     @property
-    def pool(self) -> Pool:
+    def pool(self) -> Lender:
         return self._pool
 
 
@@ -130,26 +114,24 @@ class ConnectionProxy(_ConnectionState):
 
     __slots__ = ()
 
-    def __init__(self, pool: Pool, slot: Slot) -> None:
-        # Pool.connection() builds proxies with these same fields without calling __init__
-        # (a Python frame less on the hot path); keep the two in step.
+    def __init__(self, pool: Lender, checkout: Checkout) -> None:
         self._pool = pool
-        self._slot = slot
-        self._raw = slot.raw
-        self._cursors = None
-        # where it was borrowed, kept for the error raised on use after return
-        self._code = slot.borrow_code
-        self._line = slot.borrow_lasti
+        self._co = checkout
 
     @property
     def raw(self) -> Any:
         """The driver's own connection, valid only until this proxy is returned."""
-        return self._raw
+        return self._co.raw
 
     @property
     def slot(self) -> Slot:
         """The physical connection's record (id, session id, created time, uses)."""
-        return self._slot  # type: ignore[return-value]
+        return self._co.slot  # type: ignore[return-value]  # set while the proxy is live
+
+    @property
+    def checkout(self) -> Checkout:
+        """This borrow's record (borrow time and site, holder, current SQL, statements)."""
+        return self._co
 
     @property
     def closed(self) -> bool:
@@ -157,27 +139,36 @@ class ConnectionProxy(_ConnectionState):
         return False
 
     # ------------------------------------------------------------------ DB-API
+    #: the cursor classes by driver cursor class, and their base (MonitoredConnection's
+    #: make MonitoredCursors)
+    _cursor_classes: ClassVar[dict[type, type]]
+    _cursor_base: ClassVar[type[CursorProxy]]
+    #: whether cursor() hands each cursor to the resource monitor (_watch)
+    _monitored: ClassVar[bool] = False
+
     def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
+        co = self._co
         # The usual call has no arguments: a plain call is cheaper than passing on * and **.
-        raw = self._raw.cursor(*args, **kwargs) if args or kwargs else self._raw.cursor()
-        cls = _CURSOR_CLASSES.get(raw.__class__)
+        raw = co.raw.cursor(*args, **kwargs) if args or kwargs else co.raw.cursor()
+        cls = self._cursor_classes.get(raw.__class__)
         if cls is None:
-            cls = delegating_class(CursorProxy, raw)
-        # CursorProxy.__init__ inlined: a Python frame less per cursor
-        cur: CursorProxy = _new_object(cls)
-        cur._conn = self
-        cur._pool = self._pool
-        cur._slot = self._slot  # type: ignore[assignment]
-        cur._raw = raw
-        cursors = self._cursors
+            cls = delegating_class(self._cursor_base, raw)
+        cur: CursorProxy = cls(self, raw)
+        # the checkout's reference to it (the monitor's views find the open cursors there)
+        ref = self._watch(cur, _getframe(1)) if self._monitored else _weakref(cur)
+        cursors = co.cursors
         if cursors is None:
-            self._cursors = [_weakref(cur)]
+            co.cursors = [ref]
         else:
-            cursors.append(_weakref(cur))
+            cursors.append(ref)
             n = len(cursors)
             if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
-                self._cursors = _open_cursors(cursors)
+                co.cursors = _open_cursors(cursors)
         return cur
+
+    def _watch(self, cur: CursorProxy, f: Any) -> Any:
+        """The monitor's watch of a new cursor (MonitoredConnection)."""
+        raise NotImplementedError
 
     def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET) -> Any:
         """Open a cursor, execute, return the cursor (sqlite3 / psycopg style).
@@ -210,7 +201,7 @@ class ConnectionProxy(_ConnectionState):
         if hook is not None:
             hook.check_transaction(self)  # refuses (and rolls back) an overdue transaction
         try:
-            self._raw.commit()
+            self._co.raw.commit()
         except BaseException as exc:
             self._failed(exc)
             raise
@@ -219,7 +210,7 @@ class ConnectionProxy(_ConnectionState):
 
     def rollback(self) -> None:
         try:
-            self._raw.rollback()
+            self._co.raw.rollback()
         except BaseException as exc:
             self._failed(exc)
             raise
@@ -233,15 +224,14 @@ class ConnectionProxy(_ConnectionState):
 
     @property
     def autocommit(self) -> bool:
-        return self._pool.driver.get_autocommit(self._raw)
+        return self._pool.driver.get_autocommit(self._co.raw)
 
     @autocommit.setter
     def autocommit(self, on: bool) -> None:
-        slot = self._slot
-        assert slot is not None
-        if slot.autocommit_was is None:
-            slot.autocommit_was = self.autocommit  # restored when the connection goes back
-        self._pool.driver.set_autocommit(self._raw, on)
+        co = self._co
+        if co.autocommit_was is None:
+            co.autocommit_was = self.autocommit  # restored when the connection goes back
+        self._pool.driver.set_autocommit(co.raw, on)
 
     def __enter__(self) -> ConnectionProxy:
         return self
@@ -269,11 +259,10 @@ class ConnectionProxy(_ConnectionState):
 
     def __del__(self) -> None:
         # Only a live proxy has this method: it was dropped without being returned.
-        if self._slot is not None:
-            self._pool._orphaned(self)
+        self._pool._orphaned(self._co)
 
     def __repr__(self) -> str:
-        slot = self._slot
+        slot = self._co.slot
         return f"<poolkeeper.ConnectionProxy {self._pool.name!r} slot {slot.id if slot else '?'}>"
 
     # ------------------------------------------------------------------ internals
@@ -281,9 +270,7 @@ class ConnectionProxy(_ConnectionState):
         """Call a method of the driver's connection the proxy does not define (delegate.py):
         an exception escaping it may have left the connection mid-protocol (conn.query(),
         conn.next_result(), conn.executescript(), conn.pipeline(), ...)."""
-        slot = self._slot
-        if slot is not None:
-            slot.statements += 2  # use, for abandoned_timeout (see CursorProxy.fetchone)
+        self._co.statements += 2  # use, for abandoned_timeout (see CursorProxy.fetchone)
         try:
             result = method(*args, **kwargs)
         except BaseException as exc:
@@ -292,41 +279,41 @@ class ConnectionProxy(_ConnectionState):
         return _watch_result(self, result)
 
     def _failed(self, exc: BaseException) -> None:
-        slot = self._slot
-        if slot is not None and self._pool.driver.is_broken(slot.raw, exc):
+        """A driver call raised ``exc``: the driver judges whether the connection survived.
+        Only while this checkout holds it: a generator of rows read on after the return must
+        not mark a connection someone else holds now."""
+        co = self._co
+        slot = co.slot
+        if slot is not None and slot.checkout is co and self._pool.driver.is_broken(co.raw, exc):
             slot.broken = True
 
-    def _close_cursors(self, close_raw: bool = True) -> None:
-        """Close the cursors the caller left open (the connection is going back).
+    def _retire(self, reclaimed: bool = False) -> None:
+        """End this checkout on the proxy's side: from now on every call raises
+        ConnectionReturned (ConnectionReclaimed with ``reclaimed``), and the cursors the
+        caller left open are closed.
 
-        ``close_raw=False`` only turns them inert: the caller's thread may be inside one of
-        them, and the driver's cursor then goes with its connection.
+        A reclaim runs in the housekeeper's thread while the holder may still be inside a
+        driver call, so it closes no driver object: its cursors only turn inert, and the
+        pool closes the connection later (see Pool._reclaim), the driver's cursors with it.
         """
-        cursors = self._cursors
-        self._cursors = None
+        co = self._co
+        cursors = co.cursors
+        self.__class__ = ReturnedConnection  # type: ignore[assignment]
         if cursors is not None:
+            co.cursors = None
             for ref in cursors:
                 cur: Any = ref()  # a CursorProxy, or one switched to ClosedCursor
                 # One the caller closed needs nothing: no call for it (the usual case).
                 if cur is not None and cur.__class__ is not ClosedCursor:
-                    cur._drop(close_raw)
-
-    def _detach(self, *, reclaimed: bool = False) -> None:
-        """Turn inert: from now on every call raises ConnectionReturned (or Reclaimed).
-
-        A reclaim runs in the housekeeper's thread while the holder may still be inside a
-        driver call, so it closes no driver object here: the pool closes the connection later
-        (see Pool._reclaim), and the driver's cursors go with it.
-        """
-        if isinstance(self, MonitoredConnection):
-            self._slot.mon_frames = None  # type: ignore[union-attr]  # the views stop showing it
-        self._slot = None
-        self._raw = None
+                    cur._drop(not reclaimed)
         if reclaimed:
-            self._reclaimed = True
-        if self._cursors is not None:
-            self._close_cursors(close_raw=not reclaimed)
-        self.__class__ = ReturnedConnection  # type: ignore[assignment]
+            # The monitor's views show a checkout while its slot holds it (a returned one is
+            # let go of at once): a reclaimed one is held until its connection is closed.
+            co.mon_frames = None
+        else:
+            # A returned proxy its caller keeps keeps its checkout, for the error it raises:
+            # not the connection (a closed PyMySQL connection can hold megabytes).
+            co.slot = co.raw = None
 
 
 class MonitoredConnection(ConnectionProxy):
@@ -334,40 +321,34 @@ class MonitoredConnection(ConnectionProxy):
 
     A checkout has this class only when the monitor recorded it, so an unmonitored (or
     sampled-out) checkout runs no monitor code at all. The checkout itself has no record
-    unless a view or a leak needs one: the monitor makes it from the slot (its kept frames,
-    ``slot.mon_frames``, and what the pool keeps there anyway: borrow time, thread,
-    ``slot.sql``). Each cursor gets a :class:`~poolkeeper.observe.monitor.CursorWatch` (the
+    unless a view or a leak needs one: the monitor makes it from the checkout's record (its
+    kept frames, ``Checkout.mon_frames``, and what the pool keeps there anyway: borrow time,
+    holder, SQL). Each cursor gets a :class:`~poolkeeper.observe.monitor.CursorWatch` (the
     weak reference the checkout keeps to it anyway, with its site and times): all the
     monitor reads of it. See :class:`MonitoredCursor` for what is a leak.
     """
 
     __slots__ = ()
 
-    def cursor(self, *args: Any, **kwargs: Any) -> CursorProxy:
-        # ConnectionProxy.cursor written out again, making a MonitoredCursor at once: calling
-        # it and switching the class after cost two Python calls per cursor. Keep the two in
-        # step (tests/test_pool_monitor.py runs the same cursor workload through both).
-        raw = self._raw.cursor(*args, **kwargs) if args or kwargs else self._raw.cursor()
-        cls = _MONITORED_CURSOR_CLASSES.get(raw.__class__)
-        if cls is None:
-            cls = delegating_class(MonitoredCursor, raw)
+    _monitored = True
+
+    def _watch(self, cur: CursorProxy, f: Any) -> CursorWatch:
+        """The watch of ``cur``, opened from frame ``f``: its site, times and deadline."""
         # Where the cursor was opened, kept as the monitor keeps a site (code and offset,
         # decoded when read) with its caller: the site and its caller, written out here for
         # the usual case (a Python call less per cursor); the monitor's cursor_site() walks
         # past poolkeeper's own frames and decides for a file not seen yet.
-        f = _getframe(1)
         code = f.f_code
         if code is _EXECUTE_CODE or code is _EXECUTEMANY_CODE:
             # conn.execute(...): the site is its caller's. Two identity tests instead of the
             # monitor's walk past poolkeeper's frames: 0.55 us less per monitored statement
             # (in-memory SQLite conn.execute cycle, monitor on: +1.50 -> +0.96 us over off).
-            f = f.f_back  # type: ignore[assignment]  # conn.execute() has a caller
+            f = f.f_back  # conn.execute() has a caller
             code = f.f_code
-        slot: Any = self._slot
         # Outside poolkeeper: the code the checkout was borrowed from, as a rule (the borrow
         # found it outside; an identity test costs a fraction of reading co_filename), or
         # a file known to be. The kept frames are None once the monitor was cleared.
-        frames = slot.mon_frames
+        frames = self._co.mon_frames
         site: Sequence[Any]
         if (frames and code is frames[0]) or code.co_filename in _OUTSIDE:
             back = f.f_back
@@ -375,28 +356,11 @@ class MonitoredConnection(ConnectionProxy):
                     else (code, f.f_lasti, back.f_code, back.f_lasti))
         else:
             site = MONITOR.cursor_site(f)
-        cur: CursorProxy = _new_object(cls)
-        # the watch first: MonitoredCursor.__del__ reads it
         cur._mon = watch = CursorWatch(cur)
         watch.site = site
         watch.created = now = _monotonic()
         watch.deadline = now + self._pool.monitor.cursor_leak_s
-        watch.frames = frames
-        cur._conn = self
-        cur._pool = self._pool
-        cur._slot = slot
-        cur._raw = raw
-        cursors = self._cursors
-        # The slot holds the list too (replaced when pruned): where the monitor's views find
-        # the open cursors.
-        if cursors is None:
-            self._cursors = slot.mon_cursors = [watch]
-        else:
-            cursors.append(watch)
-            n = len(cursors)
-            if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
-                self._cursors = slot.mon_cursors = _open_cursors(cursors)
-        return cur
+        return watch
 
 
 class ReturnedConnection(_ConnectionState):
@@ -444,11 +408,11 @@ class ReturnedConnection(_ConnectionState):
 class _CursorState:
     # _mon only on a MonitoredCursor (and on the ClosedCursor it becomes): what the resource
     # monitor knows of it, also the weak reference its checkout keeps
-    __slots__ = ("__weakref__", "_conn", "_mon", "_pool", "_raw", "_slot")
+    __slots__ = ("__weakref__", "_co", "_conn", "_mon", "_pool", "_raw")
 
     _conn: ConnectionProxy
-    _pool: Pool
-    _slot: Slot
+    _pool: Lender
+    _co: Checkout  #: its checkout's record (statement count, SQL)
     _raw: Any
     _mon: CursorWatch
 
@@ -465,7 +429,7 @@ class CursorProxy(_CursorState):
     def __init__(self, conn: ConnectionProxy, raw: Any) -> None:
         self._conn = conn
         self._pool = conn._pool
-        self._slot = conn._slot  # type: ignore[assignment]
+        self._co = conn._co
         self._raw = raw
 
     @property
@@ -491,9 +455,12 @@ class CursorProxy(_CursorState):
     def _statement(self, query: Any, params: Any, many: bool) -> Any:
         """One statement through the pool's hooks (if any) and the driver."""
         raw = self._raw
-        slot = self._slot
-        slot.sql = query
-        slot.statements += 1  # odd: a statement is running
+        co = self._co
+        slot = co.slot
+        if slot is None:  # its checkout was returned from another thread meanwhile
+            raise self._conn._returned()
+        co.sql = query
+        co.statements += 1  # odd: a statement is running
         pool = self._pool
         run = pool._execute
         if run is None:
@@ -508,9 +475,9 @@ class CursorProxy(_CursorState):
                 self._conn._failed(exc)
                 raise
             finally:
-                slot.statements += 1
+                co.statements += 1
         else:
-            ctx = StatementContext(pool.driver, slot.raw, raw, query, params, many,
+            ctx = StatementContext(pool.driver, co.raw, raw, query, params, many,
                                    slot.hook_memo, self._conn, slot.session_id)
             try:
                 result = run(ctx)
@@ -520,7 +487,7 @@ class CursorProxy(_CursorState):
                     slot.broken = True
                 raise
             finally:
-                slot.statements += 1
+                co.statements += 1
             if ctx.discard:
                 slot.broken = True
         # What an idle connection pins (PostgreSQL: libpq's input buffer), see max_idle_result_bytes
@@ -535,7 +502,7 @@ class CursorProxy(_CursorState):
     # A row factory's / converter's exception mid-fetch may leave an unbuffered result half
     # read: _failed() lets the driver judge (a try block costs nothing until it raises).
     def fetchone(self) -> Any:
-        self._slot.statements += 2
+        self._co.statements += 2
         try:
             return self._raw.fetchone()
         except BaseException as exc:
@@ -543,7 +510,7 @@ class CursorProxy(_CursorState):
             raise
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
-        self._slot.statements += 2
+        self._co.statements += 2
         raw = self._raw
         try:
             return list(raw.fetchmany() if size is None else raw.fetchmany(size))
@@ -552,7 +519,7 @@ class CursorProxy(_CursorState):
             raise
 
     def fetchall(self) -> list[Any]:
-        self._slot.statements += 2
+        self._co.statements += 2
         try:
             return list(self._raw.fetchall())
         except BaseException as exc:
@@ -562,7 +529,7 @@ class CursorProxy(_CursorState):
     def __iter__(self) -> Iterator[Any]:
         # The rows are pulled by the driver as the caller iterates: a row factory's or a
         # decoder's exception escapes from inside a driver call, as in fetchone().
-        self._slot.statements += 2
+        self._co.statements += 2
         return _watch_rows(self._conn, iter(self._raw))
 
     def __next__(self) -> Any:
@@ -575,7 +542,7 @@ class CursorProxy(_CursorState):
     def _driver_call(self, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call a method of the driver's cursor the proxy does not define (delegate.py):
         ``scroll``, ``nextset``, ``callproc``, ``copy``, ``stream``, ``executescript``..."""
-        self._slot.statements += 2
+        self._co.statements += 2
         try:
             result = method(*args, **kwargs)
         except BaseException as exc:
@@ -636,7 +603,7 @@ class MonitoredCursor(CursorProxy):
     It has no record of its own while it only runs statements and closes (the common case
     costs the monitor nothing past :meth:`MonitoredConnection.cursor`): its statements show
     on its checkout's record, and the monitor's views find it open through its watch in its
-    checkout's list of cursors (``slot.mon_cursors``) and make its record then. Closing
+    checkout's list of cursors (``Checkout.cursors``) and make its record then. Closing
     switches it to :class:`ClosedCursor`, so ``__del__`` runs only for a cursor dropped
     unclosed.
 
@@ -657,17 +624,21 @@ class MonitoredCursor(CursorProxy):
         # MonitoredConnection.cursor.) Otherwise it outlived its checkout (dropped
         # unreturned), or lived open past its threshold: a leak for the monitor.
         watch = self._mon
-        live = self._conn._slot is not None
+        co = self._co
+        # Its checkout is held while its slot holds it and the monitor has not heard of its
+        # proxy being dropped (which clears mon_frames, as a clear() does).
+        slot = co.slot
+        live = co.mon_frames is not None and slot is not None and slot.checkout is co
         if live and _monotonic() < watch.deadline:
             _count_freed()
             return
-        MONITOR.cursor_collected(watch, self._slot, self._pool.name, live)
+        MONITOR.cursor_collected(watch, co, self._pool.name, live)
 
     def _drop(self, close_raw: bool = True) -> None:
         # Still referenced and open when its checkout goes back (or is reclaimed): it outlived
         # its checkout, a leak for the monitor; the pool closes it as any other. Only the open
         # cursors of a returning checkout come here: a closed one costs the monitor nothing.
-        MONITOR.cursor_outlived(self._mon, self._slot, self._pool.name)
+        MONITOR.cursor_outlived(self._mon, self._co, self._pool.name)
         CursorProxy._drop(self, close_raw)
 
 
@@ -817,8 +788,10 @@ class _Watched:
 
 # The per-driver-class subclasses (poolkeeper.pool.delegate), looked up by a C dict read on every
 # cursor: a miss builds one.
-_CURSOR_CLASSES = delegate_table(CursorProxy)
-_MONITORED_CURSOR_CLASSES = delegate_table(MonitoredCursor)
+ConnectionProxy._cursor_classes = delegate_table(CursorProxy)
+ConnectionProxy._cursor_base = CursorProxy
+MonitoredConnection._cursor_classes = delegate_table(MonitoredCursor)
+MonitoredConnection._cursor_base = MonitoredCursor
 # the frames MonitoredConnection.cursor looks past for a cursor's site
 _EXECUTE_CODE = ConnectionProxy.execute.__code__
 _EXECUTEMANY_CODE = ConnectionProxy.executemany.__code__

@@ -2,8 +2,9 @@
 
 Data flow of one borrow: :meth:`Pool.getconn` -> ``Bag.borrow`` hands a slot (or queues the
 caller's waiter, which this shell waits on) -> the slot's expiry and validation are checked ->
-the adapter pings if needed -> a :class:`~poolkeeper.pool.proxies.ConnectionProxy` wraps the
-slot for this checkout. Return: the proxy turns inert, open cursors are closed, the adapter
+the adapter pings if needed -> a :class:`~poolkeeper.core.slot.Checkout` records the
+borrow and a :class:`~poolkeeper.pool.proxies.ConnectionProxy` hands it to the caller. Return:
+the slot lets go of the checkout, the proxy turns inert and closes open cursors, the adapter
 rolls back only if it reports an open transaction (no round trip otherwise), and
 ``Bag.give_back`` parks the slot for its borrower's lease, hands it to the oldest waiter, or
 makes it idle.
@@ -29,7 +30,7 @@ from ..core.bag import HISTOGRAM_BOUNDS_MS, Bag, Waiter, make_bag
 from ..core.maintenance import plan_maintenance
 from ..core.opening import OpenSchedule
 from ..core.runtime import gil_enabled
-from ..core.slot import CloseReason, Frame, Slot, SlotState
+from ..core.slot import Checkout, CloseReason, Frame, Slot, SlotState
 from ..core.tally import SlotTally, count_usage
 from ..drivers import Driver, create_driver, detect_driver
 from ..errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
@@ -41,13 +42,8 @@ from ..hooks.timeouts import TimeoutHook
 from ..observe.monitor import MONITOR, Probe, register_pool
 from ..sql.errortext import error_text
 from .holders import connection_rows, first_line, format_site, safe_sql, thread_name, timeout_error
-from .proxies import (
-    ConnectionProxy,
-    MonitoredConnection,
-    ReturnedConnection,
-    RunHooks,
-    proxy_class,
-)
+from .lender import RunHooks
+from .proxies import ConnectionProxy, ReturnedConnection, proxy_class
 from .worker import Worker
 
 __all__ = ["CloseReason", "Pool"]
@@ -56,7 +52,6 @@ logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _getframe = sys._getframe
-_new_object = object.__new__
 _IN_USE = SlotState.IN_USE
 # Seconds between revoking an abandoned checkout and closing its connection (see _reclaim).
 _RECLAIM_GRACE = 1.0
@@ -155,7 +150,7 @@ class Pool:
         self._validations = 0
         self._keepalives = 0
         self._churn = _Churn()
-        self._orphans: queue.SimpleQueue[tuple[Slot, int]] = queue.SimpleQueue()
+        self._orphans: queue.SimpleQueue[Checkout] = queue.SimpleQueue()
         # Retired connections whose close is queued on a worker thread, by slot id (at most
         # max_size): close() and the finalizer close what the stopped workers never ran, so
         # no socket is left to the garbage collector.
@@ -276,40 +271,26 @@ class Pool:
         if (slot.expires_at <= now or slot.generation != bag.generation
                 or (self._validate and now - slot.last_alive > self._bypass)):
             slot, now = self._slow_borrow(slot, now, timeout)
-        slot.borrowed_at = now
         slot.uses += 1
-        slot.borrow_thread = thread
         # Who to blame in timeout, leak and abandon reports: the caller's frame, formatted
         # only when a report is written.
         frame = _getframe(1)
-        slot.borrow_code = code = frame.f_code
-        slot.borrow_lasti = lasti = frame.f_lasti
-        # ConnectionProxy.__init__ inlined: a Python frame less on every borrow. The class is
-        # MonitoredConnection while the monitor is on (made so at once: a class switch costs
-        # about as much as a Python call), read once as the monitor may switch meanwhile.
-        monitoring = self._monitoring
-        proxy: ConnectionProxy = _new_object(
-            slot.monitored_class if monitoring else slot.proxy_class)
-        proxy._pool = self
-        proxy._slot = slot
-        proxy._raw = slot.raw
-        proxy._cursors = None
-        proxy._code = code
-        proxy._line = lasti
-        if monitoring:
-            # The resource monitor's part, here rather than in _extras_on_borrow: a Python
-            # frame less per monitored borrow. Its record is made from the slot when a view
-            # reads it, so all the borrow adds is the kept frames of the call site, walked
-            # from what the pool read for its own reports (not read again). The slot's other
-            # fields are written above: the views take mon_frames as the sign they are set.
+        code = frame.f_code
+        lasti = frame.f_lasti
+        slot.checkout = checkout = Checkout(slot, thread, now, code, lasti)
+        if self._monitoring:
+            # The resource monitor's part: the kept frames of the call site, walked from what
+            # the pool read for its own reports. A checkout it recorded is a
+            # MonitoredConnection; one sampled out (None) runs no monitor code, nor do its
+            # cursors.
             kept = self.monitor.borrow_site(frame, code, lasti)
-            slot.mon_frames = kept
-            # Only a recorded checkout stays a MonitoredConnection; one sampled out (None) runs
-            # no monitor code, nor do its cursors.
-            if kept is None:
-                proxy.__class__ = slot.proxy_class
+            checkout.mon_frames = kept
+            cls = slot.proxy_class if kept is None else slot.monitored_class
+            proxy: ConnectionProxy = cls(self, checkout)
+        else:
+            proxy = slot.proxy_class(self, checkout)
         if self._borrow_extras:
-            self._extras_on_borrow(slot, proxy, frame)
+            self._extras_on_borrow(checkout, proxy, frame)
         return proxy
 
     getconn = connection
@@ -317,7 +298,8 @@ class Pool:
     def putconn(self, conn: ConnectionProxy) -> None:
         """Give back a connection borrowed with :meth:`getconn` (same as ``conn.close()``)."""
         if not isinstance(conn, ConnectionProxy) or conn._pool is not self:
-            self._wrong_putconn(conn)
+            self._wrong_putconn(conn)  # raises, unless it was returned (or reclaimed) already
+            return
         self._give_back(conn, None)
 
     def _wrong_putconn(self, conn: Any) -> None:
@@ -350,12 +332,13 @@ class Pool:
                 now = _monotonic()
             slot = got
 
-    def _extras_on_borrow(self, slot: Slot, proxy: ConnectionProxy, frame: Any) -> None:
+    def _extras_on_borrow(self, checkout: Checkout, proxy: ConnectionProxy, frame: Any
+                          ) -> None:
         """Per-borrow work that only some options need (leak stacks, abandon tracking)."""
         if self._capture_stack:
-            slot.borrow_stack = _capture_stack(frame, self.config.leak_stack_depth)
+            checkout.stack = _capture_stack(frame, self.config.leak_stack_depth)
         if self._track_proxy:
-            slot.proxy_ref = weakref.ref(proxy)
+            checkout.proxy_ref = weakref.ref(proxy)
 
     def _wait(self, waiter: ThreadWaiter, deadline: float) -> Slot:
         """Wait for the bag to hand ``waiter`` a slot, until ``deadline``.
@@ -394,46 +377,39 @@ class Pool:
         except PoolClosed:  # the bag closed under it: it was handed nothing
             return
         if slot is not None:
-            now = _monotonic()
-            slot.borrowed_at = now  # never lent to the caller: no usage to count
             slot.lease_owner = None
-            self._close_all(bag.give_back(slot, now))
+            self._close_all(bag.give_back(slot, _monotonic(), None))  # never lent: no usage
 
     def _give_back(self, proxy: ConnectionProxy, commit: bool | None) -> None:
         """Return a checkout. ``commit``: True/False from a ``with`` exit, None for putconn."""
-        slot = proxy._slot
-        if slot is None:
-            return
-        raw = proxy._raw
-        if proxy.__class__ is not slot.proxy_class:  # a monitored checkout: no longer shown
-            slot.mon_frames = None
-        proxy._slot = None
-        proxy._raw = None
-        if proxy._cursors is not None:
-            proxy._close_cursors()
-        proxy.__class__ = ReturnedConnection  # type: ignore[assignment]
+        checkout = proxy._co
+        slot = checkout.slot
+        if slot is None or slot.checkout is not checkout:
+            return  # ended already (returned from two threads at once, or reclaimed)
+        raw = checkout.raw
+        slot.checkout = None
+        proxy._retire()
         failure: BaseException | None = None
         release = self._release_results
         if release is not None and not slot.broken and not release(raw):
             slot.broken = True
             slot.close_reason = CloseReason.UNKNOWN_STATE
-        if slot.broken or self._tx_state(raw) != self._tx_idle or slot.autocommit_was is not None:
-            failure = self._slow_reset(slot, raw, commit)
+        if (slot.broken or self._tx_state(raw) != self._tx_idle
+                or checkout.autocommit_was is not None):
+            failure = self._slow_reset(slot, raw, checkout.autocommit_was, commit)
         now = _monotonic()
-        # Not the monitor's flag: its record was closed above, _slow_return has nothing for it.
+        usage = now - checkout.borrowed_at
         # (One `if`, not a `rare = (...)` variable: CPython 3.11 specialises a comparison only
         # when a jump follows it, which an `or` chain assigned to a name does not give.)
         if (slot.broken or slot.expires_at <= now or slot.generation != self._bag.generation
-                or slot.leak_reported or self._capture_stack or self._track_proxy
-                or slot.largest_result_bytes > self._max_result) \
-                and not self._slow_return(slot, now):  # retired instead of kept
+                or checkout.leak_reported or slot.largest_result_bytes > self._max_result) \
+                and not self._slow_return(slot, checkout, now, usage):  # retired instead
             if failure is not None:
                 raise failure
             return
         slot.last_used = slot.last_alive = now
-        slot.sql = None  # never keep a (possibly huge) statement alive while idle
         # The slot is not touched after this: another thread may already hold it.
-        closing = self._bag.give_back(slot, now)
+        closing = self._bag.give_back(slot, now, usage)
         if closing:  # the pool closed meanwhile (a test, not a loop: the usual tuple is empty)
             self._close_all(closing)
         if failure is not None:
@@ -461,8 +437,10 @@ class Pool:
             error.add_note(f"poolkeeper: the rollback on return failed as well ({text}); "
                            f"the connection was discarded (pool {self.name!r})")
 
-    def _slow_reset(self, slot: Slot, raw: Any, commit: bool | None) -> BaseException | None:
-        """End an open transaction, restore autocommit; mark the slot broken if that fails.
+    def _slow_reset(self, slot: Slot, raw: Any, autocommit_was: bool | None,
+                    commit: bool | None) -> BaseException | None:
+        """End an open transaction, restore ``autocommit_was`` (None: unchanged); mark the
+        slot broken if that fails.
 
         Returns the error to raise to the caller (a failed commit) once the slot is back.
         """
@@ -492,23 +470,18 @@ class Pool:
                 except Exception:  # noqa: BLE001 - a failed rollback means discard
                     slot.broken = True
                     slot.close_reason = CloseReason.RESET_FAILED
-        if slot.autocommit_was is not None:
-            if not slot.broken:
-                try:
-                    driver.set_autocommit(raw, slot.autocommit_was)
-                except Exception:  # noqa: BLE001 - a failed reset means discard
-                    slot.broken = True
-                    slot.close_reason = CloseReason.RESET_FAILED
-            slot.autocommit_was = None
+        if autocommit_was is not None and not slot.broken:
+            try:
+                driver.set_autocommit(raw, autocommit_was)
+            except Exception:  # noqa: BLE001 - a failed reset means discard
+                slot.broken = True
+                slot.close_reason = CloseReason.RESET_FAILED
         return failure
 
-    def _slow_return(self, slot: Slot, now: float) -> bool:
+    def _slow_return(self, slot: Slot, checkout: Checkout, now: float, usage: float) -> bool:
         """Rare cases of a return; False when the slot was retired instead of kept."""
-        usage = now - slot.borrowed_at
-        if slot.leak_reported:
-            self._report_unleaked(slot, usage)
-        slot.borrow_stack = None
-        slot.proxy_ref = None
+        if checkout.leak_reported:
+            self._report_unleaked(slot, checkout, usage)
         reason = None
         if slot.broken:
             reason = slot.close_reason or CloseReason.BROKEN
@@ -528,42 +501,43 @@ class Pool:
         self._retire(slot, reason, usage)
         return False
 
-    def _orphaned(self, proxy: ConnectionProxy) -> None:
+    def _orphaned(self, checkout: Checkout) -> None:
         """Called from ConnectionProxy.__del__: a checkout was dropped without being returned.
 
         Only a reentrant-safe queue put happens here, because __del__ may run inside any code,
         including code holding the pool's locks. The slot is returned by the next waiter or
         housekeeping run.
         """
-        slot = proxy._slot
-        if slot is None:
+        slot = checkout.slot
+        if slot is None or slot.checkout is not checkout:
             return
-        proxy._slot = None
         if self._closed:
             # Nobody drains the queue of a closed pool: close the connection now (the driver's
             # close takes no pool lock) and leave the counting, which does, to stats().
+            slot.checkout = None
             self.driver.close(slot.raw)
             self._late_closes.put(slot)
             return
-        if isinstance(proxy, MonitoredConnection):  # listed among the monitor's leaks
-            MONITOR._checkout_dropped(slot, self.name)
-        self._orphans.put((slot, slot.uses))
+        if checkout.mon_frames is not None:  # a monitored checkout: listed among the leaks
+            MONITOR._checkout_dropped(checkout, self.name)
+        self._orphans.put(checkout)
 
     def _drain_orphans(self) -> None:
         while True:
             try:
-                slot, uses = self._orphans.get_nowait()
+                checkout = self._orphans.get_nowait()
             except queue.Empty:
                 return
-            if slot.state is not _IN_USE or slot.uses != uses:
-                continue  # not (or no longer) the checkout that was dropped
+            slot = checkout.slot
+            if slot is None or slot.state is not _IN_USE or slot.checkout is not checkout:
+                continue  # no longer the checkout that was dropped
             logger.warning(
                 "pool %r: a connection borrowed at %s by thread %s was garbage-collected "
                 "without being returned; the pool took it back (use `with pool.connection()`)",
-                self.name, format_site(slot.site()), thread_name(slot.borrow_thread))
+                self.name, format_site(checkout.site()), thread_name(checkout.owner))
             with self._stats_lock:
                 self._orphans_returned += 1
-            orphan = slot.proxy_class(self, slot)
+            orphan = slot.proxy_class(self, checkout)
             slot.lease_owner = None  # never park an orphan for the draining thread
             try:
                 self._give_back(orphan, False)
@@ -756,40 +730,56 @@ class Pool:
             slot.last_alive = _monotonic()
             if not self._bag.give_back_reserved(slot):
                 self._close_raw(slot, CloseReason.POOL_CLOSED)
-        for slot in plan.leaked:
-            self._report_leak(slot, now)
-        for slot in plan.reclaimable:
-            self._retire(slot, CloseReason.ABANDONED)
-        for slot in plan.abandoned:
-            self._reclaim(slot, now)
+        for checkout in plan.leaked:
+            self._report_leak(checkout, now)
+        for checkout in plan.reclaimable:
+            self._close_reclaimed(checkout)
+        for checkout in plan.abandoned:
+            self._reclaim(checkout, now)
         if cfg.stats_log_interval is not None and now - self._stats_logged_at >= \
                 cfg.stats_log_interval:
             self._stats_logged_at = now
             self._sql_stats.registry.log_and_reset()
         self._request_opens()
 
-    def _report_leak(self, slot: Slot, now: float) -> None:
-        slot.leak_reported = True
+    def _close_reclaimed(self, checkout: Checkout, now: bool = False) -> None:
+        """Close a reclaimed checkout's connection (``now``: in this thread, the pool is
+        closing); its inert proxy, if its caller keeps it, keeps no connection alive."""
+        slot = checkout.slot
+        if slot is None:
+            return
+        checkout.slot = checkout.raw = None
+        if now:
+            self._bag.forget(slot)
+            self._close_raw(slot, CloseReason.ABANDONED)
+        else:
+            self._retire(slot, CloseReason.ABANDONED)
+
+    def _report_leak(self, checkout: Checkout, now: float) -> None:
+        slot = checkout.slot
+        if slot is None:
+            return  # returned meanwhile
+        checkout.leak_reported = True
         with self._stats_lock:
             self._leaks_detected += 1
-        stack = "".join(f"\n    {f[0]}:{f[1]} in {f[2]}" for f in slot.borrow_stack or ())
+        stack = "".join(f"\n    {f[0]}:{f[1]} in {f[2]}" for f in checkout.stack or ())
+        sql = checkout.sql
         logger.warning(
             "pool %r: possible leak: connection %d held for %.2f s (leak_threshold=%g s) by "
             "thread %s, borrowed at %s%s%s",
-            self.name, slot.id, now - slot.borrowed_at, self.config.leak_threshold,
-            thread_name(slot.borrow_thread), format_site(slot.site()),
-            f"; running: {safe_sql(slot.sql, self.driver.name)}" if slot.sql else "",
+            self.name, slot.id, now - checkout.borrowed_at, self.config.leak_threshold,
+            thread_name(checkout.owner), format_site(checkout.site()),
+            f"; running: {safe_sql(sql, self.driver.name)}" if sql else "",
             f"\n  borrow stack (most recent call last):{stack}" if stack else "")
 
-    def _report_unleaked(self, slot: Slot, held: float) -> None:
-        slot.leak_reported = False
+    def _report_unleaked(self, slot: Slot, checkout: Checkout, held: float) -> None:
         with self._stats_lock:
             self._leaks_returned += 1
         logger.info("pool %r: previously reported leak returned: connection %d borrowed at %s "
-                    "came back after %.2f s", self.name, slot.id, format_site(slot.site()),
-                    held)
+                    "came back after %.2f s", self.name, slot.id,
+                    format_site(checkout.site()), held)
 
-    def _reclaim(self, slot: Slot, now: float) -> None:
+    def _reclaim(self, checkout: Checkout, now: float) -> None:
         """Revoke a checkout that ran no statement for abandoned_timeout.
 
         Its proxy and cursors turn inert at once (every later call raises
@@ -797,19 +787,21 @@ class Pool:
         _RECLAIM_GRACE seconds on and with no statement running, because the holder's thread
         may still be inside a driver call (a fetch) that a close would pull the rug from.
         """
-        if slot.state is not _IN_USE:
-            return
-        proxy = slot.proxy_ref() if slot.proxy_ref is not None else None
+        slot = checkout.slot
+        if slot is None or slot.state is not _IN_USE or slot.checkout is not checkout:
+            return  # returned meanwhile
+        checkout.reclaimed_at = now  # first: a use racing the reclaim is told why
+        proxy = checkout.proxy_ref() if checkout.proxy_ref is not None else None
         if proxy is not None:
-            proxy._detach(reclaimed=True)
-        slot.reclaim_at = now
+            proxy._retire(reclaimed=True)
+        sql = checkout.sql
         logger.warning(
             "pool %r: reclaimed abandoned connection %d held for %.2f s, idle for %.2f s "
             "(abandoned_timeout=%g s) by thread %s, borrowed at %s%s",
-            self.name, slot.id, now - slot.borrowed_at,
-            now - max(slot.borrowed_at, slot.active_at), self.config.abandoned_timeout,
-            thread_name(slot.borrow_thread), format_site(slot.site()),
-            f"; last statement: {safe_sql(slot.sql, self.driver.name)}" if slot.sql else "")
+            self.name, slot.id, now - checkout.borrowed_at,
+            now - max(checkout.borrowed_at, checkout.active_at), self.config.abandoned_timeout,
+            thread_name(checkout.owner), format_site(checkout.site()),
+            f"; last statement: {safe_sql(sql, self.driver.name)}" if sql else "")
 
     # ================================================================== hooks
     def add_hook(self, hook: Any) -> None:
@@ -924,16 +916,15 @@ class Pool:
         Nobody returns those (their proxies are inert) and the housekeeper has stopped, so the
         pool waits out what is left of the grace, within ``timeout``, and closes them here.
         """
-        revoked = [s for s in list(self._slots.values())
-                   if s.reclaim_at and s.state is _IN_USE]
+        revoked = [co for s in list(self._slots.values())
+                   if s.state is _IN_USE and (co := s.checkout) is not None and co.reclaimed_at]
         if not revoked:
             return
-        wait = max(s.reclaim_at for s in revoked) + _RECLAIM_GRACE - _monotonic()
+        wait = max(co.reclaimed_at for co in revoked) + _RECLAIM_GRACE - _monotonic()
         if wait > 0:
             time.sleep(min(wait, timeout))
-        for slot in revoked:
-            self._bag.forget(slot)
-            self._close_raw(slot, CloseReason.ABANDONED)
+        for checkout in revoked:
+            self._close_reclaimed(checkout, now=True)
 
     @property
     def closed(self) -> bool:
