@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poolkeeper import ConfigError, LoaderError, Pool
+from poolkeeper.drivers.postgres import PostgresDriver
 from poolkeeper.loader import Loader
 from poolkeeper.loader.batch import Ledger, make_run_id
 from poolkeeper.loader.budget import REGION_OVERHEAD, Budget, Region, record_cost
@@ -153,14 +154,15 @@ def test_codecs_reject_unsupported_values_clearly() -> None:
 
 def test_postgres_codec_writes_copy_text() -> None:
     importlib.import_module("psycopg")
-    codec = PostgresCodec()
+    driver = PostgresDriver({})  # the pool's adapter lends psycopg's formatter; no connection
+    codec = PostgresCodec(driver)
     buf = bytearray()
     codec.append(buf, (1, "a\tb\nc\\", None, b"\x00\xff"))
     assert bytes(buf) == b"1\ta\\tb\\nc\\\\\t\\N\t\\\\x00ff\n"
     assert codec.decode(bytes(buf)) == ("1", "a\tb\nc\\", None, "\\x00ff")
     with pytest.raises(TypeError, match="cannot adapt"):
         codec.append(bytearray(), (object(),))
-    assert codec_by_name(codec.name).name == codec.name
+    assert codec_by_name(codec.name, driver).name == codec.name
 
 
 # ---------------------------------------------------------------------------- spill log
