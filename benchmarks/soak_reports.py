@@ -589,8 +589,9 @@ def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int,
     prefix = f"soak_rp_{tag}_"
     tables = [f"{prefix}{k}" for k in range(ntables)]
     spill = c.tmp / "spill"
-    # Room for one row of every table while the workers are held (kill_at): the last
-    # write() then never waits for a worker that will not come.
+    # Room for one row of every table while the workers are held (kill_at), four times over
+    # for each region's overhead and header: the last write() then never waits for a worker
+    # that will not come (10,000 tables: 80 MB; the quick run keeps 16 MB).
     child_budget = max(16 * MB, 4 * ntables * _ROW_BYTES)
     replay_budget = MB
     kw: dict[str, Any] = {"connect_kwargs": {"client_flag": 128}} if c.backend == "mysql" else {}
