@@ -44,6 +44,8 @@ from _soak import MB, Meter, Outcome, Result, child_main, describe, run_child, v
 __all__ = ["SOAKS", "main"]
 
 KB = 1 << 10
+#: what one row of the loader child costs in the buffer, roughly (a 2,000-character payload)
+_ROW_BYTES = 2 * KB
 N = TypeVar("N", int, float)
 BACKENDS = ("sqlite", "postgresql", "mysql")
 HERE = Path(__file__).resolve()
@@ -517,40 +519,55 @@ def starrocks_abort(c: Ctx) -> Outcome:
 
 
 _LOADER_CHILD = textwrap.dedent("""
-    import sys, time
+    import sys, threading, time
     from poolkeeper import Pool
     from poolkeeper.loader import Loader
     dsn, spill, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
     tables = [prefix + str(k) for k in range(int(sys.argv[7]))]
     budget, rows, segment = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-    pace = float(sys.argv[8])  # seconds between rows: a load that lasts, to be killed within
+    # hold_at >= 0: rows 0 .. hold_at - 1 are written and flushed (committed), then the
+    # workers are held in on_flushed after at most one more commit each, and row hold_at is
+    # written to every table: its batches are accepted (in the spill log) and, but for at
+    # most one per worker, not committed when "held" is printed and the parent kills us.
+    hold_at = int(sys.argv[8])
+    holding = threading.Event()
+    never = threading.Event()  # never set: a held worker waits until the SIGKILL
+
+    def on_flushed(table, batch_id, rows):
+        if holding.is_set():
+            never.wait(600)
+
     kw = {"connect_kwargs": {"client_flag": 128}} if dsn.startswith("mysql") else {}
     with Pool(dsn, max_size=3, **kw) as pool:
         loader = Loader(pool, budget_bytes=budget, spill_dir=spill, batch_rows=200,
-                        spill_segment_bytes=segment,
+                        spill_segment_bytes=segment, on_flushed=on_flushed,
                         max_age_s=0.2, write_timeout_s=120,
                         columns={t: ("id", "v") for t in tables})
         print("ready", flush=True)
-        deadline = time.monotonic() + 120
-        for i in range(rows):
-            if time.monotonic() > deadline:
-                break
+        for i in range(rows if hold_at < 0 else hold_at + 1):
+            if i == hold_at:
+                loader.flush()
+                print("committed", loader.stats()["rows_loaded"], flush=True)
+                holding.set()
             for t in tables:
                 loader.write(t, (i, "payload %d %s" % (i, "p" * 2000)))
             print("ack", i, flush=True)   # write() returned for row i of every table
-            time.sleep(pace)
-        print("done", flush=True)
-        time.sleep(600)  # the parent kills us (SIGKILL) while the workers commit
+        print("held" if hold_at >= 0 else "done", flush=True)
+        time.sleep(600)  # the parent kills us (SIGKILL) while the workers commit or are held
 """)
 
 
 def starrocks_replay(c: Ctx) -> Outcome:
     """The StarRocks loader, durable: 10,000 tables loaded by a child under one budget,
-    SIGKILLed mid-load; the replay under a 1 MB budget must stay within it, load every
-    acknowledged row exactly once, and not go through the batches committed before the kill
-    again (the ledger skips them, but reading and re-sending them is the redo)."""
-    # x 2 KB per row: 60 MB in the full run (within one 64 MB spill segment), 8 MB in the quick;
-    # killed once half the rows are acknowledged, while its workers still commit batches
+    SIGKILLed mid-load (half the rows committed, one more row of every table accepted and,
+    the workers held in on_flushed, not committed); the replay under a 1 MB budget must stay
+    within it, load every acknowledged row exactly once, and not go through the batches
+    committed before the kill again (the ledger skips them, but reading and re-sending them
+    is the redo)."""
+    # x 2 KB per row: 60 MB in the full run (within one 64 MB spill segment), 4 MB in the quick;
+    # killed once half the rows are committed and one more row of every table is accepted
+    # but (the workers held) not committed: by progress, not by time, so a loaded machine
+    # cannot let the workers commit everything before the kill
     rows = c.n(4, 100)
     return _replay_soak(c, 64 * MB, c.n(10_000, 40) if c.backend != "mysql" else c.n(2_000, 40),
                         rows, kill_at=rows // 2)
@@ -572,7 +589,10 @@ def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int,
     prefix = f"soak_rp_{tag}_"
     tables = [f"{prefix}{k}" for k in range(ntables)]
     spill = c.tmp / "spill"
-    child_budget = 16 * MB
+    # Room for one row of every table while the workers are held (kill_at), four times over
+    # for each region's overhead and header: the last write() then never waits for a worker
+    # that will not come (10,000 tables: 80 MB; the quick run keeps 16 MB).
+    child_budget = max(16 * MB, 4 * ntables * _ROW_BYTES)
     replay_budget = MB
     kw: dict[str, Any] = {"connect_kwargs": {"client_flag": 128}} if c.backend == "mysql" else {}
     with Pool(c.dsn, min_idle=1, max_size=3, monitor=c.monitor, name=f"soak-rp-{tag}",
@@ -583,33 +603,39 @@ def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int,
         proc = subprocess.Popen([sys.executable, "-c", _LOADER_CHILD, c.dsn, str(spill),
                                  prefix, str(child_budget), str(rows_per_table),
                                  str(segment_bytes), str(ntables),
-                                 str(0.02 if kill_at is not None else 0.0)],
+                                 str(-1 if kill_at is None else kill_at)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env)
         assert proc.stdout is not None
         acked = -1
+        committed_at_hold = None
         try:
             deadline = time.monotonic() + c.n(120, 40)
             line = ""
+            # One line per row written to every table, then "held" (kill_at: rows up to
+            # kill_at - 1 committed, row kill_at accepted and held back) or "done"; bounded
+            # by the lines the child prints and by the deadline.
             while time.monotonic() < deadline:
                 line = proc.stdout.readline()
-                if not line or line.startswith("done"):
+                if not line or line.startswith(("done", "held")):
                     break
                 if line.startswith("ack"):
                     acked = int(line.split()[1])
-                    # mid-load: half the rows written, and the workers committing (a first
-                    # table's batch is in; one COUNT per row written, not per table)
-                    if (kill_at is not None and acked >= kill_at
-                            and _count_all(pool, tables[:1]) > 0):
-                        break
+                elif line.startswith("committed"):
+                    committed_at_hold = int(line.split()[1])
+            held = line.startswith("held")
             if kill_at is None:
                 # The child wrote everything and sleeps; its workers commit what it wrote
                 # (max_age_s=0.2), so the kill finds committed batches still in the spill.
                 time.sleep(c.n(5.0, 1.5))
             os.kill(proc.pid, signal.SIGKILL)
-            rest, _err = proc.communicate(timeout=30)
+            rest, err = proc.communicate(timeout=30)
             acked = max([acked] + [int(x.split()[1]) for x in rest.splitlines()
                                    if x.startswith("ack")])
+            if kill_at is not None and not held:
+                raise RuntimeError(f"the loader child never held its workers at row {kill_at} "
+                                   f"(last line {line.strip()!r}, acked row {acked}): "
+                                   f"{err.strip()[-2000:]}")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -643,6 +669,9 @@ def _replay_soak(c: Ctx, segment_bytes: int, ntables: int, rows_per_table: int,
         f"traced peak of the replay {peak / MB:.1f} MB")
     out.check("the kill left something to replay", spilled > 0)
     if kill_at is not None:
+        out.notes.append(f"killed with {committed_at_hold:,} rows committed when the workers "
+                         f"were held (rows 0-{kill_at - 1} of every table), row {kill_at} "
+                         "of every table accepted")
         out.check(f"the kill came mid-load ({committed:,} rows committed before it, of "
                   f"{rows_per_table * ntables:,})", 0 < committed < rows_per_table * ntables)
         out.check(f"the replay had batches to load ({stats['replayed_batches']})",

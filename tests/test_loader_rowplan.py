@@ -17,9 +17,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from poolkeeper.drivers.postgres import PostgresDriver
 from poolkeeper.loader.codec import Codec, MysqlCodec, PostgresCodec, SqliteCodec
 
 pytest.importorskip("psycopg")
+
+
+def _pg_codec() -> PostgresCodec:
+    """The codec as a PostgreSQL pool's loader makes it, from the pool's adapter (no
+    connection is opened)."""
+    return PostgresCodec(PostgresDriver({}))
 
 UTC = dt.UTC
 
@@ -54,7 +61,7 @@ OTHERS: list[Any] = [None, True, False, IntSub(5), StrSub("s"), b"bytes\x00\t", 
 
 
 def _codecs() -> list[Codec]:
-    return [PostgresCodec(), MysqlCodec()]
+    return [_pg_codec(), MysqlCodec()]
 
 
 def _bytes_of(formatter: Callable[..., None], ctx: Any,
@@ -143,7 +150,7 @@ def test_no_plan_when_a_type_has_no_recipe() -> None:
 
 
 def test_plans_are_shared_by_type_signature() -> None:
-    codec = PostgresCodec()
+    codec = _pg_codec()
     assert codec.row_formatter((1, "a")) is codec.row_formatter((2, "b"))
     assert codec.row_formatter((1, "a")) is not codec.row_formatter(("a", 1))
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poolkeeper import ConfigError, LoaderError, Pool
+from poolkeeper.drivers.postgres import PostgresDriver
 from poolkeeper.loader import Loader
 from poolkeeper.loader.batch import Ledger, make_run_id
 from poolkeeper.loader.budget import REGION_OVERHEAD, Budget, Region, record_cost
@@ -153,14 +154,15 @@ def test_codecs_reject_unsupported_values_clearly() -> None:
 
 def test_postgres_codec_writes_copy_text() -> None:
     importlib.import_module("psycopg")
-    codec = PostgresCodec()
+    driver = PostgresDriver({})  # the pool's adapter lends psycopg's formatter; no connection
+    codec = PostgresCodec(driver)
     buf = bytearray()
     codec.append(buf, (1, "a\tb\nc\\", None, b"\x00\xff"))
     assert bytes(buf) == b"1\ta\\tb\\nc\\\\\t\\N\t\\\\x00ff\n"
     assert codec.decode(bytes(buf)) == ("1", "a\tb\nc\\", None, "\\x00ff")
     with pytest.raises(TypeError, match="cannot adapt"):
         codec.append(bytearray(), (object(),))
-    assert codec_by_name(codec.name).name == codec.name
+    assert codec_by_name(codec.name, driver).name == codec.name
 
 
 # ---------------------------------------------------------------------------- spill log
@@ -202,6 +204,36 @@ def test_spill_log_replays_unfinished_batches_across_segments(tmp_path: Path) ->
         assert again.torn_bytes == len(b"1:20\thalf a rec")
         again.done("id1")
         assert not list(tmp_path.glob("*.spill"))
+    finally:
+        again.close()
+
+
+def test_spill_replay_cuts_a_torn_tail_before_marking_a_replayed_batch_done(
+        tmp_path: Path) -> None:
+    # A SIGKILL in the middle of a write() leaves a torn last record. The replay marks each
+    # replayed batch done with a D line appended to the segment; appended after the torn
+    # bytes, the lines ran into the record's declared length, and a later sweep (the budget
+    # holds about one batch) refused the segment as damaged (or, had a line ended exactly
+    # there, read torn bytes and D lines as a row).
+    log = SpillLog(str(tmp_path), run_id="r1")
+    for seq in range(1, 7):
+        for row in range(20):
+            log.append(f"id{seq}", seq, b"%d-%02d" % (seq, row) + b"." * 200,
+                       _hdr(seq, f"t{seq}") if row == 0 else None)
+    log.close()
+    (segment,) = tmp_path.glob("*.spill")
+    with open(segment, "ab") as fh:
+        fh.write(b"6:20\thalf a rec")  # the process died in the middle of this write
+    again = SpillLog(str(tmp_path), run_id="r2")
+    try:
+        replayed = []
+        for batch in again.replay(5_000):  # about one batch per sweep
+            replayed.append((batch.batch_id, len(batch.ends)))
+            again.done(batch.batch_id)  # committed: its D line goes into the segment
+        assert replayed == [(f"id{seq}", 20) for seq in range(1, 7)]
+        assert again.stats()["replay_sweeps"] == 6
+        assert again.torn_bytes == len(b"6:20\thalf a rec")
+        assert again.stats()["spill_batches_live"] == 0
     finally:
         again.close()
 

@@ -22,6 +22,7 @@ from typing import Any
 from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy
 from ..dsn import mask_dsn
 from .base import Driver, ErrorKind
+from .postgres_copy import CopyTextFormat
 from .postgres_stmtcache import PsycopgMirror, psycopg_policy
 
 __all__ = ["PostgresDriver"]
@@ -222,6 +223,12 @@ class PostgresDriver(Driver):
         out.update(counted=counted, prepared=prepared,
                    bytes=sum(len(t) for t, _ in counted) + sum(len(t) for t in prepared))
         return out
+
+    def copy_text_format(self) -> CopyTextFormat:
+        """psycopg's ``COPY`` text formatter, for rows encoded before any connection is
+        borrowed (the loader's): see :mod:`.postgres_copy`. A new one per call: its dumpers
+        are psycopg's as registered now."""
+        return CopyTextFormat()
 
     def describe(self) -> str:
         return f"postgresql {mask_dsn(str(self.params.get('conninfo', '')))}"

@@ -7,7 +7,8 @@ region uses is exactly the bytes it holds, and a spilled batch is replayed witho
 Records are framed by their end offsets (and, in the spill log, by a length prefix); the
 PostgreSQL and MariaDB ones are also lines, as ``COPY`` and ``LOAD DATA`` read them.
 
-- ``postgresql``: ``COPY ... FROM STDIN`` text format, produced by psycopg's own (C) formatter.
+- ``postgresql``: ``COPY ... FROM STDIN`` text format, produced by psycopg's own (C) formatter,
+  which the pool's adapter lends (``driver.copy_text_format()``, drivers/postgres_copy.py).
 - ``mysql``: ``LOAD DATA`` default format (tab-separated, backslash escapes, ``\\N`` for NULL);
   timezone-aware datetimes are converted to UTC (MariaDB/MySQL DATETIME has no zone).
 - ``sqlite``: the values themselves, ``marshal``-ed, for ``executemany``; decimals and dates
@@ -15,7 +16,7 @@ PostgreSQL and MariaDB ones are also lines, as ``COPY`` and ``LOAD DATA`` read t
 
 Example::
 
-    codec = codec_for("sqlite")
+    codec = codec_for(pool.driver)   # pool on sqlite: a SqliteCodec
     buf = bytearray()
     codec.append(buf, (1, "a\\tb", None))
     assert codec.decode(bytes(buf)) == (1, "a\\tb", None)
@@ -88,60 +89,23 @@ def _pg_unescape(m: re.Match[bytes]) -> bytes:
 
 
 class PostgresCodec(Codec):
-    """``COPY`` text format through psycopg's formatter (its C version when installed)."""
+    """``COPY`` text format through psycopg's formatter (its C version when installed).
+
+    ``driver`` is the pool's PostgreSQL adapter (``pool.driver``): the formatter and its
+    dumpers are psycopg's, lent by its ``copy_text_format()``, so that only drivers/
+    imports psycopg.
+    """
 
     name = "pg-copy-text"
 
-    def __init__(self) -> None:
-        import psycopg
-        from psycopg.adapt import AdaptersMap, Dumper, PyFormat, Transformer
-
-        class HexBytesDumper(Dumper):
-            # psycopg's own bytes dumper needs a connection to choose the hex format; without
-            # one it falls back to the escape format meant for SQL literals, which COPY would
-            # escape a second time. Rows are encoded before any connection is borrowed.
-            oid = psycopg.adapters.types["bytea"].oid
-
-            def dump(self, obj: Any) -> bytes:
-                return b"\\x" + bytes(obj).hex().encode()
-
-        adapters = AdaptersMap(psycopg.adapters)
-        for cls in (bytes, bytearray, memoryview):
-            adapters.register_dumper(cls, HexBytesDumper)
-        self._tx = Transformer(adapters)
-        try:
-            # The formatter psycopg's own Copy.write_row() uses: the C version runs at the
-            # speed of a raw COPY. A private name, hence the public fallback below.
-            from psycopg._copy_base import format_row_text
-
-            self._format: Callable[[Sequence[Any], Any, bytearray], None] = format_row_text
-        except ImportError:  # pragma: no cover - depends on the psycopg version
-            self._format = self._format_public
-        self._text = PyFormat.TEXT
-        self._plannable = self._builtin_dumpers(self._tx, PyFormat.TEXT)
-
-    @staticmethod
-    def _builtin_dumpers(tx: Any, text: Any) -> bool:
-        """Whether psycopg's own dumpers format the types the row plans cover.
-
-        The plans reproduce those dumpers' text; a dumper registered by the application
-        (psycopg.adapters is global) would write something else, so then nothing is planned.
-        """
-        samples = (1, "a", 0.5, Decimal("1.5"), _dt.datetime(2000, 1, 1),
-                   _dt.datetime(2000, 1, 1, tzinfo=_UTC))
-        try:
-            modules = [type(tx.get_dumper(v, text)).__module__ for v in samples]
-        except Exception:  # noqa: BLE001 - whatever psycopg says, the generic path is safe
-            return False
-        return all(m.startswith(("psycopg.types.", "psycopg_binary.", "psycopg_c."))
-                   for m in modules)
-
-    def _format_public(self, row: Sequence[Any], tx: Any, out: bytearray) -> None:
-        dumped = tx.dump_sequence(row, [self._text] * len(row))
-        out += b"\t".join(
-            rb"\N" if b is None else bytes(b).replace(b"\\", b"\\\\").replace(b"\t", b"\\t")
-            .replace(b"\n", b"\\n").replace(b"\r", b"\\r") for b in dumped)
-        out += b"\n"
+    def __init__(self, driver: Any) -> None:
+        fmt = driver.copy_text_format()
+        self._format: Callable[[Sequence[Any], Any, bytearray], None] = fmt.format_row
+        self._tx = fmt.context
+        # The plans reproduce psycopg's own dumpers' text; a dumper registered by the
+        # application (psycopg.adapters is global) would write something else, so then
+        # nothing is planned.
+        self._plannable: bool = fmt.builtin_dumpers
 
     def formatter(self) -> tuple[Callable[[Sequence[Any], Any, bytearray], None], Any]:
         return self._format, self._tx
@@ -350,21 +314,26 @@ class SqliteCodec(Codec):
         return value
 
 
-def codec_for(driver: str) -> Codec:
-    """The codec of a pool's driver name ("postgresql", "mysql", "sqlite")."""
-    if driver == "postgresql":
-        return PostgresCodec()
-    if driver == "mysql":
+def codec_for(driver: Any) -> Codec:
+    """The codec of a pool's driver adapter (``pool.driver``; its ``name`` is "postgresql",
+    "mysql" or "sqlite")."""
+    name = driver.name
+    if name == "postgresql":
+        return PostgresCodec(driver)
+    if name == "mysql":
         return MysqlCodec()
-    if driver == "sqlite":
+    if name == "sqlite":
         return SqliteCodec()
     raise ValueError(f"the loader supports the postgresql, mysql and sqlite drivers, "
-                     f"not {driver!r}")
+                     f"not {name!r}")
 
 
-def codec_by_name(name: str) -> Codec:
-    """The codec that wrote a spilled batch (its header names it)."""
-    for cls in (PostgresCodec, MysqlCodec, SqliteCodec):
+def codec_by_name(name: str, driver: Any) -> Codec:
+    """The codec that wrote a spilled batch (its header names it), for a pool's driver
+    adapter (``pool.driver``: the PostgreSQL codec formats with it)."""
+    if name == PostgresCodec.name:
+        return PostgresCodec(driver)
+    for cls in (MysqlCodec, SqliteCodec):
         if cls.name == name:
             return cls()
     raise ValueError(f"unknown row codec {name!r} (spill log written by a newer poolkeeper?)")

@@ -90,7 +90,7 @@ class Engine:
         self.write_timeout_s = options.write_timeout_s
         self.close_timeout_s = options.close_timeout_s
         self.on_flushed = options.on_flushed
-        self.codec = codec_for(driver)
+        self.codec = codec_for(pool.driver)
         self.run_id = make_run_id()
 
         # -- state under self._lock

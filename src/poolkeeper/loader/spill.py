@@ -173,6 +173,8 @@ class SpillLog:
         self.segments_removed = 0
         self.bytes_written = 0
         self.torn_bytes = 0
+        #: where the complete lines of a segment end, when a torn line follows them (_frames)
+        self._torn_tail: dict[str, int] = {}
         self._lock_fd = os.open(os.path.join(self.directory, ".lock"),
                                 os.O_CREAT | os.O_RDWR, 0o600)
         try:
@@ -363,6 +365,13 @@ class SpillLog:
                             runs[mrun].done(int(mseq))
                 elif not (run in runs and runs[run].row(seq, index, end, record_cost(hi - lo))):
                     headless.setdefault((run, seq), path)
+            cut = self._torn_tail.pop(path, None)
+            if cut is not None:
+                # The torn line was never acknowledged (its write() did not return). Cut it
+                # off before done() appends D lines here: after it, they would run into the
+                # length its frame declares, and a later sweep would find the segment damaged
+                # (or read torn bytes and D lines as a row). The directory's flock is ours.
+                os.truncate(path, cut)
         if headless:
             (run, seq), path = next(iter(headless.items()))
             raise LoaderError(
@@ -439,12 +448,14 @@ class SpillLog:
         """Every complete line of a segment, read in chunks: ``(kind, seq, buf, lo, hi,
         end)`` with the line's body in ``buf[lo:hi]`` (valid until the next line) and
         ``end`` its end in the file; kind "H" (header), "D" (done mark) or "R" (a row of
-        batch ``seq``). Stops at a torn last line (its bytes are counted in torn_bytes)."""
+        batch ``seq``). Stops at a torn last line (its bytes are counted in torn_bytes, and
+        where the complete lines end is left in ``self._torn_tail[path]``)."""
         with open(path, "rb") as fh:
             buf = b""
             base = 0  # file offset of buf[0]
             pos = 0
             eof = False
+            torn = False  # stopped at a line the end of the file cuts short
             while True:
                 avail = len(buf) - pos
                 if avail < _FRAME_MAX and not eof:
@@ -456,6 +467,7 @@ class SpillLog:
                     nl = buf.find(b"\n", pos)
                     if nl < 0:
                         if eof:
+                            torn = True
                             break  # torn header or mark
                         buf, base, pos, eof = self._refill(fh, buf, base, pos, _CHUNK)
                         continue
@@ -465,6 +477,7 @@ class SpillLog:
                     continue
                 tab = buf.find(b"\t", pos, pos + _FRAME_MAX)
                 if tab < 0:
+                    torn = eof
                     break  # torn frame
                 seq_text, _, length_text = buf[pos:tab].partition(b":")
                 if not (seq_text.isdigit() and length_text.isdigit()):
@@ -475,6 +488,7 @@ class SpillLog:
                 stop = start + int(length_text)
                 if stop + 1 > len(buf):
                     if eof:
+                        torn = True
                         break  # torn record
                     buf, base, pos, eof = self._refill(fh, buf, base, pos,
                                                        max(_CHUNK, stop + 1 - len(buf)))
@@ -487,6 +501,8 @@ class SpillLog:
                 pos = stop + 1
             if count_torn:
                 self.torn_bytes += len(buf) - pos
+            if count_torn and torn and len(buf) > pos:  # the first pass (_plan) cuts it
+                self._torn_tail[path] = base + pos
 
     @staticmethod
     def _refill(fh: IO[bytes], buf: bytes, base: int, pos: int,

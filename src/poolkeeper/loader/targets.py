@@ -33,9 +33,8 @@ import re
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from ..drivers.cancel import Canceller
 from ..errors import LoaderError
 from .batch import Batch
 from .codec import Codec
@@ -47,6 +46,7 @@ __all__ = [
     "InsertTarget",
     "LoadDataTarget",
     "Session",
+    "StatementCanceller",
     "Target",
     "make_target",
     "mysql_local_infile_ready",
@@ -67,6 +67,18 @@ _MAX_FILE_PACKET = 8 << 20
 _PACKET_SLACK = 1024
 #: the longest one server-side cancel may take before it counts as failed
 _CANCEL_TIMEOUT_S = 5.0
+
+
+class StatementCanceller(Protocol):
+    """What the loader calls of the canceller ``pool.driver.canceller()`` returns (the
+    driver's server-side cancel): named here, so that the loader uses the adapter's public
+    method and no module of drivers/."""
+
+    def cancel(self, raw: Any, session_id: Any) -> bool | None:
+        """Stop what runs on ``raw`` now; raises when the cancel cannot be delivered."""
+
+    def close(self) -> None:
+        """Release what the canceller holds (the MariaDB control connection)."""
 
 
 class DataProblem(Exception):
@@ -147,7 +159,7 @@ class Target:
         self._active_lock = threading.Lock()
         #: the pool driver's server-side cancel (MariaDB: one control connection), made on
         #: the first cancel_all() and released by close()
-        self._canceller: Canceller | None = None
+        self._canceller: StatementCanceller | None = None
         self.cancels_sent = 0
         self.cancel_failures = 0
 
