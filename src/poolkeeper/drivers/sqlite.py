@@ -14,24 +14,30 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy
-from .base import Driver, ErrorKind
+from .base import AdapterBase, Driver, ErrorKind
 from .sqlite_stmtcache import SqliteMirror, sqlite_cached_statements, sqlite_policy
 
-__all__ = ["SqliteDriver"]
+__all__ = ["SqliteAdapter", "SqliteDriver"]
 
 _memory_ids = itertools.count(1)
 _TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "busy")
 
 
-class SqliteDriver(Driver):
-    """Adapter for the standard library's sqlite3."""
+class SqliteAdapter(AdapterBase):
+    """What a sqlite3 connection answers, directly or through aiosqlite's proxy of it (which
+    forwards ``in_transaction``, ``isolation_level`` and ``total_changes``): transaction
+    state, errors, the statement cache's size, the shared in-memory database. Mixed into
+    :class:`SqliteDriver` and the asyncio adapter
+    (:class:`~poolkeeper.drivers.aio_sqlite.AiosqliteDriver`)."""
 
     name = "sqlite"
     knows_transaction_state = True
-    error_types = (sqlite3.Error,)
-    closed_connection_error = sqlite3.ProgrammingError  # "Cannot operate on a closed database."
-    closed_cursor_error = sqlite3.ProgrammingError  # "Cannot operate on a closed cursor."
-    cancelled_error = sqlite3.OperationalError  # "interrupted"
+    error_types: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    closed_connection_error: type[BaseException] | None = sqlite3.ProgrammingError
+    closed_cursor_error: type[BaseException] | None = sqlite3.ProgrammingError
+    cancelled_error: type[BaseException] | None = sqlite3.OperationalError  # "interrupted"
+    #: what reading a closed connection's state raises
+    closed_errors: tuple[type[BaseException], ...] = (sqlite3.ProgrammingError,)
 
     def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
                  autocommit: bool | None = None, connect_timeout: float = 10.0,
@@ -54,7 +60,7 @@ class SqliteDriver(Driver):
             self.params["uri"] = True
             self._anchor = self._open()
 
-    def _open(self) -> sqlite3.Connection:
+    def _open_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.params)
         kwargs.setdefault("check_same_thread", False)
         # sqlite's "timeout" is how long a statement waits for a lock held by another connection.
@@ -66,20 +72,16 @@ class SqliteDriver(Driver):
         if self.statement_cache_bytes is not None:
             size = sqlite_cached_statements(size, self.statement_cache_bytes)
         kwargs.setdefault("cached_statements", size)
-        conn: sqlite3.Connection = sqlite3.connect(**kwargs)
+        return kwargs
+
+    def _open(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = sqlite3.connect(**self._open_kwargs())
         return conn
 
-    def _connect(self) -> Any:
-        return self._open()
-
-    def dispose(self) -> None:
+    def _close_anchor(self) -> None:
         if self._anchor is not None:
             self._anchor.close()
             self._anchor = None
-
-    def set_autocommit(self, raw: Any, on: bool) -> None:
-        # Python 3.11: isolation_level None is autocommit; "" restores the implicit BEGIN.
-        raw.isolation_level = None if on else ""
 
     def get_autocommit(self, raw: Any) -> bool:
         return raw.isolation_level is None
@@ -87,7 +89,7 @@ class SqliteDriver(Driver):
     def in_transaction(self, raw: Any) -> bool | None:
         try:
             return bool(raw.in_transaction)
-        except sqlite3.ProgrammingError:  # closed
+        except self.closed_errors:  # closed
             return None
 
     def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
@@ -96,8 +98,8 @@ class SqliteDriver(Driver):
         if exc is not None and self.left_mid_call(exc):
             return True
         try:
-            raw.total_changes  # noqa: B018 - raises ProgrammingError once closed
-        except sqlite3.ProgrammingError:
+            raw.total_changes  # noqa: B018 - raises once closed
+        except self.closed_errors:
             return True
         return False
 
@@ -111,6 +113,27 @@ class SqliteDriver(Driver):
         if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
             return ErrorKind.BROKEN
         return ErrorKind.OTHER
+
+    def statement_cache_policy(self, statement_cache_size: int,
+                               statement_cache_bytes: int) -> StatementCachePolicy:
+        return sqlite_policy(statement_cache_size, statement_cache_bytes)
+
+    def describe(self) -> str:
+        return f"sqlite {self.params.get('database')}"
+
+
+class SqliteDriver(SqliteAdapter, Driver):
+    """Adapter for the standard library's sqlite3."""
+
+    def _connect(self) -> Any:
+        return self._open()
+
+    def dispose(self) -> None:
+        self._close_anchor()
+
+    def set_autocommit(self, raw: Any, on: bool) -> None:
+        # Python 3.11: isolation_level None is autocommit; "" restores the implicit BEGIN.
+        raw.isolation_level = None if on else ""
 
     def ping(self, raw: Any, timeout: float) -> None:
         # No server to lose: checking that the handle is open is the whole test.
@@ -127,16 +150,9 @@ class SqliteDriver(Driver):
         finally:
             cur.close()
 
-    def statement_cache_policy(self, statement_cache_size: int,
-                               statement_cache_bytes: int) -> StatementCachePolicy:
-        return sqlite_policy(statement_cache_size, statement_cache_bytes)
-
     def governs_statements(self, policy: StatementCachePolicy) -> bool:
         return policy.max_statements > 0
 
     def statement_cache_mirror(self, policy: StatementCachePolicy,
                                raw: Any) -> StatementCacheMirror:
         return SqliteMirror(policy, self.push_statements)
-
-    def describe(self) -> str:
-        return f"sqlite {self.params.get('database')}"
