@@ -200,6 +200,7 @@ class FaultDriver(AsyncDriver):
 
     async def dispose(self) -> None:
         await self.inner.dispose()
+        await super().dispose()
 
     # ---------------------------------------------------------------- answers, no I/O
     def in_transaction(self, raw: Any) -> bool | None:

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from typing import Any
 
 from ..core.stmtpolicy import StatementCachePolicy, check_cache_sizes
 from ..dsn import mask_dsn
 from ..errors import ConfigError
-from .aiobase import AsyncConnect, AsyncDriver
+from .aiobase import AsyncDriver
 from .aiocontrol import AsyncControl
 from .base import ErrorKind
 from .postgres import classify_sqlstate, rows_of_status, sqlstate_breaks
@@ -86,20 +85,15 @@ class AsyncpgDriver(AsyncDriver):
     name = "asyncpg"
     knows_transaction_state = True
 
-    def __init__(self, params: Mapping[str, Any], *, connect: AsyncConnect | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        if autocommit is False:
+    def _setup(self) -> None:
+        if self.autocommit is False:
             raise ConfigError(
                 "autocommit=False cannot be set for asyncpg: it has no autocommit mode; a "
                 "statement outside conn.transaction() commits on its own. Drop autocommit "
                 "(or pass True) and use conn.transaction() for transactions")
         # asyncpg has no setting to send: True is what it does anyway
-        super().__init__(params, connect=connect, autocommit=None,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+        self.autocommit = None
+        super()._setup()
         import asyncpg  # imported here so that `import poolkeeper` needs no driver
 
         self._asyncpg = asyncpg
@@ -112,7 +106,7 @@ class AsyncpgDriver(AsyncDriver):
         self.control = AsyncControl(
             "the PostgreSQL control connection for pg_cancel_backend", open=self.connect,
             kill=_cancel_backend, close=self.close, timeout=self.cancel_timeout,
-            connect_timeout=connect_timeout)
+            connect_timeout=self.connect_timeout)
 
     @property
     def dialect(self) -> str:
@@ -163,8 +157,11 @@ class AsyncpgDriver(AsyncDriver):
             return kind
         if sqlstate.startswith(("22", "23")):  # data exception, integrity violation
             return ErrorKind.DATA
-        if isinstance(exc, self._asyncpg.exceptions.InterfaceError) and \
-                "closed" in str(exc):
+        errors = self._asyncpg.exceptions
+        if isinstance(exc, errors.InternalClientError) or (
+                isinstance(exc, errors.InterfaceError) and "closed" in str(exc)):
+            # the protocol lost its state (a server's FATAL message arriving while idle
+            # leaves "cannot switch to state ..."), or the connection is gone
             return ErrorKind.BROKEN
         return ErrorKind.OTHER
 
@@ -220,6 +217,7 @@ class AsyncpgDriver(AsyncDriver):
 
     async def dispose(self) -> None:
         await self.control.close()
+        await super().dispose()
 
     # ---------------------------------------------------------------- statements (for hooks)
     def rowcount(self, cursor: Any) -> int:

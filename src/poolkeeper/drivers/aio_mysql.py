@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from typing import Any
 
-from .aiobase import AsyncConnect, AsyncDriver
+from .aiobase import AsyncDriver
 from .aiocontrol import AsyncControl
 from .cancel import PROCESSLIST_QUERY, kill_missed, kill_statement
 from .mysql import MysqlAdapter
@@ -37,21 +36,15 @@ class AiomysqlDriver(MysqlAdapter, AsyncDriver):
 
     driver_label = "aiomysql"
 
-    def __init__(self, params: Mapping[str, Any], *, connect: AsyncConnect | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         import aiomysql  # imported here so that `import poolkeeper` needs no driver
 
         self._aiomysql = aiomysql
         self.control = AsyncControl(
             "the MariaDB control connection for KILL QUERY", open=self._open_control,
             kill=_kill_query, close=self.close, timeout=self.cancel_timeout,
-            connect_timeout=connect_timeout)
+            connect_timeout=self.connect_timeout)
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.params)
@@ -137,6 +130,7 @@ class AiomysqlDriver(MysqlAdapter, AsyncDriver):
 
     async def dispose(self) -> None:
         await self.control.close()
+        await super().dispose()
 
 
 async def _kill_query(conn: Any, session_id: int) -> bool | None:

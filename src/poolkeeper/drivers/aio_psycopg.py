@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from typing import Any
 
-from .aiobase import AsyncConnect, AsyncDriver
+from .aiobase import AsyncDriver
 from .postgres import PQ_ACTIVE, PsycopgAdapter
 
 __all__ = ["AsyncPsycopgDriver"]
@@ -25,14 +24,8 @@ __all__ = ["AsyncPsycopgDriver"]
 class AsyncPsycopgDriver(PsycopgAdapter, AsyncDriver):
     """Adapter for psycopg 3's ``AsyncConnection``."""
 
-    def __init__(self, params: Mapping[str, Any], *, connect: AsyncConnect | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         #: server-side cursors stream their rows ``itersize`` at a time (set_fetch_size)
         self.streaming_cursor_types = (self._psycopg.AsyncServerCursor,)
 

@@ -1,7 +1,7 @@
 """aiosqlite adapter (asyncio over the standard library's sqlite3).
 
 aiosqlite runs one sqlite3 connection in a worker thread of its own and forwards
-``in_transaction``, ``isolation_level`` and ``total_changes`` to it directly, so transaction
+``in_transaction`` and ``isolation_level`` to it directly, so transaction
 state, errors, the shared in-memory database and the statement cache's size are
 :class:`~poolkeeper.drivers.sqlite.SqliteAdapter`'s, shared with the sync adapter.
 
@@ -26,11 +26,10 @@ import asyncio
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import Mapping
 from typing import Any
 
 from ..core.stmtpolicy import StatementCachePolicy
-from .aiobase import AsyncConnect, AsyncDriver
+from .aiobase import AsyncDriver
 from .sqlite import SqliteAdapter
 
 __all__ = ["AiosqliteDriver", "interrupt_now"]
@@ -43,26 +42,40 @@ class AiosqliteDriver(SqliteAdapter, AsyncDriver):
     closed_connection_error: type[BaseException] | None = ValueError
     closed_errors: tuple[type[BaseException], ...] = (sqlite3.ProgrammingError, ValueError)
 
-    def __init__(self, params: Mapping[str, Any], *, connect: AsyncConnect | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         import aiosqlite  # imported here so that `import poolkeeper` needs no driver
 
         self._aiosqlite = aiosqlite
+        #: ids of the connections whose close() is running
+        self._closing: set[int] = set()
 
     async def _connect(self) -> Any:
         return await self._aiosqlite.connect(**self._open_kwargs())
+
+    def _touch(self, raw: Any) -> None:
+        # not total_changes: sqlite3_total_changes() takes the connection's mutex, which the
+        # worker thread holds for as long as a statement runs, and would block the event
+        # loop; in_transaction reads a flag without it (and raises ValueError once closed)
+        raw.in_transaction  # noqa: B018
+
+    async def _close(self, raw: Any) -> None:
+        self._closing.add(id(raw))
+        try:
+            await raw.close()
+        finally:
+            self._closing.discard(id(raw))
 
     def abort(self, raw: Any) -> None:
         # Stop the running statement, then let the worker close the connection and end. In
         # a task of the running loop: aiosqlite's worker answers through the loop, and a
         # loop closing before it answered makes the worker thread fail.
         interrupt_now(raw)
+        if id(raw) in self._closing:
+            # a close already waits in the worker's queue behind that statement; a second
+            # close() would queue a second stop after the first ended the worker, and wait
+            # for it forever
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop: aiosqlite's own stop(), answered to no one
@@ -70,6 +83,10 @@ class AiosqliteDriver(SqliteAdapter, AsyncDriver):
                 raw.stop()
             return
         self._keep(loop.create_task(raw.close()))
+
+    async def dispose(self) -> None:
+        await super().dispose()
+        self._close_anchor()  # the shared in-memory database goes with the pool
 
     async def set_autocommit(self, raw: Any, on: bool) -> None:
         # Python 3.11: isolation_level None is autocommit; "" restores the implicit BEGIN.

@@ -28,6 +28,21 @@ The rule is where the I/O is:
 
 An error a coroutine raises is the driver's own, its message scrubbed of the password (as in
 ``Driver``), except a connect past ``connect_timeout``: :class:`~poolkeeper.errors.ConnectError`.
+
+Cancellation, for the shell:
+
+* ``is_broken(raw, exc)`` is True for a ``CancelledError`` (as for any exception that is not
+  the driver's: the connection may be mid-protocol). After a statement's await was cancelled
+  the shell asks :meth:`~AsyncDriver.recover_from_cancel` instead, which knows what the driver
+  did: psycopg and asyncpg send a cancel request themselves and drain the reply; aiomysql
+  closes the connection (the adapter then sends ``KILL QUERY`` so the server stops too);
+  aiosqlite's worker thread runs on until it is interrupted and drained.
+* :meth:`~AsyncDriver.close` runs the driver's close in a task of its own and waits for it
+  at most ``close_timeout``; cancelled or past the limit, it aborts the connection and keeps
+  the task until it ends; :meth:`~AsyncDriver.dispose` waits for such tasks (bounded), so no
+  task outlives the pool.
+* :meth:`~AsyncDriver.cancel` answers like the sync cancellers
+  (:mod:`poolkeeper.drivers.cancel`): True stopped, None sent, False nothing ran.
 """
 
 from __future__ import annotations
@@ -35,7 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import ConnectError
@@ -62,14 +77,8 @@ class AsyncDriver(AdapterBase):
     #: how long one :meth:`cancel` may take (a control connection's round trips)
     cancel_timeout = 5.0
 
-    def __init__(self, params: Mapping[str, Any], *, connect: AsyncConnect | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         # close() calls that outlived their time limit and still run (aiosqlite's worker
         # thread finishing a statement): held so that they are not garbage-collected pending
         self._lingering: set[asyncio.Task[Any]] = set()
@@ -152,8 +161,12 @@ class AsyncDriver(AdapterBase):
         socket); never raises. What :meth:`close` falls back to."""
 
     async def dispose(self) -> None:
-        """Release what the adapter itself holds (its control connection); once, when the
-        pool closes."""
+        """Release what the adapter itself holds (its control connection), and wait up to
+        ``close_timeout`` for closes that outlived their time limit to end (aiosqlite's
+        worker finishing an interrupted statement); once, when the pool closes, before its
+        event loop ends. Subclasses extend it (``await super().dispose()``)."""
+        if self._lingering:
+            await asyncio.wait(set(self._lingering), timeout=self.close_timeout)
 
     # ---------------------------------------------------------------- transactions (I/O)
     async def commit(self, raw: Any) -> None:

@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import ConnectError
-from .cancel import Backoff, lost_connection
+from .cancel import Backoff, ControlCounters, lost_connection
 
 __all__ = ["AsyncControl"]
 
 
-class AsyncControl:
+class AsyncControl(ControlCounters):
     """``open()`` opens a connection to the same server; ``kill(conn, session_id)`` stops what
     that session runs (answering as ``AsyncDriver.cancel`` does); ``close(conn)`` closes it
     and never raises or hangs."""
@@ -44,10 +44,6 @@ class AsyncControl:
         self._lock: asyncio.Lock | None = None  # made on first use, in the running loop
         self._conn: Any = None
         self._closed = False
-        self.connects = 0
-        self.connect_failures = 0
-        self.kills = 0
-        self.missed = 0
 
     async def cancel(self, session_id: int) -> bool | None:
         """Stop what the session ``session_id`` runs (see the module docstring)."""
@@ -100,19 +96,6 @@ class AsyncControl:
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._close(conn)
-
-    @property
-    def connected(self) -> bool:
-        """Whether the control connection is open now."""
-        return self._conn is not None
-
-    def stats(self) -> dict[str, int]:
-        return {
-            "timeouts_control_connections": 1 if self._conn is not None else 0,
-            "timeouts_control_connects_num": self.connects,
-            "timeouts_control_connect_failures_num": self.connect_failures,
-            "timeouts_kills_num": self.kills,
-        }
 
     async def close(self) -> None:
         """Close the control connection; later cancels raise :class:`ConnectError`."""

@@ -57,6 +57,12 @@ class AdapterBase:
         self.statement_cache_bytes = statement_cache_bytes
         #: the password and DSN in ``params``, masked in every driver message poolkeeper repeats
         self.secrets = secrets_of(self.params)
+        self._setup()
+
+    def _setup(self) -> None:
+        """What an adapter sets up once its options are in place (import its driver, read
+        its classes): each class does its part and calls ``super()._setup()`` first, so the
+        driver mixins and the sync / asyncio bases need not repeat the constructor."""
 
     def forget_connection_of(self, exc: BaseException) -> None:
         """Drop what a connect error keeps of the failed connection (it may hold the password)."""
@@ -69,6 +75,15 @@ class AdapterBase:
         be sure nothing leaks into the next borrower.
         """
         return True
+
+    def transaction_probe(self) -> tuple[Callable[[Any], Any], Any]:
+        """A fast getter of the transaction state and the value it returns for "none open".
+
+        The pool calls the getter on every return; a driver whose state is one attribute away
+        returns a C-level ``operator.attrgetter`` (no Python frame); any other value than the
+        "none open" one sends the return down the careful path (:meth:`in_transaction`).
+        """
+        return self.in_transaction, False
 
     def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
         """Whether the connection is unusable, judged from local state and the error seen."""
@@ -202,15 +217,6 @@ class Driver(AdapterBase):
 
     def dispose(self) -> None:
         """Release anything the adapter itself holds (called once, when the pool closes)."""
-
-    def transaction_probe(self) -> tuple[Callable[[Any], Any], Any]:
-        """A fast getter of the transaction state and the value it returns for "none open".
-
-        The pool calls the getter on every return; a driver whose state is one attribute away
-        returns a C-level ``operator.attrgetter`` (no Python frame); any other value than the
-        "none open" one sends the return down the careful path (:meth:`in_transaction`).
-        """
-        return self.in_transaction, False
 
     #: ``release_results(raw) -> bool`` for a driver whose *connection* keeps the last result
     #: (PyMySQL's ``Connection._result``): called on every return, drops it without a round

@@ -46,6 +46,7 @@ __all__ = [
     "PROCESSLIST_QUERY",
     "Backoff",
     "Canceller",
+    "ControlCounters",
     "MysqlControl",
     "cancel_postgresql",
     "cancel_sqlite",
@@ -92,6 +93,29 @@ def lost_connection(exc: BaseException) -> bool:
     # 2006 gone away, 2013 lost during query, 2014 out of sync, 0 PyMySQL interface error
     return code in (0, 2006, 2013, 2014, 2055) or type(exc).__name__ == "InterfaceError" \
         or isinstance(exc, OSError)
+
+
+class ControlCounters:
+    """The counters of one control connection (``_conn`` while open), and their snapshot."""
+
+    _conn: Any = None
+    connects = 0
+    connect_failures = 0
+    kills = 0
+    missed = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the control connection is open now."""
+        return self._conn is not None
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "timeouts_control_connections": 1 if self._conn is not None else 0,
+            "timeouts_control_connects_num": self.connects,
+            "timeouts_control_connect_failures_num": self.connect_failures,
+            "timeouts_kills_num": self.kills,
+        }
 
 
 class Backoff:
@@ -199,7 +223,7 @@ class _PostgresCanceller:
         pass
 
 
-class MysqlControl:
+class MysqlControl(ControlCounters):
     """The one control connection a pool uses to send ``KILL QUERY`` (bounded: at most one).
 
     ``connect`` opens a connection to the same server (the pool's own connect). Calls are
@@ -224,10 +248,6 @@ class MysqlControl:
         self._backoff = Backoff("the MariaDB control connection for KILL QUERY",
                                 backoff_min, backoff_max)
         self._closed = False
-        self.connects = 0
-        self.connect_failures = 0
-        self.kills = 0
-        self.missed = 0
 
     def cancel(self, raw: Any, session_id: Any) -> bool | None:
         """Kill the query running on the session ``session_id`` (PyMySQL ``thread_id()``)."""
@@ -301,23 +321,10 @@ class MysqlControl:
                 conn.close()
 
     @property
-    def connected(self) -> bool:
-        """Whether the control connection is open now."""
-        return self._conn is not None
-
-    @property
     def session_id(self) -> int | None:
         """The server's id of the control connection (None while it is closed)."""
         conn = self._conn
         return None if conn is None else int(conn.thread_id())
-
-    def stats(self) -> dict[str, int]:
-        return {
-            "timeouts_control_connections": 1 if self._conn is not None else 0,
-            "timeouts_control_connects_num": self.connects,
-            "timeouts_control_connect_failures_num": self.connect_failures,
-            "timeouts_kills_num": self.kills,
-        }
 
     def close(self) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ socket's timeout set to validation_timeout for its duration. Cancelling a statem
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..config import ConfigWarning
@@ -46,14 +46,8 @@ class MysqlAdapter(AdapterBase):
     #: the driver's name in messages
     driver_label = "PyMySQL"
 
-    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         import pymysql  # imported here so that `import poolkeeper` needs no driver
 
         self._pymysql = pymysql
@@ -70,7 +64,7 @@ class MysqlAdapter(AdapterBase):
                 "file the server names, whoever wrote the statement. poolkeeper's loader does "
                 "not need it (it sends only its own temp file); drop local_infile unless your "
                 "own SQL must load local files, and then never run untrusted SQL on this pool",
-                ConfigWarning, stacklevel=5)
+                ConfigWarning, stacklevel=6)
 
     def _is_open(self, raw: Any) -> bool:
         """Whether the driver still holds the connection's socket (no I/O)."""
@@ -131,14 +125,8 @@ class MysqlAdapter(AdapterBase):
 class MysqlDriver(MysqlAdapter, Driver):
     """Adapter for PyMySQL."""
 
-    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         #: PyMySQL's private fields this adapter reads (``_result``, ``_sock``,
         #: ``_read_timeout``), checked once here on a connection object that never connects;
         #: a PyMySQL keeping them elsewhere gets the public API only (see private_fields_ok)

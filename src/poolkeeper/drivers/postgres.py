@@ -16,7 +16,7 @@ import math
 import operator
 import os
 import select
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy
@@ -77,14 +77,8 @@ class PsycopgAdapter(AdapterBase):
     name = "postgresql"
     knows_transaction_state = True
 
-    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         import psycopg  # imported here so that `import poolkeeper` needs no driver
 
         self._psycopg = psycopg
@@ -121,6 +115,11 @@ class PsycopgAdapter(AdapterBase):
         if status in (_INTRANS, _INERROR):
             return True
         return None  # a query still running (ACTIVE) or a lost connection (UNKNOWN)
+
+    def transaction_probe(self) -> tuple[Callable[[Any], Any], Any]:
+        # libpq's status as a C-level attribute read: IDLE (0) means nothing to reset; a
+        # closed connection reads UNKNOWN and takes the careful path.
+        return operator.attrgetter("pgconn.transaction_status"), _IDLE
 
     def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
         if raw.closed or raw.broken:
@@ -249,14 +248,8 @@ class PsycopgAdapter(AdapterBase):
 class PostgresDriver(PsycopgAdapter, Driver):
     """Adapter for psycopg 3."""
 
-    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         #: server-side cursors stream their rows ``itersize`` at a time (set_fetch_size)
         self.streaming_cursor_types = (self._psycopg.ServerCursor,)
 
@@ -272,11 +265,6 @@ class PostgresDriver(PsycopgAdapter, Driver):
             raw.rollback()
         else:
             raw.commit()
-
-    def transaction_probe(self) -> tuple[Callable[[Any], Any], Any]:
-        # libpq's status as a C-level attribute read: IDLE (0) means nothing to reset; a
-        # closed connection reads UNKNOWN and takes the careful path.
-        return operator.attrgetter("pgconn.transaction_status"), _IDLE
 
     def ping(self, raw: Any, timeout: float) -> None:
         pgconn = self._ping_start(raw)

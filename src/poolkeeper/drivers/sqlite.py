@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy
@@ -25,7 +24,7 @@ _TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "busy")
 
 class SqliteAdapter(AdapterBase):
     """What a sqlite3 connection answers, directly or through aiosqlite's proxy of it (which
-    forwards ``in_transaction``, ``isolation_level`` and ``total_changes``): transaction
+    forwards ``in_transaction`` and ``isolation_level``): transaction
     state, errors, the statement cache's size, the shared in-memory database. Mixed into
     :class:`SqliteDriver` and the asyncio adapter
     (:class:`~poolkeeper.drivers.aio_sqlite.AiosqliteDriver`)."""
@@ -39,17 +38,11 @@ class SqliteAdapter(AdapterBase):
     #: what reading a closed connection's state raises
     closed_errors: tuple[type[BaseException], ...] = (sqlite3.ProgrammingError,)
 
-    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         self._anchor: sqlite3.Connection | None = None
         database = str(self.params.get("database", ":memory:"))
-        if connect is None and database == ":memory:":
+        if self._connect_fn is None and database == ":memory:":
             # A private in-memory database shared by this pool's connections. The memdb VFS
             # (SQLite >= 3.36) locks like a file, so writers wait out busy_timeout; the older
             # shared-cache mode fails at once with "database table is locked".
@@ -98,10 +91,14 @@ class SqliteAdapter(AdapterBase):
         if exc is not None and self.left_mid_call(exc):
             return True
         try:
-            raw.total_changes  # noqa: B018 - raises once closed
+            self._touch(raw)
         except self.closed_errors:
             return True
         return False
+
+    def _touch(self, raw: Any) -> None:
+        """Read the connection's state in a way that raises once it is closed."""
+        raw.total_changes  # noqa: B018
 
     def classify_error(self, exc: BaseException) -> ErrorKind:
         if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
