@@ -98,6 +98,8 @@ def test_poolkeeper_reads_a_dsn_as_libpq_does(user: str, password: str, host: st
     ("postgresql://u:pa?ss:w@h/db", "postgresql://u:***@h/db"),
     ("mysql://root:s3cret#x@127.0.0.1/test", "mysql://root:***@127.0.0.1/test"),
     ("postgresql+psycopg://u:s3cret@h/db", "postgresql+psycopg://u:***@h/db"),
+    ("postgresql+asyncpg://u:s3cret#x@h:5433/db?sslmode=disable",
+     "postgresql+asyncpg://u:***@h:5433/db?sslmode=disable"),
     ("POSTGRESQL://u:s3cret@h/db", "POSTGRESQL://u:***@h/db"),
     ("postgresql://u@h/db?sslpassword=s3cret&password=s3cret&sslmode=off",
      "postgresql://u@h/db?sslpassword=***&password=***&sslmode=off"),
@@ -137,6 +139,37 @@ def test_scheme_spellings_reach_libpq_as_postgresql() -> None:
         info = parse_dsn(f"{scheme}://u:pw@h:5433/db?sslmode=disable")
         assert info.params["conninfo"] == "postgresql://u:pw@h:5433/db?sslmode=disable"
         conninfo.conninfo_to_dict(info.params["conninfo"])  # libpq takes it
+
+
+def test_an_asyncpg_dsn_chooses_the_asyncpg_adapter_with_libpq_rules_and_masking() -> None:
+    from poolkeeper.dsn import driver_of
+
+    for scheme in ("postgresql+asyncpg", "POSTGRES+ASYNCPG"):
+        dsn = f"{scheme}://u:p%23ss@h:5433,h2/db?sslmode=disable"
+        info = parse_dsn(dsn)
+        assert info.driver == "asyncpg" == driver_of(dsn)
+        # asyncpg's connect(dsn=...) gets the libpq spelling of the same URL
+        assert dict(info.params) == {"dsn": "postgresql://u:p%23ss@h:5433,h2/db?sslmode=disable"}
+        assert info.masked == f"{scheme}://u:***@h:5433,h2/db?sslmode=disable"
+        assert "p#ss" in info.secrets and "p#ss" not in repr(info)
+        scrub = secrets_of(info.params)
+        assert scrub.scrub("connect to postgresql://u:p%23ss@h:5433,h2/db?sslmode=disable "
+                           "failed; password p#ss") == (
+            "connect to postgresql://u:***@h:5433,h2/db?sslmode=disable failed; password ***")
+    with pytest.raises(ConfigError, match="invalid percent escape") as bad:
+        parse_dsn("postgresql+asyncpg://u:s3cret%zz@h/db")
+    assert "s3cret" not in str(bad.value)
+    assert PoolConfig(dsn="postgresql+asyncpg://u:s3cret@h/db").dsn is not None
+
+
+def test_the_thread_pool_refuses_an_asyncpg_dsn_naming_asyncpool() -> None:
+    from poolkeeper import Pool
+
+    with pytest.raises(ConfigError, match=r"asyncio driver.*AsyncPool") as info:
+        Pool("postgresql+asyncpg://u:s3cret@127.0.0.1:1/db")
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ConfigError, match="AsyncPool"):
+        Pool(connect=lambda: None, driver="asyncpg")
 
 
 def test_mysql_parts_are_decoded_by_the_same_rules() -> None:

@@ -30,7 +30,7 @@ from .errors import ConfigError
 
 __all__ = ["Dsn", "Secrets", "mask_dsn", "parse_dsn", "secrets_of"]
 
-DRIVER_NAMES = frozenset({"sqlite", "postgresql", "mysql"})
+DRIVER_NAMES = frozenset({"sqlite", "postgresql", "mysql", "asyncpg"})
 _SCHEMES = {
     "sqlite": "sqlite",
     "sqlite3": "sqlite",
@@ -39,6 +39,8 @@ _SCHEMES = {
     "mysql": "mysql",
     "mariadb": "mysql",
 }
+#: ``scheme+driver`` spellings that choose another adapter than the scheme's own
+_DRIVER_SUFFIXES = {("postgresql", "asyncpg"): "asyncpg"}
 _SECRET_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 _HEX = frozenset("0123456789abcdefABCDEF")
 MASK = "***"
@@ -288,8 +290,15 @@ def mask_dsn(dsn: str) -> str:
 
 
 def driver_of(dsn: str) -> str | None:
-    """The driver a DSN's scheme names (``postgresql+psycopg`` -> ``postgresql``), or None."""
-    return _SCHEMES.get(dsn.split("://", 1)[0].lower().split("+", 1)[0]) if "://" in dsn else None
+    """The driver a DSN's scheme names (``postgresql+psycopg`` -> ``postgresql``,
+    ``postgresql+asyncpg`` -> ``asyncpg``), or None."""
+    return _driver_of_scheme(dsn.split("://", 1)[0]) if "://" in dsn else None
+
+
+def _driver_of_scheme(scheme: str) -> str | None:
+    base, _, suffix = scheme.lower().partition("+")
+    driver = _SCHEMES.get(base)
+    return _DRIVER_SUFFIXES.get((driver or "", suffix), driver)
 
 
 def parse_dsn(dsn: str) -> Dsn:
@@ -297,12 +306,14 @@ def parse_dsn(dsn: str) -> Dsn:
 
     ``sqlite://:memory:`` gives one in-memory database shared by all of the pool's connections.
     Scheme spellings such as ``postgresql+psycopg://`` or ``POSTGRES://`` are accepted and
-    handed to libpq as ``postgresql://``.
+    handed to libpq as ``postgresql://``. ``postgresql+asyncpg://`` chooses the asyncpg
+    adapter (``AsyncPool`` only): its ``params`` are ``{"dsn": "postgresql://..."}``, asyncpg's
+    connect() argument, parsed and masked by the same libpq rules.
     """
     if not isinstance(dsn, str) or "://" not in dsn:
         raise ConfigError(f"dsn={mask_dsn(str(dsn))!r} is not a URL: expected e.g. {_EXAMPLES}")
     scheme = dsn.split("://", 1)[0].lower().split("+", 1)[0]
-    driver = _SCHEMES.get(scheme)
+    driver = _driver_of_scheme(dsn.split("://", 1)[0])
     if driver is None:
         raise ConfigError(
             f"dsn scheme {scheme!r} is not supported: use sqlite://, postgresql:// or mysql://")
@@ -310,7 +321,9 @@ def parse_dsn(dsn: str) -> Dsn:
         return _sqlite(dsn)
     try:
         uri = _split(dsn)
-        return _postgresql(dsn, uri) if driver == "postgresql" else _mysql(dsn, uri)
+        if driver == "mysql":
+            return _mysql(dsn, uri)
+        return _postgresql(dsn, uri, driver)
     except _Malformed as exc:
         raise ConfigError(f"dsn {mask_dsn(dsn)!r} {exc.reason}") from None
 
@@ -362,11 +375,13 @@ def _check_decoding(uri: _Uri) -> None:
         _decode(value, "a secret query value" if is_secret_key(key) else f"{key}=")
 
 
-def _postgresql(dsn: str, uri: _Uri) -> Dsn:
+def _postgresql(dsn: str, uri: _Uri, driver: str) -> Dsn:
     _check_decoding(uri)
-    # libpq knows only "postgresql://" and "postgres://", spelled in lower case
+    # libpq knows only "postgresql://" and "postgres://", spelled in lower case (and so does
+    # asyncpg's own parser)
     conninfo = "postgresql://" + uri.rest
-    return Dsn("postgresql", {"conninfo": conninfo}, _masked_uri(uri), _secrets(uri, dsn))
+    key = "dsn" if driver == "asyncpg" else "conninfo"
+    return Dsn(driver, {key: conninfo}, _masked_uri(uri), _secrets(uri, dsn))
 
 
 def _mysql(dsn: str, uri: _Uri) -> Dsn:

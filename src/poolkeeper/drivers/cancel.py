@@ -43,10 +43,16 @@ from ..errors import ConnectError
 
 __all__ = [
     "CANCEL_FUNCTIONS",
+    "PROCESSLIST_QUERY",
+    "Backoff",
     "Canceller",
+    "ControlCounters",
     "MysqlControl",
     "cancel_postgresql",
     "cancel_sqlite",
+    "kill_missed",
+    "kill_statement",
+    "lost_connection",
     "make_canceller",
 ]
 
@@ -57,6 +63,94 @@ _monotonic = time.monotonic
 _UNKNOWN_THREAD = 1094
 _UNKNOWN_QUERY = 1957
 _RUNNING_COMMANDS = frozenset({"Query", "Execute"})
+
+
+#: the query id and command of a session (MariaDB / MySQL), to kill only a running statement
+PROCESSLIST_QUERY = ("SELECT QUERY_ID, COMMAND FROM information_schema.PROCESSLIST "
+                     "WHERE ID = %s")
+
+
+def kill_statement(row: Any, session_id: int, *, mariadb: bool) -> str | None:
+    """The statement that stops what session ``session_id`` runs, given its PROCESSLIST
+    ``(QUERY_ID, COMMAND)`` row; None when it runs nothing (or is gone): nothing to send.
+
+    MariaDB kills the exact query (``KILL QUERY ID``), so a late kill can only miss; MySQL
+    has only ``KILL QUERY <session>``."""
+    if row is None or row[1] not in _RUNNING_COMMANDS:
+        return None
+    return f"KILL QUERY ID {int(row[0])}" if mariadb else f"KILL QUERY {int(session_id)}"
+
+
+def kill_missed(exc: BaseException) -> bool:
+    """Whether a KILL failed only because the statement (or session) had already ended."""
+    code = exc.args[0] if exc.args else None
+    return code in (_UNKNOWN_QUERY, _UNKNOWN_THREAD)
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether a control connection's error says the connection itself is gone."""
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    # 2006 gone away, 2013 lost during query, 2014 out of sync, 0 PyMySQL interface error
+    return code in (0, 2006, 2013, 2014, 2055) or type(exc).__name__ == "InterfaceError" \
+        or isinstance(exc, OSError)
+
+
+class ControlCounters:
+    """The counters of one control connection (``_conn`` while open), and their snapshot."""
+
+    _conn: Any = None
+    connects = 0
+    connect_failures = 0
+    kills = 0
+    missed = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the control connection is open now."""
+        return self._conn is not None
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "timeouts_control_connections": 1 if self._conn is not None else 0,
+            "timeouts_control_connects_num": self.connects,
+            "timeouts_control_connect_failures_num": self.connect_failures,
+            "timeouts_kills_num": self.kills,
+        }
+
+
+class Backoff:
+    """When a control connection may be opened again after failures: a delay doubling from
+    ``backoff_min`` up to ``backoff_max`` seconds, jittered to between half and all of it."""
+
+    def __init__(self, what: str, backoff_min: float, backoff_max: float) -> None:
+        self.what = what
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.failures_in_row = 0
+        self._next_try = 0.0
+        self._rand = random.Random()
+
+    def check(self) -> None:
+        """Raise a :class:`ConnectError` while the backoff forbids an attempt."""
+        now = _monotonic()
+        if now < self._next_try:
+            raise ConnectError(
+                f"{self.what} is down ({self.failures_in_row} failed attempts in a row); "
+                f"next attempt in {self._next_try - now:.2f} s; the statement runs on "
+                "uncancelled")
+
+    def failed(self, exc: BaseException) -> ConnectError:
+        """Count a failed attempt; the error to raise for it (chain ``exc`` to it)."""
+        self.failures_in_row += 1
+        delay = min(self.backoff_max, self.backoff_min * 2 ** (self.failures_in_row - 1))
+        self._next_try = _monotonic() + delay * (0.5 + self._rand.random() / 2)
+        return ConnectError(
+            f"could not open {self.what} ({self.failures_in_row} failed attempts in a row, "
+            f"next attempt in {delay:.2f} s or sooner): {type(exc).__name__}: {exc}")
+
+    def succeeded(self) -> None:
+        self.failures_in_row = 0
+        self._next_try = 0.0
 
 
 def cancel_sqlite(raw: Any) -> bool | None:
@@ -129,7 +223,7 @@ class _PostgresCanceller:
         pass
 
 
-class MysqlControl:
+class MysqlControl(ControlCounters):
     """The one control connection a pool uses to send ``KILL QUERY`` (bounded: at most one).
 
     ``connect`` opens a connection to the same server (the pool's own connect). Calls are
@@ -146,21 +240,14 @@ class MysqlControl:
                  backoff_max: float = 10.0) -> None:
         self._connect = connect
         self.timeout = timeout
-        self.backoff_min = backoff_min
-        self.backoff_max = backoff_max
         # connect + one stale-connection retry + two round trips
         self.max_duration_s = 2 * connect_timeout + 3 * timeout
         self._lock = threading.Lock()
         self._conn: Any = None
         self._mariadb = True
-        self._failures_in_row = 0
-        self._next_try = 0.0
+        self._backoff = Backoff("the MariaDB control connection for KILL QUERY",
+                                backoff_min, backoff_max)
         self._closed = False
-        self._rand = random.Random()
-        self.connects = 0
-        self.connect_failures = 0
-        self.kills = 0
-        self.missed = 0
 
     def cancel(self, raw: Any, session_id: Any) -> bool | None:
         """Kill the query running on the session ``session_id`` (PyMySQL ``thread_id()``)."""
@@ -185,26 +272,14 @@ class MysqlControl:
         conn = self._conn
         if conn is not None:
             return conn
-        now = _monotonic()
-        if now < self._next_try:
-            raise ConnectError(
-                f"the MariaDB control connection for KILL QUERY is down "
-                f"({self._failures_in_row} failed attempts in a row); next attempt in "
-                f"{self._next_try - now:.2f} s; the statement runs on uncancelled")
+        self._backoff.check()
         try:
             conn = self._connect()
         except Exception as exc:
             self.connect_failures += 1
-            self._failures_in_row += 1
-            delay = min(self.backoff_max, self.backoff_min * 2 ** (self._failures_in_row - 1))
-            self._next_try = _monotonic() + delay * (0.5 + self._rand.random() / 2)
-            raise ConnectError(
-                f"could not open the MariaDB control connection for KILL QUERY "
-                f"({self._failures_in_row} failed attempts in a row, next attempt in "
-                f"{delay:.2f} s or sooner): {type(exc).__name__}: {exc}") from exc
+            raise self._backoff.failed(exc) from exc
         self.connects += 1
-        self._failures_in_row = 0
-        self._next_try = 0.0
+        self._backoff.succeeded()
         with contextlib.suppress(Exception):
             conn.autocommit(True)
         with contextlib.suppress(Exception):
@@ -218,20 +293,15 @@ class MysqlControl:
             sock.settimeout(self.timeout)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT QUERY_ID, COMMAND FROM information_schema.PROCESSLIST "
-                            "WHERE ID = %s", (session_id,))
-                row = cur.fetchone()
-                if row is None or row[1] not in _RUNNING_COMMANDS:
+                cur.execute(PROCESSLIST_QUERY, (session_id,))
+                kill = kill_statement(cur.fetchone(), session_id, mariadb=self._mariadb)
+                if kill is None:
                     self.missed += 1
                     return False  # the session finished its statement (or is gone)
                 try:
-                    if self._mariadb:
-                        cur.execute(f"KILL QUERY ID {int(row[0])}")
-                    else:
-                        cur.execute(f"KILL QUERY {session_id}")
+                    cur.execute(kill)
                 except Exception as exc:
-                    code = exc.args[0] if exc.args else None
-                    if code in (_UNKNOWN_QUERY, _UNKNOWN_THREAD):
+                    if kill_missed(exc):
                         self.missed += 1
                         return False  # finished between the two statements
                     raise
@@ -242,12 +312,7 @@ class MysqlControl:
             if sock is not None:
                 sock.settimeout(getattr(conn, "_read_timeout", None))
 
-    @staticmethod
-    def _is_connection_error(exc: BaseException) -> bool:
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-        # 2006 gone away, 2013 lost during query, 2014 out of sync, 0 PyMySQL interface error
-        return code in (0, 2006, 2013, 2014, 2055) or type(exc).__name__ == "InterfaceError" \
-            or isinstance(exc, OSError)
+    _is_connection_error = staticmethod(lost_connection)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -256,23 +321,10 @@ class MysqlControl:
                 conn.close()
 
     @property
-    def connected(self) -> bool:
-        """Whether the control connection is open now."""
-        return self._conn is not None
-
-    @property
     def session_id(self) -> int | None:
         """The server's id of the control connection (None while it is closed)."""
         conn = self._conn
         return None if conn is None else int(conn.thread_id())
-
-    def stats(self) -> dict[str, int]:
-        return {
-            "timeouts_control_connections": 1 if self._conn is not None else 0,
-            "timeouts_control_connects_num": self.connects,
-            "timeouts_control_connect_failures_num": self.connect_failures,
-            "timeouts_kills_num": self.kills,
-        }
 
     def close(self) -> None:
         with self._lock:

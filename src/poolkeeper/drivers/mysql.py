@@ -13,14 +13,14 @@ socket's timeout set to validation_timeout for its duration. Cancelling a statem
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..config import ConfigWarning
 from ..core.stmtpolicy import StatementCachePolicy, check_cache_sizes
-from .base import Driver, ErrorKind
+from .base import AdapterBase, Driver, ErrorKind
 
-__all__ = ["MysqlDriver", "private_fields_ok"]
+__all__ = ["MysqlAdapter", "MysqlDriver", "private_fields_ok"]
 
 _IN_TRANS = 1  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 _AUTOCOMMIT = 2  # SERVER_STATUS_AUTOCOMMIT
@@ -35,20 +35,19 @@ _TRANSIENT_CODES = frozenset({1213, 1205})
 _DATA_CODES = frozenset({1062, 1048, 1264, 1366, 1406, 1292, 1452, 1451, 1265, 3819})
 
 
-class MysqlDriver(Driver):
-    """Adapter for PyMySQL."""
+class MysqlAdapter(AdapterBase):
+    """What PyMySQL's and aiomysql's connections answer alike, without I/O: both keep the
+    server's status flags from the last OK packet, the thread id, and raise PyMySQL's errors
+    (aiomysql re-exports ``pymysql.err``). Mixed into :class:`MysqlDriver` and the asyncio
+    adapter (:class:`~poolkeeper.drivers.aio_mysql.AiomysqlDriver`)."""
 
     name = "mysql"
     knows_transaction_state = True
+    #: the driver's name in messages
+    driver_label = "PyMySQL"
 
-    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         import pymysql  # imported here so that `import poolkeeper` needs no driver
 
         self._pymysql = pymysql
@@ -56,36 +55,26 @@ class MysqlDriver(Driver):
         self.closed_connection_error = pymysql.err.InterfaceError  # (0, '')
         self.closed_cursor_error = pymysql.err.ProgrammingError  # "Cursor closed"
         self.cancelled_error = pymysql.err.OperationalError  # 1317 / 3024
-        #: PyMySQL's private fields this adapter reads (``_result``, ``_sock``,
-        #: ``_read_timeout``), checked once here on a connection object that never connects;
-        #: a PyMySQL keeping them elsewhere gets the public API only (see private_fields_ok)
-        self.private_fields = private_fields_ok(pymysql.connections.Connection)
-        if self.private_fields:
-            self.release_results = self._release_results
         if _truthy(self.params.get("local_infile")):
             # Said once, at construction (user -> Pool -> create_driver -> here).
             warnings.warn(
                 "local_infile=True (in connect_kwargs or ?local_infile=true in the DSN) lets "
                 "any SQL run through this pool read any file this process can read: a "
-                "LOAD DATA LOCAL INFILE '/path' statement makes PyMySQL send the file the "
-                "server names, whoever wrote the statement. poolkeeper's loader does not need "
-                "it (it sends only its own temp file); drop local_infile unless your own SQL "
-                "must load local files, and then never run untrusted SQL on this pool",
-                ConfigWarning, stacklevel=4)
+                f"LOAD DATA LOCAL INFILE '/path' statement makes {self.driver_label} send the "
+                "file the server names, whoever wrote the statement. poolkeeper's loader does "
+                "not need it (it sends only its own temp file); drop local_infile unless your "
+                "own SQL must load local files, and then never run untrusted SQL on this pool",
+                ConfigWarning, stacklevel=6)
 
-    def _connect(self) -> Any:
-        kwargs = dict(self.params)
-        kwargs.setdefault("connect_timeout", self.connect_timeout)
-        return self._pymysql.connect(**kwargs)
-
-    def set_autocommit(self, raw: Any, on: bool) -> None:
-        raw.autocommit(on)
+    def _is_open(self, raw: Any) -> bool:
+        """Whether the driver still holds the connection's socket (no I/O)."""
+        return bool(raw.open)
 
     def get_autocommit(self, raw: Any) -> bool:
         return bool(raw.get_autocommit())
 
     def in_transaction(self, raw: Any) -> bool | None:
-        if not raw.open:
+        if not self._is_open(raw):
             return None
         status = raw.server_status
         # In a transaction for sure, or possibly in a read-only one (see the module docstring).
@@ -97,7 +86,7 @@ class MysqlDriver(Driver):
         return exc.args[0]
 
     def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
-        if not raw.open:
+        if not self._is_open(raw):
             return True
         if exc is None:
             return False
@@ -116,6 +105,43 @@ class MysqlDriver(Driver):
             return ErrorKind.DATA
         return ErrorKind.OTHER
 
+    def session_id(self, raw: Any) -> Any:
+        return raw.thread_id()
+
+    def statement_cache_policy(self, statement_cache_size: int,
+                               statement_cache_bytes: int) -> StatementCachePolicy:
+        check_cache_sizes(statement_cache_size, statement_cache_bytes)
+        return StatementCachePolicy(
+            "mysql", False, "none", 0, 0, 0, None, "none",
+            f"{self.driver_label} sends every statement as text (COM_QUERY) and has no "
+            "server-side prepared statements: nothing is cached")
+
+    def describe(self) -> str:
+        p = self.params
+        text = f"mysql {p.get('user')}@{p.get('host')}:{p.get('port')}/{p.get('database') or ''}"
+        return self.secrets.scrub(text)
+
+
+class MysqlDriver(MysqlAdapter, Driver):
+    """Adapter for PyMySQL."""
+
+    def _setup(self) -> None:
+        super()._setup()
+        #: PyMySQL's private fields this adapter reads (``_result``, ``_sock``,
+        #: ``_read_timeout``), checked once here on a connection object that never connects;
+        #: a PyMySQL keeping them elsewhere gets the public API only (see private_fields_ok)
+        self.private_fields = private_fields_ok(self._pymysql.connections.Connection)
+        if self.private_fields:
+            self.release_results = self._release_results
+
+    def _connect(self) -> Any:
+        kwargs = dict(self.params)
+        kwargs.setdefault("connect_timeout", self.connect_timeout)
+        return self._pymysql.connect(**kwargs)
+
+    def set_autocommit(self, raw: Any, on: bool) -> None:
+        raw.autocommit(on)
+
     def _release_results(self, raw: Any) -> bool:
         # PyMySQL keeps the last result set on the connection (Connection._result) until the
         # next statement: a 12 MB SELECT stayed pinned by an idle connection in autocommit.
@@ -126,9 +152,6 @@ class MysqlDriver(Driver):
             return False
         raw._result = None
         return True
-
-    def session_id(self, raw: Any) -> Any:
-        return raw.thread_id()
 
     def ping(self, raw: Any, timeout: float) -> None:
         if not self.private_fields:  # the public ping, bounded by the connection's timeouts
@@ -164,19 +187,6 @@ class MysqlDriver(Driver):
         from .mysql_infile import guarded_execute
 
         return guarded_execute(raw, sql, path, on_refused=on_refused, packet_bytes=packet_bytes)
-
-    def statement_cache_policy(self, statement_cache_size: int,
-                               statement_cache_bytes: int) -> StatementCachePolicy:
-        check_cache_sizes(statement_cache_size, statement_cache_bytes)
-        return StatementCachePolicy(
-            "mysql", False, "none", 0, 0, 0, None, "none",
-            "PyMySQL sends every statement as text (COM_QUERY) and has no server-side "
-            "prepared statements: nothing is cached")
-
-    def describe(self) -> str:
-        p = self.params
-        text = f"mysql {p.get('user')}@{p.get('host')}:{p.get('port')}/{p.get('database') or ''}"
-        return self.secrets.scrub(text)
 
 
 def private_fields_ok(connection_class: Any) -> bool:

@@ -16,21 +16,23 @@ import math
 import operator
 import os
 import select
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy
 from ..dsn import mask_dsn
-from .base import Driver, ErrorKind
+from .base import AdapterBase, Driver, ErrorKind
 from .postgres_copy import CopyTextFormat
 from .postgres_stmtcache import PsycopgMirror, psycopg_policy
 
-__all__ = ["PostgresDriver"]
+__all__ = ["PostgresDriver", "PsycopgAdapter", "classify_sqlstate", "rows_of_status",
+           "sqlstate_breaks"]
 
 logger = logging.getLogger("poolkeeper.drivers.postgres")
 
 # libpq PGTransactionStatusType
 _IDLE, _ACTIVE, _INTRANS, _INERROR, _UNKNOWN = range(5)
+PQ_ACTIVE = _ACTIVE  #: a query is in flight
 # SQLSTATE classes: 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available.
 # Not 57014 query_canceled: that is usually our own query timeout, and a retry would time out
 # again.
@@ -39,20 +41,45 @@ _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 _BROKEN_SQLSTATE_PREFIXES = ("08", "57P0")
 
 
-class PostgresDriver(Driver):
-    """Adapter for psycopg 3."""
+def sqlstate_breaks(sqlstate: str) -> bool:
+    """Whether a SQLSTATE says the session is gone (class 08, 57P01..03)."""
+    return sqlstate.startswith(_BROKEN_SQLSTATE_PREFIXES)
+
+
+def classify_sqlstate(sqlstate: str) -> ErrorKind | None:
+    """BROKEN / TRANSIENT for the SQLSTATEs that say so (psycopg and asyncpg alike); None
+    when the code alone does not tell."""
+    if sqlstate_breaks(sqlstate):
+        return ErrorKind.BROKEN
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return ErrorKind.TRANSIENT
+    return None
+
+
+_STATUS_ROWS = frozenset({"INSERT", "UPDATE", "DELETE", "SELECT", "MERGE", "COPY", "FETCH",
+                          "MOVE"})
+
+
+def rows_of_status(status: str) -> int:
+    """The row count a PostgreSQL command tag carries (``"INSERT 0 5"`` -> 5,
+    ``"UPDATE 3"`` -> 3), or -1 for a tag without one (``"CREATE TABLE"``)."""
+    words = status.split()
+    if len(words) >= 2 and words[0] in _STATUS_ROWS and words[-1].isdigit():
+        return int(words[-1])
+    return -1
+
+
+class PsycopgAdapter(AdapterBase):
+    """What psycopg's sync and async connections answer alike, without I/O: both keep libpq's
+    transaction status, ``closed`` / ``broken``, the same errors and prepared statements.
+    Mixed into :class:`PostgresDriver` and the asyncio adapter
+    (:class:`~poolkeeper.drivers.aio_psycopg.AsyncPsycopgDriver`)."""
 
     name = "postgresql"
     knows_transaction_state = True
 
-    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         import psycopg  # imported here so that `import poolkeeper` needs no driver
 
         self._psycopg = psycopg
@@ -60,17 +87,16 @@ class PostgresDriver(Driver):
         self.closed_connection_error = psycopg.OperationalError  # "the connection is closed"
         self.closed_cursor_error = psycopg.InterfaceError  # "the cursor is closed"
         self.cancelled_error = psycopg.errors.QueryCanceled  # an OperationalError
-        #: server-side cursors stream their rows ``itersize`` at a time (set_fetch_size)
-        self.streaming_cursor_types = (psycopg.ServerCursor,)
         self._memory_size = _result_memory_size(psycopg)
         if self._memory_size is not None:
             self.result_bytes = self._result_bytes
 
-    def _connect(self) -> Any:
+    def _conninfo_kwargs(self) -> tuple[str, dict[str, Any]]:
+        """``(conninfo, keywords)`` for psycopg's connect(), with libpq's connect_timeout."""
         kwargs = dict(self.params)
         conninfo = kwargs.pop("conninfo", "")
         kwargs.setdefault("connect_timeout", max(1, math.ceil(self.connect_timeout)))
-        return self._psycopg.connect(conninfo, **kwargs)
+        return conninfo, kwargs
 
     def forget_connection_of(self, exc: BaseException) -> None:
         # psycopg's error keeps the failed PGconn, whose repr lists every conninfo option,
@@ -82,18 +108,6 @@ class PostgresDriver(Driver):
             if isinstance(e, self._psycopg.Error) and getattr(e, "_pgconn", None) is not None:
                 e._pgconn = None
             e, seen = e.__cause__ or e.__context__, seen + 1
-
-    def set_autocommit(self, raw: Any, on: bool) -> None:
-        raw.autocommit = on
-
-    def commit(self, raw: Any) -> None:
-        # The server ends a failed transaction with a rollback whatever it is sent. Saying so
-        # makes psycopg forget its statements as on every rollback, which is what the
-        # statement cache mirror assumes after a failed transaction (issue #14 item 5).
-        if raw.pgconn.transaction_status == _INERROR:
-            raw.rollback()
-        else:
-            raw.commit()
 
     def in_transaction(self, raw: Any) -> bool | None:
         status = raw.pgconn.transaction_status
@@ -114,17 +128,15 @@ class PostgresDriver(Driver):
         if exc is not None:
             if self.left_mid_call(exc):
                 return True
-            sqlstate = getattr(exc, "sqlstate", None) or ""
-            return sqlstate.startswith(_BROKEN_SQLSTATE_PREFIXES)
+            return sqlstate_breaks(getattr(exc, "sqlstate", None) or "")
         return False
 
     def classify_error(self, exc: BaseException) -> ErrorKind:
         errors = self._psycopg.errors
         sqlstate = getattr(exc, "sqlstate", None) or ""
-        if sqlstate.startswith(_BROKEN_SQLSTATE_PREFIXES):
-            return ErrorKind.BROKEN
-        if sqlstate in _TRANSIENT_SQLSTATES:
-            return ErrorKind.TRANSIENT
+        kind = classify_sqlstate(sqlstate)
+        if kind is not None:
+            return kind
         if isinstance(exc, errors.DataError | errors.IntegrityError):
             return ErrorKind.DATA
         if isinstance(exc, self._psycopg.OperationalError) and not sqlstate:
@@ -145,24 +157,31 @@ class PostgresDriver(Driver):
             return 0
         return int(self._memory_size(result.pgresult_ptr))  # type: ignore[misc]
 
-    def ping(self, raw: Any, timeout: float) -> None:
+    def _ends_with_rollback(self, raw: Any) -> bool:
+        """Whether a commit must be sent as a rollback: the server ends a failed transaction
+        with a rollback whatever it is sent. Saying so makes psycopg forget its statements as
+        on every rollback, which is what the statement cache mirror assumes after a failed
+        transaction (issue #14 item 5)."""
+        return bool(raw.pgconn.transaction_status == _INERROR)
+
+    def _ping_start(self, raw: Any) -> Any:
+        """Send the validation query (an empty one: the cheapest full round trip PostgreSQL
+        answers) on an idle connection; its pgconn, to wait on and finish."""
         if raw.closed or raw.broken:
             raise self._psycopg.OperationalError("the connection is closed")
         pgconn = raw.pgconn
         if pgconn.transaction_status != _IDLE:
             raise self._psycopg.OperationalError("the connection is not idle")
-        # An empty query is the cheapest full round trip PostgreSQL answers.
         pgconn.send_query(b"")
-        sock = pgconn.socket
+        return pgconn
+
+    def _ping_timed_out(self, timeout: float) -> BaseException:
+        return self._psycopg.OperationalError(
+            f"no answer to the validation query within {timeout:g} s")
+
+    def _ping_finish(self, pgconn: Any) -> None:
+        """Read the validation query's results; raise when it failed or the link is bad."""
         pq = self._psycopg.pq
-        while True:
-            pgconn.consume_input()
-            if not pgconn.is_busy():
-                break
-            ready, _, _ = select.select([sock], [], [], timeout)
-            if not ready:
-                raise self._psycopg.OperationalError(
-                    f"no answer to the validation query within {timeout:g} s")
         failed = None
         while (result := pgconn.get_result()) is not None:
             if result.status == pq.ExecStatus.FATAL_ERROR:
@@ -170,7 +189,6 @@ class PostgresDriver(Driver):
         if failed or pgconn.status != pq.ConnStatus.OK:
             raise self._psycopg.OperationalError(failed or "the connection is bad")
 
-    # ---------------------------------------------------------------- statements (for hooks)
     def set_fetch_size(self, cursor: Any, rows: int) -> None:
         cursor.itersize = rows
 
@@ -232,6 +250,40 @@ class PostgresDriver(Driver):
 
     def describe(self) -> str:
         return f"postgresql {mask_dsn(str(self.params.get('conninfo', '')))}"
+
+
+class PostgresDriver(PsycopgAdapter, Driver):
+    """Adapter for psycopg 3."""
+
+    def _setup(self) -> None:
+        super()._setup()
+        #: server-side cursors stream their rows ``itersize`` at a time (set_fetch_size)
+        self.streaming_cursor_types = (self._psycopg.ServerCursor,)
+
+    def _connect(self) -> Any:
+        conninfo, kwargs = self._conninfo_kwargs()
+        return self._psycopg.connect(conninfo, **kwargs)
+
+    def set_autocommit(self, raw: Any, on: bool) -> None:
+        raw.autocommit = on
+
+    def commit(self, raw: Any) -> None:
+        if self._ends_with_rollback(raw):
+            raw.rollback()
+        else:
+            raw.commit()
+
+    def ping(self, raw: Any, timeout: float) -> None:
+        pgconn = self._ping_start(raw)
+        sock = pgconn.socket
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                break
+            ready, _, _ = select.select([sock], [], [], timeout)
+            if not ready:
+                raise self._ping_timed_out(timeout)
+        self._ping_finish(pgconn)
 
 
 @functools.cache  # one libpq per process: its symbol is looked up once, not per pool

@@ -10,40 +10,39 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy
-from .base import Driver, ErrorKind
+from .base import AdapterBase, Driver, ErrorKind
 from .sqlite_stmtcache import SqliteMirror, sqlite_cached_statements, sqlite_policy
 
-__all__ = ["SqliteDriver"]
+__all__ = ["SqliteAdapter", "SqliteDriver"]
 
 _memory_ids = itertools.count(1)
 _TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "busy")
 
 
-class SqliteDriver(Driver):
-    """Adapter for the standard library's sqlite3."""
+class SqliteAdapter(AdapterBase):
+    """What a sqlite3 connection answers, directly or through aiosqlite's proxy of it (which
+    forwards ``in_transaction`` and ``isolation_level``): transaction
+    state, errors, the statement cache's size, the shared in-memory database. Mixed into
+    :class:`SqliteDriver` and the asyncio adapter
+    (:class:`~poolkeeper.drivers.aio_sqlite.AiosqliteDriver`)."""
 
     name = "sqlite"
     knows_transaction_state = True
-    error_types = (sqlite3.Error,)
-    closed_connection_error = sqlite3.ProgrammingError  # "Cannot operate on a closed database."
-    closed_cursor_error = sqlite3.ProgrammingError  # "Cannot operate on a closed cursor."
-    cancelled_error = sqlite3.OperationalError  # "interrupted"
+    error_types: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    closed_connection_error: type[BaseException] | None = sqlite3.ProgrammingError
+    closed_cursor_error: type[BaseException] | None = sqlite3.ProgrammingError
+    cancelled_error: type[BaseException] | None = sqlite3.OperationalError  # "interrupted"
+    #: what reading a closed connection's state raises
+    closed_errors: tuple[type[BaseException], ...] = (sqlite3.ProgrammingError,)
 
-    def __init__(self, params: Mapping[str, Any], *, connect: Callable[[], Any] | None = None,
-                 autocommit: bool | None = None, connect_timeout: float = 10.0,
-                 statement_cache_size: int = 100,
-                 statement_cache_bytes: int | None = None) -> None:
-        super().__init__(params, connect=connect, autocommit=autocommit,
-                         connect_timeout=connect_timeout,
-                         statement_cache_size=statement_cache_size,
-                         statement_cache_bytes=statement_cache_bytes)
+    def _setup(self) -> None:
+        super()._setup()
         self._anchor: sqlite3.Connection | None = None
         database = str(self.params.get("database", ":memory:"))
-        if connect is None and database == ":memory:":
+        if self._connect_fn is None and database == ":memory:":
             # A private in-memory database shared by this pool's connections. The memdb VFS
             # (SQLite >= 3.36) locks like a file, so writers wait out busy_timeout; the older
             # shared-cache mode fails at once with "database table is locked".
@@ -54,7 +53,7 @@ class SqliteDriver(Driver):
             self.params["uri"] = True
             self._anchor = self._open()
 
-    def _open(self) -> sqlite3.Connection:
+    def _open_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.params)
         kwargs.setdefault("check_same_thread", False)
         # sqlite's "timeout" is how long a statement waits for a lock held by another connection.
@@ -66,20 +65,16 @@ class SqliteDriver(Driver):
         if self.statement_cache_bytes is not None:
             size = sqlite_cached_statements(size, self.statement_cache_bytes)
         kwargs.setdefault("cached_statements", size)
-        conn: sqlite3.Connection = sqlite3.connect(**kwargs)
+        return kwargs
+
+    def _open(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = sqlite3.connect(**self._open_kwargs())
         return conn
 
-    def _connect(self) -> Any:
-        return self._open()
-
-    def dispose(self) -> None:
+    def _close_anchor(self) -> None:
         if self._anchor is not None:
             self._anchor.close()
             self._anchor = None
-
-    def set_autocommit(self, raw: Any, on: bool) -> None:
-        # Python 3.11: isolation_level None is autocommit; "" restores the implicit BEGIN.
-        raw.isolation_level = None if on else ""
 
     def get_autocommit(self, raw: Any) -> bool:
         return raw.isolation_level is None
@@ -87,7 +82,7 @@ class SqliteDriver(Driver):
     def in_transaction(self, raw: Any) -> bool | None:
         try:
             return bool(raw.in_transaction)
-        except sqlite3.ProgrammingError:  # closed
+        except self.closed_errors:  # closed
             return None
 
     def is_broken(self, raw: Any, exc: BaseException | None = None) -> bool:
@@ -96,10 +91,14 @@ class SqliteDriver(Driver):
         if exc is not None and self.left_mid_call(exc):
             return True
         try:
-            raw.total_changes  # noqa: B018 - raises ProgrammingError once closed
-        except sqlite3.ProgrammingError:
+            self._touch(raw)
+        except self.closed_errors:
             return True
         return False
+
+    def _touch(self, raw: Any) -> None:
+        """Read the connection's state in a way that raises once it is closed."""
+        raw.total_changes  # noqa: B018
 
     def classify_error(self, exc: BaseException) -> ErrorKind:
         if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
@@ -111,6 +110,27 @@ class SqliteDriver(Driver):
         if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
             return ErrorKind.BROKEN
         return ErrorKind.OTHER
+
+    def statement_cache_policy(self, statement_cache_size: int,
+                               statement_cache_bytes: int) -> StatementCachePolicy:
+        return sqlite_policy(statement_cache_size, statement_cache_bytes)
+
+    def describe(self) -> str:
+        return f"sqlite {self.params.get('database')}"
+
+
+class SqliteDriver(SqliteAdapter, Driver):
+    """Adapter for the standard library's sqlite3."""
+
+    def _connect(self) -> Any:
+        return self._open()
+
+    def dispose(self) -> None:
+        self._close_anchor()
+
+    def set_autocommit(self, raw: Any, on: bool) -> None:
+        # Python 3.11: isolation_level None is autocommit; "" restores the implicit BEGIN.
+        raw.isolation_level = None if on else ""
 
     def ping(self, raw: Any, timeout: float) -> None:
         # No server to lose: checking that the handle is open is the whole test.
@@ -127,16 +147,9 @@ class SqliteDriver(Driver):
         finally:
             cur.close()
 
-    def statement_cache_policy(self, statement_cache_size: int,
-                               statement_cache_bytes: int) -> StatementCachePolicy:
-        return sqlite_policy(statement_cache_size, statement_cache_bytes)
-
     def governs_statements(self, policy: StatementCachePolicy) -> bool:
         return policy.max_statements > 0
 
     def statement_cache_mirror(self, policy: StatementCachePolicy,
                                raw: Any) -> StatementCacheMirror:
         return SqliteMirror(policy, self.push_statements)
-
-    def describe(self) -> str:
-        return f"sqlite {self.params.get('database')}"
