@@ -9,11 +9,12 @@ each other (tests/test_architecture.py checks that no import circle exists, even
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import PoolConfig
 from ..drivers import Driver
+from ..drivers.aiobase import AsyncDriver
 from ..hooks.context import StatementContext
 from ..hooks.timeouts import TimeoutHook
 from ..observe.monitor import Probe
@@ -21,7 +22,7 @@ from ..observe.monitor import Probe
 if TYPE_CHECKING:
     from ..core.slot import Checkout
 
-__all__ = ["Lender", "RunHooks"]
+__all__ = ["AsyncLender", "Lender", "RunHooks", "RunHooksAsync"]
 
 #: the pool's hook chain around the driver call (hooks.context.chain): context -> result
 RunHooks = Callable[[StatementContext], Any]
@@ -53,6 +54,40 @@ class Lender(Protocol):
 
     def _give_back_after(self, proxy: Any, error: BaseException) -> None:
         """Return it from a ``with`` block raising ``error``: roll back, keep ``error``."""
+        ...
+
+    def _orphaned(self, checkout: Checkout) -> None:
+        """``checkout``'s proxy was garbage-collected without being returned."""
+        ...
+
+
+#: the asyncio pool's hook chain around the driver's awaited call (hooks.context.chain_async)
+RunHooksAsync = Callable[[StatementContext], Awaitable[Any]]
+
+
+class AsyncLender(Protocol):
+    """The asyncio pool as its proxies see it (:class:`poolkeeper.AsyncPool` is one).
+
+    The same as :class:`Lender`, with the return a coroutine: the proxy's ``async with`` exit
+    awaits it. A proxy calls ``_give_back`` at most once per checkout; the pool makes the
+    return safe against cancellation (the reset runs in a task the pool owns, shielded, with
+    its own time limit), so a proxy needs no ``shield`` of its own.
+    """
+
+    name: str
+    config: PoolConfig
+    driver: AsyncDriver
+    #: the statement hooks chained around the awaited driver call (None: no hook)
+    _execute: RunHooksAsync | None
+
+    def stats(self) -> dict[str, Any]: ...
+
+    async def _give_back(self, proxy: Any, commit: bool | None) -> None:
+        """Return ``proxy``'s checkout (commit True/False from ``async with``, None else)."""
+        ...
+
+    async def _give_back_after(self, proxy: Any, error: BaseException) -> None:
+        """Return it from an ``async with`` block raising ``error``: roll back, keep it."""
         ...
 
     def _orphaned(self, checkout: Checkout) -> None:
