@@ -16,7 +16,6 @@ import itertools
 import logging
 import math
 import queue
-import random
 import sys
 import threading
 import time
@@ -26,14 +25,13 @@ from typing import Any
 
 from ..config import PoolConfig, mask_dsn, parse_dsn
 from ..core import policy
-from ..core.bag import HISTOGRAM_BOUNDS_MS, Bag, Waiter, make_bag
+from ..core.bag import Bag, Waiter, make_bag
 from ..core.maintenance import plan_maintenance
-from ..core.opening import OpenSchedule
 from ..core.runtime import gil_enabled
 from ..core.slot import Checkout, CloseReason, Frame, Slot, SlotState
-from ..core.tally import SlotTally, count_usage
+from ..core.tally import count_usage
 from ..drivers import Driver, create_driver, detect_driver
-from ..errors import ConfigError, ConnectError, PoolClosed, PoolTimeout
+from ..errors import ConfigError, ConnectError, PoolClosed
 from ..hooks.context import chain, driver_call
 from ..hooks.fetchsize import AdaptiveFetchSize
 from ..hooks.stats import StatsHook
@@ -41,7 +39,8 @@ from ..hooks.stmtcache import StatementCacheHook
 from ..hooks.timeouts import TimeoutHook
 from ..observe.monitor import MONITOR, Probe, register_pool
 from ..sql.errortext import error_text
-from .holders import connection_rows, first_line, format_site, safe_sql, thread_name, timeout_error
+from .base import PoolBase
+from .holders import first_line, format_site, safe_sql, thread_name
 from .lender import RunHooks
 from .proxies import ConnectionProxy, ReturnedConnection, proxy_class
 from .worker import Worker
@@ -78,32 +77,7 @@ class ThreadWaiter(Waiter):
         self.lock.release()
 
 
-class _Churn:
-    """Connections opened in the last hour, in one-minute buckets (a fixed 60-entry ring)."""
-
-    def __init__(self) -> None:
-        self._buckets = [0] * 60
-        self._minute = int(_monotonic() // 60)
-
-    def add(self, now: float) -> None:
-        self._advance(now)
-        self._buckets[self._minute % 60] += 1
-
-    def last_hour(self, now: float) -> int:
-        self._advance(now)
-        return sum(self._buckets)
-
-    def _advance(self, now: float) -> None:
-        minute = int(now // 60)
-        if minute - self._minute >= 60:
-            self._buckets = [0] * 60
-        else:
-            for m in range(self._minute + 1, minute + 1):
-                self._buckets[m % 60] = 0
-        self._minute = max(self._minute, minute)
-
-
-class Pool:
+class Pool(PoolBase):
     """A pool of database connections.
 
     Example::
@@ -127,41 +101,13 @@ class Pool:
             config = config.replace(**({"dsn": dsn} if dsn is not None else {}), **options)
         if config.dsn is None and connect is None:
             config = config.replace(dsn="sqlite://:memory:")
-        if not config.name:
-            config = config.replace(name=f"pool-{next(_pool_ids)}")
-        self.config = config
-        self.name = config.name
-        self._closed = False
-        self._stats_lock = threading.Lock()
-        self._slots: dict[int, Slot] = {}
-        self._tally = SlotTally()  # counters of the lock-free paths (under _stats_lock)
-        self._opened = 0
-        self._open_failures = 0
-        self._open_ms = 0.0
-        # When to open connections while connecting fails (the backoff: core/opening.py)
-        self._opening = OpenSchedule(lock=threading.Lock(),
-                                     backoff_max=config.reconnect_backoff_max)
-        self._last_connect_error: BaseException | None = None
-        self._closed_by: dict[str, int] = dict.fromkeys(CloseReason.ALL, 0)
-        self._leaks_detected = 0
-        self._leaks_returned = 0
-        self._orphans_returned = 0
-        self._returned_in_txn = 0
-        self._validations = 0
-        self._keepalives = 0
-        self._churn = _Churn()
+        config = self._init_state(config)
         self._orphans: queue.SimpleQueue[Checkout] = queue.SimpleQueue()
         # Retired connections whose close is queued on a worker thread, by slot id (at most
         # max_size): close() and the finalizer close what the stopped workers never ran, so
         # no socket is left to the garbage collector.
         self._closing: dict[int, Any] = {}
-        # Checkouts dropped after the pool closed: their connection was closed at once (in
-        # __del__, no lock); their close is counted by the next stats() (see _orphaned).
-        self._late_closes: queue.SimpleQueue[Slot] = queue.SimpleQueue()
-        self._hooks: list[Any] = []
-        self._closers: list[Callable[[], object]] = []  # run at close() and by the finalizer
         self._execute: RunHooks | None = None
-        self._rand = random.Random()
         self._max_wait = config.max_wait
         self._validate = config.validate_on_borrow
         self._bypass = config.validation_bypass
@@ -670,17 +616,6 @@ class Pool:
         self._count_close(slot, reason)
         self.driver.close(slot.raw)
 
-    def _count_close(self, slot: Slot, reason: str) -> None:
-        self._stmt_cache.forget(slot.raw)
-        if slot.mon is not None:
-            slot.mon.close()
-        with self._stats_lock:
-            self._closed_by[reason] = self._closed_by.get(reason, 0) + 1
-            if self._slots.pop(slot.id, None) is not None:
-                self._tally.retire(slot)
-        logger.debug("pool %r: closing connection %d (%s) after %d uses", self.name, slot.id,
-                     reason, slot.uses)
-
     def _validate_slot(self, slot: Slot) -> bool:
         with self._stats_lock:
             self._validations += 1
@@ -755,30 +690,6 @@ class Pool:
         else:
             self._retire(slot, CloseReason.ABANDONED)
 
-    def _report_leak(self, checkout: Checkout, now: float) -> None:
-        slot = checkout.slot
-        if slot is None:
-            return  # returned meanwhile
-        checkout.leak_reported = True
-        with self._stats_lock:
-            self._leaks_detected += 1
-        stack = "".join(f"\n    {f[0]}:{f[1]} in {f[2]}" for f in checkout.stack or ())
-        sql = checkout.sql
-        logger.warning(
-            "pool %r: possible leak: connection %d held for %.2f s (leak_threshold=%g s) by "
-            "thread %s, borrowed at %s%s%s",
-            self.name, slot.id, now - checkout.borrowed_at, self.config.leak_threshold,
-            thread_name(checkout.owner), format_site(checkout.site()),
-            f"; running: {safe_sql(sql, self.driver.name)}" if sql else "",
-            f"\n  borrow stack (most recent call last):{stack}" if stack else "")
-
-    def _report_unleaked(self, slot: Slot, checkout: Checkout, held: float) -> None:
-        with self._stats_lock:
-            self._leaks_returned += 1
-        logger.info("pool %r: previously reported leak returned: connection %d borrowed at %s "
-                    "came back after %.2f s", self.name, slot.id,
-                    format_site(checkout.site()), held)
-
     def _reclaim(self, checkout: Checkout, now: float) -> None:
         """Revoke a checkout that ran no statement for abandoned_timeout.
 
@@ -803,27 +714,8 @@ class Pool:
             thread_name(checkout.owner), format_site(checkout.site()),
             f"; last statement: {safe_sql(sql, self.driver.name)}" if sql else "")
 
-    # ================================================================== hooks
-    def add_hook(self, hook: Any) -> None:
-        """Install a statement hook (``before(ctx)`` / ``after(ctx, token, result, error)``,
-        see :mod:`poolkeeper.hooks.context`); the one installed last is the outermost: its
-        ``before`` runs first and its ``after`` last."""
-        self._hooks.append(hook)
-        self._rebuild_chain()
-
-    @property
-    def hooks(self) -> tuple[Any, ...]:
-        """The installed statement hooks, innermost first."""
-        return tuple(self._hooks)
-
-    def remove_hook(self, hook: Any) -> None:
-        self._hooks = [h for h in self._hooks if h is not hook]
-        self._rebuild_chain()
-
-    def _rebuild_chain(self) -> None:
-        # A hook with no work per statement (per_statement False) only reports its stats().
-        active = [h for h in reversed(self._hooks) if getattr(h, "per_statement", True)]
-        self._execute = chain(active, driver_call) if active else None
+    def _chain(self, hooks: list[Any]) -> RunHooks:
+        return chain(hooks, driver_call)
 
     # ================================================================== timeouts
     def _timeout_hook(self) -> TimeoutHook:
@@ -837,32 +729,6 @@ class Pool:
                     self._closers.append(hook.close)
             self.add_hook(hook)
         return hook
-
-    # ================================================================== SQL statistics
-    @property
-    def stats_enabled(self) -> bool:
-        """Whether per-fingerprint SQL statistics are recorded (switchable at runtime)."""
-        return self._sql_stats.enabled
-
-    @stats_enabled.setter
-    def stats_enabled(self, on: bool) -> None:
-        self._sql_stats.enabled = on
-
-    def sql_stats(self, limit: int | None = None) -> dict[str, Any]:
-        """Per-fingerprint statistics (literals folded), most total time first."""
-        return self._sql_stats.sql_stats(limit)
-
-    def pop_sql_stats(self, limit: int | None = None) -> dict[str, Any]:
-        """Like :meth:`sql_stats`, then reset them (log-and-reset)."""
-        return self._sql_stats.pop_sql_stats(limit)
-
-    def statement_cache_info(self) -> dict[str, Any]:
-        """The statement caches' counters (what the driver caches, and whether it can)."""
-        return self._stmt_cache.stats()
-
-    def statement_cache_policy(self) -> dict[str, Any]:
-        """How this driver's statements are cached: the mechanism, its bounds and a note."""
-        return self._stmt_cache.policy.as_dict()
 
     # ================================================================== management
     def expire_all(self) -> None:
@@ -927,10 +793,6 @@ class Pool:
             self._close_reclaimed(checkout, now=True)
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def threads(self) -> list[threading.Thread]:
         """The threads this pool started (all stop on close())."""
         return self._worker.threads
@@ -945,84 +807,6 @@ class Pool:
         counts = self._bag.counts()
         return (f"<poolkeeper.Pool {self.name!r} {self.driver.describe()} total={counts['total']} "
                 f"active={counts['active']} idle={counts['idle']}>")
-
-    # ================================================================== statistics
-    def stats(self) -> dict[str, Any]:
-        """Gauges and counters; names carry their unit (``_ms``, ``_num``)."""
-        return self._stats(reset=False)
-
-    def pop_stats(self) -> dict[str, Any]:
-        """Like :meth:`stats`, then reset the counters (gauges are not reset)."""
-        return self._stats(reset=True)
-
-    def _stats(self, reset: bool) -> dict[str, Any]:
-        while True:  # checkouts dropped after close(), their connection closed (_orphaned)
-            try:
-                late = self._late_closes.get_nowait()
-            except queue.Empty:
-                break
-            self._bag.forget(late)
-            self._count_close(late, CloseReason.POOL_CLOSED)
-        counts = self._bag.counts()
-        out: dict[str, Any] = {
-            "pool_min": self.config.min_idle,
-            "pool_max": self.config.max_size,
-            "pool_size": counts["total"],
-            "pool_available": counts["idle"],
-            "pool_active": counts["active"],
-            "pool_parked": counts["parked"],
-            "requests_waiting": counts["waiting"],
-            "connections_opening": counts["opening"],
-        }
-        with self._stats_lock:
-            tally = self._tally.read(self._slots.values(), reset)
-        out.update(self._bag.pop_counters(reset, tally))
-        out["histogram_bounds_ms"] = list(HISTOGRAM_BOUNDS_MS)
-        now = _monotonic()
-        with self._stats_lock:
-            out["connections_num"] = self._opened
-            out["connections_errors"] = self._open_failures
-            out["connections_ms"] = round(self._open_ms, 3)
-            out["connections_opened_last_hour"] = self._churn.last_hour(now)
-            for reason, n in self._closed_by.items():
-                out[f"connections_closed_{reason}"] = n
-            out["connections_lost"] = self._closed_by[CloseReason.BROKEN]
-            out["validations_num"] = self._validations
-            out["keepalives_num"] = self._keepalives
-            out["leaks_detected"] = self._leaks_detected
-            out["leaks_returned"] = self._leaks_returned
-            out["abandoned_reclaimed"] = self._closed_by[CloseReason.ABANDONED]
-            out["orphans_returned"] = self._orphans_returned
-            # the bytes idle connections pin in their driver's buffers (memory ledger)
-            out["idle_pinned_bytes"] = sum(s.largest_result_bytes for s in self._slots.values()
-                                           if s.state is _IDLE)
-            if self.config.max_idle_result_bytes:
-                out["idle_pinned_budget_bytes"] = (self.config.max_idle_result_bytes
-                                                   * self.config.max_size)
-            if reset:
-                self._opened = self._open_failures = 0
-                self._open_ms = 0.0
-                self._closed_by = dict.fromkeys(CloseReason.ALL, 0)
-                self._validations = self._keepalives = 0
-                self._leaks_detected = self._leaks_returned = self._orphans_returned = 0
-        for hook in self._hooks:
-            hook_stats = getattr(hook, "stats", None)
-            if hook_stats is not None:
-                out.update(hook_stats(reset))
-        return out
-
-    def connections_info(self) -> list[dict[str, Any]]:
-        """One dict per physical connection: age, uses, state, holder, current SQL."""
-        return connection_rows(self._slots.copy().values(), _monotonic(), self.driver.name)
-
-    def _timeout_error(self, waited: float, what: str = "get a connection",
-                       queued: int = 1) -> PoolTimeout:
-        """The diagnosis of a timeout; ``queued`` counts the caller itself among the waiting."""
-        return timeout_error(self.name, waited=waited, what=what, counts=self._bag.counts(),
-                             queued=queued, max_size=self.config.max_size,
-                             rows=self.connections_info(),
-                             last_connect_error=self._last_connect_error)
-
 
 # ---------------------------------------------------------------------- module helpers
 def _monitor_changed(pool_ref: weakref.ref[Pool], on: bool) -> None:

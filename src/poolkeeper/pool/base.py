@@ -1,0 +1,276 @@
+"""What the thread shell and the asyncio shell share: their counters and statistics, the
+diagnosis of who holds which connection, the statement hooks, and the leak reports.
+
+A shell (:class:`~poolkeeper.pool.sync.Pool`, :class:`~poolkeeper.pool.aio.AsyncPool`)
+subclasses :class:`PoolBase` and adds the waiting, the I/O and its own housekeeping task, so
+both report the same ``stats()`` names, the same ``connections_info()`` rows and the same
+``PoolTimeout`` text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..config import PoolConfig
+from ..core.bag import HISTOGRAM_BOUNDS_MS, Bag
+from ..core.opening import OpenSchedule
+from ..core.slot import Checkout, CloseReason, Slot, SlotState
+from ..core.tally import SlotTally
+from ..errors import PoolTimeout
+from ..hooks.stats import StatsHook
+from ..hooks.stmtcache import StatementCacheHook
+from .holders import connection_rows, format_site, safe_sql, thread_name, timeout_error
+
+__all__ = ["PoolBase"]
+
+logger = logging.getLogger("poolkeeper.pool")
+_monotonic = time.monotonic
+_IDLE = SlotState.IDLE
+_pool_ids = itertools.count(1)
+
+
+class _Churn:
+    """Connections opened in the last hour, in one-minute buckets (a fixed 60-entry ring)."""
+
+    def __init__(self) -> None:
+        self._buckets = [0] * 60
+        self._minute = int(_monotonic() // 60)
+
+    def add(self, now: float) -> None:
+        self._advance(now)
+        self._buckets[self._minute % 60] += 1
+
+    def last_hour(self, now: float) -> int:
+        self._advance(now)
+        return sum(self._buckets)
+
+    def _advance(self, now: float) -> None:
+        minute = int(now // 60)
+        if minute - self._minute >= 60:
+            self._buckets = [0] * 60
+        else:
+            for m in range(self._minute + 1, minute + 1):
+                self._buckets[m % 60] = 0
+        self._minute = max(self._minute, minute)
+
+
+class PoolBase:
+    """The state and the reports both shells share (see the module docstring)."""
+
+    config: PoolConfig
+    name: str
+    driver: Any
+    _bag: Bag
+    _execute: Any
+    _stmt_cache: StatementCacheHook
+    _sql_stats: StatsHook
+
+    def _init_state(self, config: PoolConfig) -> PoolConfig:
+        """Set the shared counters; returns ``config`` with its name filled in."""
+        if not config.name:
+            config = config.replace(name=f"pool-{next(_pool_ids)}")
+        self.config = config
+        self.name = config.name
+        self._closed = False
+        self._stats_lock = threading.Lock()
+        self._slots: dict[int, Slot] = {}
+        self._tally = SlotTally()  # counters of the lock-free paths (under _stats_lock)
+        self._opened = 0
+        self._open_failures = 0
+        self._open_ms = 0.0
+        # When to open connections while connecting fails (the backoff: core/opening.py)
+        self._opening = OpenSchedule(lock=threading.Lock(),
+                                     backoff_max=config.reconnect_backoff_max)
+        self._last_connect_error: BaseException | None = None
+        self._closed_by: dict[str, int] = dict.fromkeys(CloseReason.ALL, 0)
+        self._leaks_detected = 0
+        self._leaks_returned = 0
+        self._orphans_returned = 0
+        self._returned_in_txn = 0
+        self._validations = 0
+        self._keepalives = 0
+        self._churn = _Churn()
+        # Checkouts dropped after the pool closed: their connection was closed at once (in
+        # __del__, no lock); their close is counted by the next stats() (see _orphaned).
+        self._late_closes: queue.SimpleQueue[Slot] = queue.SimpleQueue()
+        self._hooks: list[Any] = []
+        self._closers: list[Callable[[], object]] = []  # run at close() and by the finalizer
+        self._rand = random.Random()
+        return config
+
+    # ================================================================== hooks
+    def add_hook(self, hook: Any) -> None:
+        """Install a statement hook (``before(ctx)`` / ``after(ctx, token, result, error)``,
+        see :mod:`poolkeeper.hooks.context`); the one installed last is the outermost: its
+        ``before`` runs first and its ``after`` last."""
+        self._hooks.append(hook)
+        self._rebuild_chain()
+
+    @property
+    def hooks(self) -> tuple[Any, ...]:
+        """The installed statement hooks, innermost first."""
+        return tuple(self._hooks)
+
+    def remove_hook(self, hook: Any) -> None:
+        self._hooks = [h for h in self._hooks if h is not hook]
+        self._rebuild_chain()
+
+    def _rebuild_chain(self) -> None:
+        # A hook with no work per statement (per_statement False) only reports its stats().
+        active = [h for h in reversed(self._hooks) if getattr(h, "per_statement", True)]
+        self._execute = self._chain(active) if active else None
+
+    def _chain(self, hooks: list[Any]) -> Any:
+        """The shell's hook chain around its driver call (chain, or chain_async)."""
+        raise NotImplementedError
+
+    # ================================================================== SQL statistics
+    @property
+    def stats_enabled(self) -> bool:
+        """Whether per-fingerprint SQL statistics are recorded (switchable at runtime)."""
+        return self._sql_stats.enabled
+
+    @stats_enabled.setter
+    def stats_enabled(self, on: bool) -> None:
+        self._sql_stats.enabled = on
+
+    def sql_stats(self, limit: int | None = None) -> dict[str, Any]:
+        """Per-fingerprint statistics (literals folded), most total time first."""
+        return self._sql_stats.sql_stats(limit)
+
+    def pop_sql_stats(self, limit: int | None = None) -> dict[str, Any]:
+        """Like :meth:`sql_stats`, then reset them (log-and-reset)."""
+        return self._sql_stats.pop_sql_stats(limit)
+
+    def statement_cache_info(self) -> dict[str, Any]:
+        """The statement caches' counters (what the driver caches, and whether it can)."""
+        return self._stmt_cache.stats()
+
+    def statement_cache_policy(self) -> dict[str, Any]:
+        """How this driver's statements are cached: the mechanism, its bounds and a note."""
+        return self._stmt_cache.policy.as_dict()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _count_close(self, slot: Slot, reason: str) -> None:
+        self._stmt_cache.forget(slot.raw)
+        if slot.mon is not None:
+            slot.mon.close()
+        with self._stats_lock:
+            self._closed_by[reason] = self._closed_by.get(reason, 0) + 1
+            if self._slots.pop(slot.id, None) is not None:
+                self._tally.retire(slot)
+        logger.debug("pool %r: closing connection %d (%s) after %d uses", self.name, slot.id,
+                     reason, slot.uses)
+
+    def _report_leak(self, checkout: Checkout, now: float) -> None:
+        slot = checkout.slot
+        if slot is None:
+            return  # returned meanwhile
+        checkout.leak_reported = True
+        with self._stats_lock:
+            self._leaks_detected += 1
+        stack = "".join(f"\n    {f[0]}:{f[1]} in {f[2]}" for f in checkout.stack or ())
+        sql = checkout.sql
+        logger.warning(
+            "pool %r: possible leak: connection %d held for %.2f s (leak_threshold=%g s) by "
+            "thread %s, borrowed at %s%s%s",
+            self.name, slot.id, now - checkout.borrowed_at, self.config.leak_threshold,
+            thread_name(checkout.owner), format_site(checkout.site()),
+            f"; running: {safe_sql(sql, self.driver.name)}" if sql else "",
+            f"\n  borrow stack (most recent call last):{stack}" if stack else "")
+
+    def _report_unleaked(self, slot: Slot, checkout: Checkout, held: float) -> None:
+        with self._stats_lock:
+            self._leaks_returned += 1
+        logger.info("pool %r: previously reported leak returned: connection %d borrowed at %s "
+                    "came back after %.2f s", self.name, slot.id,
+                    format_site(checkout.site()), held)
+
+    # ================================================================== statistics
+    def stats(self) -> dict[str, Any]:
+        """Gauges and counters; names carry their unit (``_ms``, ``_num``)."""
+        return self._stats(reset=False)
+
+    def pop_stats(self) -> dict[str, Any]:
+        """Like :meth:`stats`, then reset the counters (gauges are not reset)."""
+        return self._stats(reset=True)
+
+    def _stats(self, reset: bool) -> dict[str, Any]:
+        while True:  # checkouts dropped after close(), their connection closed (_orphaned)
+            try:
+                late = self._late_closes.get_nowait()
+            except queue.Empty:
+                break
+            self._bag.forget(late)
+            self._count_close(late, CloseReason.POOL_CLOSED)
+        counts = self._bag.counts()
+        out: dict[str, Any] = {
+            "pool_min": self.config.min_idle,
+            "pool_max": self.config.max_size,
+            "pool_size": counts["total"],
+            "pool_available": counts["idle"],
+            "pool_active": counts["active"],
+            "pool_parked": counts["parked"],
+            "requests_waiting": counts["waiting"],
+            "connections_opening": counts["opening"],
+        }
+        with self._stats_lock:
+            tally = self._tally.read(self._slots.values(), reset)
+        out.update(self._bag.pop_counters(reset, tally))
+        out["histogram_bounds_ms"] = list(HISTOGRAM_BOUNDS_MS)
+        now = _monotonic()
+        with self._stats_lock:
+            out["connections_num"] = self._opened
+            out["connections_errors"] = self._open_failures
+            out["connections_ms"] = round(self._open_ms, 3)
+            out["connections_opened_last_hour"] = self._churn.last_hour(now)
+            for reason, n in self._closed_by.items():
+                out[f"connections_closed_{reason}"] = n
+            out["connections_lost"] = self._closed_by[CloseReason.BROKEN]
+            out["validations_num"] = self._validations
+            out["keepalives_num"] = self._keepalives
+            out["leaks_detected"] = self._leaks_detected
+            out["leaks_returned"] = self._leaks_returned
+            out["abandoned_reclaimed"] = self._closed_by[CloseReason.ABANDONED]
+            out["orphans_returned"] = self._orphans_returned
+            # the bytes idle connections pin in their driver's buffers (memory ledger)
+            out["idle_pinned_bytes"] = sum(s.largest_result_bytes for s in self._slots.values()
+                                           if s.state is _IDLE)
+            if self.config.max_idle_result_bytes:
+                out["idle_pinned_budget_bytes"] = (self.config.max_idle_result_bytes
+                                                   * self.config.max_size)
+            if reset:
+                self._opened = self._open_failures = 0
+                self._open_ms = 0.0
+                self._closed_by = dict.fromkeys(CloseReason.ALL, 0)
+                self._validations = self._keepalives = 0
+                self._leaks_detected = self._leaks_returned = self._orphans_returned = 0
+        for hook in self._hooks:
+            hook_stats = getattr(hook, "stats", None)
+            if hook_stats is not None:
+                out.update(hook_stats(reset))
+        return out
+
+    def connections_info(self) -> list[dict[str, Any]]:
+        """One dict per physical connection: age, uses, state, holder, current SQL."""
+        return connection_rows(self._slots.copy().values(), _monotonic(), self.driver.name)
+
+    def _timeout_error(self, waited: float, what: str = "get a connection",
+                       queued: int = 1) -> PoolTimeout:
+        """The diagnosis of a timeout; ``queued`` counts the caller itself among the waiting."""
+        return timeout_error(self.name, waited=waited, what=what, counts=self._bag.counts(),
+                             queued=queued, max_size=self.config.max_size,
+                             rows=self.connections_info(),
+                             last_connect_error=self._last_connect_error)
+
+
