@@ -51,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Hook", "StatementContext", "chain", "chain_async", "driver_call"]
+__all__ = ["Hook", "StatementContext", "chain", "chain_async", "driver_call", "driver_call_async"]
 
 
 class StatementContext:
@@ -147,6 +147,17 @@ def _layer_async(hook: Hook, inner: AsyncCall) -> AsyncCall:
         return result
 
     return run
+
+
+async def driver_call_async(ctx: StatementContext) -> Any:
+    """The statement itself, awaited on the driver's cursor (an asyncio shell's innermost
+    call, for a DB-API-like driver: psycopg's AsyncCursor, aiomysql's, aiosqlite's)."""
+    cursor = ctx.cursor
+    if ctx.many:
+        return await cursor.executemany(ctx.query, ctx.params)
+    if ctx.params is None:
+        return await cursor.execute(ctx.query)
+    return await cursor.execute(ctx.query, ctx.params)
 
 
 def driver_call(ctx: StatementContext) -> Any:

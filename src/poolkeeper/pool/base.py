@@ -21,19 +21,21 @@ from typing import Any
 from ..config import PoolConfig
 from ..core.bag import HISTOGRAM_BOUNDS_MS, Bag
 from ..core.opening import OpenSchedule
-from ..core.slot import Checkout, CloseReason, Slot, SlotState
+from ..core.slot import Checkout, CloseReason, Frame, Slot, SlotState
 from ..core.tally import SlotTally
 from ..errors import PoolTimeout
 from ..hooks.stats import StatsHook
 from ..hooks.stmtcache import StatementCacheHook
-from .holders import connection_rows, format_site, safe_sql, thread_name, timeout_error
+from .holders import connection_rows, format_site, holder_name, safe_sql, timeout_error
 
-__all__ = ["PoolBase"]
+__all__ = ["PoolBase", "capture_stack", "next_slot_id"]
 
 logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
 _IDLE = SlotState.IDLE
 _pool_ids = itertools.count(1)
+#: the next slot id: unique in the process, across pools and shells
+next_slot_id = itertools.count(1).__next__
 
 
 class _Churn:
@@ -104,6 +106,14 @@ class PoolBase:
         self._closers: list[Callable[[], object]] = []  # run at close() and by the finalizer
         self._rand = random.Random()
         return config
+
+    def _housekeeping_period(self) -> float:
+        cfg = self.config
+        period = cfg.housekeeping_interval
+        for limit in (cfg.leak_threshold, cfg.abandoned_timeout):
+            if limit is not None:
+                period = min(period, limit / 4)
+        return max(period, 0.01)
 
     # ================================================================== hooks
     def add_hook(self, hook: Any) -> None:
@@ -185,7 +195,7 @@ class PoolBase:
             "pool %r: possible leak: connection %d held for %.2f s (leak_threshold=%g s) by "
             "thread %s, borrowed at %s%s%s",
             self.name, slot.id, now - checkout.borrowed_at, self.config.leak_threshold,
-            thread_name(checkout.owner), format_site(checkout.site()),
+            holder_name(checkout.owner), format_site(checkout.site()),
             f"; running: {safe_sql(sql, self.driver.name)}" if sql else "",
             f"\n  borrow stack (most recent call last):{stack}" if stack else "")
 
@@ -272,5 +282,17 @@ class PoolBase:
                              queued=queued, max_size=self.config.max_size,
                              rows=self.connections_info(),
                              last_connect_error=self._last_connect_error)
+
+
+def capture_stack(frame: Any, depth: int) -> tuple[Frame, ...]:
+    """The borrow stack, innermost frames kept (walks only the frames it keeps)."""
+    frames: list[Frame] = []
+    f = frame
+    while f is not None and len(frames) < depth:
+        code = f.f_code
+        frames.append((code.co_filename, f.f_lineno, code.co_name))
+        f = f.f_back
+    frames.reverse()
+    return tuple(frames)
 
 

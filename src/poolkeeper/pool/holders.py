@@ -17,7 +17,8 @@ from ..core.slot import Frame, Slot, SlotState
 from ..errors import PoolTimeout
 from ..sql.fingerprint import MESSAGE_READ_CHARS, redact
 
-__all__ = ["connection_rows", "first_line", "format_site", "safe_sql", "thread_name",
+__all__ = ["connection_rows", "first_line", "format_site", "holder_name", "safe_sql",
+           "thread_name",
            "timeout_error"]
 
 _IN_USE = SlotState.IN_USE
@@ -32,11 +33,20 @@ def format_site(site: Frame | None) -> str:
     return f"{site[0]}:{site[1]} in {site[2]}"
 
 
-def thread_name(ident: int) -> str:
+def thread_name(owner: Any) -> str:
+    """The holder's name as the tables show it: a thread's (by its ident), or a task's."""
+    if not isinstance(owner, int):  # an asyncio task (AsyncPool)
+        get_name = getattr(owner, "get_name", None)
+        return repr(get_name()) if get_name is not None else repr(owner)
     for thread in threading.enumerate():
-        if thread.ident == ident:
+        if thread.ident == owner:
             return repr(thread.name)
-    return f"#{ident} (ended)"
+    return f"#{owner} (ended)"
+
+
+def holder_name(owner: Any) -> str:
+    """The holder as the reports name it: "thread 'MainThread'", "task 'Task-7'"."""
+    return f"{'thread' if isinstance(owner, int) else 'task'} {thread_name(owner)}"
 
 
 def first_line(exc: BaseException) -> str:
@@ -71,6 +81,7 @@ def connection_rows(slots: Iterable[Slot], now: float, dialect: str | None
             "sql": safe_sql(co.sql, dialect) if co is not None and co.sql else None,
             "executing": co is not None and co.executing,
             "holder_thread": thread_name(co.owner) if co is not None else None,
+            "holder": holder_name(co.owner) if co is not None else None,
             "borrow_site": format_site(co.site()) if co is not None else None,
             "held_s": round(now - co.borrowed_at, 3) if co is not None else None,
         })
@@ -98,8 +109,8 @@ def timeout_error(pool_name: str, *, waited: float, what: str, counts: dict[str,
         for r in holders[:_HOLDERS_SHOWN]:
             running = f", running: {r['sql']}" if r["sql"] and r["executing"] else (
                 f", last ran: {r['sql']}" if r["sql"] else "")
-            lines.append(f"  - connection {r['id']} held {r['held_s']:.2f} s by thread "
-                         f"{r['holder_thread']} at {r['borrow_site']}{running}")
+            lines.append(f"  - connection {r['id']} held {r['held_s']:.2f} s by "
+                         f"{r['holder']} at {r['borrow_site']}{running}")
     lines.append("what to do: return connections sooner (`with pool.connection()`), raise "
                  "max_size, or raise max_wait; leak_threshold=<s> logs who holds them")
     exc = PoolTimeout("\n".join(lines))

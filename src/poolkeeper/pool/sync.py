@@ -28,7 +28,7 @@ from ..core import policy
 from ..core.bag import Bag, Waiter, make_bag
 from ..core.maintenance import plan_maintenance
 from ..core.runtime import gil_enabled
-from ..core.slot import Checkout, CloseReason, Frame, Slot, SlotState
+from ..core.slot import Checkout, CloseReason, Slot, SlotState
 from ..core.tally import count_usage
 from ..drivers import Driver, create_driver, detect_driver
 from ..errors import ConfigError, ConnectError, PoolClosed
@@ -39,8 +39,8 @@ from ..hooks.stmtcache import StatementCacheHook
 from ..hooks.timeouts import TimeoutHook
 from ..observe.monitor import MONITOR, Probe, register_pool
 from ..sql.errortext import error_text
-from .base import PoolBase
-from .holders import first_line, format_site, safe_sql, thread_name
+from .base import PoolBase, capture_stack, next_slot_id
+from .holders import first_line, format_site, holder_name, safe_sql
 from .lender import RunHooks
 from .proxies import ConnectionProxy, ReturnedConnection, proxy_class
 from .worker import Worker
@@ -60,7 +60,6 @@ _RECHECK_S = 0.05
 _DEFAULT_LEASE_MS = 2.0
 _IDLE = SlotState.IDLE
 _pool_ids = itertools.count(1)
-_slot_ids = itertools.count(1)
 
 
 class ThreadWaiter(Waiter):
@@ -282,7 +281,7 @@ class Pool(PoolBase):
                           ) -> None:
         """Per-borrow work that only some options need (leak stacks, abandon tracking)."""
         if self._capture_stack:
-            checkout.stack = _capture_stack(frame, self.config.leak_stack_depth)
+            checkout.stack = capture_stack(frame, self.config.leak_stack_depth)
         if self._track_proxy:
             checkout.proxy_ref = weakref.ref(proxy)
 
@@ -478,9 +477,9 @@ class Pool(PoolBase):
             if slot is None or slot.state is not _IN_USE or slot.checkout is not checkout:
                 continue  # no longer the checkout that was dropped
             logger.warning(
-                "pool %r: a connection borrowed at %s by thread %s was garbage-collected "
+                "pool %r: a connection borrowed at %s by %s was garbage-collected "
                 "without being returned; the pool took it back (use `with pool.connection()`)",
-                self.name, format_site(checkout.site()), thread_name(checkout.owner))
+                self.name, format_site(checkout.site()), holder_name(checkout.owner))
             with self._stats_lock:
                 self._orphans_returned += 1
             orphan = slot.proxy_class(self, checkout)
@@ -507,7 +506,7 @@ class Pool(PoolBase):
     def _new_slot(self, raw: Any) -> Slot:
         now = _monotonic()
         cfg = self.config
-        slot = Slot(next(_slot_ids), raw, now=now,
+        slot = Slot(next_slot_id(), raw, now=now,
                     expires_at=policy.expires_at(now, cfg.max_lifetime, cfg.lifetime_jitter,
                                                  self._rand),
                     idle_timeout=policy.jittered_idle_timeout(cfg.idle_timeout,
@@ -630,14 +629,6 @@ class Pool(PoolBase):
         return True
 
     # ================================================================== housekeeping
-    def _housekeeping_period(self) -> float:
-        cfg = self.config
-        period = cfg.housekeeping_interval
-        for limit in (cfg.leak_threshold, cfg.abandoned_timeout):
-            if limit is not None:
-                period = min(period, limit / 4)
-        return max(period, 0.01)
-
     def _housekeep(self) -> None:
         """One housekeeping pass: the plan is core/maintenance.py's; the I/O is done here."""
         if self._closed:
@@ -708,10 +699,10 @@ class Pool(PoolBase):
         sql = checkout.sql
         logger.warning(
             "pool %r: reclaimed abandoned connection %d held for %.2f s, idle for %.2f s "
-            "(abandoned_timeout=%g s) by thread %s, borrowed at %s%s",
+            "(abandoned_timeout=%g s) by %s, borrowed at %s%s",
             self.name, slot.id, now - checkout.borrowed_at,
             now - max(checkout.borrowed_at, checkout.active_at), self.config.abandoned_timeout,
-            thread_name(checkout.owner), format_site(checkout.site()),
+            holder_name(checkout.owner), format_site(checkout.site()),
             f"; last statement: {safe_sql(sql, self.driver.name)}" if sql else "")
 
     def _chain(self, hooks: list[Any]) -> RunHooks:
@@ -858,17 +849,3 @@ def _finalize(bag: Bag, worker: Worker, driver: Driver, closers: list[Callable[[
         driver.close(raw)
     for close in closers:
         close()
-
-
-def _capture_stack(frame: Any, depth: int) -> tuple[Frame, ...]:
-    """The borrow stack, innermost frames kept (walks only the frames it keeps)."""
-    frames: list[Frame] = []
-    f = frame
-    while f is not None and len(frames) < depth:
-        code = f.f_code
-        frames.append((code.co_filename, f.f_lineno, code.co_name))
-        f = f.f_back
-    frames.reverse()
-    return tuple(frames)
-
-
