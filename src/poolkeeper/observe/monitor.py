@@ -1074,7 +1074,11 @@ class Monitor:
             rec.size = 0
             rec.created = co.borrowed_at
             ident = co.owner
-            rec.thread = threading._active.get(ident, ident)  # type: ignore[attr-defined]
+            if isinstance(ident, int):  # a thread's ident: the thread, named when listed
+                rec.thread = threading._active.get(ident, ident)  # type: ignore[attr-defined]
+            else:  # an asyncio task: its name (a record must not keep the task alive)
+                get_name = getattr(ident, "get_name", None)
+                rec.thread = get_name() if get_name is not None else repr(ident)
             rec.frames = frames
             rec.parent = None
             rec.slot = co.slot
