@@ -1,0 +1,149 @@
+"""One statement's time limit in the asyncio shell: cancelled on the server first, the await
+only as a last resort.
+
+Cancelling the awaiting task at the deadline (a plain ``asyncio.timeout``) would stop the
+statement in a driver-specific way: psycopg and asyncpg send a cancel request and drain the
+reply themselves, but aiomysql closes the connection on a cancelled read (the server runs the
+statement on), and aiosqlite's worker thread runs it to its end. So at the deadline
+:func:`run_within` starts the driver's server-side cancel (``AsyncDriver.cancel``: psycopg's
+cancel, ``KILL QUERY``, ``pg_cancel_backend``, sqlite's ``interrupt()``) in a task of its own
+and lets the statement end with the driver's "cancelled" error, on a connection that stays
+usable. Only if the statement has still not ended once the cancel had its time
+(``AsyncDriver.cancel_bound()``) and ``cancel_timeout`` more, the await itself is cancelled: the
+checkout is then marked ``interrupted`` and the pool puts the connection through
+``recover_from_cancel`` before lending it again.
+
+Either way the caller gets :class:`~poolkeeper.errors.QueryTimeout` (also the driver's
+"cancelled" error class), chained to what the statement raised. A statement that ended on its
+own after the deadline fired keeps its own outcome, once the cancel finished (so no cancel can
+land on the connection's next statement), unless the cancel says it stopped it (a result cut
+short: MariaDB's ``SLEEP()`` returns 1 when killed). The caller's own cancellation passes through
+untouched, the cancel task then held until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+from ..core.slot import Checkout
+from ..drivers.aiobase import AsyncDriver
+from ..errors import QueryTimeout, as_driver_error
+from .holders import first_line, safe_sql
+
+__all__ = ["run_within"]
+
+#: server-side cancels still running whose statement's caller went away: held so that they are
+#: not garbage-collected pending
+_pending: set[asyncio.Task[Any]] = set()
+
+
+class _Deadline:
+    """The deadline of one statement: fires the server-side cancel, bounds the await."""
+
+    __slots__ = ("backstop", "driver", "fired_at", "loop", "raw", "session_id", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, driver: AsyncDriver, raw: Any,
+                 session_id: Any) -> None:
+        self.loop = loop
+        self.driver = driver
+        self.raw = raw
+        self.session_id = session_id
+        #: the statement's await's own limit, pushed out while the cancel is delivered
+        self.backstop: asyncio.Timeout | None = None
+        self.task: asyncio.Task[bool | None] | None = None
+        self.fired_at = 0.0
+
+    def fire(self) -> None:
+        self.fired_at = self.loop.time()
+        task = self.task = self.loop.create_task(self.driver.cancel(self.raw, self.session_id))
+        _pending.add(task)
+        task.add_done_callback(self._cancel_done)
+        self._bound_await(self.driver.cancel_bound() + self.driver.cancel_timeout)
+
+    def _cancel_done(self, task: asyncio.Task[Any]) -> None:
+        _pending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here: it is reported through outcome()
+        # delivered (or failed): the statement has cancel_timeout to end with its error
+        self._bound_await(self.driver.cancel_timeout)
+
+    def _bound_await(self, seconds: float) -> None:
+        backstop = self.backstop
+        if backstop is not None and not backstop.expired():  # an expired one cannot move
+            backstop.reschedule(self.loop.time() + seconds)
+
+    async def settled(self) -> tuple[bool | None, str]:
+        """Wait (bounded) for the cancel to end: its answer (as ``AsyncDriver.cancel``'s:
+        True stopped, None sent, False nothing ran or not delivered) and what it did, for
+        the error message."""
+        task = self.task
+        assert task is not None
+        if not task.done():
+            await asyncio.wait({task}, timeout=self.driver.cancel_bound())
+        if not task.done():
+            return False, "the cancel had not been delivered yet"
+        if task.cancelled():
+            return False, "the cancel was itself cancelled"
+        error = task.exception()
+        if error is not None:
+            return False, (f"the cancel could not be delivered ({type(error).__name__}: "
+                           f"{first_line(error)})")
+        return task.result(), "cancelled on the server"
+
+
+async def run_within(call: Awaitable[Any], seconds: float, *, pool_name: str,
+                     driver: AsyncDriver, co: Checkout, query: Any) -> Any:
+    """Await ``call`` (one statement on ``co``'s connection) within ``seconds``; past it, see
+    the module docstring. Raises :class:`QueryTimeout` when the deadline stopped it."""
+    loop = asyncio.get_running_loop()
+    slot = co.slot
+    deadline = _Deadline(loop, driver, co.raw, None if slot is None else slot.session_id)
+    start = loop.time()
+    handle = loop.call_at(start + seconds, deadline.fire)
+    try:
+        async with asyncio.timeout(None) as backstop:
+            deadline.backstop = backstop
+            result = await call
+    except BaseException as exc:
+        handle.cancel()
+        deadline.backstop = None
+        if deadline.task is None or not isinstance(exc, Exception):
+            raise  # before the deadline, or the caller's own cancellation / interrupt
+        interrupted = backstop.expired()
+        if interrupted and slot is not None and slot.checkout is co:
+            co.interrupted = True  # its await was cancelled mid-protocol
+        _, outcome = await deadline.settled()
+        raise _timeout_error(pool_name, driver, query, seconds, loop.time() - start, outcome,
+                             interrupted) from exc
+    handle.cancel()
+    deadline.backstop = None
+    if deadline.task is not None:
+        # The statement returned as the deadline fired. Once no cancel can reach the
+        # connection's next statement any more: if the cancel says it stopped the statement,
+        # the result is cut short (MariaDB's SLEEP() returns 1 when killed); otherwise the
+        # statement finished first and its outcome stands.
+        answer, outcome = await deadline.settled()
+        if answer is True:
+            raise _timeout_error(pool_name, driver, query, seconds, loop.time() - start,
+                                 outcome + " (the driver returned a truncated result)", False)
+    return result
+
+
+def _timeout_error(pool_name: str, driver: AsyncDriver, query: Any, seconds: float,
+                   elapsed: float, outcome: str, interrupted: bool) -> QueryTimeout:
+    text = query if isinstance(query, str | bytes) else driver.query_text(query, None)
+    sql = safe_sql(text, driver.dialect)
+    if interrupted:
+        after = (f"{outcome}, and the statement had not ended "
+                 f"{driver.cancel_timeout:g} s later, so its await was cancelled; the pool "
+                 "checks the connection before lending it again")
+    else:
+        after = (f"{outcome}; the connection stays usable (roll back the transaction it was "
+                 "in, if any)")
+    return as_driver_error(QueryTimeout, driver.cancelled_error)(
+        f"pool {pool_name!r}: statement stopped after {elapsed:.3f} s (timeout {seconds:g} s): "
+        f"{sql}; {after}. If it needs longer, raise timeout= for this statement or the pool's "
+        "query_timeout; otherwise make it faster",
+        sql=sql, timeout_s=seconds, elapsed_s=elapsed)
