@@ -25,7 +25,7 @@ import pytest
 from poolkeeper.config import PoolConfig
 from poolkeeper.core.slot import Checkout, Slot
 from poolkeeper.drivers.aiobase import AsyncDriver
-from poolkeeper.errors import ConnectionReturned, QueryTimeout
+from poolkeeper.errors import ConnectionReclaimed, ConnectionReturned, QueryTimeout
 from poolkeeper.hooks.context import StatementContext, chain_async
 from poolkeeper.pool.aioproxies import (
     AsyncConnectionBase,
@@ -205,6 +205,12 @@ def test_dbapi_statements_run_in_every_style_and_are_counted(dbapi: Backend) -> 
         cur = await conn.execute(f"SELECT count(*) FROM aioproxy_t WHERE x > {placeholder}",
                                  (1,))
         assert tuple(await cur.fetchone()) == (2,)
+        async with conn.execute("SELECT 8") as cur:  # aiosqlite's idiom
+            assert tuple(await cur.fetchone()) == (8,)
+        assert cur.closed
+        with pytest.raises(ValueError, match="timeout=0"):
+            await conn.execute("SELECT 1", timeout=0)
+        assert not conn.slot.broken and not co.executing  # refused before it ran
         await conn.execute("DROP TABLE aioproxy_t")
         await conn.commit()
         assert not co.executing and co.statements % 2 == 0
@@ -323,6 +329,33 @@ def test_cursors_left_open_are_dropped_on_return_and_closed_by_the_pool(
                 await raw_cursor.fetchall()
         else:
             assert raw_cursor.closed
+    run(dbapi, test)
+
+
+def test_a_reclaimed_proxy_raises_connection_reclaimed_and_closes_no_driver_object(
+        dbapi: Backend) -> None:
+    async def test(lender: OneConnection) -> None:
+        lender.config = PoolConfig(abandoned_timeout=30.0)
+        conn = lender.borrow()
+        co: Checkout = conn.checkout
+        cur = await conn.execute("SELECT 1")
+        raw_cursor = cur.raw
+        slot = co.slot
+        co.reclaimed_at = time.monotonic()
+        # the housekeeper's side: the holder may be inside a driver call, nothing is closed
+        assert conn._retire(reclaimed=True) == []
+        assert co.slot is slot  # held until the pool closes the connection
+        with pytest.raises(ConnectionReclaimed, match="abandoned_timeout=30 s"):
+            conn.cursor()
+        with pytest.raises(ConnectionReclaimed):
+            await cur.fetchall()
+        assert [tuple(r) for r in await raw_cursor.fetchall()] == [(1,)]  # still open
+        await conn.close()  # a late return of a reclaimed proxy: harmless, no second return
+        assert lender.returns == []
+        assert slot is not None
+        slot.checkout = None
+        await lender.driver.close(slot.raw)
+        await lender.open()
     run(dbapi, test)
 
 

@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import inspect
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -62,6 +62,7 @@ __all__ = [
     "AsyncStatementContext",
     "AsyncpgConnectionProxy",
     "ClosedAsyncCursor",
+    "Executing",
     "ReturnedAsyncConnection",
     "async_proxy_class",
     "close_cursors",
@@ -216,6 +217,9 @@ class AsyncConnectionBase(_AsyncConnectionState):
         pool = self._pool
         if timeout is _UNSET:
             timeout = pool.config.query_timeout
+        elif timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+            raise ValueError(f"timeout={timeout!r}: a statement's timeout is a number of "
+                             "seconds above 0, or None for no timeout")
         co.sql = query
         co.statements += 1  # odd: a statement is running
         run = pool._execute
@@ -325,21 +329,22 @@ class AsyncConnectionProxy(AsyncConnectionBase):
                 co.cursors = _open_cursors(cursors)
         return cur
 
-    async def execute(self, query: Any, params: Any = None, *,
-                      timeout: Any = _UNSET) -> AsyncCursorProxy:
-        """Open a cursor, execute, return the cursor (psycopg / aiosqlite style).
+    def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET,
+                **kwargs: Any) -> Executing:
+        """Open a cursor, execute, give the cursor: ``cur = await conn.execute(...)``
+        (psycopg / aiosqlite style), or ``async with conn.execute(...) as cur`` (closed at
+        the end, aiosqlite style).
 
-        ``timeout`` (seconds, or None for none) overrides the pool's ``query_timeout``.
+        ``timeout`` (seconds, or None for none) overrides the pool's ``query_timeout``; other
+        keywords go to the driver's ``execute`` (psycopg's ``prepare=``, ``binary=``).
         """
         cur = self.cursor()
-        await cur.execute(query, params, timeout=timeout)
-        return cur
+        return Executing(cur, cur._executed(query, params, False, timeout, kwargs))
 
-    async def executemany(self, query: Any, seq_of_params: Any, *,
-                          timeout: Any = _UNSET) -> AsyncCursorProxy:
+    def executemany(self, query: Any, seq_of_params: Any, *, timeout: Any = _UNSET,
+                    **kwargs: Any) -> Executing:
         cur = self.cursor()
-        await cur.executemany(query, seq_of_params, timeout=timeout)
-        return cur
+        return Executing(cur, cur._executed(query, seq_of_params, True, timeout, kwargs))
 
     async def commit(self) -> None:
         try:
@@ -593,25 +598,35 @@ class AsyncCursorProxy(_AsyncCursorState):
     def __await__(self) -> Generator[Any, None, AsyncCursorProxy]:
         return self._opened().__await__()
 
-    async def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET) -> Any:
-        """Execute a statement; ``timeout`` (seconds, or None) overrides ``query_timeout``.
-        Returns the cursor (aiomysql: the row count, as its own ``execute``)."""
+    async def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET,
+                      **kwargs: Any) -> Any:
+        """Execute a statement; ``timeout`` (seconds, or None) overrides ``query_timeout``,
+        other keywords go to the driver. Returns the cursor (aiomysql: the row count, as its
+        own ``execute``)."""
+        return await self._run(query, params, False, timeout, kwargs)
+
+    async def executemany(self, query: Any, seq_of_params: Any, *, timeout: Any = _UNSET,
+                          **kwargs: Any) -> Any:
+        return await self._run(query, seq_of_params, True, timeout, kwargs)
+
+    async def _run(self, query: Any, params: Any, many: bool, timeout: Any,
+                   kwargs: dict[str, Any]) -> Any:
         raw = self._raw
         if raw is None:
             raw = await self._open()
-        args = (query,) if params is None else (query, params)
-        result = await self._conn._statement(query, params, False, raw, raw.execute, args, {},
+        args: tuple[Any, ...]
+        if many:
+            method, args = raw.executemany, (query, params)
+        else:
+            method, args = raw.execute, ((query,) if params is None else (query, params))
+        result = await self._conn._statement(query, params, many, raw, method, args, kwargs,
                                              timeout)
         return self if result is raw else result
 
-    async def executemany(self, query: Any, seq_of_params: Any, *,
-                          timeout: Any = _UNSET) -> Any:
-        raw = self._raw
-        if raw is None:
-            raw = await self._open()
-        result = await self._conn._statement(query, seq_of_params, True, raw, raw.executemany,
-                                             (query, seq_of_params), {}, timeout)
-        return self if result is raw else result
+    async def _executed(self, query: Any, params: Any, many: bool, timeout: Any,
+                        kwargs: dict[str, Any]) -> AsyncCursorProxy:
+        await self._run(query, params, many, timeout, kwargs)
+        return self
 
     # A fetch counts as use for abandoned_timeout: +2 keeps the count even (no statement
     # running) but changed. aiomysql's buffered fetches return a done future: awaited alike.
@@ -708,6 +723,28 @@ class AsyncCursorProxy(_AsyncCursorState):
 
     def __repr__(self) -> str:
         return "<poolkeeper.AsyncCursorProxy open>"
+
+
+class Executing:
+    """What ``conn.execute(...)`` gives: awaited, the cursor after the statement ran; as an
+    ``async with`` block, that cursor, closed when the block ends."""
+
+    __slots__ = ("_cursor", "_run")
+
+    def __init__(self, cursor: AsyncCursorProxy, run: Coroutine[Any, Any, AsyncCursorProxy]
+                 ) -> None:
+        self._cursor = cursor
+        self._run = run
+
+    def __await__(self) -> Generator[Any, None, AsyncCursorProxy]:
+        return self._run.__await__()
+
+    async def __aenter__(self) -> AsyncCursorProxy:
+        return await self._run
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._cursor.close()
 
 
 def _closed_error(cur: _AsyncCursorState) -> ConnectionReturned:
