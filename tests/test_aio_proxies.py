@@ -27,6 +27,7 @@ from poolkeeper.core.slot import Checkout, Slot
 from poolkeeper.drivers.aiobase import AsyncDriver
 from poolkeeper.errors import ConnectionReclaimed, ConnectionReturned, QueryTimeout
 from poolkeeper.hooks.context import StatementContext, chain_async
+from poolkeeper.pool.aiodeadline import run_within
 from poolkeeper.pool.aioproxies import (
     AsyncConnectionBase,
     AsyncConnectionProxy,
@@ -608,4 +609,44 @@ def test_the_proxy_classes_follow_the_driver() -> None:
         cls = async_proxy_class(lender.driver, raw)
         assert issubclass(cls, AsyncConnectionProxy) and issubclass(cls, AsyncConnectionBase)
         assert async_proxy_class(lender.driver, raw) is cls  # built once per driver class
+    run(backend, test)
+
+
+def test_an_interrupt_reaching_sqlite_rows_as_they_return_is_a_timeout_and_leaves_no_poison(
+        backend: Backend) -> None:
+    if backend.name != "sqlite":
+        pytest.skip("sqlite3's interrupt() stays in force while a statement has rows pending")
+    sql = "SELECT 1 UNION ALL SELECT 2"
+
+    async def returns_late(cursor: Any) -> Any:
+        await asyncio.sleep(0.5)  # the deadline fires meanwhile, the rows already there
+        return cursor
+
+    async def test(lender: OneConnection) -> None:
+        driver = lender.driver
+        assert driver.cancel_poisons_pending_rows
+        raw = lender.slot.raw  # type: ignore[union-attr]
+        conn = lender.borrow()
+        co = conn.checkout
+        # what the interrupt does to rows left to fetch, unhandled (the premise)
+        cursor = await raw.execute(sql)
+        assert tuple(await cursor.fetchone()) == (1,)
+        driver.cancel_poisons_pending_rows = False
+        try:
+            assert await run_within(returns_late(cursor), 0.1, pool_name="proxies",
+                                    driver=driver, co=co, query=sql, cursor=cursor) is cursor
+        finally:
+            del driver.cancel_poisons_pending_rows
+        with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+            await cursor.fetchone()
+        await cursor.close()
+        # handled: a timeout, the cursor closed, the connection clean
+        cursor = await raw.execute(sql)
+        assert tuple(await cursor.fetchone()) == (1,)
+        with pytest.raises(QueryTimeout, match="interrupted as it returned"):
+            await run_within(returns_late(cursor), 0.1, pool_name="proxies", driver=driver,
+                             co=co, query=sql, cursor=cursor)
+        assert not co.interrupted
+        assert [tuple(r) for r in await raw.execute_fetchall("SELECT 3")] == [(3,)]
+        await conn.close()
     run(backend, test)

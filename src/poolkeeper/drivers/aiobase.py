@@ -211,6 +211,11 @@ class AsyncDriver(AdapterBase):
         be delivered before it cancels the statement's await instead."""
         return self.cancel_timeout
 
+    #: True when a cancel arriving just after the statement returned still poisons the rows
+    #: it left to fetch, and the connection's next statements while that result is open
+    #: (sqlite3: interrupt() stays in force while a statement has rows pending)
+    cancel_poisons_pending_rows = False
+
     def cancel_stats(self) -> dict[str, int]:
         """Counters of the adapter's cancel mechanism (its control connection)."""
         return {}

@@ -24,6 +24,7 @@ untouched, the cancel task then held until it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -94,9 +95,10 @@ class _Deadline:
 
 
 async def run_within(call: Awaitable[Any], seconds: float, *, pool_name: str,
-                     driver: AsyncDriver, co: Checkout, query: Any) -> Any:
-    """Await ``call`` (one statement on ``co``'s connection) within ``seconds``; past it, see
-    the module docstring. Raises :class:`QueryTimeout` when the deadline stopped it."""
+                     driver: AsyncDriver, co: Checkout, query: Any, cursor: Any = None) -> Any:
+    """Await ``call`` (one statement on ``co``'s connection, on the driver's ``cursor`` if it
+    has cursors) within ``seconds``; past it, see the module docstring. Raises
+    :class:`QueryTimeout` when the deadline stopped it."""
     loop = asyncio.get_running_loop()
     slot = co.slot
     deadline = _Deadline(loop, driver, co.raw, None if slot is None else slot.session_id)
@@ -128,7 +130,26 @@ async def run_within(call: Awaitable[Any], seconds: float, *, pool_name: str,
         if answer is True:
             raise _timeout_error(pool_name, driver, query, seconds, loop.time() - start,
                                  outcome + " (the driver returned a truncated result)", False)
+        if driver.cancel_poisons_pending_rows and _has_rows(cursor):
+            # sqlite3: the interrupt reached the statement as it returned; its rows would
+            # fail to fetch, and every statement after it while it stays open. Closing the
+            # cursor ends it (and the interrupt with it); the timeout is reported.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(driver.cancel_timeout):
+                    await driver.close_cursor(cursor)
+            raise _timeout_error(pool_name, driver, query, seconds, loop.time() - start,
+                                 "interrupted as it returned (its rows are lost, its cursor "
+                                 "closed)", False)
     return result
+
+
+def _has_rows(cursor: Any) -> bool:
+    if cursor is None:
+        return False
+    try:
+        return cursor.description is not None
+    except Exception:  # noqa: BLE001 - a closed cursor has no rows left to poison
+        return False
 
 
 def _timeout_error(pool_name: str, driver: AsyncDriver, query: Any, seconds: float,

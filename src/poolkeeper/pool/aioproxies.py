@@ -236,7 +236,8 @@ class AsyncConnectionBase(_AsyncConnectionState):
                 result = await call
             else:
                 result = await run_within(call, timeout, pool_name=pool.name,
-                                          driver=pool.driver, co=co, query=query)
+                                          driver=pool.driver, co=co, query=query,
+                                          cursor=cursor)
         except BaseException as exc:
             self._failed(exc)
             if ctx is not None and ctx.discard:  # a hook judged the connection unusable
