@@ -265,11 +265,14 @@ def test_asyncpg_methods_keep_asyncpgs_api_and_are_counted(backend: Backend) -> 
             async with conn.transaction():
                 await conn.execute("INSERT INTO aioproxy_pg VALUES (5)")
                 assert conn.is_in_transaction()  # asyncpg's own, delegated
+            async with conn.transaction():  # asyncpg's cursors need one
+                assert [r[0] async for r in conn.cursor("SELECT generate_series(1, 3)")] \
+                    == [1, 2, 3]
             assert await conn.fetchval("SELECT count(*) FROM aioproxy_pg") == 5
             # fetchval, fetchrow, fetch, execute, executemany, copy, prepare, prepared
             # fetchval, execute, fetchval: ten statements, two counts each, and the
-            # delegated is_in_transaction() counted as use (+2)
-            assert co.statements == 22 and not co.executing
+            # delegated is_in_transaction() and cursor() counted as use (+2 each)
+            assert co.statements == 24 and not co.executing
             assert conn.get_server_pid() == lender.slot.session_id  # type: ignore[union-attr]
         assert lender.returns[-1] == (co, True)
     run(backend, test)
