@@ -120,11 +120,13 @@ class OneConnection:
         assert slot is not None
         left = proxy._retire()  # synchronously, before any await
         driver = self.driver
-        await close_cursors(driver, left, 5.0)
         if co.interrupted:
+            # first: aiosqlite's worker runs the statement on until interrupted, and closing
+            # a cursor waits in its queue behind it
             ok = await driver.recover_from_cancel(raw, 5.0)
             self.recovered.append(ok)
             slot.broken = slot.broken or not ok
+        await close_cursors(driver, left, 5.0)
         if not slot.broken:
             if outcome is True:
                 await driver.commit(raw)
@@ -499,11 +501,20 @@ def test_a_cancel_that_cannot_be_delivered_ends_in_cancelling_the_await(
         conn = lender.borrow()
         with pytest.raises(QueryTimeout, match="could not be delivered") as caught:
             await conn.execute(_SQLITE_LONG, timeout=0.3)
-        assert isinstance(caught.value.__cause__, TimeoutError)
+        assert isinstance(caught.value.__cause__, asyncio.CancelledError)  # its await, cut
         assert "its await was cancelled" in str(caught.value)
         assert conn.checkout.interrupted  # the pool recovers it before lending it again
         await conn.close()
         assert lender.recovered == [True]  # the real interrupt() stopped the worker
+        # the caller's own cancellation after the deadline fired is the caller's, untouched
+        conn = lender.borrow()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.4):  # before the await is cut (0.3 + 0.2 s)
+                await conn.execute(_SQLITE_LONG, timeout=0.3)
+        assert conn.checkout.interrupted
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        await conn.close()
+        assert lender.recovered == [True, True]
 
     async def main() -> None:
         lender = OneConnection(Undeliverable(backend.driver().params, autocommit=True))

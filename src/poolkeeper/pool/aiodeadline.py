@@ -41,23 +41,33 @@ _pending: set[asyncio.Task[Any]] = set()
 
 
 class _Deadline:
-    """The deadline of one statement: fires the server-side cancel, bounds the await."""
+    """The deadline of one statement: fires the server-side cancel, then bounds the await.
 
-    __slots__ = ("backstop", "driver", "fired_at", "loop", "raw", "session_id", "task")
+    One timer at a time: first the deadline, then (once fired) the bound on the await, which
+    cancels the statement's task as ``asyncio.timeout`` would (``cancelling`` kept to tell its
+    own cancel from the caller's). Plain timers rather than an ``asyncio.timeout`` block
+    around every statement: the block cost 4.1 us per statement against 2.2 us for a timer
+    (CPython 3.11, a loop of 20,000 awaits of a finished coroutine).
+    """
+
+    __slots__ = ("cancelling", "cut", "done", "driver", "loop", "raw", "session_id",
+                 "statement_task", "task", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, driver: AsyncDriver, raw: Any,
-                 session_id: Any) -> None:
+                 session_id: Any, statement_task: asyncio.Task[Any], seconds: float) -> None:
         self.loop = loop
         self.driver = driver
         self.raw = raw
         self.session_id = session_id
-        #: the statement's await's own limit, pushed out while the cancel is delivered
-        self.backstop: asyncio.Timeout | None = None
+        self.statement_task = statement_task
+        self.cancelling = statement_task.cancelling()
+        #: the server-side cancel, once the deadline fired
         self.task: asyncio.Task[bool | None] | None = None
-        self.fired_at = 0.0
+        self.cut = False  #: the statement's await was cancelled (the last resort)
+        self.done = False  #: the statement's await ended
+        self.timer = loop.call_at(loop.time() + seconds, self.fire)
 
     def fire(self) -> None:
-        self.fired_at = self.loop.time()
         task = self.task = self.loop.create_task(self.driver.cancel(self.raw, self.session_id))
         _pending.add(task)
         task.add_done_callback(self._cancel_done)
@@ -66,14 +76,28 @@ class _Deadline:
     def _cancel_done(self, task: asyncio.Task[Any]) -> None:
         _pending.discard(task)
         if not task.cancelled():
-            task.exception()  # retrieved here: it is reported through outcome()
+            task.exception()  # retrieved here: it is reported through settled()
         # delivered (or failed): the statement has cancel_timeout to end with its error
         self._bound_await(self.driver.cancel_timeout)
 
     def _bound_await(self, seconds: float) -> None:
-        backstop = self.backstop
-        if backstop is not None and not backstop.expired():  # an expired one cannot move
-            backstop.reschedule(self.loop.time() + seconds)
+        if self.done or self.cut:
+            return
+        self.timer.cancel()
+        self.timer = self.loop.call_at(self.loop.time() + seconds, self._cut)
+
+    def _cut(self) -> None:
+        if not self.done:
+            self.cut = True
+            self.statement_task.cancel()
+
+    def stop(self) -> bool:
+        """The statement's await ended: no timer any more. True when the await was cut and
+        only this deadline had cancelled the task (its cancel taken back, as
+        ``asyncio.timeout`` does); False when it was not cut, or the caller cancelled too."""
+        self.done = True
+        self.timer.cancel()
+        return self.cut and self.statement_task.uncancel() <= self.cancelling
 
     async def settled(self) -> tuple[bool | None, str]:
         """Wait (bounded) for the cancel to end: its answer (as ``AsyncDriver.cancel``'s:
@@ -100,27 +124,29 @@ async def run_within(call: Awaitable[Any], seconds: float, *, pool_name: str,
     has cursors) within ``seconds``; past it, see the module docstring. Raises
     :class:`QueryTimeout` when the deadline stopped it."""
     loop = asyncio.get_running_loop()
+    statement_task = asyncio.current_task()
+    assert statement_task is not None  # awaited in a task
     slot = co.slot
-    deadline = _Deadline(loop, driver, co.raw, None if slot is None else slot.session_id)
     start = loop.time()
-    handle = loop.call_at(start + seconds, deadline.fire)
+    deadline = _Deadline(loop, driver, co.raw, None if slot is None else slot.session_id,
+                         statement_task, seconds)
     try:
-        async with asyncio.timeout(None) as backstop:
-            deadline.backstop = backstop
-            result = await call
+        result = await call
     except BaseException as exc:
-        handle.cancel()
-        deadline.backstop = None
-        if deadline.task is None or not isinstance(exc, Exception):
-            raise  # before the deadline, or the caller's own cancellation / interrupt
-        interrupted = backstop.expired()
+        ours = deadline.stop()
+        if deadline.task is None:
+            raise  # before the deadline
+        if not ours and not isinstance(exc, Exception):
+            raise  # the caller's own cancellation (or an interrupt) passes through
+        interrupted = deadline.cut
         if interrupted and slot is not None and slot.checkout is co:
             co.interrupted = True  # its await was cancelled mid-protocol
         _, outcome = await deadline.settled()
         raise _timeout_error(pool_name, driver, query, seconds, loop.time() - start, outcome,
                              interrupted) from exc
-    handle.cancel()
-    deadline.backstop = None
+    # cut as it returned: the driver may have been mid-protocol when the cancel hit
+    if (deadline.stop() or deadline.cut) and slot is not None and slot.checkout is co:
+        co.interrupted = True
     if deadline.task is not None:
         # The statement returned as the deadline fired. Once no cancel can reach the
         # connection's next statement any more: if the cancel says it stopped the statement,

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..core.slot import Checkout, Slot
 from ..drivers.aiobase import AsyncDriver
-from ..errors import ConnectionReclaimed, ConnectionReturned, as_driver_error
+from ..errors import ConnectionReclaimed, ConnectionReturned, QueryTimeout, as_driver_error
 from ..hooks.context import StatementContext
 from .aiodeadline import run_within
 from .delegate import delegating_class
@@ -101,8 +101,10 @@ def run_statement(ctx: StatementContext) -> Awaitable[Any]:
 async def close_cursors(driver: AsyncDriver, cursors: Sequence[Any], timeout: float) -> None:
     """Close the driver cursors a returned proxy left open (what ``_retire()`` returned),
     within ``timeout`` seconds in all; never raises a driver error. For the pool's reset task,
-    before its rollback: a psycopg cursor ``WITH HOLD`` outlives the transaction on the server,
-    an aiomysql unbuffered result is read to its end."""
+    before its rollback (a psycopg cursor ``WITH HOLD`` outlives the transaction on the server,
+    an aiomysql unbuffered result is read to its end), and after ``recover_from_cancel`` for
+    an interrupted checkout (aiosqlite closes a cursor in its worker thread, queued behind a
+    statement that runs on until interrupted)."""
     if not cursors:
         return
     with contextlib.suppress(TimeoutError):
@@ -239,7 +241,11 @@ class AsyncConnectionBase(_AsyncConnectionState):
                                           driver=pool.driver, co=co, query=query,
                                           cursor=cursor)
         except BaseException as exc:
-            self._failed(exc)
+            # A timeout is judged by what the driver raised (its cause), unless the await was
+            # cancelled: then the checkout is interrupted already, recovery decides.
+            cause = exc.__cause__
+            self._failed(cause if isinstance(exc, QueryTimeout) and cause is not None
+                         and not co.interrupted else exc)
             if ctx is not None and ctx.discard:  # a hook judged the connection unusable
                 slot.broken = True
             raise
