@@ -61,6 +61,7 @@ __all__ = [
     "AsyncCursorProxy",
     "AsyncStatementContext",
     "AsyncpgConnectionProxy",
+    "AsyncpgPrepared",
     "ClosedAsyncCursor",
     "Executing",
     "ReturnedAsyncConnection",
