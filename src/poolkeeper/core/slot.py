@@ -153,6 +153,7 @@ class Checkout:
         "borrowed_at",
         "code",
         "cursors",
+        "interrupted",
         "lasti",
         "leak_reported",
         "mon_frames",
@@ -189,6 +190,10 @@ class Checkout:
         self.statements = 0
         self.statements_seen = 0
         self.active_at = 0.0  #: when the housekeeper last saw the checkout run statements
+        #: an awaited driver call of this checkout was cancelled (asyncio shell): the
+        #: connection may be mid-protocol, so before it is lent again the pool must put it
+        #: through the driver's recover_from_cancel() (or discard it)
+        self.interrupted = False
         self.reclaimed_at = 0.0  #: when it was revoked as abandoned (0: it was not)
         self.leak_reported = False
         #: the autocommit to restore on return, once the holder changed it

@@ -84,6 +84,7 @@ class AsyncpgDriver(AsyncDriver):
 
     name = "asyncpg"
     knows_transaction_state = True
+    dbapi = False  # no cursors to execute on: the proxy keeps asyncpg's own API
 
     def _setup(self) -> None:
         if self.autocommit is False:
@@ -211,6 +212,9 @@ class AsyncpgDriver(AsyncDriver):
         # asyncpg sent the cancel request when the awaiting future was cancelled; its next
         # statement waits for the server's answer first
         return not raw.is_closed()
+
+    def cancel_bound(self) -> float:
+        return self.control.max_duration_s
 
     def cancel_stats(self) -> dict[str, int]:
         return self.control.stats()

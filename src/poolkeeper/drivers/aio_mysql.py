@@ -125,6 +125,9 @@ class AiomysqlDriver(MysqlAdapter, AsyncDriver):
             raise
         return conn
 
+    def cancel_bound(self) -> float:
+        return self.control.max_duration_s
+
     def cancel_stats(self) -> dict[str, int]:
         return self.control.stats()
 

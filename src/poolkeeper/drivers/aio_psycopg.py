@@ -63,6 +63,11 @@ class AsyncPsycopgDriver(PsycopgAdapter, AsyncDriver):
             raise self._ping_timed_out(timeout) from None
         self._ping_finish(pgconn)
 
+    async def open_cursor(self, raw: Any, *args: Any, **kwargs: Any) -> Any:
+        # psycopg's AsyncConnection.cursor() is a plain method (no I/O; a named cursor
+        # declares itself on its first execute)
+        return raw.cursor(*args, **kwargs)
+
     async def cancel(self, raw: Any, session_id: Any = None) -> bool | None:
         if raw.closed or raw.pgconn.transaction_status != PQ_ACTIVE:
             return False  # nothing in flight: a cancel would hit the next statement

@@ -41,6 +41,9 @@ class AiosqliteDriver(SqliteAdapter, AsyncDriver):
     #: aiosqlite raises ValueError ("Connection closed", "no active connection") once closed
     closed_connection_error: type[BaseException] | None = ValueError
     closed_errors: tuple[type[BaseException], ...] = (sqlite3.ProgrammingError, ValueError)
+    #: sqlite3_interrupt() is in force until no statement of the connection is active: one
+    #: sent as a SELECT returned fails the fetches of its rows and every statement after it
+    cancel_poisons_pending_rows = True
 
     def _setup(self) -> None:
         super()._setup()

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -204,9 +205,47 @@ class AsyncDriver(AdapterBase):
         True when ``raw`` may be lent again; False when it must be discarded."""
         return not self.is_broken(raw)
 
+    def cancel_bound(self) -> float:
+        """The longest one :meth:`cancel` can take, in seconds (a control connection's
+        connect and retry included): how long a statement's deadline waits for the cancel to
+        be delivered before it cancels the statement's await instead."""
+        return self.cancel_timeout
+
+    #: True when a cancel arriving just after the statement returned still poisons the rows
+    #: it left to fetch, and the connection's next statements while that result is open
+    #: (sqlite3: interrupt() stays in force while a statement has rows pending)
+    cancel_poisons_pending_rows = False
+
     def cancel_stats(self) -> dict[str, int]:
         """Counters of the adapter's cancel mechanism (its control connection)."""
         return {}
+
+    # ---------------------------------------------------------------- cursors
+    #: whether the driver's connection has DB-API cursors (``cursor()``, ``execute``, the
+    #: fetches); False for asyncpg, whose own API (``fetch``, ``fetchrow``, ...) the pool
+    #: keeps on its proxy instead
+    dbapi = True
+
+    async def open_cursor(self, raw: Any, *args: Any, **kwargs: Any) -> Any:
+        """A new driver cursor of ``raw`` (``raw.cursor(*args, **kwargs)``): aiomysql's and
+        aiosqlite's ``cursor()`` are awaited (aiosqlite's runs in its worker thread)."""
+        cursor = raw.cursor(*args, **kwargs)
+        if inspect.isawaitable(cursor):
+            cursor = await cursor
+        return cursor
+
+    def statement_text(self, method: str, args: tuple[Any, ...]) -> str:
+        """The SQL a call of the connection's ``method`` with ``args`` runs, for statistics
+        and fingerprints: its first argument's text (asyncpg's adapter knows its copies)."""
+        return self.query_text(args[0] if args else "", None)
+
+    async def close_cursor(self, cursor: Any) -> None:
+        """Close a driver cursor (psycopg's, aiomysql's and aiosqlite's ``close()`` are
+        coroutines: a server-side cursor's CLOSE, the rest of an unbuffered result, the
+        worker thread's queue)."""
+        closing = cursor.close()
+        if inspect.isawaitable(closing):
+            await closing
 
 
 def _consume_and_forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
