@@ -35,7 +35,7 @@ from .hooks.timeouts import TimeoutHook, statement_timeout
 from .loader import Loader, load_files
 from .observe.memory import MemoryWatchdog
 from .observe.monitor import MONITOR, register_pool
-from .pool import CloseReason, Pool
+from .pool import AsyncPool, CloseReason, Pool
 from .pool.proxies import ConnectionProxy, CursorProxy
 from .sql.fingerprint import fingerprint, redact
 from .sql.stats import SqlStatsRegistry
@@ -46,6 +46,7 @@ __all__ = [
     "MONITOR",
     "AdaptiveFetchSize",
     "AdminQueryError",
+    "AsyncPool",
     "CloseReason",
     "ConfigError",
     "ConfigWarning",
