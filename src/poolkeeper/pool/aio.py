@@ -35,7 +35,6 @@ from types import TracebackType
 from typing import Any
 
 from ..config import PoolConfig, mask_dsn, parse_dsn
-from ..core import policy
 from ..core.bag import Bag, Waiter, make_bag
 from ..core.maintenance import plan_maintenance
 from ..core.runtime import gil_enabled
@@ -50,8 +49,8 @@ from ..hooks.stats import StatsHook
 from ..hooks.stmtcache import StatementCacheHook
 from ..observe.monitor import MONITOR, Probe, register_pool
 from .aioproxies import async_proxy_class, close_cursors, run_statement
-from .base import PoolBase, capture_stack, next_slot_id
-from .holders import first_line, format_site, holder_name, safe_sql
+from .base import PoolBase, capture_stack
+from .holders import first_line, format_site, holder_name
 from .lender import RunHooksAsync
 
 __all__ = ["AsyncPool", "AsyncWaiter"]
@@ -467,15 +466,7 @@ class AsyncPool(PoolBase):
     def _put_back(self, slot: Slot, usage: float | None) -> None:
         """The slot's last step home, with no await: retire it or give it to the bag."""
         now = _monotonic()
-        reason = None
-        if slot.broken:
-            reason = slot.close_reason or CloseReason.BROKEN
-        elif slot.expires_at <= now:
-            reason = CloseReason.LIFETIME
-        elif slot.generation != self._bag.generation:
-            reason = CloseReason.EXPIRED
-        elif slot.largest_result_bytes > (self.config.max_idle_result_bytes or float("inf")):
-            reason = CloseReason.LARGE_RESULT
+        reason = self._retire_reason(slot, now)
         if reason is not None:
             self._retire(slot, reason, usage)
             return
@@ -519,22 +510,8 @@ class AsyncPool(PoolBase):
             await self._give_back(proxy, False)
 
     # ================================================================== opening / closing
-    def _new_slot(self, raw: Any) -> Slot:
-        now = _monotonic()
-        cfg = self.config
-        slot = Slot(next_slot_id(), raw, now=now,
-                    expires_at=policy.expires_at(now, cfg.max_lifetime, cfg.lifetime_jitter,
-                                                 self._rand),
-                    idle_timeout=policy.jittered_idle_timeout(cfg.idle_timeout,
-                                                              cfg.lifetime_jitter, self._rand),
-                    generation=self._bag.generation, session_id=self.driver.session_id(raw))
-        slot.mon = self.monitor.track("connection", raw)
+    def _set_proxy_classes(self, slot: Slot, raw: Any) -> None:
         slot.proxy_class = async_proxy_class(self.driver, raw)
-        with self._stats_lock:
-            self._slots[slot.id] = slot
-            self._opened += 1
-            self._churn.add(now)
-        return slot
 
     def _request_opens(self) -> None:
         if self._closed or self._loop is None:
@@ -584,20 +561,6 @@ class AsyncPool(PoolBase):
             self._forget_closing(slot, CloseReason.POOL_CLOSED)
         if release:
             self._submit_opens(release)
-
-    def _open_failed(self, exc: Exception, start: float, ticket: int, retry: bool) -> None:
-        now = _monotonic()
-        with self._stats_lock:
-            self._open_failures += 1
-            self._last_connect_error = exc
-        failures, delay = self._opening.failed(ticket, start, now, retry)
-        self._bag.open_failed()
-        log = logger.warning if failures <= 1 or failures % 10 == 0 else logger.debug
-        log("pool %r: connecting to %s failed (%d in a row), next try in %.2f s: %s: %s",
-            self.name, self.driver.describe(), failures, delay, type(exc).__name__,
-            first_line(exc))
-        self._request_opens()
-        self._queue_retry(self._opening.arm(_monotonic()))
 
     def _retire(self, slot: Slot, reason: str, usage: float | None = None) -> None:
         """Take a slot out of the pool; its connection is closed in a task of the pool's."""
@@ -679,25 +642,6 @@ class AsyncPool(PoolBase):
                 self._forget_closing(slot, CloseReason.POOL_CLOSED)
         self._request_opens()
 
-    def _reclaim(self, checkout: Checkout, now: float) -> None:
-        """Revoke a checkout that ran no statement for abandoned_timeout: its proxy turns
-        inert now; its connection is closed by a later pass, with no statement running."""
-        slot = checkout.slot
-        if slot is None or slot.state is not _IN_USE or slot.checkout is not checkout:
-            return
-        checkout.reclaimed_at = now
-        proxy = checkout.proxy_ref() if checkout.proxy_ref is not None else None
-        if proxy is not None:
-            proxy._retire(reclaimed=True)
-        sql = checkout.sql
-        logger.warning(
-            "pool %r: reclaimed abandoned connection %d held for %.2f s, idle for %.2f s "
-            "(abandoned_timeout=%g s) by %s, borrowed at %s%s",
-            self.name, slot.id, now - checkout.borrowed_at,
-            now - max(checkout.borrowed_at, checkout.active_at), self.config.abandoned_timeout,
-            holder_name(checkout.owner), format_site(checkout.site()),
-            f"; last statement: {safe_sql(sql, self.driver.dialect)}" if sql else "")
-
     def _close_reclaimed(self, checkout: Checkout) -> None:
         slot = checkout.slot
         if slot is None:
@@ -714,12 +658,6 @@ class AsyncPool(PoolBase):
     def _chain(self, hooks: list[Any]) -> RunHooksAsync:
         return chain_async(hooks, run_statement)
 
-    def expire_all(self) -> None:
-        """Retire every connection: idle ones now, borrowed ones when they come back."""
-        generation = self._bag.expire_all()
-        for slot in self._bag.take_idle(
-                lambda idle, now: [s for s in idle if s.generation != generation], _monotonic()):
-            self._retire(slot, CloseReason.EXPIRED)
 
 
 class _Borrow:

@@ -48,11 +48,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..core.slot import Checkout, Slot
 from ..drivers.aiobase import AsyncDriver
-from ..errors import ConnectionReclaimed, ConnectionReturned, QueryTimeout, as_driver_error
+from ..errors import ConnectionReturned, QueryTimeout, as_driver_error
 from ..hooks.context import StatementContext
 from .aiodeadline import run_within
 from .delegate import delegating_class
-from .holders import format_site
+from .holders import returned_error
 from .lender import AsyncLender
 
 __all__ = [
@@ -131,18 +131,9 @@ class _AsyncConnectionState:
     _co: Checkout
 
     def _returned(self) -> ConnectionReturned:
-        co = self._co
         pool = self._pool
-        where = format_site(co.site())
-        driver_class = pool.driver.closed_connection_error
-        if co.reclaimed_at:
-            return as_driver_error(ConnectionReclaimed, driver_class)(
-                f"pool {pool.name!r}: this connection (borrowed at {where}) was reclaimed "
-                f"as abandoned after abandoned_timeout={pool.config.abandoned_timeout:g} s; "
-                "borrow a new one, and return connections sooner")
-        return as_driver_error(ConnectionReturned, driver_class)(
-            f"pool {pool.name!r}: this connection (borrowed at {where}) has been returned "
-            "to the pool; borrow a new one instead of keeping a reference")
+        return returned_error(pool.name, self._co, pool.driver.closed_connection_error,
+                              pool.config.abandoned_timeout)
 
     @property
     def pool(self) -> AsyncLender:

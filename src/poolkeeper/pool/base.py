@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import PoolConfig
+from ..core import policy
 from ..core.bag import HISTOGRAM_BOUNDS_MS, Bag
 from ..core.opening import OpenSchedule
 from ..core.slot import Checkout, CloseReason, Frame, Slot, SlotState
@@ -26,13 +27,22 @@ from ..core.tally import SlotTally
 from ..errors import PoolTimeout
 from ..hooks.stats import StatsHook
 from ..hooks.stmtcache import StatementCacheHook
-from .holders import connection_rows, format_site, holder_name, safe_sql, timeout_error
+from ..observe.monitor import Probe
+from .holders import (
+    connection_rows,
+    first_line,
+    format_site,
+    holder_name,
+    safe_sql,
+    timeout_error,
+)
 
 __all__ = ["PoolBase", "capture_stack", "next_slot_id"]
 
 logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
 _IDLE = SlotState.IDLE
+_IN_USE = SlotState.IN_USE
 _pool_ids = itertools.count(1)
 #: the next slot id: unique in the process, across pools and shells
 next_slot_id = itertools.count(1).__next__
@@ -73,6 +83,7 @@ class PoolBase:
     _execute: Any
     _stmt_cache: StatementCacheHook
     _sql_stats: StatsHook
+    monitor: Probe
 
     def _init_state(self, config: PoolConfig) -> PoolConfig:
         """Set the shared counters; returns ``config`` with its name filled in."""
@@ -132,6 +143,15 @@ class PoolBase:
         self._hooks = [h for h in self._hooks if h is not hook]
         self._rebuild_chain()
 
+    def _request_opens(self) -> None:
+        raise NotImplementedError
+
+    def _queue_retry(self, delay: float | None) -> None:
+        raise NotImplementedError
+
+    def _retire(self, slot: Slot, reason: str, usage: float | None = None) -> None:
+        raise NotImplementedError
+
     def _rebuild_chain(self) -> None:
         # A hook with no work per statement (per_statement False) only reports its stats().
         active = [h for h in reversed(self._hooks) if getattr(h, "per_statement", True)]
@@ -170,6 +190,89 @@ class PoolBase:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _new_slot(self, raw: Any) -> Slot:
+        now = _monotonic()
+        cfg = self.config
+        slot = Slot(next_slot_id(), raw, now=now,
+                    expires_at=policy.expires_at(now, cfg.max_lifetime, cfg.lifetime_jitter,
+                                                 self._rand),
+                    idle_timeout=policy.jittered_idle_timeout(cfg.idle_timeout,
+                                                              cfg.lifetime_jitter, self._rand),
+                    generation=self._bag.generation, session_id=self.driver.session_id(raw))
+        slot.mon = self.monitor.track("connection", raw)
+        self._set_proxy_classes(slot, raw)
+        with self._stats_lock:
+            self._slots[slot.id] = slot
+            self._opened += 1
+            self._churn.add(now)
+        return slot
+
+    def _set_proxy_classes(self, slot: Slot, raw: Any) -> None:
+        """Set ``slot.proxy_class`` (and ``monitored_class``) for this driver connection."""
+        raise NotImplementedError
+
+    def _open_failed(self, exc: Exception, start: float, ticket: int, retry: bool) -> None:
+        now = _monotonic()
+        with self._stats_lock:
+            self._open_failures += 1
+            self._last_connect_error = exc
+        failures, delay = self._opening.failed(ticket, start, now, retry)
+        self._bag.open_failed()
+        log = logger.warning if failures <= 1 or failures % 10 == 0 else logger.debug
+        log("pool %r: connecting to %s failed (%d in a row), next try in %.2f s: %s: %s",
+            self.name, self.driver.describe(), failures, delay, type(exc).__name__,
+            first_line(exc))
+        self._request_opens()
+        self._queue_retry(self._opening.arm(_monotonic()))
+
+    def _reclaim(self, checkout: Checkout, now: float) -> None:
+        """Revoke a checkout that ran no statement for abandoned_timeout.
+
+        Its proxy and cursors turn inert at once (every later call raises
+        ConnectionReclaimed); the connection itself is closed by a later housekeeping pass,
+        a grace period on and with no statement running, because the holder may
+        still be inside a driver call (a fetch) that a close would pull the rug from.
+        """
+        slot = checkout.slot
+        if slot is None or slot.state is not _IN_USE or slot.checkout is not checkout:
+            return  # returned meanwhile
+        checkout.reclaimed_at = now  # first: a use racing the reclaim is told why
+        proxy = checkout.proxy_ref() if checkout.proxy_ref is not None else None
+        if proxy is not None:
+            proxy._retire(reclaimed=True)
+        sql = checkout.sql
+        logger.warning(
+            "pool %r: reclaimed abandoned connection %d held for %.2f s, idle for %.2f s "
+            "(abandoned_timeout=%g s) by %s, borrowed at %s%s",
+            self.name, slot.id, now - checkout.borrowed_at,
+            now - max(checkout.borrowed_at, checkout.active_at), self.config.abandoned_timeout,
+            holder_name(checkout.owner), format_site(checkout.site()),
+            f"; last statement: {safe_sql(sql, self.driver.dialect)}" if sql else "")
+
+    def expire_all(self) -> None:
+        """Retire every connection: idle ones now, borrowed ones when they come back."""
+        generation = self._bag.expire_all()
+        for slot in self._bag.take_idle(
+                lambda idle, now: [s for s in idle if s.generation != generation], _monotonic()):
+            self._retire(slot, CloseReason.EXPIRED)
+
+    def _retire_reason(self, slot: Slot, now: float) -> str | None:
+        """Why a returning slot must retire instead of going back (None: it goes back)."""
+        if slot.broken:
+            return slot.close_reason or CloseReason.BROKEN
+        if slot.expires_at <= now:
+            return CloseReason.LIFETIME
+        if slot.generation != self._bag.generation:
+            return CloseReason.EXPIRED
+        limit = self.config.max_idle_result_bytes
+        if limit and slot.largest_result_bytes > limit:
+            logger.info("pool %r: retiring connection %d: it received a result of %d bytes, "
+                        "above max_idle_result_bytes=%d; its driver keeps a buffer that large "
+                        "while idle (raise the option, or 0 to keep such connections)",
+                        self.name, slot.id, slot.largest_result_bytes, limit)
+            return CloseReason.LARGE_RESULT
+        return None
 
     def _count_close(self, slot: Slot, reason: str) -> None:
         self._stmt_cache.forget(slot.raw)

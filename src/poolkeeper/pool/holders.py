@@ -13,12 +13,12 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from ..core.slot import Frame, Slot, SlotState
-from ..errors import PoolTimeout
+from ..core.slot import Checkout, Frame, Slot, SlotState
+from ..errors import ConnectionReclaimed, ConnectionReturned, PoolTimeout, as_driver_error
 from ..sql.fingerprint import MESSAGE_READ_CHARS, redact
 
-__all__ = ["connection_rows", "first_line", "format_site", "holder_name", "safe_sql",
-           "thread_name",
+__all__ = ["connection_rows", "first_line", "format_site", "holder_name", "returned_error",
+           "safe_sql", "thread_name",
            "timeout_error"]
 
 _IN_USE = SlotState.IN_USE
@@ -116,3 +116,18 @@ def timeout_error(pool_name: str, *, waited: float, what: str, counts: dict[str,
     exc = PoolTimeout("\n".join(lines))
     exc.__cause__ = last_connect_error
     return exc
+
+
+def returned_error(pool_name: str, checkout: Checkout, driver_class: type[BaseException] | None,
+                   abandoned_timeout: float | None) -> ConnectionReturned:
+    """The error a returned (or reclaimed) proxy raises on use: ConnectionReturned or
+    ConnectionReclaimed, also the driver's class, naming where it was borrowed."""
+    where = format_site(checkout.site())
+    if checkout.reclaimed_at:
+        return as_driver_error(ConnectionReclaimed, driver_class)(
+            f"pool {pool_name!r}: this connection (borrowed at {where}) was reclaimed as "
+            f"abandoned after abandoned_timeout={abandoned_timeout:g} s; borrow a new one, "
+            "and return connections sooner")
+    return as_driver_error(ConnectionReturned, driver_class)(
+        f"pool {pool_name!r}: this connection (borrowed at {where}) has been returned to the "
+        "pool; borrow a new one instead of keeping a reference")

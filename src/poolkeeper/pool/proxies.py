@@ -31,13 +31,13 @@ from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from ..core.slot import Checkout, Slot
-from ..errors import ConnectionReclaimed, ConnectionReturned, as_driver_error
+from ..errors import ConnectionReturned, as_driver_error
 from ..hooks.context import StatementContext
 from ..hooks.timeouts import statement_timeout
 from ..observe.monitor import MONITOR, CursorWatch
 from .delegate import delegating_class, is_method
 from .delegate import table as delegate_table
-from .holders import format_site
+from .holders import format_site, returned_error
 from .lender import Lender, RunHooks
 
 __all__ = [
@@ -86,19 +86,9 @@ class _ConnectionState:
     _co: Checkout
 
     def _returned(self) -> ConnectionReturned:
-        co = self._co
-        where = format_site(co.site())
-        driver_class = self._pool.driver.closed_connection_error
-        if co.reclaimed_at:
-            return as_driver_error(ConnectionReclaimed, driver_class)(
-                f"pool {self._pool.name!r}: this connection (borrowed at {where}) was reclaimed "
-                f"as abandoned after abandoned_timeout={self._pool.config.abandoned_timeout:g} s; "
-                "borrow a new one, and return connections sooner"
-            )
-        return as_driver_error(ConnectionReturned, driver_class)(
-            f"pool {self._pool.name!r}: this connection (borrowed at {where}) has been returned "
-            "to the pool; borrow a new one instead of keeping a reference"
-        )
+        pool = self._pool
+        return returned_error(pool.name, self._co, pool.driver.closed_connection_error,
+                              pool.config.abandoned_timeout)
 
     @property
     def pool(self) -> Lender:

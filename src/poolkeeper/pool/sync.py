@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import PoolConfig, mask_dsn, parse_dsn
-from ..core import policy
 from ..core.bag import Bag, Waiter, make_bag
 from ..core.maintenance import plan_maintenance
 from ..core.runtime import gil_enabled
@@ -39,8 +38,8 @@ from ..hooks.stmtcache import StatementCacheHook
 from ..hooks.timeouts import TimeoutHook
 from ..observe.monitor import MONITOR, Probe, register_pool
 from ..sql.errortext import error_text
-from .base import PoolBase, capture_stack, next_slot_id
-from .holders import first_line, format_site, holder_name, safe_sql
+from .base import PoolBase, capture_stack
+from .holders import first_line, format_site, holder_name
 from .lender import RunHooks
 from .proxies import ConnectionProxy, ReturnedConnection, proxy_class
 from .worker import Worker
@@ -427,20 +426,7 @@ class Pool(PoolBase):
         """Rare cases of a return; False when the slot was retired instead of kept."""
         if checkout.leak_reported:
             self._report_unleaked(slot, checkout, usage)
-        reason = None
-        if slot.broken:
-            reason = slot.close_reason or CloseReason.BROKEN
-        elif slot.expires_at <= now:
-            reason = CloseReason.LIFETIME
-        elif slot.generation != self._bag.generation:
-            reason = CloseReason.EXPIRED
-        elif slot.largest_result_bytes > self._max_result:
-            reason = CloseReason.LARGE_RESULT
-            logger.info("pool %r: retiring connection %d: it received a result of %d bytes, "
-                        "above max_idle_result_bytes=%d; its driver keeps a buffer that large "
-                        "while idle (raise the option, or 0 to keep such connections)",
-                        self.name, slot.id, slot.largest_result_bytes,
-                        self.config.max_idle_result_bytes)
+        reason = self._retire_reason(slot, now)
         if reason is None:
             return True
         self._retire(slot, reason, usage)
@@ -503,24 +489,10 @@ class Pool(PoolBase):
                 "DSN is right, or pass fail_fast=False to start the pool anyway"
             ) from exc
 
-    def _new_slot(self, raw: Any) -> Slot:
-        now = _monotonic()
-        cfg = self.config
-        slot = Slot(next_slot_id(), raw, now=now,
-                    expires_at=policy.expires_at(now, cfg.max_lifetime, cfg.lifetime_jitter,
-                                                 self._rand),
-                    idle_timeout=policy.jittered_idle_timeout(cfg.idle_timeout,
-                                                              cfg.lifetime_jitter, self._rand),
-                    generation=self._bag.generation, session_id=self.driver.session_id(raw))
-        slot.mon = self.monitor.track("connection", raw)
+    def _set_proxy_classes(self, slot: Slot, raw: Any) -> None:
         # the checkout proxies' classes, with this driver connection's attributes (delegate.py)
         slot.proxy_class = proxy_class(raw)
         slot.monitored_class = proxy_class(raw, monitored=True)
-        with self._stats_lock:
-            self._slots[slot.id] = slot
-            self._opened += 1
-            self._churn.add(now)
-        return slot
 
     def _request_opens(self) -> None:
         opens = self._bag.reserve_opens(self.config.min_idle, self.config.max_size)
@@ -569,20 +541,6 @@ class Pool(PoolBase):
             self._close_raw(slot, CloseReason.POOL_CLOSED)
         if release:
             self._submit_opens(release)
-
-    def _open_failed(self, exc: Exception, start: float, ticket: int, retry: bool) -> None:
-        now = _monotonic()
-        with self._stats_lock:
-            self._open_failures += 1
-            self._last_connect_error = exc
-        failures, delay = self._opening.failed(ticket, start, now, retry)
-        self._bag.open_failed()
-        log = logger.warning if failures <= 1 or failures % 10 == 0 else logger.debug
-        log("pool %r: connecting to %s failed (%d in a row), next try in %.2f s: %s: %s",
-            self.name, self.driver.describe(), failures, delay, type(exc).__name__,
-            first_line(exc))
-        self._request_opens()
-        self._queue_retry(self._opening.arm(_monotonic()))
 
     def _retire(self, slot: Slot, reason: str, usage: float | None = None) -> None:
         """Take a slot out of the pool and close its connection off the caller's path."""
@@ -681,30 +639,6 @@ class Pool(PoolBase):
         else:
             self._retire(slot, CloseReason.ABANDONED)
 
-    def _reclaim(self, checkout: Checkout, now: float) -> None:
-        """Revoke a checkout that ran no statement for abandoned_timeout.
-
-        Its proxy and cursors turn inert at once (every later call raises
-        ConnectionReclaimed); the connection itself is closed by a later housekeeping pass,
-        _RECLAIM_GRACE seconds on and with no statement running, because the holder's thread
-        may still be inside a driver call (a fetch) that a close would pull the rug from.
-        """
-        slot = checkout.slot
-        if slot is None or slot.state is not _IN_USE or slot.checkout is not checkout:
-            return  # returned meanwhile
-        checkout.reclaimed_at = now  # first: a use racing the reclaim is told why
-        proxy = checkout.proxy_ref() if checkout.proxy_ref is not None else None
-        if proxy is not None:
-            proxy._retire(reclaimed=True)
-        sql = checkout.sql
-        logger.warning(
-            "pool %r: reclaimed abandoned connection %d held for %.2f s, idle for %.2f s "
-            "(abandoned_timeout=%g s) by %s, borrowed at %s%s",
-            self.name, slot.id, now - checkout.borrowed_at,
-            now - max(checkout.borrowed_at, checkout.active_at), self.config.abandoned_timeout,
-            holder_name(checkout.owner), format_site(checkout.site()),
-            f"; last statement: {safe_sql(sql, self.driver.name)}" if sql else "")
-
     def _chain(self, hooks: list[Any]) -> RunHooks:
         return chain(hooks, driver_call)
 
@@ -722,13 +656,6 @@ class Pool(PoolBase):
         return hook
 
     # ================================================================== management
-    def expire_all(self) -> None:
-        """Retire every connection: idle ones now, borrowed ones when they come back."""
-        generation = self._bag.expire_all()
-        for slot in self._bag.take_idle(
-                lambda idle, now: [s for s in idle if s.generation != generation], _monotonic()):
-            self._retire(slot, CloseReason.EXPIRED)
-
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until min_idle connections are open (raises PoolTimeout after ``timeout``)."""
         deadline = _monotonic() + timeout
