@@ -307,9 +307,13 @@ def test_a_session_the_server_terminated_is_broken(backend: Backend) -> None:
         await run(backend, raw, "BEGIN")
         await run(backend, raw, "SELECT 1")
         await asyncio.to_thread(_terminate, backend, session)
-        # answered from the client's state, which has not heard of it: no round trip
-        assert driver.in_transaction(raw) is True
-        assert not driver.is_broken(raw)
+        # answered from the client's state, no round trip: asyncpg reads its socket whenever
+        # the loop runs (here, while the terminating thread ran) and may have heard of it
+        if driver.in_transaction(raw) is None:
+            assert backend.name == "asyncpg" and driver.is_broken(raw)
+        else:
+            assert driver.in_transaction(raw) is True
+            assert not driver.is_broken(raw)
         with pytest.raises(Exception) as info:
             for _ in range(3):  # MariaDB may accept one write before the socket says so
                 await run(backend, raw, "SELECT 1")

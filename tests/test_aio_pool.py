@@ -318,3 +318,67 @@ def test_a_caller_cancelled_during_its_reset_loses_nothing() -> None:
             assert pool.stats()["pool_size"] == 1
         assert not driver.live
     run(main())
+
+
+def test_a_failed_commit_whose_caller_was_cancelled_is_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The commit on return runs on in the pool's task after its caller is cancelled; if it
+    fails, nobody is left to raise it to, so it is logged rather than lost in silence."""
+    async def main() -> None:
+        faults = Faults(before=2, after=0)
+        driver = FaultDriver(faults)
+        async with AsyncPool(adapter=driver, max_size=1, name="commit-unheard") as pool:
+            async def work() -> None:
+                async with pool.connection() as conn:
+                    await conn.execute("BEGIN")
+                    await conn.execute("CREATE TABLE t (x INTEGER)")
+                    faults.reset()
+                    faults.arm(1, "hang")  # the commit's first suspension
+            working = asyncio.create_task(work())
+            async with asyncio.timeout(5):
+                while faults.fired is None:
+                    await asyncio.sleep(0.01)
+            assert faults.fired[1] == "commit"
+            working.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await working
+            faults.arm(2, "raise")  # the commit's second suspension fails
+            faults.release()
+            async with asyncio.timeout(5), pool.connection() as again:
+                cur = await again.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'")
+                assert (await cur.fetchone())[0] == 0  # rolled back, not committed
+            counts_add_up(pool)
+        assert not driver.live
+    with caplog.at_level(logging.WARNING, logger="poolkeeper"):
+        run(main())
+    logged = [r.getMessage() for r in caplog.records if "caller was cancelled" in r.getMessage()]
+    assert len(logged) == 1, caplog.text
+    assert "'commit-unheard'" in logged[0] and "injected fault" in logged[0]
+    assert "changes are lost" in logged[0]
+
+
+def test_a_reset_past_reset_timeout_discards_the_connection(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        faults = Faults(before=1, after=0)
+        driver = FaultDriver(faults)
+        async with AsyncPool(adapter=driver, max_size=1, reset_timeout=0.2,
+                             name="reset-slow") as pool:
+            conn = await pool.getconn()
+            await conn.execute("BEGIN")
+            faults.reset()
+            faults.arm(1, "hang")  # the rollback on return never ends by itself
+            async with asyncio.timeout(5):
+                await pool.putconn(conn)  # returns once reset_timeout passed
+            assert faults.fired is not None and faults.fired[1] == "rollback"
+            faults.release()
+            stats = pool.stats()
+            assert stats["connections_closed_reset_failed"] == 1, stats
+            async with asyncio.timeout(5), pool.connection() as again:
+                cur = await again.execute("SELECT 1")
+                assert (await cur.fetchone())[0] == 1
+            counts_add_up(pool)
+        assert not driver.live
+    with caplog.at_level(logging.WARNING, logger="poolkeeper"):
+        run(main())
+    assert "within reset_timeout=0.2 s" in caplog.text, caplog.text

@@ -42,6 +42,7 @@ _RANGES: dict[str, tuple[str, float, float, bool]] = {
     "validation_bypass": ("float", 0, 3_600, False),
     "validation_timeout": ("float", 0.01, 600, False),
     "reset_on_return": ("bool", 0, 1, False),
+    "reset_timeout": ("float", 0.01, 600, False),
     "leak_threshold": ("float", 0.001, 365 * 86_400, True),
     "leak_stack_depth": ("int", 1, 256, False),
     "abandoned_timeout": ("float", 0.001, 365 * 86_400, True),
@@ -91,6 +92,10 @@ class PoolConfig:
     validation_bypass: float = 0.5
     validation_timeout: float = 5.0
     reset_on_return: bool = True
+    #: AsyncPool: the time limit of the server side of a return (recover from a cancelled
+    #: statement, close the cursors left open, commit or roll back), past which the
+    #: connection is discarded
+    reset_timeout: float = 5.0
     leak_threshold: float | None = None
     leak_stack_depth: int = 12
     abandoned_timeout: float | None = None

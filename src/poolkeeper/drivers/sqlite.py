@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import weakref
 from typing import Any
 
 from ..core.stmtpolicy import StatementCacheMirror, StatementCachePolicy
@@ -52,6 +53,9 @@ class SqliteAdapter(AdapterBase):
                 else f"file:poolkeeper-mem-{n}?mode=memory&cache=shared")
             self.params["uri"] = True
             self._anchor = self._open()
+            # a driver dropped without dispose() (one made outside a pool) still closes it:
+            # CPython 3.13 warns of every sqlite3 connection freed unclosed
+            self._anchor_finalizer = weakref.finalize(self, self._anchor.close)
 
     def _open_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.params)
@@ -73,7 +77,7 @@ class SqliteAdapter(AdapterBase):
 
     def _close_anchor(self) -> None:
         if self._anchor is not None:
-            self._anchor.close()
+            self._anchor_finalizer()  # closes it, once
             self._anchor = None
 
     def get_autocommit(self, raw: Any) -> bool:

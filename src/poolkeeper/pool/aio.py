@@ -61,9 +61,6 @@ _getframe = sys._getframe
 _IN_USE = SlotState.IN_USE
 #: seconds between revoking an abandoned checkout and closing its connection (see _reclaim)
 _RECLAIM_GRACE = 1.0
-#: how long a reset on return (commit, rollback, autocommit) may take before the connection
-#: is discarded instead
-_RESET_TIMEOUT_S = 5.0
 
 
 class AsyncWaiter(Waiter):
@@ -390,9 +387,25 @@ class AsyncPool(PoolBase):
             return
         reset = self._spawn(self._reset(slot, raw, state, commit, autocommit_was,
                                         interrupted, usage, cursors))
-        failure = await asyncio.shield(reset)
+        try:
+            failure = await asyncio.shield(reset)
+        except asyncio.CancelledError:
+            # the caller goes away; what the reset finds (a failed commit) must not vanish
+            reset.add_done_callback(self._log_unheard_failure)
+            raise
         if failure is not None:
             raise failure
+
+    def _log_unheard_failure(self, reset: asyncio.Task[BaseException | None]) -> None:
+        """A reset whose caller was cancelled while it ran: log a failure no one will hear."""
+        if reset.cancelled() or reset.exception() is not None:
+            return  # ended by close(), which says so itself
+        failure = reset.result()
+        if failure is not None:
+            logger.warning("pool %r: the commit on return failed after its caller was "
+                           "cancelled (%s: %s): the transaction was not committed and its "
+                           "changes are lost; nobody else is told", self.name,
+                           type(failure).__name__, first_line(failure))
 
     async def _give_back_after(self, proxy: Any, error: BaseException) -> None:
         """Return a checkout whose ``async with`` block raises ``error``: roll back; a rollback
@@ -412,20 +425,21 @@ class AsyncPool(PoolBase):
                      cursors: list[Any]) -> BaseException | None:
         """The server side of a return, in the pool's own task: recover from a cancelled
         statement, close the cursors left open, commit or roll back, restore autocommit;
-        within _RESET_TIMEOUT_S, else the connection is discarded. Returns the error for the
-        caller (a failed commit)."""
+        within the pool's ``reset_timeout``, else the connection is discarded. Returns the
+        error for the caller (a failed commit)."""
         driver = self.driver
+        limit = self.config.reset_timeout
         failure: BaseException | None = None
         try:
-            async with asyncio.timeout(_RESET_TIMEOUT_S):
+            async with asyncio.timeout(limit):
                 # First the cancelled statement (for aiomysql this sends the KILL QUERY, so
                 # even on a connection already judged broken), then the cursors left open
                 # (aiosqlite closes them in its worker thread, behind that statement), then
                 # the transaction.
-                if interrupted and not await driver.recover_from_cancel(raw, _RESET_TIMEOUT_S):
+                if interrupted and not await driver.recover_from_cancel(raw, limit):
                     slot.broken = True
                 if cursors and not slot.broken:
-                    await close_cursors(driver, cursors, _RESET_TIMEOUT_S)
+                    await close_cursors(driver, cursors, limit)
                 if interrupted or cursors:
                     state = driver.in_transaction(raw)
                 if slot.broken:
@@ -449,6 +463,13 @@ class AsyncPool(PoolBase):
                             await driver.rollback(raw)
                 if autocommit_was is not None and not slot.broken:
                     await driver.set_autocommit(raw, autocommit_was)
+        except TimeoutError:
+            logger.warning("pool %r: the reset of connection %d on return did not finish "
+                           "within reset_timeout=%g s; discarding the connection (raise "
+                           "reset_timeout if the server is that slow to commit or roll back)",
+                           self.name, slot.id, limit)
+            slot.broken = True
+            slot.close_reason = CloseReason.RESET_FAILED
         except Exception as exc:  # noqa: BLE001 - a failed reset means discard
             logger.info("pool %r: reset of connection %d on return failed (%s: %s); "
                         "discarding it", self.name, slot.id, type(exc).__name__,
