@@ -53,9 +53,23 @@ class Backend:
         return create_async_driver(info.driver, dict(info.params), **kwargs)
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "asyncpg", "mysql"])
+#: the asyncio backends, and those with a server session (one to end, cancel or watch)
+BACKENDS = ["sqlite", "postgresql", "asyncpg", "mysql"]
+SERVER_BACKENDS = ["postgresql", "asyncpg", "mysql"]
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    name: str = request.param
+    return make_backend(request.param, tmp_path)
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return make_backend(request.param, tmp_path)
+
+
+def make_backend(name: str, tmp_path: Path) -> Backend:
+    """The backend ``name`` (one of BACKENDS); skipped if its server is unreachable."""
     if name == "sqlite":
         pytest.importorskip("aiosqlite")
         return Backend(name, f"sqlite:///{tmp_path / 'aio.db'}", _SQLITE_LONG)
@@ -66,12 +80,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return Backend(name, scheme + "://" + PG_DSN.split("://", 1)[1], "SELECT pg_sleep(5)")
     require_server("MariaDB", "127.0.0.1", 3306, "aiomysql")
     return Backend(name, MYSQL_DSN, "SELECT SLEEP(5)")
-
-
-def _server_backend(backend: Backend) -> Backend:
-    if backend.server is None:
-        pytest.skip("sqlite has no server session to end")
-    return backend
 
 
 async def run(backend: Backend, raw: Any, sql: str) -> list[Any]:
@@ -297,8 +305,8 @@ def test_ping_answers_on_a_live_connection_and_raises_on_a_closed_one(
     asyncio.run(main())
 
 
-def test_a_session_the_server_terminated_is_broken(backend: Backend) -> None:
-    backend = _server_backend(backend)
+def test_a_session_the_server_terminated_is_broken(server_backend: Backend) -> None:
+    backend = server_backend
 
     async def main() -> None:
         driver, raw = await _connected(backend)
@@ -426,8 +434,8 @@ def test_close_and_ping_cannot_hang_when_the_server_side_is_gone(backend: Backen
     asyncio.run(sqlite_busy() if backend.server is None else partitioned())
 
 
-def test_a_connect_error_never_shows_the_password(backend: Backend) -> None:
-    backend = _server_backend(backend)
+def test_a_connect_error_never_shows_the_password(server_backend: Backend) -> None:
+    backend = server_backend
     secret = "s3cretQZ9x"
     # the user is named like the password: the server's "role ... does not exist" /
     # "Access denied for user ..." quotes it back, and the adapter must mask it

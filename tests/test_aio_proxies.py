@@ -40,37 +40,32 @@ from poolkeeper.pool.aioproxies import (
     run_statement,
 )
 
-from .conftest import MYSQL_DSN, PG_DSN, require_server
-from .test_aio_drivers import _SQLITE_LONG, Backend, _running, _until
+from .test_aio_drivers import (
+    _SQLITE_LONG,
+    BACKENDS,
+    SERVER_BACKENDS,
+    Backend,
+    _running,
+    _until,
+    make_backend,
+)
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "asyncpg", "mysql"])
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    name: str = request.param
-    if name == "sqlite":
-        pytest.importorskip("aiosqlite")
-        return Backend(name, f"sqlite:///{tmp_path / 'proxies.db'}", _SQLITE_LONG)
-    if name in ("postgresql", "asyncpg"):
-        require_server("PostgreSQL", "127.0.0.1", 5432,
-                       "psycopg" if name == "postgresql" else "asyncpg")
-        scheme = "postgresql+asyncpg" if name == "asyncpg" else "postgresql"
-        return Backend(name, scheme + "://" + PG_DSN.split("://", 1)[1], "SELECT pg_sleep(5)")
-    require_server("MariaDB", "127.0.0.1", 3306, "aiomysql")
-    return Backend(name, MYSQL_DSN, "SELECT SLEEP(5)")
+    return make_backend(request.param, tmp_path)
 
 
-@pytest.fixture
-def dbapi(backend: Backend) -> Backend:
-    if backend.name == "asyncpg":
-        pytest.skip("asyncpg has no DB-API cursors (its own API: test_asyncpg_*)")
-    return backend
+@pytest.fixture(params=[b for b in BACKENDS if b != "asyncpg"])
+def dbapi(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The backends with DB-API cursors (asyncpg has its own API: test_asyncpg_*)."""
+    return make_backend(request.param, tmp_path)
 
 
-@pytest.fixture
-def server(backend: Backend) -> Backend:
-    if backend.server is None:
-        pytest.skip("sqlite has no server session to watch")
-    return backend
+@pytest.fixture(params=SERVER_BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The backends with a server session to watch."""
+    return make_backend(request.param, tmp_path)
 
 
 class OneConnection:
@@ -243,9 +238,9 @@ def test_the_drivers_own_attributes_are_reachable_and_their_coroutines_watched(
     run(dbapi, test)
 
 
+# its own API
+@pytest.mark.parametrize("backend", ["asyncpg"], indirect=True)
 def test_asyncpg_methods_keep_asyncpgs_api_and_are_counted(backend: Backend) -> None:
-    if backend.name != "asyncpg":
-        pytest.skip("asyncpg's own API")
 
     async def test(lender: OneConnection) -> None:
         async with lender.borrow() as conn:
@@ -437,10 +432,10 @@ def test_a_statement_cancelled_by_its_caller_marks_the_checkout_interrupted(
     run(backend, test)
 
 
+# aiosqlite's execute_fetchall: a statement the proxy does not define
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_cancelled_delegated_coroutine_marks_the_checkout_interrupted(
         backend: Backend) -> None:
-    if backend.name != "sqlite":
-        pytest.skip("aiosqlite's execute_fetchall: a statement the proxy does not define")
 
     async def test(lender: OneConnection) -> None:
         conn = lender.borrow()
@@ -482,10 +477,10 @@ def test_a_statement_timeout_cancels_on_the_server_and_raises_query_timeout(
     run(backend, test)
 
 
+# one backend is enough: the path is the same
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_cancel_that_cannot_be_delivered_ends_in_cancelling_the_await(
         backend: Backend) -> None:
-    if backend.name != "sqlite":
-        pytest.skip("one backend is enough for the fault (the path is the same)")
 
     from poolkeeper.drivers.aio_sqlite import AiosqliteDriver
 
@@ -626,10 +621,10 @@ def test_the_proxy_classes_follow_the_driver() -> None:
     run(backend, test)
 
 
+# sqlite3's interrupt() stays in force while rows are pending
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_an_interrupt_reaching_sqlite_rows_as_they_return_is_a_timeout_and_leaves_no_poison(
         backend: Backend) -> None:
-    if backend.name != "sqlite":
-        pytest.skip("sqlite3's interrupt() stays in force while a statement has rows pending")
     sql = "SELECT 1 UNION ALL SELECT 2"
 
     async def returns_late(cursor: Any) -> Any:
