@@ -1,7 +1,7 @@
 """poolkeeper's AsyncPool side by side with psycopg_pool's AsyncConnectionPool and asyncpg's Pool.
 
-    .venv/bin/python benchmarks/bench_aio.py            # full run, about 6 minutes
-    .venv/bin/python benchmarks/bench_aio.py --quick    # about 1 minute
+    .venv/bin/python benchmarks/bench_aio.py            # full run, about 3 minutes
+    .venv/bin/python benchmarks/bench_aio.py --quick    # about 25 s
     .venv/bin/python benchmarks/bench_aio.py --sections 2 --rounds 20 --json out.json
 
 Sections (issue #17, "Benchmarks"), all on PostgreSQL, each through both of poolkeeper's
@@ -50,6 +50,7 @@ from typing import Any
 import asyncpg
 import psycopg
 from _common import (
+    AIO_MODULES,
     Budget,
     code_fingerprint,
     fmt_ratio,
@@ -541,7 +542,7 @@ async def run_sections(s: Settings, sections: set[str], results: dict[str, Any])
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller run (about 1 minute)")
+    parser.add_argument("--quick", action="store_true", help="a smaller run (about 25 s)")
     parser.add_argument("--sections", default="1,2,3", help="comma-separated: 1,2,3 (default all)")
     parser.add_argument("--rounds", type=int, help="rounds per section (overrides the preset)")
     parser.add_argument("--seconds", type=float, help="seconds per contender run in section 2")
@@ -558,9 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"poolkeeper asyncio benchmarks ({'quick' if args.quick else 'full'}): "
           f"{machine_summary()}")
     print(versions("poolkeeper", "psycopg", "psycopg-pool", "asyncpg"))
-    print(code_fingerprint())
+    print(code_fingerprint(AIO_MODULES))
     print(f"pool size {POOL_SIZE}, autocommit, query {QUERY!r}, default asyncio event loop")
-    results: dict[str, Any] = {"machine": machine_summary(), "code": code_fingerprint(),
+    results: dict[str, Any] = {"machine": machine_summary(), "code": code_fingerprint(AIO_MODULES),
                                "quick": args.quick}
     started = time.monotonic()
     verdicts = asyncio.run(run_sections(s, sections, results))

@@ -10,12 +10,12 @@ no query never reaches the driver (the transaction state is read locally), so th
 code is all that runs, without a server round trip in the way; ``--dsn`` runs the same soak on
 any other backend. The cycles mix ``getconn``/``putconn`` and ``async with pool.connection()``,
 a ``SELECT 1`` every 100th cycle, a cursor left open every 1,000th (closed by the return's
-reset), statistics read and reset, and bursts of 8 tasks sharing the 4 connections (waiters,
-hand-offs). The cancelled acquires queue a batch of tasks for a connection while every
-connection is held, then cancel them: most while queued, some just after a connection was
-handed to them (the release and the cancel in the same loop iteration), so both of
-``_wait``'s cancellation paths run. Afterwards the pool must hold every connection idle, no
-waiter and no extra task.
+reset; on asyncpg, which has no cursors, a transaction left open), statistics read and reset,
+and bursts of 8 tasks sharing the 4 connections (waiters, hand-offs). The cancelled acquires
+queue a batch of tasks for a connection while every connection is held, then cancel them:
+most while queued, some just after a connection was handed to them (the release and the
+cancel in the same loop iteration), so both of ``_wait``'s cancellation paths run.
+Afterwards the pool must hold every connection idle, no waiter and no extra task.
 
 RSS and tracemalloc's traced bytes are sampled after a warm-up and at the end of each part,
 after full garbage collections; the script exits 1 when either grew by more than the budget
@@ -32,7 +32,7 @@ import time
 import tracemalloc
 from typing import Any
 
-from _common import code_fingerprint, machine_summary, print_table, rss_bytes
+from _common import AIO_MODULES, code_fingerprint, machine_summary, print_table, rss_bytes
 
 from poolkeeper import AsyncPool
 from poolkeeper.config import mask_dsn
@@ -47,18 +47,35 @@ BURST_CYCLES = 2_000  # cycles per burst, shared by its tasks
 CANCEL_BATCH = 50  # waiters queued, then cancelled, at a time
 
 
+async def select_one(conn: Any) -> None:
+    """``SELECT 1`` in the proxy's own API (asyncpg's ``fetchval``, or a DB-API cursor)."""
+    if hasattr(conn, "fetchval"):
+        await conn.fetchval("SELECT 1")
+    else:
+        await (await conn.execute("SELECT 1")).fetchone()
+
+
+async def leave_work_for_the_reset(conn: Any) -> None:
+    """Leave the return something to undo on the server: a cursor left open (DB-API drivers,
+    closed by the return) or, on asyncpg, which has no cursors, an open transaction (rolled
+    back by the return)."""
+    if hasattr(conn, "fetchval"):
+        await conn.execute("BEGIN")
+    else:
+        await conn.cursor().execute("SELECT 1")
+
+
 async def one_cycle(pool: AsyncPool, i: int) -> None:
     """One acquire + release, choosing the path from the cycle number."""
     if i % 2:
         conn = await pool.getconn()
         if i % 100 == 1:
-            cur = await conn.execute("SELECT 1")
-            await cur.fetchone()
+            await select_one(conn)
         await pool.putconn(conn)
         return
     async with pool.connection() as conn:
         if i % 1000 == 0:
-            await conn.cursor().execute("SELECT 1")  # left open on purpose: the return closes it
+            await leave_work_for_the_reset(conn)
 
 
 async def burst(pool: AsyncPool, cycles: int, deadline: float) -> int:
@@ -72,7 +89,7 @@ async def burst(pool: AsyncPool, cycles: int, deadline: float) -> int:
                 return
             async with pool.connection() as conn:
                 if j % 50 == 0:
-                    await (await conn.execute("SELECT 1")).fetchone()
+                    await select_one(conn)
                 await asyncio.sleep(0)  # hold across a suspension: the others queue
             done[k] += 1
 
@@ -243,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = int(args.budget_mb * MB)
     print(f"poolkeeper asyncio memory soak: {cycles:,} cycles, {cancels:,} cancelled acquires "
           f"on {mask_dsn(args.dsn)}; {machine_summary()}")
-    print(code_fingerprint())
+    print(code_fingerprint(AIO_MODULES))
     tracemalloc.start(1)  # one frame: 10 make the loop 8x slower, and lineno is enough
     try:
         failed = asyncio.run(soak(args.dsn, cycles, cancels, max_seconds, budget))
