@@ -18,6 +18,7 @@ from importlib import metadata
 from typing import Any
 
 __all__ = [
+    "AIO_MODULES",
     "MYSQL_DSN",
     "PG_APP_NAME",
     "PG_DSN",
@@ -39,6 +40,8 @@ __all__ = [
     "versions",
 ]
 
+#: the asyncio shell's hot path: code_fingerprint(AIO_MODULES) in the asyncio benchmarks
+AIO_MODULES = ("pool/aio.py", "pool/aioproxies.py")
 #: the servers the benchmarks talk to (loopback only); override with these variables
 PG_DSN = os.environ.get("POOLKEEPER_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_DSN = os.environ.get("POOLKEEPER_BENCH_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
@@ -165,16 +168,16 @@ def versions(*dists: str) -> str:
     return ", ".join(out)
 
 
-def code_fingerprint() -> str:
-    """Short hashes of the hot-path modules, so a figure can be tied to the code it measured
-    (the tree changes while benchmarks run)."""
+def code_fingerprint(extra: Sequence[str] = ()) -> str:
+    """Short hashes of the hot-path modules (and of ``extra``, paths under the package), so a
+    figure can be tied to the code it measured (the tree changes while benchmarks run)."""
     import poolkeeper
 
     root = os.path.dirname(poolkeeper.__file__)
     parts = []
     # the layout moved in #16 (pool.py -> pool/sync.py): the first of each pair that exists
     for names in (("pool/sync.py", "pool.py"), ("pool/proxies.py", "proxy.py"),
-                  ("core/bag.py",)):
+                  ("core/bag.py",), *((name,) for name in extra)):
         rel = next((n for n in names if os.path.exists(os.path.join(root, n))), names[0])
         try:
             with open(os.path.join(root, rel), "rb") as fh:

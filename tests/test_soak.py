@@ -17,6 +17,8 @@ SOAKS = [
     ("bench_timeouts_memory.py", "seed 004: cancelled timeout tasks stayed queued (2 GB)"),
     ("soak_pool_memory.py", "borrow/return cycles must leave no trace (seed 003: per-connection "
                             "records kept forever)"),
+    ("soak_aio_memory.py", "issue #17: AsyncPool cycles and cancelled acquires (a cancelled "
+                           "waiter must leave nothing queued)"),
 ]
 
 
