@@ -37,6 +37,9 @@ from poolkeeper.pool.aio import AsyncPool
 from ._private_servers import PrivateMariaDB, PrivatePostgres, ServerUnavailable
 from .conftest import MYSQL_DSN, PG_DSN, require_server
 
+# the whole module runs on both twins of the bag, as the sync contract: lock-free and locked
+pytestmark = pytest.mark.usefixtures("bag_twin")
+
 #: sync contract tests with no meaning for asyncio, and why (checked by the drift test)
 SYNC_ONLY: dict[str, str] = {}
 
@@ -226,14 +229,15 @@ def test_returned_proxy_is_inert_and_names_its_borrow_site(db: Db) -> None:
             borrow_line = _line() - 1
             cursor = None if db.name == "asyncpg" else await conn.cursor()
             await pool.putconn(conn)
-            # looked up after the return, as the sync twin does
+            # each looked up inside pytest.raises: on a returned proxy the lookup itself raises
             uses: list[Callable[[], Any]] = [lambda: conn.raw,
                                              lambda: db.rows(conn, "SELECT 1")]
             if cursor is None:
-                uses += [lambda: conn.fetchval("SELECT 1"), lambda: conn.transaction()]
+                uses += [lambda: conn.fetchval("SELECT 1"),
+                         lambda: conn.transaction()]  # noqa: PLW0108
             else:
-                uses += [lambda: conn.cursor(), lambda: conn.commit(), cursor.fetchone,
-                         lambda: cursor.execute("SELECT 1")]
+                uses += [lambda: conn.cursor(), lambda: conn.commit(),  # noqa: PLW0108
+                         cursor.fetchone, lambda: cursor.execute("SELECT 1")]
             for use in uses:
                 with pytest.raises(ConnectionReturned) as info:
                     await _use(use)
@@ -715,3 +719,354 @@ def test_every_sync_contract_test_has_an_async_twin() -> None:
     both = sorted(set(SYNC_ONLY) & here)
     assert not both, f"SYNC_ONLY names tests that do have a twin here: {both}"
     assert all(reason.strip() for reason in SYNC_ONLY.values())
+
+
+# ================================================================== under load
+class Lending:
+    """Who holds which physical connection now, by server session id (or slot id for
+    sqlite, or with ``by_slot``: across a MariaDB restart session ids start again at 1): a
+    second borrower of one that is lent is recorded as a violation."""
+
+    def __init__(self, by_slot: bool = False) -> None:
+        self.by_slot = by_slot
+        self.held: dict[Any, int] = {}
+        self.seen: set[Any] = set()
+        self.violations: list[str] = []
+
+    @contextlib.contextmanager
+    def lent(self, conn: Any, who: int) -> Iterator[None]:
+        slot = conn.slot
+        key = slot.id if self.by_slot or slot.session_id is None else slot.session_id
+        if key in self.held:
+            self.violations.append(f"session {key} lent to {who} while {self.held[key]} "
+                                   "holds it")
+        self.held[key] = who
+        self.seen.add(key)
+        try:
+            yield
+        finally:
+            if self.held.get(key) == who:
+                del self.held[key]
+
+
+def test_fairness_under_load(db: Db) -> None:
+    """40 tasks on 4 connections share a budget of 40 x 15 borrows.
+
+    Served first come, first served: the tickets taken just before each borrow (the bag is
+    asked synchronously, before the borrow's first await) are granted in increasing order.
+    Share: a task that returns queues behind every other waiting task, so between two of its
+    borrows each other task borrows at most once and no task's count strays more than about
+    one from the fair 15; min/max >= 0.75 = (15 - 2) / (15 + 2) allows two either way.
+    validation_bypass=60: no ping between hand-off and grant to reorder the grants."""
+    tasks, rounds, size = 40, 15, 4
+
+    async def main() -> tuple[list[int], list[int], Lending]:
+        async with AsyncPool(db.dsn, min_idle=size, max_size=size, max_wait=30,
+                             validation_bypass=60) as pool:
+            await pool.wait_ready(10)
+            budget = [tasks * rounds]
+            ticket = [0]
+            grants: list[int] = []
+            counts = [0] * tasks
+            lending = Lending()
+
+            async def work(i: int) -> None:
+                while budget[0] > 0:
+                    budget[0] -= 1
+                    mine = ticket[0]
+                    ticket[0] += 1
+                    async with pool.connection() as conn:
+                        grants.append(mine)
+                        with lending.lent(conn, i):
+                            assert await db.one(conn, "SELECT 1") == 1
+                    counts[i] += 1
+
+            async with asyncio.timeout(LOAD_LIMIT_S):
+                await asyncio.gather(*(work(i) for i in range(tasks)))
+            counts_add_up(pool)
+            assert pool.stats()["requests_waiting"] == 0
+            assert pool.stats()["pool_active"] == 0
+            return grants, counts, lending
+    grants, counts, lending = run(main())
+    assert lending.violations == []
+    assert sum(counts) == len(grants) == tasks * rounds  # every borrow served
+    assert grants == sorted(grants), "a later request was granted before an earlier one"
+    print(f"\n{db.name}: borrows per task min {min(counts)}, max {max(counts)}")
+    assert min(counts) / max(counts) >= 0.75, (min(counts), max(counts))
+
+
+def test_timeouts_on_many_tasks_at_once(db: Db) -> None:
+    """200 tasks with a 0.3 s timeout on a pool of 2 held by two named tasks: each gets its
+    PoolTimeout naming both holders, none is lost or left queued; then 200 more borrowing
+    briefly while the pool is free: each is served or times out, nothing else, and the
+    connections all come back."""
+    waiting = 200
+
+    async def main() -> None:
+        async with AsyncPool(db.dsn, min_idle=2, max_size=2, max_wait=30) as pool:
+            await pool.wait_ready(10)
+            release = asyncio.Event()
+            holding = 0
+
+            async def hold() -> None:
+                nonlocal holding
+                async with pool.connection():
+                    holding += 1
+                    await release.wait()
+            holders = [asyncio.create_task(hold(), name=f"holder-{i}") for i in range(2)]
+            await until(lambda: holding == 2)
+            async with asyncio.timeout(LOAD_LIMIT_S):
+                outcomes = await asyncio.gather(
+                    *(pool.getconn(timeout=0.3) for _ in range(waiting)),
+                    return_exceptions=True)
+            assert all(isinstance(o, PoolTimeout) for o in outcomes), {
+                type(o).__name__ for o in outcomes}
+            for o in outcomes:
+                message = str(o)
+                assert "task 'holder-0'" in message and "task 'holder-1'" in message, message
+            stats = pool.stats()
+            assert stats["requests_waiting"] == 0 and stats["pool_active"] == 2
+            release.set()
+            await asyncio.wait_for(asyncio.gather(*holders), 10)
+
+            lending = Lending()
+            served = 0
+
+            async def brief(i: int) -> None:
+                nonlocal served
+                async with pool.connection(timeout=0.3) as conn:
+                    with lending.lent(conn, i):
+                        await db.rows(conn, "SELECT 1")
+                        await asyncio.sleep(0.005)
+                served += 1
+            async with asyncio.timeout(LOAD_LIMIT_S):
+                outcomes = await asyncio.gather(*(brief(i) for i in range(waiting)),
+                                                return_exceptions=True)
+            timed_out = sum(isinstance(o, PoolTimeout) for o in outcomes)
+            others = [o for o in outcomes if o is not None and not isinstance(o, PoolTimeout)]
+            assert others == [] and lending.violations == []
+            assert served + timed_out == waiting and served >= 2, (served, timed_out)
+            stats = pool.stats()
+            assert stats["requests_waiting"] == 0 and stats["pool_active"] == 0
+            counts_add_up(pool)
+            conns = [await pool.getconn(timeout=5) for _ in range(2)]  # usable after
+            for conn in conns:
+                assert await db.one(conn, "SELECT 1") == 1
+                await pool.putconn(conn)
+    run(main())
+
+
+# ---------------------------------------------------------------- the server ends sessions
+def _admin(db: Db, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """A statement over a sync connection of the test's own (never through the pool)."""
+    from poolkeeper.dsn import parse_dsn
+
+    if db.server == "postgresql":
+        import psycopg
+
+        with psycopg.connect(parse_dsn(PG_DSN).params["conninfo"], autocommit=True) as conn:
+            cur = conn.execute(sql, args)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+    import pymysql
+
+    mysql = pymysql.connect(**parse_dsn(MYSQL_DSN).params, autocommit=True)
+    try:
+        with mysql.cursor() as cur:
+            cur.execute(sql, args)
+            return [tuple(r) for r in cur.fetchall()]
+    finally:
+        mysql.close()
+
+
+def _on_server(db: Db, sessions: set[Any]) -> set[Any]:
+    """Which of ``sessions`` the server still has (pg_stat_activity / processlist)."""
+    if not sessions:
+        return set()
+    if db.server == "postgresql":
+        rows = _admin(db, "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)",
+                      ([int(s) for s in sessions],))
+    else:
+        ids = ", ".join(str(int(s)) for s in sessions)
+        rows = _admin(db, f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({ids})")
+    return {int(r[0]) for r in rows}
+
+
+def _end_sessions(db: Db, sessions: set[Any]) -> None:
+    """pg_terminate_backend / KILL each of the pool's sessions (only the pool's: the server
+    is shared with other tests)."""
+    for session in sessions:
+        if db.server == "postgresql":
+            _admin(db, "SELECT pg_terminate_backend(%s)", (int(session),))
+        else:
+            with contextlib.suppress(Exception):  # it may have ended by itself meanwhile
+                _admin(db, f"KILL {int(session)}")
+
+
+def test_sessions_ended_on_the_server_under_load(server_db: Db) -> None:
+    """12 tasks on 4 connections; three times every session of the pool is terminated
+    (PostgreSQL) or KILLed (MariaDB). Borrowers may fail while it happens; afterwards every
+    task succeeds again, no session was ever lent to two tasks, the counts add up, and the
+    server has exactly the pool's live sessions (none of the ended ones, none after close)."""
+    db = server_db
+    tasks, size, kills = 12, 4, 3
+
+    async def main() -> None:
+        async with AsyncPool(db.dsn, min_idle=size, max_size=size, max_wait=5,
+                             housekeeping_interval=0.1) as pool:
+            await pool.wait_ready(10)
+            lending = Lending()
+            stop = asyncio.Event()
+            failures: list[str] = []
+            ok_after: list[bool] = [False] * tasks
+            calm = [False]
+
+            async def work(i: int) -> None:
+                deadline = time.monotonic() + LOAD_LIMIT_S
+                for _ in range(5000):
+                    if stop.is_set() or time.monotonic() > deadline:
+                        return
+                    try:
+                        async with pool.connection() as conn:
+                            with lending.lent(conn, i):
+                                assert await db.one(conn, "SELECT 1") == 1
+                        if calm[0]:
+                            ok_after[i] = True
+                    except AssertionError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - counted; must stop after
+                        failures.append(f"{'after' if calm[0] else 'during'}: "
+                                        f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(0)
+
+            load = [asyncio.create_task(work(i)) for i in range(tasks)]
+            ended: set[Any] = set()
+            for _ in range(kills):
+                await asyncio.sleep(0.2)
+                sessions = {r["session_id"] for r in pool.connections_info()}
+                ended |= sessions
+                await asyncio.to_thread(_end_sessions, db, sessions)
+            await asyncio.sleep(0.3)  # let the broken ones be found and replaced
+            calm[0] = True
+            await until(lambda: all(ok_after), timeout=10)
+            stop.set()
+            async with asyncio.timeout(10):
+                await asyncio.gather(*load)
+            assert lending.violations == []
+            assert not [f for f in failures if f.startswith("after")], failures
+            await until(lambda: pool.stats()["connections_opening"] == 0, timeout=5)
+            counts_add_up(pool)
+            stats = pool.stats()
+            assert stats["connections_num"] >= size + 1, stats  # replacements were opened
+            live = {r["session_id"] for r in pool.connections_info()}
+            assert not live & ended  # no ended session is still in the pool
+            on_server = await asyncio.to_thread(_on_server, db, live | ended)
+            assert on_server == live, (on_server, live)
+            assert len(live) == stats["pool_size"]
+            print(f"\n{db.name}: {len(ended)} sessions ended, {len(failures)} borrows failed "
+                  f"meanwhile, {stats['connections_num']} opened in all")
+        everything = live | ended | lending.seen
+        gone = await asyncio.to_thread(_on_server, db, everything)
+        assert gone == set(), f"sessions left on the server after close: {gone}"
+    run(main())
+
+
+# ---------------------------------------------------------------- server restart
+@pytest.fixture(scope="module", params=["postgresql", "mysql"])
+def private_server(request: pytest.FixtureRequest) -> Iterator[PrivatePostgres | PrivateMariaDB]:
+    """A private server (tests/_private_servers.py) this module may restart at will."""
+    import os
+
+    def unavailable(problem: str) -> None:
+        if os.environ.get("POOLKEEPER_REQUIRE_SERVERS") == "1":
+            pytest.fail(f"{problem} (POOLKEEPER_REQUIRE_SERVERS=1 turns this skip into a "
+                        "failure)")
+        pytest.skip(problem)
+
+    srv: PrivatePostgres | PrivateMariaDB
+    try:
+        srv = PrivatePostgres() if request.param == "postgresql" else PrivateMariaDB()
+    except ServerUnavailable as exc:
+        unavailable(f"no private {request.param} server: {exc}")
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop_and_remove()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", ["native", "asyncpg"])
+def test_server_restart_under_load(private_server: PrivatePostgres | PrivateMariaDB,
+                                   adapter: str) -> None:
+    """8 tasks on 4 connections while the server restarts (stopped "fast", started again):
+    every task succeeds again soon after the server is back, no session is lent twice, and
+    the pool is back to min_idle fresh connections, the old ones all retired, counts adding
+    up, and close() ends every task."""
+    srv = private_server
+    if adapter == "asyncpg" and not isinstance(srv, PrivatePostgres):
+        pytest.skip("asyncpg speaks to PostgreSQL only")
+    pytest.importorskip("asyncpg" if adapter == "asyncpg" else
+                        "psycopg" if isinstance(srv, PrivatePostgres) else "aiomysql")
+    if not srv.running():  # an earlier test failed with the server down
+        srv.start()
+    dsn = srv.dsn.replace("postgresql://", "postgresql+asyncpg://", 1) \
+        if adapter == "asyncpg" else srv.dsn
+    db = Db("asyncpg" if adapter == "asyncpg" else
+            "postgresql" if isinstance(srv, PrivatePostgres) else "mysql", dsn)
+    tasks, size = 8, 4
+
+    async def main() -> None:
+        async with AsyncPool(dsn, min_idle=size, max_size=size, max_wait=5,
+                             connect_timeout=2, housekeeping_interval=0.2) as pool:
+            await pool.wait_ready(10)
+            # slot ids: MariaDB numbers its sessions from 1 again after a restart
+            before = {r["id"] for r in pool.connections_info()}
+            lending = Lending(by_slot=True)
+            stop = asyncio.Event()
+            back_at = [float("inf")]
+            first_ok: list[float | None] = [None] * tasks
+            failures = 0
+
+            async def work(i: int) -> None:
+                nonlocal failures
+                deadline = time.monotonic() + LOAD_LIMIT_S
+                for _ in range(20000):
+                    if stop.is_set() or time.monotonic() > deadline:
+                        return
+                    try:
+                        async with pool.connection() as conn:
+                            with lending.lent(conn, i):
+                                assert await db.one(conn, "SELECT 1") == 1
+                        if first_ok[i] is None and time.monotonic() >= back_at[0]:
+                            first_ok[i] = time.monotonic()
+                    except AssertionError:
+                        raise
+                    except Exception:  # noqa: BLE001 - the server is down: counted
+                        failures += 1
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(0)
+
+            load = [asyncio.create_task(work(i)) for i in range(tasks)]
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(srv.stop, "fast")
+            await asyncio.to_thread(srv.start)
+            back_at[0] = time.monotonic()
+            await until(lambda: all(t is not None for t in first_ok), timeout=15)
+            slowest = max(t for t in first_ok if t is not None) - back_at[0]
+            await until(lambda: len({r["id"] for r in pool.connections_info()}
+                                    - before) == size, timeout=10)
+            stop.set()
+            async with asyncio.timeout(10):
+                await asyncio.gather(*load)
+            assert lending.violations == []
+            await until(lambda: pool.stats()["connections_opening"] == 0, timeout=5)
+            counts_add_up(pool)
+            stats = pool.stats()
+            assert stats["pool_size"] == size
+            assert stats["connections_closed_broken"] + stats[
+                "connections_closed_validation"] >= size, stats  # the old ones, all
+            print(f"\n{srv.name} ({adapter}): slowest task back {slowest:.3f} s after the "
+                  f"restart; {failures} failed borrows; {stats['connections_num']} opened")
+            assert slowest <= 5.0, f"a task took {slowest:.2f} s to succeed again"
+        assert pool.tasks == []
+    run(main())
