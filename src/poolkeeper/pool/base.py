@@ -296,10 +296,10 @@ class PoolBase:
         sql = checkout.sql
         logger.warning(
             "pool %r: possible leak: connection %d held for %.2f s (leak_threshold=%g s) by "
-            "thread %s, borrowed at %s%s%s",
+            "%s, borrowed at %s%s%s",
             self.name, slot.id, now - checkout.borrowed_at, self.config.leak_threshold,
             holder_name(checkout.owner), format_site(checkout.site()),
-            f"; running: {safe_sql(sql, self.driver.name)}" if sql else "",
+            f"; running: {safe_sql(sql, self.driver.dialect)}" if sql else "",
             f"\n  borrow stack (most recent call last):{stack}" if stack else "")
 
     def _report_unleaked(self, slot: Slot, checkout: Checkout, held: float) -> None:
@@ -376,7 +376,8 @@ class PoolBase:
 
     def connections_info(self) -> list[dict[str, Any]]:
         """One dict per physical connection: age, uses, state, holder, current SQL."""
-        return connection_rows(self._slots.copy().values(), _monotonic(), self.driver.name)
+        # the dialect, not the adapter's name: asyncpg's statements are PostgreSQL's
+        return connection_rows(self._slots.copy().values(), _monotonic(), self.driver.dialect)
 
     def _timeout_error(self, waited: float, what: str = "get a connection",
                        queued: int = 1) -> PoolTimeout:

@@ -92,8 +92,13 @@ def timeout_error(pool_name: str, *, waited: float, what: str, counts: dict[str,
                   queued: int, max_size: int, rows: list[dict[str, Any]],
                   last_connect_error: BaseException | None) -> PoolTimeout:
     """The diagnosis of a timeout; ``queued`` counts the caller itself among the waiting."""
-    holders = [r for r in rows if r["state"] == "in_use"]
-    holders.sort(key=lambda r: -(r["held_s"] or 0.0))
+    # A slot can be in use with no checkout for a moment: handed to a waiter that has not run
+    # yet, being validated for it, or being reset on return (the asyncio shell awaits these).
+    # It has no holder to name (held_s is None): counted apart, never formatted as one.
+    in_use = [r for r in rows if r["state"] == "in_use"]
+    holders = [r for r in in_use if r["held_s"] is not None]
+    holders.sort(key=lambda r: -r["held_s"])
+    between = len(in_use) - len(holders)
     lines = [
         f"pool {pool_name!r}: couldn't {what} after {waited:.2f} s "
         f"(total={counts['total']}, active={counts['active']}, idle={counts['idle']}, "
@@ -111,6 +116,9 @@ def timeout_error(pool_name: str, *, waited: float, what: str, counts: dict[str,
                 f", last ran: {r['sql']}" if r["sql"] else "")
             lines.append(f"  - connection {r['id']} held {r['held_s']:.2f} s by "
                          f"{r['holder']} at {r['borrow_site']}{running}")
+    if between:
+        lines.append(f"{between} more in use with no holder at this moment (being handed to a "
+                     "waiter, validated, or reset on return)")
     lines.append("what to do: return connections sooner (`with pool.connection()`), raise "
                  "max_size, or raise max_wait; leak_threshold=<s> logs who holds them")
     exc = PoolTimeout("\n".join(lines))
