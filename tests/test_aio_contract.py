@@ -121,15 +121,17 @@ class Db:
         async with pool.connection() as conn:
             return int(await self.one(conn, f"SELECT COUNT(*) FROM {table}"))
 
-    def without_cursors(self) -> None:
-        if self.name == "asyncpg":
-            pytest.skip("asyncpg has no DB-API cursors: its proxy keeps asyncpg's own API")
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "asyncpg", "mysql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
-    """The same test once per asyncio backend (the servers skip with a reason when down)."""
-    name: str = request.param
+#: the asyncio backends; those with DB-API cursors (asyncpg keeps its own API); those with a
+#: server session to end
+BACKENDS = ["sqlite", "postgresql", "asyncpg", "mysql"]
+DBAPI_BACKENDS = ["sqlite", "postgresql", "mysql"]
+SERVER_BACKENDS = ["postgresql", "asyncpg", "mysql"]
+
+
+def make_db(name: str, tmp_path: Path) -> Db:
+    """The backend ``name`` (one of BACKENDS); skipped with a reason when its server is down."""
     if name == "sqlite":
         pytest.importorskip("aiosqlite")
         return Db(name, f"sqlite:///{tmp_path / 'aio.db'}")
@@ -142,17 +144,27 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
     return Db(name, scheme + "://" + PG_DSN.split("://", 1)[1])
 
 
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    """The same test once per asyncio backend."""
+    return make_db(request.param, tmp_path)
+
+
+@pytest.fixture(params=DBAPI_BACKENDS)
+def dbapi_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    """The backends whose proxies have DB-API cursors (asyncpg's keeps asyncpg's own API)."""
+    return make_db(request.param, tmp_path)
+
+
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Db:
-    pytest.importorskip("aiosqlite")
-    return Db("sqlite", f"sqlite:///{tmp_path / 'aio.db'}")
+    return make_db("sqlite", tmp_path)
 
 
-@pytest.fixture
-def server_db(db: Db) -> Db:
-    if db.server is None:
-        pytest.skip("sqlite has no server sessions to end")
-    return db
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    """The backends with server sessions to end."""
+    return make_db(request.param, tmp_path)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -250,8 +262,8 @@ def test_returned_proxy_is_inert_and_names_its_borrow_site(db: Db) -> None:
     run(main())
 
 
-def test_cursors_left_open_are_closed_on_return(db: Db) -> None:
-    db.without_cursors()
+def test_cursors_left_open_are_closed_on_return(dbapi_db: Db) -> None:
+    db = dbapi_db
 
     async def main() -> None:
         async with AsyncPool(db.dsn, max_size=1) as pool:
@@ -267,8 +279,8 @@ def test_cursors_left_open_are_closed_on_return(db: Db) -> None:
     run(main())
 
 
-def test_many_cursors_in_one_checkout_keep_a_bounded_list(db: Db) -> None:
-    db.without_cursors()
+def test_many_cursors_in_one_checkout_keep_a_bounded_list(dbapi_db: Db) -> None:
+    db = dbapi_db
 
     async def main() -> None:
         async with AsyncPool(db.dsn, max_size=1) as pool, pool.connection() as conn:
@@ -279,8 +291,8 @@ def test_many_cursors_in_one_checkout_keep_a_bounded_list(db: Db) -> None:
     run(main())
 
 
-def test_results_the_caller_dropped_are_not_kept_alive(db: Db) -> None:
-    db.without_cursors()
+def test_results_the_caller_dropped_are_not_kept_alive(dbapi_db: Db) -> None:
+    db = dbapi_db
 
     async def main() -> None:
         async with AsyncPool(db.dsn, max_size=1) as pool:
@@ -617,10 +629,10 @@ def test_params_and_rows_round_trip(db: Db) -> None:
     run(main())
 
 
-def test_autocommit_change_is_restored_on_return(db: Db) -> None:
-    if db.name == "asyncpg":
-        pytest.skip("asyncpg has no autocommit setting to change (it refuses "
-                    "set_autocommit(False)); it has nothing to restore")
+def test_autocommit_change_is_restored_on_return(dbapi_db: Db) -> None:
+    """Not asyncpg: it has no autocommit setting to change (it refuses set_autocommit(False)),
+    so it has nothing to restore."""
+    db = dbapi_db
 
     async def main() -> None:
         async with AsyncPool(db.dsn, min_idle=1, max_size=1) as pool:
@@ -995,7 +1007,9 @@ def private_server(request: pytest.FixtureRequest) -> Iterator[PrivatePostgres |
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("adapter", ["native", "asyncpg"])
+@pytest.mark.parametrize(("private_server", "adapter"),  # asyncpg speaks to PostgreSQL only
+                         [("postgresql", "native"), ("postgresql", "asyncpg"),
+                          ("mysql", "native")], indirect=["private_server"])
 def test_server_restart_under_load(private_server: PrivatePostgres | PrivateMariaDB,
                                    adapter: str) -> None:
     """8 tasks on 4 connections while the server restarts (stopped "fast", started again):
@@ -1003,8 +1017,6 @@ def test_server_restart_under_load(private_server: PrivatePostgres | PrivateMari
     the pool is back to min_idle fresh connections, the old ones all retired, counts adding
     up, and close() ends every task."""
     srv = private_server
-    if adapter == "asyncpg" and not isinstance(srv, PrivatePostgres):
-        pytest.skip("asyncpg speaks to PostgreSQL only")
     pytest.importorskip("asyncpg" if adapter == "asyncpg" else
                         "psycopg" if isinstance(srv, PrivatePostgres) else "aiomysql")
     if not srv.running():  # an earlier test failed with the server down
