@@ -434,7 +434,7 @@ def test_close_stops_every_thread_and_closes_late_returns(db: Db) -> None:
         await borrowed.close()  # returned after close: the physical connection is closed
         assert pool.stats()["connections_closed_pool_closed"] >= 1
         assert pool.stats()["pool_size"] == 0
-        await until(lambda: pool.tasks == [], timeout=5)
+        assert pool.tasks == []  # the return waited for the close
         await _assert_raw_closed(db, raw)
     run(main())
 

@@ -382,3 +382,27 @@ def test_a_reset_past_reset_timeout_discards_the_connection(
     with caplog.at_level(logging.WARNING, logger="poolkeeper"):
         run(main())
     assert "within reset_timeout=0.2 s" in caplog.text, caplog.text
+
+
+def test_a_return_after_close_closes_the_connection_before_it_returns() -> None:
+    """close() does not wait for connections still lent; their returner does, so a loop that
+    ends right after the return leaves no close pending and no connection open."""
+    faults = Faults(before=1, after=1)
+    driver = FaultDriver(faults)
+
+    async def main() -> AsyncPool:
+        pool = AsyncPool(adapter=driver, max_size=1, name="late-return")
+        await pool.open()
+        conn = await pool.getconn()
+        await pool.close()
+        assert driver.live  # still lent
+        await pool.putconn(conn)
+        assert pool.tasks == [] and not driver.live
+        return pool
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Task was destroyed but it is pending" would show
+        pool = run(main())
+    gc.collect()
+    assert pool.stats()["connections_closed_pool_closed"] == 1
+    assert driver.opened == driver.closed == 1

@@ -384,6 +384,8 @@ class AsyncPool(PoolBase):
         if not (slot.broken or interrupted or state is None or state or cursors
                 or autocommit_was is not None):
             self._put_back(slot, usage)  # nothing to do on the server: no await
+            if self._closed:
+                await self._finish_late_close()
             return
         reset = self._spawn(self._reset(slot, raw, state, commit, autocommit_was,
                                         interrupted, usage, cursors))
@@ -393,8 +395,17 @@ class AsyncPool(PoolBase):
             # the caller goes away; what the reset finds (a failed commit) must not vanish
             reset.add_done_callback(self._log_unheard_failure)
             raise
+        if self._closed:
+            await self._finish_late_close()
         if failure is not None:
             raise failure
+
+    async def _finish_late_close(self) -> None:
+        """A return after close(): close() no longer waits for that connection's close, so
+        its returner does (else a loop ending next would leave the close task pending)."""
+        pending = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+        if pending:
+            await asyncio.wait(pending, timeout=self.driver.close_timeout + 1.0)
 
     def _log_unheard_failure(self, reset: asyncio.Task[BaseException | None]) -> None:
         """A reset whose caller was cancelled while it ran: log a failure no one will hear."""
