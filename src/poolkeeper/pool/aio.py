@@ -312,9 +312,18 @@ class AsyncPool(PoolBase):
                 break
             now = _monotonic()
         slot.uses += 1
-        checkout = Checkout(slot, task, now, frame.f_code, frame.f_lasti)
+        code, lasti = frame.f_code, frame.f_lasti
+        checkout = Checkout(slot, task, now, code, lasti)
         slot.checkout = checkout
-        proxy = slot.proxy_class(self, checkout)
+        if self.monitor.enabled:
+            # The resource monitor's part, as in the thread shell: the kept frames of the
+            # borrow site (None: sampled out); the monitor's views make the checkout's
+            # record from them, named after the task, and its cursors are watched.
+            kept = self.monitor.borrow_site(frame, code, lasti)
+            checkout.mon_frames = kept
+            proxy = (slot.proxy_class if kept is None else slot.monitored_class)(self, checkout)
+        else:
+            proxy = slot.proxy_class(self, checkout)
         if self._capture_stack:
             checkout.stack = capture_stack(frame, self.config.leak_stack_depth)
         if self._track_proxy:
@@ -501,6 +510,8 @@ class AsyncPool(PoolBase):
         slot = checkout.slot
         if slot is None or slot.checkout is not checkout:
             return
+        if checkout.mon_frames is not None:  # a monitored checkout: listed among the leaks
+            MONITOR._checkout_dropped(checkout, self.name)
         self._orphans.put(checkout)
 
     def _drain_orphans(self) -> None:
@@ -533,6 +544,7 @@ class AsyncPool(PoolBase):
     # ================================================================== opening / closing
     def _set_proxy_classes(self, slot: Slot, raw: Any) -> None:
         slot.proxy_class = async_proxy_class(self.driver, raw)
+        slot.monitored_class = async_proxy_class(self.driver, raw, monitored=True)
 
     def _request_opens(self) -> None:
         if self._closed or self._loop is None:
@@ -610,6 +622,18 @@ class AsyncPool(PoolBase):
             # without a goodbye, and never left open
             self.driver.abort(raw)
             raise
+
+    def expire_all(self) -> None:
+        """Retire every connection: idle ones now, borrowed ones when they come back.
+
+        Callable from any thread (an admin thread, a signal handler's): the retirement spawns
+        close tasks and opens, loop-owned state, so from another thread it is handed to the
+        loop (``call_soon_threadsafe``) and runs there at its next turn."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not _in_loop(loop):
+            loop.call_soon_threadsafe(super().expire_all)
+            return
+        super().expire_all()
 
     # ================================================================== housekeeping
     async def _housekeeping(self) -> None:
@@ -704,6 +728,14 @@ class _Borrow:
             await self._pool._give_back_after(conn, exc)
         else:
             await self._pool._give_back(conn, True)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the caller runs in ``loop``'s thread, inside it."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _cancel_handle(handle: Any) -> bool:

@@ -77,6 +77,8 @@ class AsyncLender(Protocol):
     name: str
     config: PoolConfig
     driver: AsyncDriver
+    #: the pool's resource monitor probe (its ``cursor_leak_s``, for a monitored cursor)
+    monitor: Probe
     #: the statement hooks chained around the awaited driver call (None: no hook)
     _execute: RunHooksAsync | None
 
