@@ -49,6 +49,7 @@ from ..hooks.stats import StatsHook
 from ..hooks.stmtcache import StatementCacheHook
 from ..observe.monitor import MONITOR, Probe, register_pool
 from .aioproxies import async_proxy_class, close_cursors, run_statement
+from .aiotxn import TransactionClock
 from .base import PoolBase, capture_stack
 from .holders import first_line, format_site, holder_name
 from .lender import RunHooksAsync
@@ -150,6 +151,11 @@ class AsyncPool(PoolBase):
         self.add_hook(self._stmt_cache)
         self.add_hook(self._sql_stats)
         self._timeouts = None  # per-statement timeouts live in the proxies (asyncio.timeout)
+        #: transaction_timeout's clocks, read by the proxies; a hook for its stats() only
+        self._txn_clock: TransactionClock | None = None
+        if config.transaction_timeout is not None:
+            self._txn_clock = TransactionClock(self.name, self.driver, config.transaction_timeout)
+            self.add_hook(self._txn_clock)
         self._tick_s = self._housekeeping_period()
         self._stats_logged_at = _monotonic()
         #: every task this pool started (opens, closes, resets, housekeeping): close() ends
@@ -415,6 +421,16 @@ class AsyncPool(PoolBase):
                            "cancelled (%s: %s): the transaction was not committed and its "
                            "changes are lost; nobody else is told", self.name,
                            type(failure).__name__, first_line(failure))
+
+    async def _commit_back(self, proxy: Any) -> None:
+        """Return a checkout from a clean ``async with`` exit: commit; a transaction past
+        transaction_timeout is rolled back instead and QueryTimeout raised (as in Pool)."""
+        clock = self._txn_clock
+        if clock is not None and (age := clock.overdue(proxy, proxy._co.raw)) is not None:
+            refused = clock.refused(None, age, "the transaction was rolled back")
+            await self._give_back_after(proxy, refused)
+            raise refused
+        await self._give_back(proxy, True)
 
     async def _give_back_after(self, proxy: Any, error: BaseException) -> None:
         """Return a checkout whose ``async with`` block raises ``error``: roll back; a rollback
@@ -727,7 +743,7 @@ class _Borrow:
         if exc is not None:
             await self._pool._give_back_after(conn, exc)
         else:
-            await self._pool._give_back(conn, True)
+            await self._pool._commit_back(conn)
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -194,7 +194,7 @@ class AsyncConnectionBase(_AsyncConnectionState):
         if exc is not None:
             await self._pool._give_back_after(self, exc)
             return
-        await self._pool._give_back(self, True)
+        await self._pool._commit_back(self)
 
     if TYPE_CHECKING:  # the driver's attributes are properties of the delegating subclass
         def __getattr__(self, name: str) -> Any: ...
@@ -225,6 +225,13 @@ class AsyncConnectionBase(_AsyncConnectionState):
         elif timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
             raise ValueError(f"timeout={timeout!r}: a statement's timeout is a number of "
                              "seconds above 0, or None for no timeout")
+        clock = pool._txn_clock
+        txn = False
+        if clock is not None:  # transaction_timeout: never past the transaction's end
+            timeout, txn = clock.bound(self, co.raw, timeout)
+            if timeout is not None and timeout <= 0:
+                age = clock.age(self)
+                raise clock.refused(query, age, await clock.roll_back(self, co.raw))
         co.sql = query
         co.statements += 1  # odd: a statement is running
         run = pool._execute
@@ -251,6 +258,12 @@ class AsyncConnectionBase(_AsyncConnectionState):
                          and not co.interrupted else exc)
             if ctx is not None and ctx.discard:  # a hook judged the connection unusable
                 slot.broken = True
+            if txn and clock is not None and isinstance(exc, QueryTimeout):
+                # cut by the transaction's end: the transaction is over, as in Pool
+                outcome = ("its await was cancelled, so the pool checks the connection "
+                           "before lending it again" if co.interrupted
+                           else await clock.roll_back(self, co.raw))
+                raise clock.cut(exc, outcome) from exc.__cause__
             raise
         finally:
             co.statements += 1
@@ -367,11 +380,18 @@ class AsyncConnectionProxy(AsyncConnectionBase):
         return Executing(cur, cur._executed(query, seq_of_params, True, timeout, kwargs))
 
     async def commit(self) -> None:
+        clock = self._pool._txn_clock
+        raw = self._co.raw
+        if clock is not None and (age := clock.overdue(self, raw)) is not None:
+            # transaction_timeout: an overdue transaction is rolled back, not committed
+            raise clock.refused(None, age, await clock.roll_back(self, raw))
         try:
-            await self._co.raw.commit()
+            await raw.commit()
         except BaseException as exc:
             self._failed(exc)
             raise
+        if clock is not None:
+            clock.ended(self)
 
     async def rollback(self) -> None:
         try:
@@ -379,6 +399,9 @@ class AsyncConnectionProxy(AsyncConnectionBase):
         except BaseException as exc:
             self._failed(exc)
             raise
+        clock = self._pool._txn_clock
+        if clock is not None:
+            clock.ended(self)
 
     async def set_autocommit(self, on: bool) -> None:
         """Switch autocommit for this borrow; the pool restores it on return."""
