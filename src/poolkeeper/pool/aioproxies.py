@@ -100,6 +100,12 @@ class AsyncStatementContext(StatementContext):
 
     call: tuple[Any, tuple[Any, ...], dict[str, Any]]
 
+    def result_rows(self, result: Any) -> int:
+        # asyncpg's statements run on no cursor: its adapter reads the rows from the result
+        # of the method called (a command tag, a list of records, a record)
+        rows: int = self.driver.result_rows(getattr(self.call[0], "__name__", ""), result)
+        return rows
+
 
 def run_statement(ctx: StatementContext) -> Awaitable[Any]:
     """The statement itself: what the asyncio pool chains its hooks around, once::
@@ -699,6 +705,13 @@ class AsyncCursorProxy(_AsyncCursorState):
             method, args = raw.execute, ((query,) if params is None else (query, params))
         result = await self._conn._statement(query, params, many, raw, method, args, kwargs,
                                              timeout)
+        # What an idle connection pins (psycopg: libpq's input buffer), as in the thread
+        # shell: the pool retires a connection above max_idle_result_bytes on return
+        measure = self._pool.driver.result_bytes
+        slot = self._co.slot
+        if not many and measure is not None and slot is not None \
+                and (n := measure(raw)) > slot.largest_result_bytes:
+            slot.largest_result_bytes = n
         return self if result is raw else result
 
     async def _executed(self, query: Any, params: Any, many: bool, timeout: Any,
