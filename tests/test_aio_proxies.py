@@ -27,6 +27,7 @@ from poolkeeper.core.slot import Checkout, Slot
 from poolkeeper.drivers.aiobase import AsyncDriver
 from poolkeeper.errors import ConnectionReclaimed, ConnectionReturned, QueryTimeout
 from poolkeeper.hooks.context import StatementContext, chain_async
+from poolkeeper.observe.monitor import MONITOR
 from poolkeeper.pool.aiodeadline import run_within
 from poolkeeper.pool.aioproxies import (
     AsyncConnectionBase,
@@ -39,6 +40,7 @@ from poolkeeper.pool.aioproxies import (
     close_cursors,
     run_statement,
 )
+from poolkeeper.pool.aiotxn import TransactionClock
 
 from .test_aio_drivers import (
     _SQLITE_LONG,
@@ -77,6 +79,8 @@ class OneConnection:
         self.config = PoolConfig(query_timeout=query_timeout)
         self.driver = driver
         self._execute = chain_async(list(hooks), run_statement) if hooks else None
+        self._txn_clock: TransactionClock | None = None  # tests/test_aio_txn.py has one
+        self.monitor = MONITOR.probe("proxies")  # off: the proxies here are the plain ones
         self.slot: Slot | None = None
         #: (checkout, commit flag or the error) of every return
         self.returns: list[tuple[Checkout, Any]] = []
@@ -105,6 +109,9 @@ class OneConnection:
 
     async def _give_back(self, proxy: Any, commit: bool | None) -> None:
         await self._return(proxy, commit)
+
+    async def _commit_back(self, proxy: Any) -> None:
+        await self._return(proxy, True)
 
     async def _give_back_after(self, proxy: Any, error: BaseException) -> None:
         await self._return(proxy, error)

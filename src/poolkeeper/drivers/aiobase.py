@@ -239,6 +239,12 @@ class AsyncDriver(AdapterBase):
         and fingerprints: its first argument's text (asyncpg's adapter knows its copies)."""
         return self.query_text(args[0] if args else "", None)
 
+    def result_rows(self, method: str, result: Any) -> int:
+        """The rows a call of the connection's ``method`` touched or returned, read from its
+        ``result``, for a driver whose statements run on no cursor (asyncpg's adapter); -1
+        when unknown (DB-API drivers: the cursor's ``rowcount`` says)."""
+        return -1
+
     async def close_cursor(self, cursor: Any) -> None:
         """Close a driver cursor (psycopg's, aiomysql's and aiosqlite's ``close()`` are
         coroutines: a server-side cursor's CLOSE, the rest of an unbuffered result, the

@@ -83,6 +83,11 @@ class StatementContext:
         self.session_id = session_id
         self.discard = False
 
+    def result_rows(self, result: Any) -> int:
+        """The rows a statement without a driver cursor touched or returned, from its
+        ``result``; -1 when unknown (a shell whose statements run on no cursor says more)."""
+        return -1
+
 
 class Hook(Protocol):
     """What :meth:`poolkeeper.Pool.add_hook` accepts (see the module docstring)."""

@@ -125,6 +125,8 @@ class StatsHook:
         # DB-API rowcount (-1: unknown). Whether it counts rows returned or changed is decided
         # once per fingerprint: reading psycopg's `description` builds objects.
         rows = -1 if error is not None else ctx.driver.rowcount(ctx.cursor)
+        if rows < 0 and error is None and ctx.cursor is None:
+            rows = ctx.result_rows(result)  # no cursor (asyncpg): the rows from the result
         grew = self.registry.end(entry, elapsed, rows, error, ctx.params, ctx.many)
         # The fetch size learns each statement's most rows; the entry keeps the same
         # maximum, so only an execution that raised it has anything to teach.

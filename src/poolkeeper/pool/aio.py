@@ -49,6 +49,7 @@ from ..hooks.stats import StatsHook
 from ..hooks.stmtcache import StatementCacheHook
 from ..observe.monitor import MONITOR, Probe, register_pool
 from .aioproxies import async_proxy_class, close_cursors, run_statement
+from .aiotxn import TransactionClock
 from .base import PoolBase, capture_stack
 from .holders import first_line, format_site, holder_name
 from .lender import RunHooksAsync
@@ -150,6 +151,11 @@ class AsyncPool(PoolBase):
         self.add_hook(self._stmt_cache)
         self.add_hook(self._sql_stats)
         self._timeouts = None  # per-statement timeouts live in the proxies (asyncio.timeout)
+        #: transaction_timeout's clocks, read by the proxies; a hook for its stats() only
+        self._txn_clock: TransactionClock | None = None
+        if config.transaction_timeout is not None:
+            self._txn_clock = TransactionClock(self.name, self.driver, config.transaction_timeout)
+            self.add_hook(self._txn_clock)
         self._tick_s = self._housekeeping_period()
         self._stats_logged_at = _monotonic()
         #: every task this pool started (opens, closes, resets, housekeeping): close() ends
@@ -312,9 +318,18 @@ class AsyncPool(PoolBase):
                 break
             now = _monotonic()
         slot.uses += 1
-        checkout = Checkout(slot, task, now, frame.f_code, frame.f_lasti)
+        code, lasti = frame.f_code, frame.f_lasti
+        checkout = Checkout(slot, task, now, code, lasti)
         slot.checkout = checkout
-        proxy = slot.proxy_class(self, checkout)
+        if self.monitor.enabled:
+            # The resource monitor's part, as in the thread shell: the kept frames of the
+            # borrow site (None: sampled out); the monitor's views make the checkout's
+            # record from them, named after the task, and its cursors are watched.
+            kept = self.monitor.borrow_site(frame, code, lasti)
+            checkout.mon_frames = kept
+            proxy = (slot.proxy_class if kept is None else slot.monitored_class)(self, checkout)
+        else:
+            proxy = slot.proxy_class(self, checkout)
         if self._capture_stack:
             checkout.stack = capture_stack(frame, self.config.leak_stack_depth)
         if self._track_proxy:
@@ -418,6 +433,16 @@ class AsyncPool(PoolBase):
                            "changes are lost; nobody else is told", self.name,
                            type(failure).__name__, first_line(failure))
 
+    async def _commit_back(self, proxy: Any) -> None:
+        """Return a checkout from a clean ``async with`` exit: commit; a transaction past
+        transaction_timeout is rolled back instead and QueryTimeout raised (as in Pool)."""
+        clock = self._txn_clock
+        if clock is not None and (age := clock.overdue(proxy, proxy._co.raw)) is not None:
+            refused = clock.refused(None, age, "the transaction was rolled back")
+            await self._give_back_after(proxy, refused)
+            raise refused
+        await self._give_back(proxy, True)
+
     async def _give_back_after(self, proxy: Any, error: BaseException) -> None:
         """Return a checkout whose ``async with`` block raises ``error``: roll back; a rollback
         that fails too is logged and noted on ``error``, never raised instead of it."""
@@ -512,6 +537,8 @@ class AsyncPool(PoolBase):
         slot = checkout.slot
         if slot is None or slot.checkout is not checkout:
             return
+        if checkout.mon_frames is not None:  # a monitored checkout: listed among the leaks
+            MONITOR._checkout_dropped(checkout, self.name)
         self._orphans.put(checkout)
 
     def _drain_orphans(self) -> None:
@@ -544,6 +571,7 @@ class AsyncPool(PoolBase):
     # ================================================================== opening / closing
     def _set_proxy_classes(self, slot: Slot, raw: Any) -> None:
         slot.proxy_class = async_proxy_class(self.driver, raw)
+        slot.monitored_class = async_proxy_class(self.driver, raw, monitored=True)
 
     def _request_opens(self) -> None:
         if self._closed or self._loop is None:
@@ -621,6 +649,18 @@ class AsyncPool(PoolBase):
             # without a goodbye, and never left open
             self.driver.abort(raw)
             raise
+
+    def expire_all(self) -> None:
+        """Retire every connection: idle ones now, borrowed ones when they come back.
+
+        Callable from any thread (an admin thread, a signal handler's): the retirement spawns
+        close tasks and opens, loop-owned state, so from another thread it is handed to the
+        loop (``call_soon_threadsafe``) and runs there at its next turn."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not _in_loop(loop):
+            loop.call_soon_threadsafe(super().expire_all)
+            return
+        super().expire_all()
 
     # ================================================================== housekeeping
     async def _housekeeping(self) -> None:
@@ -714,7 +754,15 @@ class _Borrow:
         if exc is not None:
             await self._pool._give_back_after(conn, exc)
         else:
-            await self._pool._give_back(conn, True)
+            await self._pool._commit_back(conn)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the caller runs in ``loop``'s thread, inside it."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _cancel_handle(handle: Any) -> bool:

@@ -41,15 +41,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sys
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from ..core.slot import Checkout, Slot
 from ..drivers.aiobase import AsyncDriver
 from ..errors import ConnectionReturned, QueryTimeout, as_driver_error
 from ..hooks.context import StatementContext
+from ..observe.monitor import MONITOR, CursorWatch
 from .aiodeadline import run_within
 from .delegate import delegating_class
 from .holders import returned_error
@@ -59,6 +62,8 @@ __all__ = [
     "AsyncConnectionBase",
     "AsyncConnectionProxy",
     "AsyncCursorProxy",
+    "AsyncMonitoredConnection",
+    "AsyncMonitoredCursor",
     "AsyncStatementContext",
     "AsyncpgConnectionProxy",
     "AsyncpgPrepared",
@@ -76,7 +81,13 @@ _CURSOR_PRUNE_FROM = 64
 #: "no timeout argument given" (None means "no timeout")
 _UNSET: Any = object()
 _weakref = weakref.ref
+_getframe = sys._getframe
+_monotonic = time.monotonic
 _CancelledError = asyncio.CancelledError
+# The files the monitor knows to be outside poolkeeper, and the counter of monitored cursors
+# freed under their held checkout (as in proxies.py)
+_OUTSIDE = MONITOR._outside
+_count_freed = MONITOR.cursors_freed.add
 
 
 class AsyncStatementContext(StatementContext):
@@ -88,6 +99,12 @@ class AsyncStatementContext(StatementContext):
     __slots__ = ("call",)
 
     call: tuple[Any, tuple[Any, ...], dict[str, Any]]
+
+    def result_rows(self, result: Any) -> int:
+        # asyncpg's statements run on no cursor: its adapter reads the rows from the result
+        # of the method called (a command tag, a list of records, a record)
+        rows: int = self.driver.result_rows(getattr(self.call[0], "__name__", ""), result)
+        return rows
 
 
 def run_statement(ctx: StatementContext) -> Awaitable[Any]:
@@ -183,7 +200,7 @@ class AsyncConnectionBase(_AsyncConnectionState):
         if exc is not None:
             await self._pool._give_back_after(self, exc)
             return
-        await self._pool._give_back(self, True)
+        await self._pool._commit_back(self)
 
     if TYPE_CHECKING:  # the driver's attributes are properties of the delegating subclass
         def __getattr__(self, name: str) -> Any: ...
@@ -214,6 +231,13 @@ class AsyncConnectionBase(_AsyncConnectionState):
         elif timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
             raise ValueError(f"timeout={timeout!r}: a statement's timeout is a number of "
                              "seconds above 0, or None for no timeout")
+        clock = pool._txn_clock
+        txn = False
+        if clock is not None:  # transaction_timeout: never past the transaction's end
+            timeout, txn = clock.bound(self, co.raw, timeout)
+            if timeout is not None and timeout <= 0:
+                age = clock.age(self)
+                raise clock.refused(query, age, await clock.roll_back(self, co.raw))
         co.sql = query
         co.statements += 1  # odd: a statement is running
         run = pool._execute
@@ -240,6 +264,12 @@ class AsyncConnectionBase(_AsyncConnectionState):
                          and not co.interrupted else exc)
             if ctx is not None and ctx.discard:  # a hook judged the connection unusable
                 slot.broken = True
+            if txn and clock is not None and isinstance(exc, QueryTimeout):
+                # cut by the transaction's end: the transaction is over, as in Pool
+                outcome = ("its await was cancelled, so the pool checks the connection "
+                           "before lending it again" if co.interrupted
+                           else await clock.roll_back(self, co.raw))
+                raise clock.cut(exc, outcome) from exc.__cause__
             raise
         finally:
             co.statements += 1
@@ -310,14 +340,20 @@ class AsyncConnectionProxy(AsyncConnectionBase):
 
     __slots__ = ()
 
+    #: the class of this proxy's cursors (AsyncMonitoredConnection's: AsyncMonitoredCursor)
+    _cursor_class: ClassVar[type[AsyncCursorProxy]]
+    #: whether cursor() hands each cursor to the resource monitor (_watch)
+    _monitored: ClassVar[bool] = False
+
     def cursor(self, *args: Any, **kwargs: Any) -> AsyncCursorProxy:
         """A cursor (opened on the driver on first need): ``cur = conn.cursor()``,
         ``cur = await conn.cursor()`` or ``async with conn.cursor() as cur``."""
         co = self._co
         if co.slot is None:
             raise self._returned()
-        cur = AsyncCursorProxy(self, (args, kwargs) if args or kwargs else None)
-        ref = _weakref(cur)
+        cur = self._cursor_class(self, (args, kwargs) if args or kwargs else None)
+        # the checkout's reference to it (the monitor's views find the open cursors there)
+        ref = self._watch(cur, _getframe(1)) if self._monitored else _weakref(cur)
         cursors = co.cursors
         if cursors is None:
             co.cursors = [ref]
@@ -327,6 +363,10 @@ class AsyncConnectionProxy(AsyncConnectionBase):
             if n >= _CURSOR_PRUNE_FROM and not n & (n - 1):
                 co.cursors = _open_cursors(cursors)
         return cur
+
+    def _watch(self, cur: AsyncCursorProxy, f: Any) -> Any:
+        """The monitor's watch of a new cursor (AsyncMonitoredConnection)."""
+        raise NotImplementedError
 
     def execute(self, query: Any, params: Any = None, *, timeout: Any = _UNSET,
                 **kwargs: Any) -> Executing:
@@ -346,11 +386,18 @@ class AsyncConnectionProxy(AsyncConnectionBase):
         return Executing(cur, cur._executed(query, seq_of_params, True, timeout, kwargs))
 
     async def commit(self) -> None:
+        clock = self._pool._txn_clock
+        raw = self._co.raw
+        if clock is not None and (age := clock.overdue(self, raw)) is not None:
+            # transaction_timeout: an overdue transaction is rolled back, not committed
+            raise clock.refused(None, age, await clock.roll_back(self, raw))
         try:
-            await self._co.raw.commit()
+            await raw.commit()
         except BaseException as exc:
             self._failed(exc)
             raise
+        if clock is not None:
+            clock.ended(self)
 
     async def rollback(self) -> None:
         try:
@@ -358,6 +405,9 @@ class AsyncConnectionProxy(AsyncConnectionBase):
         except BaseException as exc:
             self._failed(exc)
             raise
+        clock = self._pool._txn_clock
+        if clock is not None:
+            clock.ended(self)
 
     async def set_autocommit(self, on: bool) -> None:
         """Switch autocommit for this borrow; the pool restores it on return."""
@@ -370,6 +420,36 @@ class AsyncConnectionProxy(AsyncConnectionBase):
         except BaseException as exc:
             self._failed(exc)
             raise
+
+
+class AsyncMonitoredConnection(AsyncConnectionProxy):
+    """A checkout the resource monitor recorded (DB-API style drivers), with its cursors and
+    their sites: :class:`~poolkeeper.pool.proxies.MonitoredConnection`'s records, the holder
+    being the task. An asyncpg checkout has no cursors: its record is the checkout's alone."""
+
+    __slots__ = ()
+
+    _monitored = True
+
+    def _watch(self, cur: AsyncCursorProxy, f: Any) -> CursorWatch:
+        """The watch of ``cur``, made in frame ``f``: its site, times and deadline."""
+        code = f.f_code
+        if code is _EXECUTE_CODE or code is _EXECUTEMANY_CODE:
+            f = f.f_back  # conn.execute(...) (a plain call returning an awaitable): its caller
+            code = f.f_code
+        frames = self._co.mon_frames
+        site: Sequence[Any]
+        if (frames and code is frames[0]) or code.co_filename in _OUTSIDE:
+            back = f.f_back
+            site = ((code, f.f_lasti) if back is None
+                    else (code, f.f_lasti, back.f_code, back.f_lasti))
+        else:
+            site = MONITOR.cursor_site(f)
+        cur._mon = watch = CursorWatch(cur)
+        watch.site = site
+        watch.created = now = _monotonic()
+        watch.deadline = now + self._pool.monitor.cursor_leak_s
+        return watch
 
 
 class AsyncpgConnectionProxy(AsyncConnectionBase):
@@ -534,7 +614,9 @@ class ReturnedAsyncConnection(_AsyncConnectionState):
 
 # ---------------------------------------------------------------------- cursors
 class _AsyncCursorState:
-    __slots__ = ("__weakref__", "_args", "_co", "_conn", "_pool", "_raw")
+    # _mon only on an AsyncMonitoredCursor (and the ClosedAsyncCursor it becomes): what the
+    # resource monitor knows of it, also the weak reference its checkout keeps
+    __slots__ = ("__weakref__", "_args", "_co", "_conn", "_mon", "_pool", "_raw")
 
     _conn: AsyncConnectionProxy
     _pool: AsyncLender
@@ -557,6 +639,9 @@ class AsyncCursorProxy(_AsyncCursorState):
     """
 
     __slots__ = ()
+
+    #: the class an opened cursor's delegating class is made from (kept by its subclasses)
+    _plain: ClassVar[type[AsyncCursorProxy]]
 
     def __init__(self, conn: AsyncConnectionProxy,
                  args: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
@@ -581,12 +666,12 @@ class AsyncCursorProxy(_AsyncCursorState):
         except BaseException as exc:
             self._conn._failed(exc)
             raise
-        if self.__class__ is not AsyncCursorProxy:  # dropped while it opened
+        if self.closed:  # dropped while it opened (now a ClosedAsyncCursor)
             raise _closed_error(self)
         self._raw = raw
         self._args = None
         # now the driver's cursor class is known: its attributes become reachable
-        self.__class__ = delegating_class(AsyncCursorProxy, raw)
+        self.__class__ = delegating_class(self._plain, raw)
         return raw
 
     async def _opened(self) -> AsyncCursorProxy:
@@ -620,6 +705,13 @@ class AsyncCursorProxy(_AsyncCursorState):
             method, args = raw.execute, ((query,) if params is None else (query, params))
         result = await self._conn._statement(query, params, many, raw, method, args, kwargs,
                                              timeout)
+        # What an idle connection pins (psycopg: libpq's input buffer), as in the thread
+        # shell: the pool retires a connection above max_idle_result_bytes on return
+        measure = self._pool.driver.result_bytes
+        slot = self._co.slot
+        if not many and measure is not None and slot is not None \
+                and (n := measure(raw)) > slot.largest_result_bytes:
+            slot.largest_result_bytes = n
         return self if result is raw else result
 
     async def _executed(self, query: Any, params: Any, many: bool, timeout: Any,
@@ -722,6 +814,41 @@ class AsyncCursorProxy(_AsyncCursorState):
 
     def __repr__(self) -> str:
         return "<poolkeeper.AsyncCursorProxy open>"
+
+
+AsyncCursorProxy._plain = AsyncCursorProxy
+AsyncConnectionProxy._cursor_class = AsyncCursorProxy
+
+
+class AsyncMonitoredCursor(AsyncCursorProxy):
+    """A cursor of a checkout the resource monitor recorded: the leaks of
+    :class:`~poolkeeper.pool.proxies.MonitoredCursor` (open when its checkout goes back,
+    collected after its checkout was dropped unreturned, open past its threshold); one freed
+    unclosed under its held checkout before its deadline is only counted."""
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        watch = self._mon
+        co = self._co
+        slot = co.slot
+        live = co.mon_frames is not None and slot is not None and slot.checkout is co
+        if live and _monotonic() < watch.deadline:
+            _count_freed()
+            return
+        MONITOR.cursor_collected(watch, co, self._pool.name, live)
+
+    def _drop(self) -> Any:
+        # still referenced and open when its checkout goes back: it outlived its checkout
+        MONITOR.cursor_outlived(self._mon, self._co, self._pool.name)
+        return AsyncCursorProxy._drop(self)
+
+
+AsyncMonitoredCursor._plain = AsyncMonitoredCursor
+AsyncMonitoredConnection._cursor_class = AsyncMonitoredCursor
+# the frames AsyncMonitoredConnection._watch looks past for a cursor's site
+_EXECUTE_CODE = AsyncConnectionProxy.execute.__code__
+_EXECUTEMANY_CODE = AsyncConnectionProxy.executemany.__code__
 
 
 class Executing:
@@ -917,11 +1044,13 @@ class _WatchedTransaction:
         return getattr(self._tx, name)
 
 
-def async_proxy_class(driver: AsyncDriver, raw: Any) -> type[AsyncConnectionBase]:
+def async_proxy_class(driver: AsyncDriver, raw: Any,
+                      monitored: bool = False) -> type[AsyncConnectionBase]:
     """The proxy class for the driver connection ``raw``: :class:`AsyncpgConnectionProxy`
-    for a driver without DB-API cursors (asyncpg), else :class:`AsyncConnectionProxy`, with
-    ``raw``'s other attributes as properties. The pool makes each proxy as
-    ``cls(pool, checkout)``, and may keep the class per slot (``Slot.proxy_class``)."""
-    base: type[AsyncConnectionBase] = AsyncConnectionProxy if driver.dbapi else \
-        AsyncpgConnectionProxy
+    for a driver without DB-API cursors (asyncpg), else :class:`AsyncConnectionProxy` (for a
+    checkout the monitor records, :class:`AsyncMonitoredConnection`), with ``raw``'s other
+    attributes as properties. The pool makes each proxy as ``cls(pool, checkout)``, and
+    keeps the classes per slot (``Slot.proxy_class``, ``Slot.monitored_class``)."""
+    base: type[AsyncConnectionBase] = AsyncpgConnectionProxy if not driver.dbapi else (
+        AsyncMonitoredConnection if monitored else AsyncConnectionProxy)
     return delegating_class(base, raw)

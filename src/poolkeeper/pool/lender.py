@@ -21,6 +21,7 @@ from ..observe.monitor import Probe
 
 if TYPE_CHECKING:
     from ..core.slot import Checkout
+    from .aiotxn import TransactionClock
 
 __all__ = ["AsyncLender", "Lender", "RunHooks", "RunHooksAsync"]
 
@@ -77,13 +78,22 @@ class AsyncLender(Protocol):
     name: str
     config: PoolConfig
     driver: AsyncDriver
+    #: the pool's resource monitor probe (its ``cursor_leak_s``, for a monitored cursor)
+    monitor: Probe
     #: the statement hooks chained around the awaited driver call (None: no hook)
     _execute: RunHooksAsync | None
+    #: transaction_timeout's clocks (None: the option is off)
+    _txn_clock: TransactionClock | None
 
     def stats(self) -> dict[str, Any]: ...
 
     async def _give_back(self, proxy: Any, commit: bool | None) -> None:
         """Return ``proxy``'s checkout (commit True/False from ``async with``, None else)."""
+        ...
+
+    async def _commit_back(self, proxy: Any) -> None:
+        """Return it from a clean ``async with`` exit: commit (refused past
+        transaction_timeout: rolled back, QueryTimeout raised), return."""
         ...
 
     async def _give_back_after(self, proxy: Any, error: BaseException) -> None:
