@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -96,3 +97,26 @@ def test_uninstrument_stops_recording(reader: InMemoryMetricReader, sqlite_dsn: 
     assert [p.count for p in points] == [1]
     max_points = got.get("db.client.connection.max")  # callbacks answer nothing any more
     assert max_points is None or not max_points.data.data_points
+
+
+def test_async_pool_records_the_same(reader: InMemoryMetricReader, sqlite_dsn: str) -> None:
+    pytest.importorskip("aiosqlite", reason="aiosqlite not installed (poolkeeper[asyncio-sqlite])")
+    from poolkeeper import AsyncPool
+    meter = MeterProvider(metric_readers=[reader]).get_meter("t")
+
+    async def main() -> dict[str, Any]:
+        async with AsyncPool(sqlite_dsn, max_size=1, name="a") as pool:
+            handle = instrument(pool, meter)
+            async with pool.connection() as conn:
+                cur = await conn.cursor()
+                await cur.execute(f"SELECT 1 WHERE 'x' <> '{SECRET}'")
+            got = collect(reader)
+            handle.uninstrument()
+            return got
+
+    got = asyncio.run(main())
+    (point,) = got["db.client.operation.duration"].data.data_points
+    assert point.attributes["db.query.summary"] == "SELECT ? WHERE ? <> ?"
+    assert point.attributes["db.system.name"] == "sqlite"
+    assert point.count == 1
+    assert [p.value for p in got["db.client.connection.max"].data.data_points] == [1]
