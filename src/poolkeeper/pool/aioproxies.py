@@ -54,6 +54,7 @@ from ..errors import ConnectionReturned, QueryTimeout, as_driver_error
 from ..hooks.context import StatementContext
 from ..observe.monitor import MONITOR, CursorWatch
 from .aiodeadline import run_within
+from .cursorwatch import watch_cursor
 from .delegate import delegating_class
 from .holders import returned_error
 from .lender import AsyncLender
@@ -84,9 +85,7 @@ _weakref = weakref.ref
 _getframe = sys._getframe
 _monotonic = time.monotonic
 _CancelledError = asyncio.CancelledError
-# The files the monitor knows to be outside poolkeeper, and the counter of monitored cursors
-# freed under their held checkout (as in proxies.py)
-_OUTSIDE = MONITOR._outside
+# The counter of monitored cursors freed under their held checkout (as in proxies.py)
 _count_freed = MONITOR.cursors_freed.add
 
 
@@ -432,24 +431,9 @@ class AsyncMonitoredConnection(AsyncConnectionProxy):
     _monitored = True
 
     def _watch(self, cur: AsyncCursorProxy, f: Any) -> CursorWatch:
-        """The watch of ``cur``, made in frame ``f``: its site, times and deadline."""
-        code = f.f_code
-        if code is _EXECUTE_CODE or code is _EXECUTEMANY_CODE:
-            f = f.f_back  # conn.execute(...) (a plain call returning an awaitable): its caller
-            code = f.f_code
-        frames = self._co.mon_frames
-        site: Sequence[Any]
-        if (frames and code is frames[0]) or code.co_filename in _OUTSIDE:
-            back = f.f_back
-            site = ((code, f.f_lasti) if back is None
-                    else (code, f.f_lasti, back.f_code, back.f_lasti))
-        else:
-            site = MONITOR.cursor_site(f)
-        cur._mon = watch = CursorWatch(cur)
-        watch.site = site
-        watch.created = now = _monotonic()
-        watch.deadline = now + self._pool.monitor.cursor_leak_s
-        return watch
+        """The watch of ``cur``, opened from frame ``f``: its site, times and deadline."""
+        return watch_cursor(cur, f, _ENTRY_CODES, self._co.mon_frames,
+                            self._pool.monitor.cursor_leak_s)
 
 
 class AsyncpgConnectionProxy(AsyncConnectionBase):
@@ -849,6 +833,8 @@ AsyncMonitoredConnection._cursor_class = AsyncMonitoredCursor
 # the frames AsyncMonitoredConnection._watch looks past for a cursor's site
 _EXECUTE_CODE = AsyncConnectionProxy.execute.__code__
 _EXECUTEMANY_CODE = AsyncConnectionProxy.executemany.__code__
+#: the codes whose caller is a cursor's site (watch_cursor)
+_ENTRY_CODES = (_EXECUTE_CODE, _EXECUTEMANY_CODE)
 
 
 class Executing:

@@ -35,6 +35,7 @@ from ..errors import ConnectionReturned, as_driver_error
 from ..hooks.context import StatementContext
 from ..hooks.timeouts import statement_timeout
 from ..observe.monitor import MONITOR, CursorWatch
+from .cursorwatch import watch_cursor
 from .delegate import delegating_class, is_method
 from .delegate import table as delegate_table
 from .holders import format_site, returned_error
@@ -62,9 +63,6 @@ _CURSOR_PRUNE_FROM = 64
 _weakref = weakref.ref
 _getframe = sys._getframe
 _monotonic = time.monotonic
-# The files the monitor knows to be outside poolkeeper (every pool's probe is the process-wide
-# monitor's): a module global, the cheapest read for MonitoredConnection.cursor.
-_OUTSIDE = MONITOR._outside
 # A monitored cursor freed while its checkout is held: counted, no record (MonitoredCursor)
 _count_freed = MONITOR.cursors_freed.add
 #: "no timeout argument given" (None means "no timeout")
@@ -324,33 +322,8 @@ class MonitoredConnection(ConnectionProxy):
 
     def _watch(self, cur: CursorProxy, f: Any) -> CursorWatch:
         """The watch of ``cur``, opened from frame ``f``: its site, times and deadline."""
-        # Where the cursor was opened, kept as the monitor keeps a site (code and offset,
-        # decoded when read) with its caller: the site and its caller, written out here for
-        # the usual case (a Python call less per cursor); the monitor's cursor_site() walks
-        # past poolkeeper's own frames and decides for a file not seen yet.
-        code = f.f_code
-        if code is _EXECUTE_CODE or code is _EXECUTEMANY_CODE:
-            # conn.execute(...): the site is its caller's. Two identity tests instead of the
-            # monitor's walk past poolkeeper's frames: 0.55 us less per monitored statement
-            # (in-memory SQLite conn.execute cycle, monitor on: +1.50 -> +0.96 us over off).
-            f = f.f_back  # conn.execute() has a caller
-            code = f.f_code
-        # Outside poolkeeper: the code the checkout was borrowed from, as a rule (the borrow
-        # found it outside; an identity test costs a fraction of reading co_filename), or
-        # a file known to be. The kept frames are None once the monitor was cleared.
-        frames = self._co.mon_frames
-        site: Sequence[Any]
-        if (frames and code is frames[0]) or code.co_filename in _OUTSIDE:
-            back = f.f_back
-            site = ((code, f.f_lasti) if back is None
-                    else (code, f.f_lasti, back.f_code, back.f_lasti))
-        else:
-            site = MONITOR.cursor_site(f)
-        cur._mon = watch = CursorWatch(cur)
-        watch.site = site
-        watch.created = now = _monotonic()
-        watch.deadline = now + self._pool.monitor.cursor_leak_s
-        return watch
+        return watch_cursor(cur, f, _ENTRY_CODES, self._co.mon_frames,
+                            self._pool.monitor.cursor_leak_s)
 
 
 class ReturnedConnection(_ConnectionState):
@@ -785,6 +758,8 @@ MonitoredConnection._cursor_base = MonitoredCursor
 # the frames MonitoredConnection.cursor looks past for a cursor's site
 _EXECUTE_CODE = ConnectionProxy.execute.__code__
 _EXECUTEMANY_CODE = ConnectionProxy.executemany.__code__
+#: the codes whose caller is a cursor's site (watch_cursor)
+_ENTRY_CODES = (_EXECUTE_CODE, _EXECUTEMANY_CODE)
 
 
 def proxy_class(raw: Any, monitored: bool = False) -> type[ConnectionProxy]:
