@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import inspect
 import sys
-import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Sequence
 from types import TracebackType
@@ -54,7 +53,7 @@ from ..errors import ConnectionReturned, QueryTimeout, as_driver_error
 from ..hooks.context import StatementContext
 from ..observe.monitor import MONITOR, CursorWatch
 from .aiodeadline import run_within
-from .cursorwatch import watch_cursor
+from .cursorwatch import cursor_freed, watch_cursor
 from .delegate import delegating_class
 from .holders import returned_error
 from .lender import AsyncLender
@@ -83,10 +82,7 @@ _CURSOR_PRUNE_FROM = 64
 _UNSET: Any = object()
 _weakref = weakref.ref
 _getframe = sys._getframe
-_monotonic = time.monotonic
 _CancelledError = asyncio.CancelledError
-# The counter of monitored cursors freed under their held checkout (as in proxies.py)
-_count_freed = MONITOR.cursors_freed.add
 
 
 class AsyncStatementContext(StatementContext):
@@ -813,14 +809,7 @@ class AsyncMonitoredCursor(AsyncCursorProxy):
     __slots__ = ()
 
     def __del__(self) -> None:
-        watch = self._mon
-        co = self._co
-        slot = co.slot
-        live = co.mon_frames is not None and slot is not None and slot.checkout is co
-        if live and _monotonic() < watch.deadline:
-            _count_freed()
-            return
-        MONITOR.cursor_collected(watch, co, self._pool.name, live)
+        cursor_freed(self._mon, self._co, self._pool.name)  # without close()
 
     def _drop(self) -> Any:
         # still referenced and open when its checkout goes back: it outlived its checkout

@@ -1,5 +1,6 @@
-"""Where a monitored cursor was opened: the one function both shells' monitored connections
-use to make a cursor's :class:`~poolkeeper.observe.monitor.CursorWatch`."""
+"""A monitored cursor's watch, for both shells: where it was opened (the
+:class:`~poolkeeper.observe.monitor.CursorWatch` made by :func:`watch_cursor`) and what its
+being freed unclosed means (:func:`cursor_freed`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Any
 
 from ..observe.monitor import MONITOR, CursorWatch
 
-__all__ = ["watch_cursor"]
+__all__ = ["cursor_freed", "watch_cursor"]
 
 _monotonic = time.monotonic
 # The files the monitor knows to be outside poolkeeper (every pool's probe is the process-wide
 # monitor's): a module global, the cheapest read per monitored cursor.
 _OUTSIDE = MONITOR._outside
+# A monitored cursor freed while its checkout is held: counted, no record
+_count_freed = MONITOR.cursors_freed.add
 
 
 def watch_cursor(cur: Any, f: Any, entries: tuple[CodeType, CodeType],
@@ -51,3 +54,22 @@ def watch_cursor(cur: Any, f: Any, entries: tuple[CodeType, CodeType],
     watch.created = now = _monotonic()
     watch.deadline = now + leak_s
     return watch
+
+
+def cursor_freed(watch: CursorWatch, co: Any, pool_name: str) -> None:
+    """A monitored cursor freed without close() (its ``__del__``, in both shells).
+
+    While its checkout is held and before its deadline, that is the `conn.execute(...)` idiom
+    (CPython frees the result when the caller is done with it): counted, no record. (Making
+    its checkout's and its own record here cost 1.9 us per statement: in-memory SQLite
+    conn.execute cycle, monitor on +3.37 us over off with them, +1.50 us without, both
+    without the site shortcut above.) Otherwise it outlived its checkout (dropped
+    unreturned), or lived open past its threshold: a leak for the monitor."""
+    # Its checkout is held while its slot holds it and the monitor has not heard of its
+    # proxy being dropped (which clears mon_frames, as a clear() does).
+    slot = co.slot
+    live = co.mon_frames is not None and slot is not None and slot.checkout is co
+    if live and _monotonic() < watch.deadline:
+        _count_freed()
+        return
+    MONITOR.cursor_collected(watch, co, pool_name, live)

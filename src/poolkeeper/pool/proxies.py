@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 import weakref
 from collections.abc import Iterator, Sequence
 from types import GeneratorType, TracebackType
@@ -35,7 +34,7 @@ from ..errors import ConnectionReturned, as_driver_error
 from ..hooks.context import StatementContext
 from ..hooks.timeouts import statement_timeout
 from ..observe.monitor import MONITOR, CursorWatch
-from .cursorwatch import watch_cursor
+from .cursorwatch import cursor_freed, watch_cursor
 from .delegate import delegating_class, is_method
 from .delegate import table as delegate_table
 from .holders import format_site, returned_error
@@ -62,9 +61,6 @@ _CURSOR_PRUNE_FROM = 64
 
 _weakref = weakref.ref
 _getframe = sys._getframe
-_monotonic = time.monotonic
-# A monitored cursor freed while its checkout is held: counted, no record (MonitoredCursor)
-_count_freed = MONITOR.cursors_freed.add
 #: "no timeout argument given" (None means "no timeout")
 _UNSET: Any = object()
 
@@ -579,23 +575,7 @@ class MonitoredCursor(CursorProxy):
     __slots__ = ()
 
     def __del__(self) -> None:
-        # Freed without close(). While its checkout is held and before its deadline, that is
-        # the `conn.execute(...)` idiom (CPython frees the result when the caller is done with
-        # it): counted, no record, no monitor call. (Making its checkout's and its own record
-        # here cost 1.9 us per statement: in-memory SQLite conn.execute cycle, monitor on
-        # +3.37 us over off with them, +1.50 us without, both without the site shortcut of
-        # MonitoredConnection.cursor.) Otherwise it outlived its checkout (dropped
-        # unreturned), or lived open past its threshold: a leak for the monitor.
-        watch = self._mon
-        co = self._co
-        # Its checkout is held while its slot holds it and the monitor has not heard of its
-        # proxy being dropped (which clears mon_frames, as a clear() does).
-        slot = co.slot
-        live = co.mon_frames is not None and slot is not None and slot.checkout is co
-        if live and _monotonic() < watch.deadline:
-            _count_freed()
-            return
-        MONITOR.cursor_collected(watch, co, self._pool.name, live)
+        cursor_freed(self._mon, self._co, self._pool.name)  # without close()
 
     def _drop(self, close_raw: bool = True) -> None:
         # Still referenced and open when its checkout goes back (or is reclaimed): it outlived
